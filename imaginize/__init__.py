@@ -1,0 +1,3 @@
+"""imaginize: EPUB in, illustration guides out."""
+
+__version__ = "0.1.0"
