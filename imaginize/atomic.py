@@ -1,0 +1,71 @@
+"""The one way imaginize writes a file: all of it or none of it.
+
+`write_atomic` writes to a uniquely named temp file in the destination folder, flushes and
+fsyncs it, renames it over the destination with `os.replace` (atomic on POSIX and Windows for
+paths on one filesystem) and fsyncs the folder so the rename itself survives a power cut.
+A reader therefore sees the old file or the new one, never a torn one. A writer killed
+mid-way leaves a temp file named `.<name>.<random>.tmp`; `sweep_temp_files` removes those
+once they are old enough that no live writer can still own them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+TEMP_SUFFIX = ".tmp"
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def fsync_dir(folder: Path) -> None:
+    # Directories cannot be opened for fsync on Windows; the rename is durable enough there.
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sweep_temp_files(folder: Path, older_than: float = 60.0, now: float | None = None) -> int:
+    """Remove temp files left by crashed writers; returns how many were removed.
+
+    Only files older than `older_than` seconds go: a younger one may belong to a live writer
+    that is about to rename it.
+    """
+    now = time.time() if now is None else now
+    removed = 0
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        try:
+            if now - tmp.stat().st_mtime >= older_than:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
