@@ -6,6 +6,7 @@ so a word count would call a 50,000-character Japanese chapter a few hundred wor
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import replace
@@ -85,7 +86,7 @@ def _sentences(text: str) -> list[str]:
     """Slices of `text` that concatenate back to it exactly (CJK has no spaces to re-insert)."""
     cuts = [m.end() for m in _SENTENCE_END.finditer(text) if 0 < m.end() < len(text)]
     bounds = [0, *cuts, len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def share_scenes(total: int, chunks: list[Chapter]) -> list[int]:
