@@ -39,8 +39,12 @@ class ProviderError(ImaginizeError):
 
     exit_code = ExitCode.CHAPTERS_FAILED
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
         self.retryable = retryable
+        # Seconds the server asked us to wait (Retry-After and kin), when it said.
+        self.retry_after = retry_after
         super().__init__(message)
 
 
