@@ -1,0 +1,5 @@
+import sys
+
+from imaginize.cli import main
+
+sys.exit(main())

@@ -1,0 +1,158 @@
+"""The command line: parses options, calls the library, maps errors to exit codes.
+
+Exit codes (one table, `errors.ExitCode`): 0 done, 1 some chapters failed, 2 bad input or
+usage, 3 incomplete, 4 lock not taken, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from imaginize import __version__
+from imaginize.errors import ExitCode, ImaginizeError
+from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
+from imaginize.progress import PlainProgress
+from imaginize.providers import ProviderKind, resolve_provider
+from imaginize.run import RunOptions, run_book
+
+
+class _DefaultGroup(click.Group):
+    """`imaginize book.epub` means `imaginize run book.epub`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="imaginize")
+def cli() -> None:
+    """Read an EPUB and write illustration guides: scenes worth drawing, with quotes, and
+    the book's characters, creatures, places and items.
+
+    Usage: imaginize BOOK.epub [OPTIONS]   (see `imaginize run --help`)
+    """
+
+
+@cli.command()
+@click.argument("book", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    help="Where to write the guides [default: imaginize_<book>/ beside the book].",
+)
+@click.option("--chapters", metavar="SPEC", help="Story chapters to do, e.g. 1-3,7.")
+@click.option("--force", is_flag=True, help="Redo chapters that are already done.")
+@click.option(
+    "--pages-per-image",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_PAGES_PER_IMAGE,
+    show_default=True,
+    help="One scene per this many pages (300 words a page).",
+)
+@click.option(
+    "--max-chunk-tokens",
+    type=click.IntRange(min=500),
+    default=DEFAULT_MAX_CHUNK_TOKENS,
+    show_default=True,
+    help="Longer chapters are split so no request exceeds this.",
+)
+@click.option(
+    "--provider",
+    type=click.Choice([k.value for k in ProviderKind]),
+    default=ProviderKind.AUTO.value,
+    show_default=True,
+    help="auto: openai when a key or base URL is set, else offline.",
+)
+@click.option("--model", envvar="OPENAI_MODEL", help="Model name [env OPENAI_MODEL].")
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="API key [env OPENAI_API_KEY].")
+@click.option(
+    "--base-url",
+    envvar="OPENAI_BASE_URL",
+    help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1 [env OPENAI_BASE_URL].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for one API reply.",
+)
+@click.option(
+    "--max-output-tokens",
+    type=click.IntRange(min=1),
+    help="Cap on tokens in a reply (the server's default otherwise).",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Tries per chapter before it is marked failed.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+def run(
+    book: Path,
+    output_dir: Path | None,
+    chapters: str | None,
+    force: bool,
+    pages_per_image: float,
+    max_chunk_tokens: int,
+    provider: str,
+    model: str | None,
+    api_key: str | None,
+    base_url: str | None,
+    timeout: float,
+    max_output_tokens: int | None,
+    max_attempts: int,
+    quiet: bool,
+) -> None:
+    """Analyse BOOK and write Contents.md, Chapters.md, Elements.md and chapters/*.json."""
+    config = resolve_provider(
+        ProviderKind(provider),
+        model=model,
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout,
+        max_output_tokens=max_output_tokens,
+        env=os.environ,
+    )
+    options = RunOptions(
+        out_dir=output_dir,
+        provider=config,
+        chapters=chapters,
+        force=force,
+        pages_per_image=pages_per_image,
+        max_chunk_tokens=max_chunk_tokens,
+        max_attempts=max_attempts,
+    )
+    finished = run_book(book, options, PlainProgress(sys.stderr, verbose=not quiet))
+    if finished.failures:
+        raise SystemExit(ExitCode.CHAPTERS_FAILED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: the only place that turns errors into exit codes and one-line messages."""
+    try:
+        cli.main(args=argv, prog_name="imaginize", standalone_mode=False)
+    except ImaginizeError as exc:
+        click.echo(f"imaginize: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("imaginize: interrupted", err=True)
+        return ExitCode.INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("imaginize: interrupted", err=True)
+        return ExitCode.INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.BAD_INPUT
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else ExitCode.BAD_INPUT
+    return ExitCode.OK

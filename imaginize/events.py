@@ -1,0 +1,92 @@
+"""Structured progress events: the library reports through these and never prints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imaginize.model import ChapterResult
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    book_path: Path
+    title: str
+    out_dir: Path
+    provider: str
+    model: str
+    provider_reason: str
+    chapters: int
+    selected: int
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should read (a recovered problem in the book, a skipped file)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ChapterStarted:
+    number: int
+    title: str
+    worker: str = ""
+
+
+@dataclass(frozen=True)
+class ChapterFinished:
+    result: ChapterResult
+    seconds: float
+    worker: str = ""
+
+
+@dataclass(frozen=True)
+class ChapterSkipped:
+    number: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChapterRetry:
+    number: int
+    attempt: int
+    reason: str
+    wait: float
+
+
+@dataclass(frozen=True)
+class ChapterFailed:
+    number: int
+    reason: str
+    worker: str = ""
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    out_dir: Path
+    completed: int
+    total: int
+    failures: dict[int, str] = field(default_factory=dict)
+    tokens: int = 0
+    guides: tuple[Path, ...] = ()
+    # Selected chapters left for other processes (or interrupted) when this one stopped.
+    unfinished: int = 0
+
+
+Event = (
+    RunStarted
+    | Notice
+    | ChapterStarted
+    | ChapterFinished
+    | ChapterSkipped
+    | ChapterRetry
+    | ChapterFailed
+    | RunFinished
+)
+EventSink = Callable[[Event], None]
+
+
+def ignore(_: Event) -> None:
+    """The default sink for library callers that want no progress."""
