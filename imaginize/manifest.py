@@ -1,0 +1,414 @@
+"""The manifest's format and state transitions (see manifest-format.md, which this follows).
+
+The transitions are pure functions `Manifest -> (Manifest, outcome)` with the time passed in,
+so they can be checked against a model without processes or sleeping. What they guarantee,
+given that every caller applies them under the lock (see `store.py`):
+
+- a chapter has at most one owner, and only `claim` gives it one;
+- every claim takes a token greater than any before it in this manifest;
+- `heartbeat`, `complete`, `fail` and `release` change a chapter only while it still carries
+  the caller's token, so a worker whose claim was taken over cannot undo its successor's work;
+- `completed` is final for workers; only `force_pending` (the user's --force) reopens it.
+
+What they do not guarantee: that a reclaimed worker stops working. It keeps running until its
+next fenced call tells it the claim is gone; its result is then discarded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+FORMAT = 1
+DEFAULT_LEASE = 600.0
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Entry:
+    number: int
+    title: str
+    status: Status = Status.PENDING
+    owner: str | None = None
+    claimed_at: float | None = None
+    heartbeat_at: float | None = None
+    attempts: int = 0
+    token: int = 0
+    completed_at: float | None = None
+    error: str | None = None
+    retryable: bool = False
+    retry_at: float | None = None
+    tokens: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "title": self.title,
+            "status": self.status.value,
+            "owner": self.owner,
+            "claimedAt": self.claimed_at,
+            "heartbeatAt": self.heartbeat_at,
+            "attempts": self.attempts,
+            "token": self.token,
+            "completedAt": self.completed_at,
+            "error": self.error,
+            "retryable": self.retryable,
+            "retryAt": self.retry_at,
+            "tokens": self.tokens,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        return cls(
+            number=int(data["number"]),
+            title=str(data["title"]),
+            status=Status(data["status"]),
+            owner=data.get("owner"),
+            claimed_at=data.get("claimedAt"),
+            heartbeat_at=data.get("heartbeatAt"),
+            attempts=int(data.get("attempts", 0)),
+            token=int(data.get("token", 0)),
+            completed_at=data.get("completedAt"),
+            error=data.get("error"),
+            retryable=bool(data.get("retryable", False)),
+            retry_at=data.get("retryAt"),
+            tokens=int(data.get("tokens", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    book_path: str
+    book_sha256: str
+    title: str
+    chapters: tuple[Entry, ...]
+    next_token: int = 1
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def entry(self, number: int) -> Entry:
+        for entry in self.chapters:
+            if entry.number == number:
+                return entry
+        raise KeyError(number)
+
+    def with_entry(self, new: Entry) -> Manifest:
+        chapters = tuple(new if e.number == new.number else e for e in self.chapters)
+        return replace(self, chapters=chapters)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "book": {"path": self.book_path, "sha256": self.book_sha256, "title": self.title},
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "nextToken": self.next_token,
+            "chapters": [e.to_json() for e in self.chapters],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"unsupported manifest format {data.get('format')!r}")
+        book = data["book"]
+        return cls(
+            book_path=str(book["path"]),
+            book_sha256=str(book["sha256"]),
+            title=str(book.get("title", "")),
+            chapters=tuple(Entry.from_json(e) for e in data["chapters"]),
+            next_token=int(data["nextToken"]),
+            created_at=float(data.get("createdAt", 0.0)),
+            updated_at=float(data.get("updatedAt", 0.0)),
+        )
+
+
+# --- owners -------------------------------------------------------------------------------
+
+
+def owner_id(worker: str, pid: int | None = None, host: str | None = None) -> str:
+    return f"{host or socket.gethostname()}:{pid or os.getpid()}:{worker}"
+
+
+def owner_is_dead(owner: str, this_host: str | None = None) -> bool:
+    """True only when the owner provably no longer runs: same host, pid gone.
+
+    An owner on another host can never be proven dead from here; its lease decides.
+    """
+    host_pid, _, _worker = owner.rpartition(":")
+    host, _, pid_text = host_pid.rpartition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != (this_host or socket.gethostname()) or pid <= 0:
+        return False
+    return not _pid_alive(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    # A killed child that its parent has not reaped yet still answers kill(0); it is dead.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# --- transitions --------------------------------------------------------------------------
+
+DeadCheck = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class Claim:
+    number: int
+    token: int
+    attempt: int
+    # Why the chapter was free: "pending", "retry" or the reclaim reason.
+    reason: str
+
+
+def is_stale(entry: Entry, now: float, lease: float, is_dead: DeadCheck) -> str | None:
+    """Why an in-progress claim may be taken over, or None while it is live."""
+    if entry.status is not Status.IN_PROGRESS:
+        return None
+    if entry.owner and is_dead(entry.owner):
+        return f"owner {entry.owner} is no longer running"
+    beat = entry.heartbeat_at if entry.heartbeat_at is not None else entry.claimed_at
+    if beat is None or now - beat > lease:
+        return f"no heartbeat from {entry.owner} for over {lease:g}s"
+    return None
+
+
+def claimable_reason(
+    entry: Entry, now: float, lease: float, max_attempts: int, is_dead: DeadCheck
+) -> str | None:
+    if entry.status is Status.PENDING:
+        return "pending"
+    if entry.status is Status.FAILED:
+        ready = entry.retry_at is None or entry.retry_at <= now
+        if entry.retryable and entry.attempts < max_attempts and ready:
+            return "retry"
+        return None
+    return is_stale(entry, now, lease, is_dead)
+
+
+def claim(
+    manifest: Manifest,
+    owner: str,
+    now: float,
+    *,
+    lease: float = DEFAULT_LEASE,
+    max_attempts: int = 3,
+    is_dead: DeadCheck = owner_is_dead,
+    wanted: Iterable[int] | None = None,
+) -> tuple[Manifest, Claim | None]:
+    """Take the first claimable chapter (in book order, among `wanted`)."""
+    allowed = None if wanted is None else set(wanted)
+    for entry in manifest.chapters:
+        if allowed is not None and entry.number not in allowed:
+            continue
+        reason = claimable_reason(entry, now, lease, max_attempts, is_dead)
+        if reason is None:
+            continue
+        if entry.status is Status.IN_PROGRESS and entry.attempts >= max_attempts:
+            abandoned = replace(
+                entry,
+                status=Status.FAILED,
+                owner=None,
+                error=f"abandoned: its worker stopped {entry.attempts} times ({reason})",
+                retryable=False,
+                retry_at=None,
+            )
+            manifest = manifest.with_entry(abandoned)
+            continue
+        token = manifest.next_token
+        taken = replace(
+            entry,
+            status=Status.IN_PROGRESS,
+            owner=owner,
+            claimed_at=now,
+            heartbeat_at=now,
+            attempts=entry.attempts + 1,
+            token=token,
+            error=entry.error if reason in ("pending", "retry") else f"reclaimed: {reason}",
+            retry_at=None,
+        )
+        manifest = replace(manifest.with_entry(taken), next_token=token + 1)
+        return manifest, Claim(entry.number, token, taken.attempts, reason)
+    return manifest, None
+
+
+def _owned(manifest: Manifest, number: int, token: int) -> Entry | None:
+    entry = manifest.entry(number)
+    if entry.status is Status.IN_PROGRESS and entry.token == token:
+        return entry
+    return None
+
+
+def heartbeat(manifest: Manifest, number: int, token: int, now: float) -> tuple[Manifest, bool]:
+    entry = _owned(manifest, number, token)
+    if entry is None:
+        return manifest, False
+    return manifest.with_entry(replace(entry, heartbeat_at=now)), True
+
+
+def complete(
+    manifest: Manifest, number: int, token: int, now: float, tokens: int = 0
+) -> tuple[Manifest, bool]:
+    entry = _owned(manifest, number, token)
+    if entry is None:
+        return manifest, False
+    done = replace(
+        entry,
+        status=Status.COMPLETED,
+        owner=None,
+        completed_at=now,
+        error=None,
+        retryable=False,
+        retry_at=None,
+        tokens=tokens,
+    )
+    return manifest.with_entry(done), True
+
+
+def fail(
+    manifest: Manifest,
+    number: int,
+    token: int,
+    now: float,
+    error: str,
+    *,
+    retryable: bool = False,
+    retry_at: float | None = None,
+) -> tuple[Manifest, bool]:
+    entry = _owned(manifest, number, token)
+    if entry is None:
+        return manifest, False
+    failed = replace(
+        entry,
+        status=Status.FAILED,
+        owner=None,
+        error=error,
+        retryable=retryable,
+        retry_at=retry_at if retryable else None,
+    )
+    return manifest.with_entry(failed), True
+
+
+def release(manifest: Manifest, number: int, token: int) -> tuple[Manifest, bool]:
+    """Give an unfinished claim back (Ctrl-C): the attempt does not count."""
+    entry = _owned(manifest, number, token)
+    if entry is None:
+        return manifest, False
+    back = replace(entry, status=Status.PENDING, owner=None, attempts=max(0, entry.attempts - 1))
+    return manifest.with_entry(back), True
+
+
+def retry_failed(manifest: Manifest, numbers: Iterable[int] | None = None) -> Manifest:
+    allowed = None if numbers is None else set(numbers)
+    for entry in manifest.chapters:
+        if entry.status is Status.FAILED and (allowed is None or entry.number in allowed):
+            manifest = manifest.with_entry(
+                replace(entry, status=Status.PENDING, attempts=0, retryable=False, retry_at=None)
+            )
+    return manifest
+
+
+def force_pending(manifest: Manifest, numbers: Iterable[int]) -> Manifest:
+    """The user's --force: finished chapters among `numbers` are to be done again."""
+    allowed = set(numbers)
+    for entry in manifest.chapters:
+        if entry.number in allowed and entry.status in (Status.COMPLETED, Status.FAILED):
+            manifest = manifest.with_entry(
+                replace(
+                    entry,
+                    status=Status.PENDING,
+                    attempts=0,
+                    completed_at=None,
+                    error=None,
+                    retryable=False,
+                    retry_at=None,
+                )
+            )
+    return manifest
+
+
+def reconcile(
+    manifest: Manifest, chapters: Iterable[tuple[int, str]], finished: dict[int, int]
+) -> Manifest:
+    """Join an existing manifest: add missing chapters; align `completed` with result files.
+
+    `finished` maps chapter numbers that have a result file to the tokens it used.
+    """
+    known = {e.number for e in manifest.chapters}
+    added = tuple(Entry(n, t) for n, t in chapters if n not in known)
+    if added:
+        ordered = sorted(manifest.chapters + added, key=lambda e: e.number)
+        manifest = replace(manifest, chapters=tuple(ordered))
+    for entry in manifest.chapters:
+        has_result = entry.number in finished
+        if entry.status is Status.COMPLETED and not has_result:
+            manifest = manifest.with_entry(
+                replace(entry, status=Status.PENDING, attempts=0, completed_at=None)
+            )
+        elif entry.status is not Status.COMPLETED and has_result:
+            # A worker killed between publishing its result and recording it: the work is done.
+            manifest = manifest.with_entry(
+                replace(
+                    entry,
+                    status=Status.COMPLETED,
+                    owner=None,
+                    completed_at=entry.completed_at or manifest.updated_at,
+                    error=None,
+                    retryable=False,
+                    retry_at=None,
+                    tokens=finished[entry.number],
+                )
+            )
+    return manifest
+
+
+def new_manifest(
+    book_path: str, sha256: str, title: str, chapters: Iterable[tuple[int, str]], now: float
+) -> Manifest:
+    entries = tuple(Entry(n, t) for n, t in chapters)
+    return Manifest(book_path, sha256, title, entries, created_at=now, updated_at=now)
+
+
+def settled(manifest: Manifest, max_attempts: int, wanted: Iterable[int] | None = None) -> bool:
+    """Nothing left to do for these chapters: each is completed or failed for good."""
+    allowed = None if wanted is None else set(wanted)
+    for entry in manifest.chapters:
+        if allowed is not None and entry.number not in allowed:
+            continue
+        if entry.status is Status.COMPLETED:
+            continue
+        if entry.status is Status.FAILED and not (
+            entry.retryable and entry.attempts < max_attempts
+        ):
+            continue
+        return False
+    return True
