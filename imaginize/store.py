@@ -1,0 +1,215 @@
+"""The manifest on disk: every read-modify-write under the lock, every write atomic.
+
+`ManifestStore.transact(change)` is the only way the manifest changes: take the lock, read,
+apply a pure transition from `manifest.py`, write atomically if anything changed, release. The
+critical section does no analysis, network, logging or sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeVar
+
+from imaginize import manifest as mf
+from imaginize.atomic import fsync_dir, sweep_temp_files, write_json_atomic
+from imaginize.errors import ManifestError
+from imaginize.locking import DEFAULT_LOCK_LIFETIME, acquire, manifest_lock
+from imaginize.results import CHAPTERS_DIR, CorruptResult, read_result, result_path
+
+MANIFEST_NAME = ".imaginize.manifest.json"
+LOCK_NAME = ".imaginize.manifest.lock"
+
+T = TypeVar("T")
+
+# Depth of critical sections in this process: a signal handler that wants to stop the
+# process waits for zero, so a stop never lands between the manifest write and the unlock.
+_critical = threading.local()
+
+
+def in_critical_section() -> bool:
+    return getattr(_critical, "depth", 0) > 0
+
+
+class ManifestStore:
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        lock_lifetime: float = DEFAULT_LOCK_LIFETIME,
+        lock_timeout: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / MANIFEST_NAME
+        self.lock_path = self.out_dir / LOCK_NAME
+        self.clock = clock
+        self._lock = manifest_lock(self.lock_path, lock_lifetime)
+        # Long enough that an expired lock is always broken before we give up.
+        self._lock_timeout = lock_timeout if lock_timeout is not None else lock_lifetime + 60
+
+    def read(self) -> mf.Manifest | None:
+        """The current manifest without taking the lock (atomic writes make it whole)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"{self.path}: unreadable manifest ({exc})") from None
+        try:
+            return mf.Manifest.from_json(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"{self.path}: invalid manifest ({exc})") from None
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        _critical.depth = getattr(_critical, "depth", 0) + 1
+        try:
+            acquire(self._lock, self._lock_timeout)
+            try:
+                yield
+            finally:
+                self._lock.release()
+        finally:
+            _critical.depth -= 1
+
+    def transact(self, change: Callable[[mf.Manifest], tuple[mf.Manifest, T]]) -> T:
+        with self.locked():
+            current = self.read()
+            if current is None:
+                raise ManifestError(f"{self.path}: the manifest is missing")
+            updated, outcome = change(current)
+            if updated != current:
+                self._write(updated)
+        return outcome
+
+    def _write(self, manifest: mf.Manifest) -> None:
+        write_json_atomic(self.path, replace(manifest, updated_at=self.clock()).to_json())
+
+    # --- operations built on transact -------------------------------------------------------
+
+    def join(
+        self,
+        *,
+        book_path: str,
+        sha256: str,
+        title: str,
+        chapters: list[tuple[int, str]],
+        force: Iterable[int] = (),
+        retry_failed: Iterable[int] | None = None,
+    ) -> mf.Manifest:
+        """Create the manifest or reconcile with the one there; never reset finished work."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / CHAPTERS_DIR).mkdir(exist_ok=True)
+        with self.locked():
+            sweep_temp_files(self.out_dir)
+            sweep_temp_files(self.out_dir / CHAPTERS_DIR)
+            current = self.read()
+            now = self.clock()
+            if current is None:
+                current = mf.new_manifest(book_path, sha256, title, chapters, now)
+                base = None
+            elif current.book_sha256 != sha256:
+                raise ManifestError(
+                    f"{self.path}: this folder belongs to a different book "
+                    f"({current.book_path}); use another --output-dir or remove the folder"
+                )
+            else:
+                base = current
+            updated = mf.reconcile(current, chapters, self._finished(chapters))
+            forced = set(force)
+            if forced:
+                updated = mf.force_pending(updated, forced)
+                self._drop_results(forced, updated)
+            if retry_failed is not None:
+                updated = mf.retry_failed(updated, retry_failed)
+            if updated != base:
+                self._write(updated)
+            return updated
+
+    def _finished(self, chapters: list[tuple[int, str]]) -> dict[int, int]:
+        finished: dict[int, int] = {}
+        for number, _ in chapters:
+            path = result_path(self.out_dir, number)
+            if not path.exists():
+                continue
+            try:
+                finished[number] = read_result(path).usage.total_tokens
+            except CorruptResult:
+                continue
+        return finished
+
+    def _drop_results(self, numbers: set[int], manifest: mf.Manifest) -> None:
+        for number in numbers:
+            if manifest.entry(number).status is mf.Status.PENDING:
+                with suppress(FileNotFoundError):
+                    os.unlink(result_path(self.out_dir, number))
+
+    def publish(self, number: int, token: int, staged: Path, tokens: int) -> bool:
+        """Make a staged result the chapter's result and mark it completed, if the claim is
+        still ours; otherwise discard the staged file. True when published."""
+        final = result_path(self.out_dir, number)
+
+        def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
+            updated, ok = mf.complete(current, number, token, self.clock(), tokens)
+            if ok:
+                os.replace(staged, final)
+                fsync_dir(final.parent)
+            return updated, ok
+
+        try:
+            published = self.transact(change)
+        finally:
+            if staged.exists():
+                staged.unlink()
+        return published
+
+    def claim(
+        self,
+        owner: str,
+        *,
+        lease: float,
+        max_attempts: int,
+        wanted: Iterable[int] | None = None,
+    ) -> mf.Claim | None:
+        def change(current: mf.Manifest) -> tuple[mf.Manifest, mf.Claim | None]:
+            now = self.clock()
+            while True:
+                current, got = mf.claim(
+                    current, owner, now, lease=lease, max_attempts=max_attempts, wanted=wanted
+                )
+                if got is None or got.reason in ("pending", "retry"):
+                    return current, got
+                if not result_path(self.out_dir, got.number).exists():
+                    return current, got
+                # Its last owner died after publishing the result but before recording it.
+                current, _ = mf.complete(current, got.number, got.token, now)
+
+        return self.transact(change)
+
+    def heartbeat(self, number: int, token: int) -> bool:
+        return self.transact(lambda m: mf.heartbeat(m, number, token, self.clock()))
+
+    def fail(
+        self,
+        number: int,
+        token: int,
+        error: str,
+        *,
+        retryable: bool = False,
+        retry_at: float | None = None,
+    ) -> bool:
+        return self.transact(
+            lambda m: mf.fail(
+                m, number, token, self.clock(), error, retryable=retryable, retry_at=retry_at
+            )
+        )
+
+    def release(self, number: int, token: int) -> bool:
+        return self.transact(lambda m: mf.release(m, number, token))
