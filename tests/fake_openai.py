@@ -367,8 +367,10 @@ def _normalize(step: StepLike, endpoint: str) -> Step:
 
 
 class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True  # never keep the interpreter alive...
-    block_on_close = True  # ...but server_close() still joins handlers, so stop() is clean
+    # Non-daemon so server_close() joins every handler (it skips daemon threads); stop() makes
+    # sure each one ends promptly, and the socket timeout below is the backstop.
+    daemon_threads = False
+    block_on_close = True
     request_queue_size = 128  # many concurrent clients in pacing tests
     fake: FakeOpenAI
 
