@@ -1,0 +1,265 @@
+"""The worker loop: claim a chapter, analyse it, publish its result, repeat until none is left.
+
+A worker is one OS process (`python -m imaginize.worker`, spec as JSON on stdin) or, for
+library callers and tests, a function call. It stays until every chapter it was asked for is
+settled, polling while other processes still hold claims, so that if one of them dies this
+worker takes its chapter over (at once when the dead owner is on this host, else after the lease).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from imaginize import manifest as mf
+from imaginize.analysis.base import Analyzer
+from imaginize.atomic import write_json_atomic
+from imaginize.backoff import backoff_delay
+from imaginize.book import read_book
+from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError, ProviderError
+from imaginize.events import (
+    ChapterFailed,
+    ChapterFinished,
+    ChapterRetry,
+    ChapterStarted,
+    EventSink,
+    Notice,
+    ignore,
+)
+from imaginize.locking import DEFAULT_LOCK_LIFETIME
+from imaginize.model import Book, Chapter
+from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE, analyze_chapter
+from imaginize.providers import ProviderConfig, ProviderKind, make_analyzer
+from imaginize.results import CHAPTERS_DIR
+from imaginize.store import ManifestStore, in_critical_section
+
+DEFAULT_HEARTBEAT = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs; crosses the process boundary as JSON."""
+
+    book_path: str
+    out_dir: str
+    provider: ProviderConfig
+    chapters: tuple[int, ...] | None = None
+    pages_per_image: float = DEFAULT_PAGES_PER_IMAGE
+    max_chunk_tokens: int = DEFAULT_MAX_CHUNK_TOKENS
+    max_attempts: int = 3
+    lease: float = mf.DEFAULT_LEASE
+    heartbeat: float = DEFAULT_HEARTBEAT
+    lock_lifetime: float = DEFAULT_LOCK_LIFETIME
+    # How often an idle worker looks again while others still hold claims.
+    poll: float = 1.0
+    # Diagnostics: a file that gets "number token owner" appended for each published result.
+    journal: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["provider"]["kind"] = self.provider.kind.value
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        data = json.loads(text)
+        provider = data.pop("provider")
+        provider["kind"] = ProviderKind(provider["kind"])
+        chapters = data.pop("chapters")
+        return cls(
+            provider=ProviderConfig(**provider),
+            chapters=None if chapters is None else tuple(chapters),
+            **data,
+        )
+
+
+class Stop(BaseException):
+    """Raised in a worker's main thread to abandon the chapter in hand (SIGTERM)."""
+
+
+class _Heartbeat:
+    """Refreshes the claim's heartbeat from a thread while the main thread analyses.
+
+    It uses its own store (its own lock object): filelock's lock objects are re-entrant, so
+    sharing one across threads would let both threads into the critical section at once.
+    """
+
+    def __init__(self, spec: WorkerSpec, number: int, token: int) -> None:
+        self._store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+        self._args = (number, token)
+        self._interval = spec.heartbeat
+        self._done = threading.Event()
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval):
+            try:
+                if not self._store.heartbeat(*self._args):
+                    self.lost.set()
+                    return
+            except ImaginizeError:
+                continue  # a slow lock this round; the lease is many beats long
+
+
+def run_worker(
+    spec: WorkerSpec,
+    worker_id: str,
+    *,
+    sink: EventSink = ignore,
+    should_stop: Callable[[], bool] = lambda: False,
+    book: Book | None = None,
+    analyzer: Analyzer | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Work until the wanted chapters are settled or `should_stop()`; returns how many
+    chapters this worker published."""
+    store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+    book = book or read_book(spec.book_path)
+    analyzer = analyzer or make_analyzer(spec.provider, book)
+    chapters = {c.number: c for c in book.chapters}
+    owner = mf.owner_id(worker_id)
+    published = 0
+    while not should_stop():
+        claim = store.claim(
+            owner, lease=spec.lease, max_attempts=spec.max_attempts, wanted=spec.chapters
+        )
+        if claim is None:
+            current = store.read()
+            if current is None or mf.settled(current, spec.max_attempts, spec.chapters):
+                break
+            sleep(_idle_wait(current, spec, store.clock()))
+            continue
+        if should_stop():
+            store.release(claim.number, claim.token)
+            break
+        if claim.reason not in ("pending", "retry"):
+            sink(Notice(f"chapter {claim.number}: taken over ({claim.reason})"))
+        if _work_on(spec, store, chapters[claim.number], claim, analyzer, worker_id, sink):
+            published += 1
+    return published
+
+
+def _work_on(
+    spec: WorkerSpec,
+    store: ManifestStore,
+    chapter: Chapter,
+    claim: mf.Claim,
+    analyzer: Analyzer,
+    worker_id: str,
+    sink: EventSink,
+) -> bool:
+    number, token = claim.number, claim.token
+    sink(ChapterStarted(number, chapter.title, worker_id))
+    started = time.monotonic()
+    try:
+        with _Heartbeat(spec, number, token):
+            result = analyze_chapter(
+                chapter,
+                analyzer,
+                pages_per_image=spec.pages_per_image,
+                max_chunk_tokens=spec.max_chunk_tokens,
+            )
+    except (KeyboardInterrupt, Stop, AuthenticationError):
+        # Not the chapter's fault: give it back without counting the attempt.
+        store.release(number, token)
+        raise
+    except ProviderError as exc:
+        _record_failure(spec, store, claim, str(exc), exc.retryable, exc.retry_after, sink)
+        return False
+    except Exception as exc:  # a bug met on this chapter must not take the worker down
+        _record_failure(spec, store, claim, f"internal error: {exc!r}", False, None, sink)
+        return False
+    staged = Path(spec.out_dir) / CHAPTERS_DIR / f".{number:03d}.{token}.json"
+    write_json_atomic(staged, result.to_json())
+    if not store.publish(number, token, staged, result.usage.total_tokens):
+        sink(Notice(f"chapter {number}: claim {token} was taken over; result discarded"))
+        return False
+    if spec.journal:
+        with open(spec.journal, "a", encoding="utf-8") as journal:
+            journal.write(f"{number} {token} {mf.owner_id(worker_id)}\n")
+    sink(ChapterFinished(result, time.monotonic() - started, worker_id))
+    return True
+
+
+def _record_failure(
+    spec: WorkerSpec,
+    store: ManifestStore,
+    claim: mf.Claim,
+    reason: str,
+    retryable: bool,
+    retry_after: float | None,
+    sink: EventSink,
+) -> None:
+    wait = retry_after if retry_after is not None else backoff_delay(claim.attempt)
+    store.fail(
+        claim.number, claim.token, reason, retryable=retryable, retry_at=store.clock() + wait
+    )
+    if retryable and claim.attempt < spec.max_attempts:
+        sink(ChapterRetry(claim.number, claim.attempt, reason, wait))
+    else:
+        sink(ChapterFailed(claim.number, reason))
+
+
+def _idle_wait(current: mf.Manifest, spec: WorkerSpec, now: float) -> float:
+    """Sleep until the next retry is due, but never longer than the poll interval."""
+    due = [
+        e.retry_at - now
+        for e in current.chapters
+        if e.status is mf.Status.FAILED and e.retryable and e.retry_at is not None
+    ]
+    return max(0.01, min([spec.poll, *due]))
+
+
+# --- the worker process -------------------------------------------------------------------
+
+
+def _install_signals(stop: threading.Event) -> None:
+    # The launcher owns Ctrl-C: it asks workers to stop with SIGTERM, and kills on a second one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        # Interrupt the analysis in hand, never a manifest transaction (that ends in ms and
+        # the loop checks the flag after it).
+        if not in_critical_section():
+            raise Stop
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    worker_id = args[0] if args else "w1"
+    stop = threading.Event()
+    _install_signals(stop)
+    try:
+        spec = WorkerSpec.from_json(sys.stdin.read())
+        run_worker(spec, worker_id, should_stop=stop.is_set)
+    except Stop:
+        return ExitCode.INTERRUPTED
+    except ImaginizeError as exc:
+        print(f"imaginize: worker {worker_id}: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
