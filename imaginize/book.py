@@ -1,0 +1,602 @@
+"""Read an EPUB into a `Book` of story chapters. The only module that imports ebooklib.
+
+Reading happens in three steps:
+1. `_inspect` opens the ZIP and the package document itself, so broken files get a precise
+   reason, and repairs what is recoverable (manifest entries for missing files) in memory;
+2. ebooklib loads the (repaired) package: spine, items, TOC; a broken nav or NCX is retried
+   without it, because the text never depends on navigation;
+3. the linear spine documents are parsed once (`xhtml.extract`) and cut into segments at TOC
+   entries (or at file starts), then front/back matter and boilerplate are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+import re
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+from ebooklib import epub
+from lxml import etree
+
+from imaginize import xhtml
+from imaginize.errors import BookError, ConfigError
+from imaginize.model import Book, Chapter
+from imaginize.xhtml import Block, Segment
+
+CONTAINER = "META-INF/container.xml"
+OPF_MEDIA_TYPE = "application/oebps-package+xml"
+NS = {
+    "c": "urn:oasis:names:tc:opendocument:xmlns:container",
+    "opf": "http://www.idpf.org/2007/opf",
+    "dc": "http://purl.org/dc/elements/1.1/",
+    "enc": "http://www.w3.org/2001/04/xmlenc#",
+}
+DOC_MEDIA_TYPES = frozenset(("application/xhtml+xml", "text/html"))
+GUIDE_TYPES = {"title-page": "titlepage", "notes": "endnotes", "copyright": "copyright-page"}
+
+# ---------------------------------------------------------------------------- public API
+
+
+def read_book(path: str | Path) -> Book:
+    """Read the EPUB at `path`; every failure becomes a `BookError` with a short reason."""
+    path = Path(path)
+    try:
+        return _read(path)
+    except BookError:
+        raise
+    except (MemoryError, RecursionError) as exc:
+        raise BookError(path, f"the book is too large or too deeply nested ({exc!r})") from exc
+    except Exception as exc:  # the boundary: ebooklib and lxml raise many raw types
+        raise BookError(path, f"cannot read EPUB ({type(exc).__name__}: {exc})") from exc
+
+
+def chapter_selection(spec: str, count: int) -> list[int]:
+    """Parse "1-3,7" into sorted 1-based chapter numbers; "5-" runs to the end, "all" is all."""
+    text = spec.strip().lower()
+    if text in ("all", "*"):
+        return list(range(1, count + 1))
+    chosen: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:(-)\s*(\d+)?)?\s*", part)
+        if match is None:
+            raise ConfigError(f"bad chapter selection {spec!r}: expected e.g. '1-3,7'")
+        low = int(match[1])
+        high = int(match[3]) if match[3] else (count if match[2] else low)
+        if low > high:
+            raise ConfigError(f"bad chapter selection {spec!r}: range {part.strip()!r} is empty")
+        if low < 1 or high > count:
+            raise ConfigError(
+                f"chapter selection {spec!r} is outside the book's chapters 1-{count}"
+                if count
+                else f"chapter selection {spec!r}: the book has no chapters"
+            )
+        chosen.update(range(low, high + 1))
+    return sorted(chosen)
+
+
+def book_fingerprint(path: str | Path) -> str:
+    """sha256 of the file's bytes, streamed so a large book is not held in memory."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise BookError(path, _os_reason(exc)) from exc
+
+
+# ---------------------------------------------------------------------------- the package
+
+
+@dataclass
+class _Package:
+    """What we learn from the ZIP and OPF before ebooklib sees them."""
+
+    opf_path: str
+    opf: etree._Element
+    title: str
+    author: str
+    language: str
+    nav_href: str | None
+    replacements: dict[str, bytes] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def opf_dir(self) -> str:
+        return posixpath.dirname(self.opf_path)
+
+    def write_opf(self) -> None:
+        self.replacements[self.opf_path] = etree.tostring(
+            self.opf, xml_declaration=True, encoding="utf-8"
+        )
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not an EPUB file"
+    if isinstance(exc, PermissionError):
+        return "cannot read file: permission denied"
+    return f"cannot read file: {exc.strerror or exc}"
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    if path.is_dir():
+        raise BookError(path, "is a directory, not an EPUB file")
+    try:
+        if path.stat().st_size == 0:
+            raise BookError(path, "file is empty")
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+        return zipfile.ZipFile(path)
+    except OSError as exc:
+        raise BookError(path, _os_reason(exc)) from exc
+    except zipfile.BadZipFile as exc:
+        if magic.startswith(b"PK"):
+            raise BookError(path, "damaged ZIP archive (truncated or corrupt)") from exc
+        kind = next((k for m, k in _MAGIC if magic.startswith(m)), "")
+        hint = f"it looks like {kind}" if kind else "is this an EPUB?"
+        raise BookError(path, f"not a ZIP archive ({hint})") from exc
+
+
+_MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"%PDF", "a PDF"))
+
+
+def _read_member(path: Path, zf: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        return zf.read(name)
+    except KeyError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
+        raise BookError(path, f"damaged ZIP archive: cannot read {name}") from exc
+    except RuntimeError as exc:  # zipfile's "password required"
+        raise BookError(path, f"{name} is password-protected") from exc
+
+
+def _readable(zf: zipfile.ZipFile, name: str) -> bool:
+    """Decompress a member fully (CRC is checked at the end) without keeping it."""
+    try:
+        with zf.open(name) as member:
+            while member.read(1 << 20):
+                pass
+        return True
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
+        return False
+
+
+def _xml(data: bytes) -> etree._Element | None:
+    parser = etree.XMLParser(recover=True, resolve_entities=False, no_network=True)
+    try:
+        return etree.fromstring(data, parser)
+    except etree.XMLSyntaxError:
+        return None
+
+
+def _inspect(path: Path, zf: zipfile.ZipFile) -> _Package:
+    names = set(zf.namelist())
+    if CONTAINER not in names:
+        raise BookError(path, f"missing {CONTAINER}")
+    container = _xml(_read_member(path, zf, CONTAINER))
+    if container is None:
+        raise BookError(path, f"{CONTAINER} is not valid XML")
+    rootfiles = [
+        r.get("full-path", "")
+        for r in container.iterfind(".//c:rootfile", NS)
+        if r.get("full-path")
+    ]
+    typed = [
+        r.get("full-path", "")
+        for r in container.iterfind(".//c:rootfile", NS)
+        if r.get("media-type") == OPF_MEDIA_TYPE and r.get("full-path")
+    ]
+    if not rootfiles:
+        raise BookError(path, f"{CONTAINER} names no package document")
+    opf_path = posixpath.normpath(unquote((typed or rootfiles)[0]))
+    if opf_path not in names:
+        raise BookError(path, f"missing package document {opf_path}")
+    opf = _xml(_read_member(path, zf, opf_path))
+    if opf is None or etree.QName(opf).localname != "package":
+        raise BookError(path, f"package document {opf_path} is not valid XML")
+    manifest = opf.find("opf:manifest", NS)
+    spine = opf.find("opf:spine", NS)
+    if manifest is None:
+        raise BookError(path, "no manifest in the package document")
+    if spine is None:
+        raise BookError(path, "no spine in the package document")
+    if spine.find("opf:itemref", NS) is None:
+        raise BookError(path, "the spine lists no documents")
+
+    title, author, language = _metadata(opf)
+    pkg = _Package(opf_path, opf, title or path.stem, author, language, None)
+    if not typed or opf_path != typed[0]:
+        # ebooklib only follows a rootfile with the right media-type: give it one.
+        pkg.replacements[CONTAINER] = _CONTAINER_XML.format(opf_path).encode()
+    _drop_missing_items(path, zf, pkg, manifest, spine, names)
+    _check_encryption(path, zf, pkg, spine, names)
+    for item in manifest.iterfind("opf:item", NS):
+        if "nav" in item.get("properties", "").split():
+            pkg.nav_href = posixpath.normpath(unquote(item.get("href", "")))
+    return pkg
+
+
+_CONTAINER_XML = (
+    '<?xml version="1.0"?><container version="1.0" xmlns="{ns}"><rootfiles>'
+    '<rootfile full-path="{{}}" media-type="{mt}"/></rootfiles></container>'
+).format(ns=NS["c"], mt=OPF_MEDIA_TYPE)
+
+
+def _drop_missing_items(
+    path: Path,
+    zf: zipfile.ZipFile,
+    pkg: _Package,
+    manifest: etree._Element,
+    spine: etree._Element,
+    names: set[str],
+) -> None:
+    """ebooklib reads every manifest file and dies on the first missing one: unlist them."""
+    spine_ids = {ref.get("idref") for ref in spine.iterfind("opf:itemref", NS)}
+    gone: list[str] = []
+    for item in list(manifest.iterfind("opf:item", NS)):
+        href = item.get("href")
+        full = posixpath.normpath(posixpath.join(pkg.opf_dir, unquote(href or "")))
+        if href and full in names and _readable(zf, full):
+            continue
+        manifest.remove(item)
+        ident = item.get("id")
+        if ident in spine_ids:
+            pkg.warnings.append(f"chapter file {href} is missing or damaged; skipped")
+            for ref in spine.iterfind("opf:itemref", NS):
+                if ref.get("idref") == ident:
+                    spine.remove(ref)
+        else:
+            gone.append(href or f"(item {ident} without href)")
+    if gone:
+        more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
+        pkg.warnings.append(f"missing or damaged resource {', '.join(gone[:3])}{more}; ignored")
+    ids = {item.get("id") for item in manifest.iterfind("opf:item", NS)}
+    if spine.get("toc") and spine.get("toc") not in ids:
+        del spine.attrib["toc"]
+    if spine.find("opf:itemref", NS) is None:
+        raise BookError(path, "none of the spine documents can be read from the archive")
+    if gone or len(ids) < len(spine_ids | ids) or pkg.warnings:
+        pkg.write_opf()
+
+
+def _check_encryption(
+    path: Path, zf: zipfile.ZipFile, pkg: _Package, spine: etree._Element, names: set[str]
+) -> None:
+    """Font obfuscation is harmless; encrypted content documents (DRM) are unreadable."""
+    name = "META-INF/encryption.xml"
+    if name not in names:
+        return
+    root = _xml(_read_member(path, zf, name))
+    if root is None:
+        return
+    encrypted = {
+        posixpath.normpath(unquote(ref.get("URI", "")))
+        for ref in root.iterfind(".//enc:CipherReference", NS)
+    }
+    hrefs = {
+        posixpath.normpath(posixpath.join(pkg.opf_dir, unquote(item.get("href", ""))))
+        for item in pkg.opf.iterfind("opf:manifest/opf:item", NS)
+        if item.get("media-type") in DOC_MEDIA_TYPES
+    }
+    if encrypted & hrefs:
+        raise BookError(path, "the book is encrypted (DRM-protected); its text cannot be read")
+
+
+def _metadata(opf: etree._Element) -> tuple[str, str, str]:
+    meta = opf.find("opf:metadata", NS)
+    if meta is None:
+        return "", "Unknown author", "und"
+
+    def texts(tag: str) -> list[tuple[etree._Element, str]]:
+        found = (
+            (el, " ".join((el.text or "").split())) for el in meta.iterfind(f".//dc:{tag}", NS)
+        )
+        return [(el, text) for el, text in found if text]
+
+    titles = texts("title")
+    creators = texts("creator")
+    # EPUB 2 says opf:role="aut"; EPUB 3 says <meta refines="#id" property="role">aut</meta>.
+    roles = {
+        m.get("refines", "").lstrip("#"): (m.text or "").strip()
+        for m in meta.iterfind("opf:meta[@property='role']", NS)
+    }
+
+    def role(el: etree._Element) -> str:
+        return el.get(f"{{{NS['opf']}}}role") or roles.get(el.get("id", ""), "")
+
+    authors = [text for el, text in creators if role(el) in ("", "aut")] or [t for _, t in creators]
+    languages = texts("language")
+    return (
+        titles[0][1] if titles else "",
+        " & ".join(dict.fromkeys(authors)) or "Unknown author",
+        languages[0][1] if languages else "und",
+    )
+
+
+def _load(path: Path, zf: zipfile.ZipFile, pkg: _Package) -> epub.EpubBook:
+    """ebooklib, retried without the nav and then the NCX when those are what breaks it."""
+    nav = pkg.opf.xpath("opf:manifest/opf:item[contains(@properties, 'nav')]", namespaces=NS)
+    spine = pkg.opf.find("opf:spine", NS)
+    steps: list[tuple[str, Callable[[], None]]] = [("", lambda: None)]
+    if nav:
+        steps.append(("the navigation document is broken; using the NCX or the spine", _unnav(nav)))
+    if spine is not None and spine.get("toc"):
+        steps.append(("the NCX table of contents is broken; using the spine", _unncx(spine)))
+    error: Exception | None = None
+    for note, change in steps:
+        change()
+        if note:
+            pkg.write_opf()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                book = epub.read_epub(_source(path, zf, pkg), {"ignore_ncx": True})
+        except Exception as exc:  # ebooklib leaks KeyError/TypeError/IndexError/...
+            error = exc
+            continue
+        if note:
+            pkg.warnings.append(note)
+        return book
+    raise BookError(path, f"cannot read EPUB ({type(error).__name__}: {error})")
+
+
+def _unnav(nav: list[etree._Element]) -> Callable[[], None]:
+    def change() -> None:
+        for item in nav:
+            props = [p for p in item.get("properties", "").split() if p != "nav"]
+            item.set("properties", " ".join(props))
+
+    return change
+
+
+def _unncx(spine: etree._Element) -> Callable[[], None]:
+    return lambda: spine.attrib.pop("toc", None) and None
+
+
+def _source(path: Path, zf: zipfile.ZipFile, pkg: _Package) -> str | io.BytesIO:
+    if not pkg.replacements:
+        return str(path)
+    # Only repaired books are copied; storing (not deflating) keeps the copy cheap.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as out:
+        for info in zf.infolist():
+            if info.filename not in pkg.replacements and _readable(zf, info.filename):
+                out.writestr(info.filename, zf.read(info))
+        for name, data in pkg.replacements.items():
+            out.writestr(name, data)
+    buffer.seek(0)
+    return buffer
+
+
+# ---------------------------------------------------------------------------- chapters
+
+
+@dataclass
+class _Doc:
+    href: str
+    text: xhtml.DocText
+
+
+@dataclass
+class _Entry:
+    """A TOC entry flattened out of its nesting; `parent` is the enclosing section's label."""
+
+    label: str
+    href: str
+    fragment: str
+    leaf: bool
+    parent: str
+
+
+def _read(path: Path) -> Book:
+    with _open_zip(path) as zf:
+        pkg = _inspect(path, zf)
+        ebook = _load(path, zf, pkg)
+    entries = _toc_entries(ebook)
+    marks = _marks(ebook)
+    anchors: dict[str, set[str]] = {}
+    for href, fragment in [(e.href, e.fragment) for e in entries] + list(marks):
+        if fragment:
+            anchors.setdefault(href, set()).add(fragment)
+    docs = _documents(ebook, pkg, anchors)
+    if not docs or not any(doc.text.blocks for doc in docs):
+        raise BookError(path, "no readable text")
+
+    by_spine = _chapters(_segments(docs, [], marks), pkg.title)
+    toc_cuts = _resolve(entries, docs, pkg.warnings)
+    chapters = by_spine
+    if toc_cuts:
+        by_toc = _chapters(_segments(docs, toc_cuts, marks), pkg.title)
+        # The TOC wins unless it is much coarser than the files (a TOC of parts only, a
+        # lone "Start" link): then the files are the better chapters.
+        if len(by_toc) * 2 >= len(by_spine) and not (len(by_toc) <= 1 < len(by_spine)):
+            chapters = by_toc
+        else:
+            pkg.warnings.append("the table of contents is coarser than the files; using the files")
+    if not chapters:
+        raise BookError(path, "no readable text (only front and back matter found)")
+    return Book(
+        path=path,
+        title=pkg.title,
+        author=pkg.author,
+        language=pkg.language,
+        chapters=tuple(chapters),
+        warnings=tuple(pkg.warnings),
+    )
+
+
+def _split_href(href: str, base: str) -> tuple[str, str]:
+    target, _, fragment = unquote(href).partition("#")
+    return posixpath.normpath(posixpath.join(base, target)) if target else "", fragment
+
+
+def _toc_entries(ebook: epub.EpubBook) -> list[_Entry]:
+    items = list(ebook.get_items())
+    ncx = next((i for i in items if isinstance(i, epub.EpubNcx)), None)
+    # ebooklib resolves nav hrefs against the OPF folder but leaves NCX ones as written.
+    from_nav = any(isinstance(i, epub.EpubNav) for i in items)
+    base = "" if from_nav or ncx is None else posixpath.dirname(ncx.file_name)
+    entries: list[_Entry] = []
+
+    def add(node: object, leaf: bool, parent: str) -> str:
+        label = " ".join(str(getattr(node, "title", "") or "").split())
+        href = getattr(node, "href", "") or ""
+        if href:
+            entries.append(_Entry(label, *_split_href(href, base), leaf=leaf, parent=parent))
+        return label
+
+    def walk(nodes: Iterable[object], parent: str) -> None:
+        for node in nodes:
+            if isinstance(node, tuple) and len(node) == 2:
+                label = add(node[0], False, parent)
+                walk(node[1], label or parent)
+            elif isinstance(node, list | tuple):
+                walk(node, parent)
+            else:
+                add(node, True, parent)
+
+    walk(ebook.toc or [], "")
+    return [e for e in entries if e.href]
+
+
+def _marks(ebook: epub.EpubBook) -> dict[tuple[str, str], frozenset[str]]:
+    """Guide (EPUB 2) and landmarks (EPUB 3) entries that name non-story matter."""
+    found: dict[tuple[str, str], set[str]] = {}
+
+    def note(href: str, base: str, kind: str) -> None:
+        kind = GUIDE_TYPES.get(kind.lower(), kind.lower())
+        if kind in xhtml.NON_STORY or kind in xhtml.FRONT_ONLY:
+            found.setdefault(_split_href(href, base), set()).add(kind)
+
+    for ref in ebook.guide or []:
+        note(ref.get("href") or "", "", ref.get("type") or "")
+    for nav in (i for i in ebook.get_items() if isinstance(i, epub.EpubNav)):
+        try:
+            root = xhtml.parse(nav.content)
+        except (xhtml.XhtmlError, ValueError):
+            continue
+        base = posixpath.dirname(nav.file_name)
+        for el in root.iter():
+            if not isinstance(el.tag, str) or xhtml.local_name(el.tag) != "nav":
+                continue
+            if "landmarks" not in xhtml.semantic_types(el):
+                continue
+            for link in el.iter():
+                if isinstance(link.tag, str) and link.get("href"):
+                    for kind in xhtml.semantic_types(link):
+                        note(link.get("href", ""), base, kind)
+    return {key: frozenset(kinds) for key, kinds in found.items() if key[0]}
+
+
+def _documents(ebook: epub.EpubBook, pkg: _Package, anchors: dict[str, set[str]]) -> list[_Doc]:
+    """The linear spine documents, parsed once; the nav document is navigation, not text."""
+    items = {item.id: item for item in ebook.get_items() if item.id}
+    docs: list[_Doc] = []
+    seen: set[str] = set()
+    for idref, linear in ebook.spine:
+        if str(linear).strip().lower() == "no":
+            continue
+        item = items.get(idref)
+        if item is None:
+            pkg.warnings.append(f"spine entry {idref!r} is not in the manifest; skipped")
+            continue
+        href = posixpath.normpath(item.file_name)
+        if isinstance(item, epub.EpubNav) or href == pkg.nav_href or href in seen:
+            continue
+        if item.media_type not in DOC_MEDIA_TYPES or not item.content:
+            continue
+        seen.add(href)
+        try:
+            text = xhtml.extract(item.content, anchors.get(href, ()))
+        except (xhtml.XhtmlError, ValueError) as exc:
+            pkg.warnings.append(f"cannot parse {href} ({exc}); skipped")
+            continue
+        docs.append(_Doc(href, text))
+    return docs
+
+
+_Cut = tuple[int, int, _Entry | None]  # (document index, block index, TOC entry)
+
+
+def _resolve(entries: list[_Entry], docs: list[_Doc], notes: list[str]) -> list[_Cut]:
+    """TOC entries as positions in reading order; ones pointing nowhere are left out."""
+    index = {doc.href: i for i, doc in enumerate(docs)}
+    cuts: dict[tuple[int, int], _Entry] = {}
+    missing = 0
+    for entry in entries:
+        d = index.get(entry.href)
+        if d is None:  # non-linear, missing or not a document
+            continue
+        b = docs[d].text.anchors.get(entry.fragment) if entry.fragment else 0
+        if b is None:
+            missing += 1
+            continue
+        # Several entries at one spot (a section and its first chapter): the leaf names it.
+        if (d, b) not in cuts or (entry.leaf and not cuts[(d, b)].leaf):
+            cuts[(d, b)] = entry
+    if missing:
+        notes.append(f"{missing} table-of-contents entries point at anchors that do not exist")
+    return [(d, b, entry) for (d, b), entry in sorted(cuts.items())]
+
+
+def _segments(
+    docs: list[_Doc], cuts: list[_Cut], marks: dict[tuple[str, str], frozenset[str]]
+) -> list[Segment]:
+    """Cut the book at the TOC positions, and at every file start before the first of them."""
+    first = (cuts[0][0], cuts[0][1]) if cuts else (len(docs), 0)
+    starts: dict[tuple[int, int], _Entry | None] = {
+        (d, 0): None for d in range(len(docs)) if (d, 0) <= first
+    }
+    starts.update({(d, b): entry for d, b, entry in cuts})
+    ordered = sorted(starts.items(), key=lambda item: item[0])
+    segments: list[Segment] = []
+    for k, ((d, b), entry) in enumerate(ordered):
+        end_d, end_b = ordered[k + 1][0] if k + 1 < len(ordered) else (len(docs), 0)
+        blocks: list[Block] = []
+        doc, at = d, b
+        while doc < end_d or (doc == end_d and at < end_b):
+            stop = end_b if doc == end_d else len(docs[doc].text.blocks)
+            blocks.extend(docs[doc].text.blocks[at:stop])
+            doc, at = doc + 1, 0
+        fragment = entry.fragment if entry else ""
+        href = docs[d].href
+        kinds = marks.get((href, fragment), frozenset())
+        if b == 0:
+            kinds |= marks.get((href, ""), frozenset())
+        segments.append(
+            Segment(
+                blocks,
+                label=entry.label if entry else "",
+                parent=entry.parent if entry else "",
+                source=f"{href}#{fragment}" if fragment else href,
+                at_file_start=b == 0,
+                marks=kinds,
+            )
+        )
+    return segments
+
+
+def _chapters(segments: list[Segment], book_title: str) -> list[Chapter]:
+    xhtml.strip_gutenberg(segments)
+    for seg in segments:
+        seg.blocks = xhtml.story_blocks(seg.blocks)
+    kept = [seg for seg in segments if xhtml.drop_reason(seg, book_title) is None]
+    # A label repeated across sections ("Chapter I" in every part) gets the section's name.
+    repeated = {seg.label for seg in kept if [s.label for s in kept].count(seg.label) > 1}
+    chapters: list[Chapter] = []
+    for number, seg in enumerate(kept, start=1):
+        title, text = xhtml.title_and_text(seg)
+        if seg.label in repeated and seg.parent:
+            title = xhtml.shorten(f"{seg.parent}: {title}")
+        chapters.append(Chapter(number, title or f"Chapter {number}", text, seg.source))
+    return chapters
