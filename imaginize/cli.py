@@ -14,10 +14,14 @@ import click
 
 from imaginize import __version__
 from imaginize.errors import ExitCode, ImaginizeError
+from imaginize.locking import DEFAULT_LOCK_LIFETIME
+from imaginize.manifest import DEFAULT_LEASE
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.progress import PlainProgress
 from imaginize.providers import ProviderKind, resolve_provider
-from imaginize.run import RunOptions, run_book
+from imaginize.run import RunOptions, default_out_dir, run_book
+from imaginize.status import break_stuck_lock, render_status, status_report
+from imaginize.worker import DEFAULT_HEARTBEAT
 
 
 class _DefaultGroup(click.Group):
@@ -96,6 +100,36 @@ def cli() -> None:
     show_default=True,
     help="Tries per chapter before it is marked failed.",
 )
+@click.option("--retry-failed", is_flag=True, help="Queue failed chapters again.")
+@click.option(
+    "-j",
+    "--concurrent",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes. Other runs on the same book join in as well.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_LEASE,
+    show_default=True,
+    help="Seconds without a heartbeat before a claim is taken over.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.05),
+    default=DEFAULT_HEARTBEAT,
+    show_default=True,
+    help="Seconds between a worker's heartbeats.",
+)
+@click.option(
+    "--lock-lifetime",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_LOCK_LIFETIME,
+    show_default=True,
+    help="Age after which a lock file is broken whoever holds it.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def run(
     book: Path,
@@ -111,6 +145,11 @@ def run(
     timeout: float,
     max_output_tokens: int | None,
     max_attempts: int,
+    retry_failed: bool,
+    concurrent: int,
+    lease: float,
+    heartbeat: float,
+    lock_lifetime: float,
     quiet: bool,
 ) -> None:
     """Analyse BOOK and write Contents.md, Chapters.md, Elements.md and chapters/*.json."""
@@ -131,10 +170,44 @@ def run(
         pages_per_image=pages_per_image,
         max_chunk_tokens=max_chunk_tokens,
         max_attempts=max_attempts,
+        retry_failed=retry_failed,
+        concurrent=concurrent,
+        lease=lease,
+        heartbeat=min(heartbeat, lease / 3),
+        lock_lifetime=lock_lifetime,
+        poll=min(1.0, lease / 4),
     )
     finished = run_book(book, options, PlainProgress(sys.stderr, verbose=not quiet))
     if finished.failures:
         raise SystemExit(ExitCode.CHAPTERS_FAILED)
+
+
+def _out_dir(book: Path, output_dir: Path | None) -> Path:
+    return output_dir or default_out_dir(book)
+
+
+@cli.command()
+@click.argument("book", type=click.Path(path_type=Path))
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(book: Path, output_dir: Path | None, as_json: bool) -> None:
+    """Show the state of every chapter of BOOK from its manifest."""
+    report = status_report(_out_dir(book, output_dir))
+    click.echo(render_status(report, as_json=as_json))
+
+
+@cli.command()
+@click.argument("book", type=click.Path(path_type=Path))
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def unlock(book: Path, output_dir: Path | None, yes: bool) -> None:
+    """Remove a stuck manifest lock of BOOK (only when no imaginize is running on it)."""
+    out_dir = _out_dir(book, output_dir)
+
+    def confirm(description: str) -> bool:
+        return yes or click.confirm(f"The lock is {description}. Remove it?", default=False)
+
+    click.echo(break_stuck_lock(out_dir, confirm))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,33 +1,30 @@
-"""Running the main job on one book: parse, pick chapters, analyse each, write the guides."""
+"""Running the main job on one book: parse, join the manifest, let workers do the chapters,
+write the guides.
+
+`run_book` is the library's entry point and the CLI's. The chapters are done by worker
+processes coordinated through the manifest (`--concurrent N`), or, with `in_process=True`,
+by one worker in this process (library callers, tests with injected analyzers).
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
-from imaginize.backoff import backoff_delay
-from imaginize.book import chapter_selection, read_book
-from imaginize.errors import AuthenticationError, ProviderError
-from imaginize.events import (
-    ChapterFailed,
-    ChapterFinished,
-    ChapterRetry,
-    ChapterSkipped,
-    ChapterStarted,
-    EventSink,
-    Notice,
-    RunFinished,
-    RunStarted,
-    ignore,
-)
+from imaginize.book import book_fingerprint, chapter_selection, read_book
+from imaginize.events import EventSink, Notice, RunFinished, RunStarted, ignore
 from imaginize.guides import BookInfo, ChapterInfo, write_guides
-from imaginize.model import Book, Chapter, ChapterResult
-from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE, analyze_chapter
-from imaginize.providers import ProviderConfig, make_analyzer, resolve_provider
-from imaginize.results import load_results, result_path, write_result
+from imaginize.launcher import Launcher
+from imaginize.locking import DEFAULT_LOCK_LIFETIME
+from imaginize.model import Book
+from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
+from imaginize.progress import ManifestWatcher
+from imaginize.providers import ProviderConfig, resolve_provider
+from imaginize.results import load_results
+from imaginize.store import ManifestStore
+from imaginize.worker import DEFAULT_HEARTBEAT, WorkerSpec, run_worker
 
 
 @dataclass(frozen=True)
@@ -36,9 +33,17 @@ class RunOptions:
     provider: ProviderConfig = field(default_factory=resolve_provider)
     chapters: str | None = None
     force: bool = False
+    retry_failed: bool = False
     pages_per_image: float = DEFAULT_PAGES_PER_IMAGE
     max_chunk_tokens: int = DEFAULT_MAX_CHUNK_TOKENS
     max_attempts: int = 3
+    concurrent: int = 1
+    lease: float = mf.DEFAULT_LEASE
+    heartbeat: float = DEFAULT_HEARTBEAT
+    lock_lifetime: float = DEFAULT_LOCK_LIFETIME
+    poll: float = 1.0
+    journal: Path | None = None
+    in_process: bool = False
 
 
 def default_out_dir(book_path: Path) -> Path:
@@ -54,14 +59,14 @@ def run_book(
     book_path: Path | str,
     options: RunOptions | None = None,
     sink: EventSink = ignore,
-    sleep: Callable[[float], None] = time.sleep,
+    *,
+    analyzer: Analyzer | None = None,
 ) -> RunFinished:
     options = options or RunOptions()
     book_path = Path(book_path)
     book = read_book(book_path)
     out_dir = Path(options.out_dir or default_out_dir(book_path))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    selected = _selected(book, options.chapters)
+    wanted = _selected(book, options.chapters)
     config = options.provider
     sink(
         RunStarted(
@@ -72,79 +77,92 @@ def run_book(
             config.model,
             config.reason,
             len(book.chapters),
-            len(selected),
+            len(wanted),
         )
     )
     for warning in book.warnings:
         sink(Notice(f"{book_path}: {warning}"))
-    done, problems = load_results(out_dir)
-    for problem in problems:
-        sink(Notice(f"unreadable result will be redone: {problem}"))
-    analyzer = make_analyzer(config, book)
-    failures: dict[int, str] = {}
-    for chapter in selected:
-        if chapter.number in done and not options.force:
-            sink(
-                ChapterSkipped(
-                    chapter.number, f"already done ({result_path(out_dir, chapter.number).name})"
-                )
-            )
-            continue
-        result = _attempt(chapter, analyzer, options, sink, sleep)
-        if isinstance(result, str):
-            failures[chapter.number] = result
-            continue
-        write_result(out_dir, result)
-        done[chapter.number] = result
-    guides = write_guides(out_dir, book_info(book), done, failures)
-    tokens = sum(r.usage.total_tokens for r in done.values())
-    finished = RunFinished(
-        out_dir,
-        len([c for c in selected if c.number in done]),
-        len(selected),
-        failures,
-        tokens,
-        tuple(guides),
+    store = ManifestStore(out_dir, lock_lifetime=options.lock_lifetime)
+    store.join(
+        book_path=str(book_path.resolve()),
+        sha256=book_fingerprint(book_path),
+        title=book.title,
+        chapters=[(c.number, c.title) for c in book.chapters],
+        force=wanted if options.force else (),
+        retry_failed=wanted if options.retry_failed else None,
     )
+    spec = _spec(book_path, out_dir, wanted, options)
+    try:
+        if options.in_process or analyzer is not None:
+            _run_here(spec, store, sink, book, analyzer, options.max_attempts)
+        else:
+            Launcher(spec, options.concurrent, sink).run()
+    finally:
+        finished = _finish(out_dir, book, store, wanted)
     sink(finished)
     return finished
 
 
-def _selected(book: Book, spec: str | None) -> list[Chapter]:
-    if not spec:
-        return list(book.chapters)
-    wanted = set(chapter_selection(spec, len(book.chapters)))
-    return [c for c in book.chapters if c.number in wanted]
+def _spec(book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions) -> WorkerSpec:
+    return WorkerSpec(
+        book_path=str(book_path.resolve()),
+        out_dir=str(out_dir.resolve()),
+        provider=options.provider,
+        chapters=tuple(wanted),
+        pages_per_image=options.pages_per_image,
+        max_chunk_tokens=options.max_chunk_tokens,
+        max_attempts=options.max_attempts,
+        lease=options.lease,
+        heartbeat=options.heartbeat,
+        lock_lifetime=options.lock_lifetime,
+        poll=options.poll,
+        journal=str(options.journal) if options.journal else None,
+    )
 
 
-def _attempt(
-    chapter: Chapter,
-    analyzer: Analyzer,
-    options: RunOptions,
+def _run_here(
+    spec: WorkerSpec,
+    store: ManifestStore,
     sink: EventSink,
-    sleep: Callable[[float], None],
-) -> ChapterResult | str:
-    """The chapter's result, or the reason it failed after `max_attempts` tries."""
-    for attempt in range(1, options.max_attempts + 1):
-        sink(ChapterStarted(chapter.number, chapter.title))
-        started = time.monotonic()
-        try:
-            result = analyze_chapter(
-                chapter,
-                analyzer,
-                pages_per_image=options.pages_per_image,
-                max_chunk_tokens=options.max_chunk_tokens,
-            )
-        except AuthenticationError:
-            raise
-        except ProviderError as exc:
-            if not exc.retryable or attempt == options.max_attempts:
-                sink(ChapterFailed(chapter.number, str(exc)))
-                return str(exc)
-            wait = exc.retry_after if exc.retry_after is not None else backoff_delay(attempt)
-            sink(ChapterRetry(chapter.number, attempt, str(exc), wait))
-            sleep(wait)
-            continue
-        sink(ChapterFinished(result, time.monotonic() - started))
-        return result
-    raise AssertionError("unreachable: the last attempt returns")
+    book: Book,
+    analyzer: Analyzer | None,
+    max_attempts: int,
+) -> None:
+    # Events come from the manifest, as with worker processes, so both paths report alike.
+    watcher = ManifestWatcher(store, sink, spec.chapters, max_attempts)
+    watcher.poll()
+
+    def notices(event: object) -> None:
+        if isinstance(event, Notice):
+            sink(event)
+        watcher.poll()
+
+    run_worker(spec, "w1", sink=notices, book=book, analyzer=analyzer)
+    watcher.poll()
+
+
+def _finish(out_dir: Path, book: Book, store: ManifestStore, wanted: list[int]) -> RunFinished:
+    """Write the guides from whatever results exist (also after an interruption)."""
+    results, _ = load_results(out_dir)
+    current = store.read()
+    selected = set(wanted)
+    failures: dict[int, str] = {}
+    unfinished = 0
+    if current is not None:
+        for entry in current.chapters:
+            if entry.number not in selected:
+                continue
+            if entry.status is mf.Status.FAILED:
+                failures[entry.number] = entry.error or "failed"
+            elif entry.status is not mf.Status.COMPLETED:
+                unfinished += 1
+    guides = write_guides(out_dir, book_info(book), results, failures)
+    done = [n for n in wanted if n in results]
+    tokens = sum(r.usage.total_tokens for r in results.values())
+    return RunFinished(out_dir, len(done), len(wanted), failures, tokens, tuple(guides), unfinished)
+
+
+def _selected(book: Book, spec: str | None) -> list[int]:
+    if not spec:
+        return [c.number for c in book.chapters]
+    return sorted(set(chapter_selection(spec, len(book.chapters))))

@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImaginizeError as exc:
         print(f"imaginize: worker {worker_id}: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except Exception as exc:  # a bug: one line for the launcher, which restarts the worker
+        print(f"imaginize: worker {worker_id}: internal error: {exc!r}", file=sys.stderr)
+        return ExitCode.CHAPTERS_FAILED
     return ExitCode.OK
 
 

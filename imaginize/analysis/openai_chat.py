@@ -80,7 +80,8 @@ class OpenAIAnalyzer:
             raise ProviderError("request timed out", retryable=True) from None
         except openai.APIConnectionError as exc:
             raise ProviderError(f"connection failed: {exc}", retryable=True) from None
-        except openai.APIResponseValidationError as exc:
+        except (openai.APIResponseValidationError, ValueError) as exc:
+            # openai 3.x lets a 200 with a broken JSON body out as a bare JSONDecodeError.
             raise ProviderError(f"malformed response: {exc}", retryable=True) from None
         try:
             choice = completion.choices[0]

@@ -1,0 +1,162 @@
+"""Starting, supervising and stopping worker processes.
+
+The launcher starts N `python -m imaginize.worker` processes (spec as JSON on stdin), then
+watches them and the manifest: it turns manifest changes into progress events, replaces a
+worker that died while work remains (at most 4 x N times), stops everyone when a worker
+reports a refused API key, and on Ctrl-C asks its workers to give their chapters back
+(SIGTERM), killing them on a second Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from imaginize import manifest as mf
+from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
+from imaginize.events import EventSink, Notice
+from imaginize.progress import ManifestWatcher
+from imaginize.store import ManifestStore
+from imaginize.worker import WorkerSpec
+
+RESTARTS_PER_WORKER = 4
+WATCH_INTERVAL = 0.2
+
+
+class Interrupted(ImaginizeError):
+    exit_code = ExitCode.INTERRUPTED
+
+
+@dataclass
+class _Worker:
+    worker_id: str
+    process: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+    # SIGTERM goes once: a second one could cut short the release the first one started.
+    asked_to_stop: bool = False
+
+
+class Launcher:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        workers: int,
+        sink: EventSink,
+        *,
+        command: list[str] | None = None,
+        watch_interval: float = WATCH_INTERVAL,
+    ) -> None:
+        self.spec = spec
+        self.count = workers
+        self.sink = sink
+        self.command = command or [sys.executable, "-m", "imaginize.worker"]
+        self.watch_interval = watch_interval
+        self.store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+        self._workers: dict[str, _Worker] = {}
+        self._next_id = 0
+        self._restarts = 0
+        self._interrupts = 0
+        self._auth_error: str | None = None
+
+    def run(self) -> None:
+        """Until the wanted chapters are settled, or Ctrl-C. Raises `Interrupted` after a
+        Ctrl-C and `AuthenticationError` when a worker's key was refused."""
+        watcher = ManifestWatcher(self.store, self.sink, self.spec.chapters)
+        previous = self._install_sigint()
+        try:
+            for _ in range(self.count):
+                self._start()
+            while self._workers:
+                watcher.poll()
+                self._reap()
+                if self._interrupts >= 2:
+                    self._signal_all(signal.SIGKILL)
+                elif self._interrupts == 1:
+                    self._signal_all(signal.SIGTERM)
+                time.sleep(self.watch_interval)
+            watcher.poll()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self._signal_all(signal.SIGKILL)
+        if self._auth_error:
+            raise AuthenticationError(self._auth_error)
+        if self._interrupts:
+            raise Interrupted("interrupted; finished chapters are kept, re-run to resume")
+
+    def _install_sigint(self) -> Callable[..., object] | int | None:
+        def on_sigint(signum: int, frame: FrameType | None) -> None:
+            self._interrupts += 1
+
+        return signal.signal(signal.SIGINT, on_sigint)
+
+    def _start(self) -> None:
+        self._next_id += 1
+        worker_id = f"w{self._next_id}"
+        process = subprocess.Popen(
+            [*self.command, worker_id],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            # Its own process group: a terminal's Ctrl-C reaches the launcher only, which
+            # then decides how the workers stop.
+            start_new_session=True,
+        )
+        assert process.stdin is not None
+        process.stdin.write(self.spec.to_json().encode("utf-8"))
+        process.stdin.close()
+        self._workers[worker_id] = _Worker(worker_id, process)
+
+    def _reap(self) -> None:
+        for worker_id, worker in list(self._workers.items()):
+            code = worker.process.poll()
+            if code is None:
+                continue
+            del self._workers[worker_id]
+            errors = worker.process.stderr.read().decode("utf-8", "replace").strip()
+            worker.process.stderr.close()
+            if code == ExitCode.OK or self._interrupts:
+                continue
+            if code == AuthenticationError.exit_code and "API key" in errors:
+                self._auth_error = errors.rsplit("error: ", 1)[-1]
+                self._interrupts = max(self._interrupts, 1)
+                continue
+            self.sink(Notice(f"worker {worker_id} stopped ({_describe(code)}) {errors}".strip()))
+            if code in (ExitCode.BAD_INPUT, ExitCode.LOCKED):
+                continue  # it would fail the same way again
+            if self._work_left() and self._restarts < RESTARTS_PER_WORKER * self.count:
+                self._restarts += 1
+                self._start()
+
+    def _work_left(self) -> bool:
+        current = self.store.read()
+        return current is not None and not mf.settled(
+            current, self.spec.max_attempts, self.spec.chapters
+        )
+
+    def _signal_all(self, signum: int) -> None:
+        for worker in self._workers.values():
+            if signum == signal.SIGTERM:
+                if worker.asked_to_stop:
+                    continue
+                worker.asked_to_stop = True
+            if worker.process.poll() is None:
+                with suppress(ProcessLookupError):
+                    worker.process.send_signal(signum)
+        if signum == signal.SIGKILL:
+            for worker in self._workers.values():
+                worker.process.wait()
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"

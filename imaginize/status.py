@@ -1,0 +1,81 @@
+"""`imaginize status` and `imaginize unlock`: reading the manifest and the lock for people."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imaginize import manifest as mf
+from imaginize.errors import ManifestError
+from imaginize.locking import LockHolder, break_lock, lock_holder
+from imaginize.store import LOCK_NAME, ManifestStore
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    manifest: mf.Manifest
+    lock: LockHolder | None
+    now: float
+
+
+def status_report(out_dir: Path, now: float | None = None) -> StatusReport:
+    store = ManifestStore(out_dir)
+    current = store.read()
+    if current is None:
+        raise ManifestError(f"{store.path}: no manifest (has this book been run yet?)")
+    now = time.time() if now is None else now
+    return StatusReport(current, lock_holder(store.lock_path, now), now)
+
+
+def render_status(report: StatusReport, *, as_json: bool = False) -> str:
+    m = report.manifest
+    totals = Counter(e.status.value for e in m.chapters)
+    if as_json:
+        data = m.to_json()
+        data["totals"] = {s.value: totals.get(s.value, 0) for s in mf.Status}
+        data["tokensUsed"] = sum(e.tokens for e in m.chapters)
+        data["lock"] = None if report.lock is None else vars(report.lock)
+        return json.dumps(data, indent=2)
+    header = ("#", "title", "status", "owner", "tries", "age", "error")
+    rows = [header]
+    for e in m.chapters:
+        since = e.heartbeat_at if e.status is mf.Status.IN_PROGRESS else e.completed_at
+        age = _age(report.now - since) if since else ""
+        title = e.title if len(e.title) <= 40 else e.title[:39] + "…"
+        error = (e.error or "")[:60]
+        rows.append(
+            (str(e.number), title, e.status.value, e.owner or "", str(e.attempts), age, error)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    summary = ", ".join(f"{totals.get(s.value, 0)} {s.value}" for s in mf.Status)
+    lines += ["", f"{m.title}: {len(m.chapters)} chapters: {summary}"]
+    lines.append(f"tokens used: {sum(e.tokens for e in m.chapters):,}")
+    if report.lock is not None:
+        lines.append(f"lock: {report.lock.describe()}")
+    return "\n".join(lines)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def break_stuck_lock(out_dir: Path, confirm: Callable[[str], bool]) -> str:
+    path = Path(out_dir) / LOCK_NAME
+    holder = lock_holder(path)
+    if holder is None:
+        return f"{path}: not locked"
+    if not confirm(holder.describe()):
+        return f"{path}: left in place"
+    return f"{path}: removed" if break_lock(path) else f"{path}: already gone"

@@ -1,0 +1,55 @@
+"""A well-behaved model for the fake server: answers a chapter request with valid JSON whose
+quotes are real sentences of the chapter text in the prompt. Usable in-process (`responder=`)
+and in subprocess scripts ("tests.replies:answer")."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tests.fake_openai import prompt_text
+
+_CHAPTER = re.compile(r"--- CHAPTER TEXT ---\n(.*?)\n--- END OF CHAPTER TEXT ---", re.S)
+_WANTED = re.compile(r"Choose exactly (\d+) scene")
+_SENTENCE = re.compile(r"[^.!?]{20,}?[.!?]")
+
+
+def chapter_text(body: Mapping[str, Any] | None) -> str:
+    match = _CHAPTER.search(prompt_text(body))
+    return match.group(1) if match else ""
+
+
+def reply_json(body: Mapping[str, Any] | None) -> str:
+    text = chapter_text(body)
+    wanted_match = _WANTED.search(prompt_text(body))
+    wanted = int(wanted_match.group(1)) if wanted_match else 1
+    sentences = [s.strip() for s in _SENTENCE.findall(text)] or [text.strip()[:80]]
+    scenes = [
+        {
+            "quote": sentence,
+            "description": f"An illustration of: {sentence[:60]}",
+            "composition": "wide shot",
+            "characters": ["Wren Ashby"],
+            "setting": "the orchard",
+            "lighting": "lantern light",
+            "mood": "hushed",
+            "imagePrompt": f"storybook painting, {sentence[:80]}",
+        }
+        for sentence in sentences[:wanted]
+    ]
+    elements = [
+        {
+            "name": "Wren Ashby",
+            "kind": "character",
+            "description": "a girl in a mustard-yellow oilskin",
+            "aliases": ["Wren"],
+            "quotes": [sentences[0]],
+        }
+    ]
+    return json.dumps({"scenes": scenes, "elements": elements})
+
+
+def answer(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {"kind": "reply", "content": reply_json(body)}

@@ -1,0 +1,166 @@
+"""The openai provider over real HTTP against the local fake server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from imaginize.analysis.openai_chat import OpenAIAnalyzer
+from imaginize.errors import AuthenticationError, ProviderError
+from imaginize.model import Chapter
+from tests.fake_openai import (
+    FakeOpenAI,
+    error,
+    hang,
+    malformed,
+    rate_limited,
+    reply,
+    truncated,
+)
+from tests.replies import answer, reply_json
+
+TEXT = (
+    "The lighthouse stood black against a copper sky. Wren climbed the spiral stair with "
+    "the tin lantern swinging in her hand.\n\n"
+    "At the top the great lens waited, cold and clouded. She wiped it with her sleeve until "
+    "a thin blue light shivered in the glass."
+)
+CHAPTER = Chapter(1, "The Lamp Room", TEXT)
+
+
+def analyzer(server: FakeOpenAI, timeout: float = 5.0) -> OpenAIAnalyzer:
+    return OpenAIAnalyzer(model="fake-model", api_key="test", base_url=server.url, timeout=timeout)
+
+
+def good(**extra: object) -> dict:
+    body = {"messages": [{"role": "user", "content": _prompt()}]}
+    return reply(reply_json(body), **extra)
+
+
+def _prompt() -> str:
+    from imaginize.analysis.prompt import chapter_messages
+
+    return "\n".join(m["content"] for m in chapter_messages(CHAPTER, 2))
+
+
+def test_valid_reply_gives_verified_scenes_and_api_usage(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(good(usage={"prompt_tokens": 321, "completion_tokens": 45}))
+    result = analyzer(fake_openai).analyze(CHAPTER, 2)
+    assert len(result.scenes) == 2
+    assert all(scene.quote in TEXT for scene in result.scenes)
+    assert result.usage.prompt_tokens == 321
+    assert result.usage.completion_tokens == 45
+    request = fake_openai.requests[0]
+    assert request["body"]["response_format"] == {"type": "json_object"}
+    assert request["headers"]["authorization"] == "Bearer test"
+
+
+def test_fenced_chatty_reply_is_extracted(fake_openai: FakeOpenAI) -> None:
+    body = json.dumps({"scenes": [{"quote": "The lighthouse stood black against a copper sky."}]})
+    fake_openai.enqueue(reply(f"Sure! Here it is:\n```json\n{body}\n```\nEnjoy."))
+    result = analyzer(fake_openai).analyze(CHAPTER, 1)
+    assert result.scenes[0].quote == "The lighthouse stood black against a copper sky."
+
+
+def test_invented_quotes_are_dropped_and_counted(fake_openai: FakeOpenAI) -> None:
+    body = {
+        "scenes": [
+            {"quote": "The lighthouse stood black against a copper sky."},
+            {"quote": "A dragon landed on the roof and sang."},
+        ]
+    }
+    fake_openai.enqueue(reply(json.dumps(body)))
+    result = analyzer(fake_openai).analyze(CHAPTER, 2)
+    assert [s.quote for s in result.scenes] == ["The lighthouse stood black against a copper sky."]
+    assert result.dropped_quotes == 1
+
+
+def test_cut_off_reply_gets_one_repair_request(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(
+        reply(
+            '{"scenes": [{"quote": "The light',
+            finish_reason="length",
+            usage={"prompt_tokens": 100, "completion_tokens": 50},
+        ),
+        good(usage={"prompt_tokens": 200, "completion_tokens": 60}),
+    )
+    result = analyzer(fake_openai).analyze(CHAPTER, 2)
+    assert len(result.scenes) == 2
+    assert result.usage.prompt_tokens == 300  # both requests are counted
+    repair = fake_openai.requests[1]["body"]["messages"]
+    assert repair[-2]["role"] == "assistant"
+    assert "cut off" in repair[-1]["content"]
+
+
+def test_invalid_twice_fails_the_chapter_with_the_reason(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(reply("I cannot help with that."), reply('{"scenes": []}'))
+    with pytest.raises(ProviderError) as caught:
+        analyzer(fake_openai).analyze(CHAPTER, 2)
+    assert not caught.value.retryable
+    assert "no scenes" in str(caught.value)
+    assert len(fake_openai.requests) == 2
+
+
+def test_all_quotes_invented_is_repaired_not_completed_empty(fake_openai: FakeOpenAI) -> None:
+    invented = json.dumps({"scenes": [{"quote": "Nothing like this is in the chapter."}]})
+    fake_openai.enqueue(reply(invented), reply(invented))
+    with pytest.raises(ProviderError, match="quotes"):
+        analyzer(fake_openai).analyze(CHAPTER, 1)
+
+
+def test_429_is_retryable_with_the_servers_wait(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(rate_limited(2))
+    with pytest.raises(ProviderError) as caught:
+        analyzer(fake_openai).analyze(CHAPTER, 1)
+    assert caught.value.retryable
+    assert caught.value.retry_after == pytest.approx(2.0)
+    assert len(fake_openai.requests) == 1  # the client's own retries are off
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 408, 409])
+def test_server_errors_are_retryable(fake_openai: FakeOpenAI, status: int) -> None:
+    fake_openai.script(reject_response_format=None)
+    fake_openai.enqueue(error(status), error(status))
+    with pytest.raises(ProviderError) as caught:
+        analyzer(fake_openai).analyze(CHAPTER, 1)
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize("status", [403, 404, 422])
+def test_client_errors_fail_at_once(fake_openai: FakeOpenAI, status: int) -> None:
+    fake_openai.enqueue(error(status, "nope"), error(status, "nope"))
+    with pytest.raises(ProviderError) as caught:
+        analyzer(fake_openai).analyze(CHAPTER, 1)
+    assert not caught.value.retryable
+    assert "nope" in str(caught.value)
+
+
+def test_401_is_an_authentication_error(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(api_key="the-right-key")
+    with pytest.raises(AuthenticationError, match="API key"):
+        analyzer(fake_openai).analyze(CHAPTER, 1)
+
+
+def test_server_without_json_mode_falls_back_once_and_remembers(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(reject_response_format=500, responder=answer)
+    subject = analyzer(fake_openai)
+    subject.analyze(CHAPTER, 1)
+    subject.analyze(CHAPTER, 1)
+    formats = [r["body"].get("response_format") for r in fake_openai.requests]
+    assert formats == [{"type": "json_object"}, None, None]
+
+
+@pytest.mark.parametrize("step", [malformed(), truncated()], ids=["malformed", "truncated"])
+def test_broken_bodies_are_retryable(fake_openai: FakeOpenAI, step: dict) -> None:
+    fake_openai.enqueue(step)
+    with pytest.raises(ProviderError) as caught:
+        analyzer(fake_openai).analyze(CHAPTER, 1)
+    assert caught.value.retryable
+
+
+def test_a_hanging_server_times_out(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(hang())
+    with pytest.raises(ProviderError, match="timed out") as caught:
+        analyzer(fake_openai, timeout=0.5).analyze(CHAPTER, 1)
+    assert caught.value.retryable
