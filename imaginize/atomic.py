@@ -21,12 +21,24 @@ from typing import Any
 TEMP_SUFFIX = ".tmp"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; the guides are for people and other programs, so they get the
+# mode an ordinary open() would give. Read once: os.umask can only be read by setting it.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _FILE_MODE)
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())

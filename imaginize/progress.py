@@ -59,7 +59,8 @@ class PlainProgress:
                 r = event.result
                 return (
                     f"[{self._seen}/{self._total}] chapter {r.chapter} {r.title!r}: "
-                    f"{len(r.scenes)} scenes, {len(r.elements)} elements ({event.seconds:.1f}s)"
+                    f"{_count(len(r.scenes), 'scene')}, {_count(len(r.elements), 'element')} "
+                    f"({event.seconds:.1f}s)"
                 )
             case ChapterRetry():
                 return (
@@ -72,6 +73,10 @@ class PlainProgress:
             case RunFinished():
                 return _summary(event)
         return None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _summary(event: RunFinished) -> str:
