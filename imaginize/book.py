@@ -465,7 +465,9 @@ def _toc_entries(ebook: epub.EpubBook) -> list[_Entry]:
             else:
                 add(node, True, parent)
 
-    walk(ebook.toc or [], "")
+    toc = ebook.toc or []
+    # An empty NCX navMap comes back from ebooklib as one bare Link, not a list.
+    walk(toc if isinstance(toc, list | tuple) else [toc], "")
     return [e for e in entries if e.href]
 
 

@@ -336,8 +336,10 @@ def contains(haystack: list[str], needle: list[str]) -> bool:
 
 def drop_reason(seg: Segment, book_title: str) -> str | None:
     """Why a segment is not story text, or None to keep it."""
-    body = [b for b in seg.blocks if not b.heading]
-    if not body:
+    label = seg.label or next((b.text for b in seg.blocks if b.heading), "")
+    words = tokens(label)
+    # A part-title page holds nothing but its own name, whatever the markup.
+    if all(b.heading or contains(words, tokens(b.text)) for b in seg.blocks):
         return "no text"
     chars = sum(len(b.text) for b in seg.blocks)
     small = chars < SMALL
@@ -346,8 +348,6 @@ def drop_reason(seg: Segment, book_title: str) -> str | None:
     stem = seg.source.partition("#")[0].rpartition("/")[2].rpartition(".")[0].lower()
     if seg.at_file_start and small and _FRONT_FILE.fullmatch(stem):
         return f"file name {stem}"
-    label = seg.label or next((b.text for b in seg.blocks if b.heading), "")
-    words = tokens(label)
     if _BACK_TITLE.fullmatch(" ".join(words)) or (
         small and _FRONT_TITLE.fullmatch(" ".join(words))
     ):

@@ -1,0 +1,251 @@
+"""Build small EPUBs for tests, with ebooklib, plus helpers to damage them on purpose.
+
+    build_epub(tmp_path / "book.epub", [("Chapter 1", "<p>It was a dark night.</p>")])
+
+`chapters` items are `(title, body_html)` pairs or `Doc`s (for file names, linear="no",
+leaving a document out of the TOC). Each chapter document gets an `<h1>` with its title
+unless the body already starts with a heading or `heading=False`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+from ebooklib import epub
+
+# A TOC entry: (label, href) or (label, href, children); href is relative to the OPF, "" for
+# a section heading without a target.
+TocEntry: TypeAlias = tuple[str, str] | tuple[str, str, Sequence["TocEntry"]]
+
+# A 1x1 transparent PNG: the smallest real image for covers and image-only pages.
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+    b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00"
+    b"\x00\x00IEND\xaeB`\x82"
+)
+JPEG_MAGIC = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+
+GUTENBERG_HEADER = (
+    '<section class="pg-boilerplate pgheader" id="pg-header">'
+    "<h2>The Project Gutenberg eBook of {title}</h2>"
+    "<div>This ebook is for the use of anyone anywhere in the United States.</div>"
+    "<div><span>*** START OF THE PROJECT GUTENBERG EBOOK {upper} ***</span></div></section>"
+)
+GUTENBERG_FOOTER = (
+    "<div><span>*** END OF THE PROJECT GUTENBERG EBOOK {upper} ***</span></div>"
+    "<div>Updated editions will replace the previous one. Project Gutenberg is a registered "
+    "trademark.</div>"
+    '<h2 id="pg-footer-heading">THE FULL PROJECT GUTENBERG LICENSE</h2>'
+    "<p>To protect the Project Gutenberg mission of promoting the free distribution of "
+    "electronic works, you agree to comply with all the terms of the Full Project Gutenberg "
+    "License available with this file.</p>"
+)
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One spine document."""
+
+    title: str
+    body: str
+    file_name: str = ""  # default: chapter-NN.xhtml
+    linear: bool = True
+    in_toc: bool = True
+    heading: bool = True  # prepend <h1>title</h1> unless the body starts with a heading
+
+
+def paragraphs(count: int, words: int = 12, start: int = 0) -> str:
+    """`count` distinct <p> paragraphs, handy for long or numbered text."""
+    return "".join(
+        f"<p>Paragraph {start + i} {' '.join(['word'] * (words - 2))}.</p>" for i in range(count)
+    )
+
+
+def build_epub(
+    path: Path | str,
+    chapters: Sequence[tuple[str, str] | Doc] = (("Chapter 1", "<p>Once upon a time.</p>"),),
+    *,
+    title: str | None = "Test Book",
+    author: str | None = "Test Author",
+    language: str = "en",
+    front_matter: bool = False,
+    back_matter: bool = False,
+    gutenberg: bool = False,
+    toc: Literal["files", "none"] | Sequence[TocEntry] = "files",
+    nav: bool = True,
+    ncx: bool = True,
+    images: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Write an EPUB 3 at `path` and return the path.
+
+    front_matter: cover (image only), title page, copyright page, dedication and a contents
+    page before the chapters; back_matter: a colophon and an "About the Author" page after.
+    gutenberg: a Project Gutenberg header (START marker) on the first document and a licence
+    document (END marker) at the end. toc: "files" lists every document, "none" writes no
+    TOC entries, or give explicit (nested) entries. images: extra manifest images by name.
+    """
+    path = Path(path)
+    book = epub.EpubBook()
+    book.set_identifier(f"urn:test:{path.stem}")
+    if title is not None:
+        book.set_title(title)
+    book.set_language(language)
+    if author is not None:
+        book.add_author(author)
+
+    docs: list[Doc] = []
+    if front_matter:
+        docs += _front_matter(title or "", author or "", chapters)
+    for number, chapter in enumerate(chapters, start=1):
+        doc = chapter if isinstance(chapter, Doc) else Doc(chapter[0], chapter[1])
+        if not doc.file_name:
+            doc = replace(doc, file_name=f"chapter-{number:02}.xhtml")
+        docs.append(doc)
+    if back_matter:
+        docs += [
+            Doc(
+                "Colophon",
+                '<section epub:type="colophon"><p>Set in Test Serif.</p></section>',
+                "colophon.xhtml",
+                heading=False,
+            ),
+            Doc("About the Author", "<p>The author lives in a test.</p>", "about.xhtml"),
+        ]
+    if gutenberg:
+        upper = (title or "").upper()
+        header = GUTENBERG_HEADER.format(title=title, upper=upper)
+        docs[0] = replace(docs[0], body=header + _with_heading(docs[0]), heading=False)
+        docs.append(Doc("", GUTENBERG_FOOTER.format(upper=upper), "licence.xhtml", heading=False))
+
+    items = []
+    for doc in docs:
+        item = epub.EpubHtml(title=doc.title or "Untitled", file_name=doc.file_name, lang=language)
+        item.content = f"<html><body>{_with_heading(doc)}</body></html>"
+        book.add_item(item)
+        items.append((doc, item))
+    if front_matter:
+        book.add_item(
+            epub.EpubImage(
+                uid="cover-image", file_name="cover.png", media_type="image/png", content=PNG
+            )
+        )
+    for name, data in (images or {}).items():
+        book.add_item(
+            epub.EpubImage(
+                uid=name.replace(".", "-"), file_name=name, media_type="image/png", content=data
+            )
+        )
+
+    if toc == "files":
+        book.toc = [
+            epub.Link(doc.file_name, doc.title or doc.file_name, f"toc-{i}")
+            for i, (doc, _) in enumerate(items)
+            if doc.in_toc and doc.title
+        ]
+    elif toc == "none":
+        book.toc = []
+    else:
+        book.toc = _toc(toc)
+    if ncx:
+        book.add_item(epub.EpubNcx())
+    if nav:
+        book.add_item(epub.EpubNav())
+    book.spine = [item if doc.linear else (item, "no") for doc, item in items]
+    epub.write_epub(str(path), book, {"raise_exceptions": True})
+    return path
+
+
+def _with_heading(doc: Doc) -> str:
+    body = doc.body.lstrip()
+    if not doc.heading or not doc.title or body[:3].lower() in {f"<h{n}" for n in range(1, 7)}:
+        return body
+    return f"<h1>{doc.title}</h1>{body}"
+
+
+def _front_matter(title: str, author: str, chapters: Sequence[tuple[str, str] | Doc]) -> list[Doc]:
+    links = "".join(
+        f'<li><a href="chapter-{n:02}.xhtml">{c.title if isinstance(c, Doc) else c[0]}</a></li>'
+        for n, c in enumerate(chapters, start=1)
+    )
+    return [
+        Doc("Cover", '<div><img src="cover.png" alt="Cover"/></div>', "cover.xhtml", heading=False),
+        Doc(
+            "Title Page",
+            f'<section epub:type="titlepage"><h1>{title}</h1><p>by {author}</p>'
+            "<p>Test House Publishers, London</p></section>",
+            "titlepage.xhtml",
+            heading=False,
+        ),
+        Doc(
+            "Copyright",
+            f"<p>Copyright © 2024 {author}. All rights reserved.</p><p>ISBN 978-0-00-000000-0</p>",
+            "copyright.xhtml",
+        ),
+        Doc(
+            "Dedication",
+            '<section epub:type="dedication"><p>For everyone who tests.</p></section>',
+            "dedication.xhtml",
+            heading=False,
+        ),
+        Doc("Contents", f"<ol>{links}</ol>", "contents.xhtml"),
+    ]
+
+
+def _toc(entries: Sequence[TocEntry]) -> list[object]:
+    out: list[object] = []
+    for n, entry in enumerate(entries):
+        label, href = entry[0], entry[1]
+        if len(entry) == 3:
+            out.append((epub.Section(label, href), _toc(entry[2])))  # type: ignore[misc]
+        else:
+            out.append(epub.Link(href, label, f"{label}-{n}".replace(" ", "-")))
+    return out
+
+
+# ---------------------------------------------------------------------------- damage
+
+
+def opf_name(path: Path | str) -> str:
+    """The package document's name inside the ZIP (ebooklib writes EPUB/content.opf)."""
+    with zipfile.ZipFile(path) as zf:
+        return next(n for n in zf.namelist() if n.endswith(".opf"))
+
+
+def rewrite_zip(
+    src: Path | str,
+    dst: Path | str,
+    *,
+    drop: Sequence[str] = (),
+    replace: Mapping[str, str | bytes] | None = None,
+) -> Path:
+    """Copy an EPUB, leaving out the `drop` members and swapping in `replace` contents."""
+    new = dict(replace or {})
+    with zipfile.ZipFile(src) as zin:
+        members = [(i.filename, zin.read(i)) for i in zin.infolist()]
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name, data in members:
+            if name not in drop:
+                zout.writestr(name, new.pop(name, data))
+        for name, data in new.items():
+            zout.writestr(name, data)
+    return Path(dst)
+
+
+def edit_member(path: Path | str, name: str, old: str, new: str) -> Path:
+    """Replace text inside one member in place (e.g. delete the OPF's <spine>)."""
+    with zipfile.ZipFile(path) as zf:
+        text = zf.read(name).decode("utf-8")
+    assert old in text, f"{old!r} not in {name}"
+    return rewrite_zip(path, path, replace={name: text.replace(old, new)})
+
+
+def write_zip(path: Path | str, files: Mapping[str, str | bytes]) -> Path:
+    """A ZIP built by hand, for layouts ebooklib refuses to write."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return Path(path)
