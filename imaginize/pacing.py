@@ -1,0 +1,218 @@
+"""Request pacing shared by every process that uses one API key on one book.
+
+The pace is kept in a small JSON file beside the manifest (`.imaginize.rate.json`) and changed
+only under its own lock file, so N processes in M terminals together send no faster than one
+limit allows. Before each request a worker reserves the next free send time ("slot") and sleeps
+outside the lock until then; a 429 writes a pause that every worker honours.
+
+Limits, whichever is strictest:
+- batches: at most `batch_size` sends start within one batch window of `batch_delay` seconds;
+- `rpm`: consecutive sends are at least 60/rpm seconds apart;
+- `max_in_flight`: requests under way at once across all processes (free tier: 1, i.e. the
+  requests of a batch go one after another). An in-flight entry expires after `in_flight_ttl`
+  so a killed process cannot hold its place for ever.
+
+What is not guaranteed: a process whose clock is far off from the others' (pacing uses each
+process's wall clock against times written by the others; one machine shares one clock).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from imaginize.atomic import write_json_atomic
+from imaginize.locking import acquire, manifest_lock
+
+RATE_NAME = ".imaginize.rate.json"
+RATE_LOCK_NAME = ".imaginize.rate.lock"
+
+
+class Tier(StrEnum):
+    FREE = "free"
+    PAID = "paid"
+
+
+@dataclass(frozen=True)
+class Limits:
+    batch_size: int
+    batch_delay: float
+    rpm: float | None = None
+    max_in_flight: int | None = None
+    in_flight_ttl: float = 600.0
+
+    @classmethod
+    def for_tier(
+        cls,
+        tier: Tier,
+        *,
+        batch_size: int | None = None,
+        batch_delay: float | None = None,
+        rpm: float | None = None,
+    ) -> Limits:
+        if tier is Tier.FREE:
+            size = batch_size or 3
+            return cls(size, 60.0 if batch_delay is None else batch_delay, rpm, max_in_flight=1)
+        size = batch_size or 5
+        return cls(size, 2.0 if batch_delay is None else batch_delay, rpm, max_in_flight=size)
+
+
+@dataclass(frozen=True)
+class PaceState:
+    """The shared record. Times are Unix seconds."""
+
+    window_start: float = 0.0
+    window_sends: int = 0
+    last_send: float = 0.0
+    paused_until: float = 0.0
+    pause_reason: str = ""
+    in_flight: dict[str, float] = field(default_factory=dict)
+    sends: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "windowStart": self.window_start,
+            "windowSends": self.window_sends,
+            "lastSend": self.last_send,
+            "pausedUntil": self.paused_until,
+            "pauseReason": self.pause_reason,
+            "inFlight": self.in_flight,
+            "sends": self.sends,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PaceState:
+        return cls(
+            window_start=float(data.get("windowStart", 0.0)),
+            window_sends=int(data.get("windowSends", 0)),
+            last_send=float(data.get("lastSend", 0.0)),
+            paused_until=float(data.get("pausedUntil", 0.0)),
+            pause_reason=str(data.get("pauseReason", "")),
+            in_flight={str(k): float(v) for k, v in dict(data.get("inFlight", {})).items()},
+            sends=int(data.get("sends", 0)),
+        )
+
+
+def next_send_time(state: PaceState, limits: Limits, now: float) -> float:
+    """The earliest time the next request may start, ignoring the in-flight cap."""
+    earliest = max(now, state.paused_until)
+    if limits.rpm:
+        earliest = max(earliest, state.last_send + 60.0 / limits.rpm)
+    if state.window_sends >= limits.batch_size:
+        earliest = max(earliest, state.window_start + limits.batch_delay)
+    return earliest
+
+
+def reserve(
+    state: PaceState, limits: Limits, now: float, ticket: str
+) -> tuple[PaceState, float | None]:
+    """Try to take a send slot for `ticket`. Returns the new state and None when the request
+    may go at once, or the unchanged state and how long to wait before asking again."""
+    live = {k: v for k, v in state.in_flight.items() if v > now}
+    if limits.max_in_flight is not None and len(live) >= limits.max_in_flight:
+        soonest = min(live.values()) - now
+        return state, max(0.0, min(soonest, 0.25))
+    when = next_send_time(state, limits, now)
+    if when > now:
+        return state, when - now
+    if state.window_sends >= limits.batch_size or now >= state.window_start + limits.batch_delay:
+        window_start, window_sends = now, 1
+    else:
+        window_start, window_sends = state.window_start, state.window_sends + 1
+    live[ticket] = now + limits.in_flight_ttl
+    return (
+        replace(
+            state,
+            window_start=window_start,
+            window_sends=window_sends,
+            last_send=now,
+            in_flight=live,
+            sends=state.sends + 1,
+        ),
+        None,
+    )
+
+
+def finish(state: PaceState, ticket: str) -> PaceState:
+    if ticket not in state.in_flight:
+        return state
+    return replace(state, in_flight={k: v for k, v in state.in_flight.items() if k != ticket})
+
+
+def pause(state: PaceState, until: float, reason: str) -> PaceState:
+    if until <= state.paused_until:
+        return state
+    return replace(state, paused_until=until, pause_reason=reason)
+
+
+class Pacer:
+    """The shared pace on disk. `slot()` wraps one request."""
+
+    def __init__(
+        self,
+        folder: Path,
+        limits: Limits,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        lock_timeout: float = 120.0,
+    ) -> None:
+        self.path = Path(folder) / RATE_NAME
+        self.limits = limits
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = manifest_lock(Path(folder) / RATE_LOCK_NAME)
+        self._lock_timeout = lock_timeout
+
+    def read(self) -> PaceState:
+        try:
+            return PaceState.from_json(json.loads(self.path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return PaceState()
+        except (OSError, ValueError, TypeError):
+            # A pace file is advice, not a record of work: start over rather than stop.
+            return PaceState()
+
+    def _update(self, change: Callable[[PaceState], tuple[PaceState, Any]]) -> Any:
+        acquire(self._lock, self._lock_timeout)
+        try:
+            current = self.read()
+            updated, outcome = change(current)
+            if updated != current:
+                write_json_atomic(self.path, updated.to_json())
+        finally:
+            self._lock.release()
+        return outcome
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Wait for a send slot, hold it while the request runs, give it back after."""
+        ticket = secrets.token_hex(8)
+        while True:
+            wait = self._update(lambda s: reserve(s, self.limits, self._clock(), ticket))
+            if wait is None:
+                break
+            self._sleep(max(wait, 0.001))
+        try:
+            yield
+        finally:
+            self._update(lambda s: (finish(s, ticket), None))
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Everyone waits `seconds` from now (a 429's Retry-After, or a backoff)."""
+        until = self._clock() + max(0.0, seconds)
+        self._update(lambda s: (pause(s, until, reason), None))
+
+
+def aggregate_rate(limits: Limits) -> float:
+    """Requests per minute the limits allow at most, for estimates and messages."""
+    per_minute = limits.batch_size * 60.0 / limits.batch_delay if limits.batch_delay else math.inf
+    return min(per_minute, limits.rpm or math.inf)
