@@ -18,7 +18,8 @@ import re
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -29,7 +30,7 @@ from lxml import etree
 from imaginize import xhtml
 from imaginize.errors import BookError, ConfigError
 from imaginize.model import Book, Chapter
-from imaginize.xhtml import Block, Segment
+from imaginize.xhtml import Segment
 
 CONTAINER = "META-INF/container.xml"
 OPF_MEDIA_TYPE = "application/oebps-package+xml"
@@ -186,19 +187,11 @@ def _inspect(path: Path, zf: zipfile.ZipFile) -> _Package:
     container = _xml(_read_member(path, zf, CONTAINER))
     if container is None:
         raise BookError(path, f"{CONTAINER} is not valid XML")
-    rootfiles = [
-        r.get("full-path", "")
-        for r in container.iterfind(".//c:rootfile", NS)
-        if r.get("full-path")
-    ]
-    typed = [
-        r.get("full-path", "")
-        for r in container.iterfind(".//c:rootfile", NS)
-        if r.get("media-type") == OPF_MEDIA_TYPE and r.get("full-path")
-    ]
+    rootfiles = [r for r in container.iterfind(".//c:rootfile", NS) if r.get("full-path")]
+    typed = [r for r in rootfiles if r.get("media-type") == OPF_MEDIA_TYPE]
     if not rootfiles:
         raise BookError(path, f"{CONTAINER} names no package document")
-    opf_path = posixpath.normpath(unquote((typed or rootfiles)[0]))
+    opf_path = posixpath.normpath(unquote((typed or rootfiles)[0].get("full-path", "")))
     if opf_path not in names:
         raise BookError(path, f"missing package document {opf_path}")
     opf = _xml(_read_member(path, zf, opf_path))
@@ -215,11 +208,11 @@ def _inspect(path: Path, zf: zipfile.ZipFile) -> _Package:
 
     title, author, language = _metadata(opf)
     pkg = _Package(opf_path, opf, title or path.stem, author, language, None)
-    if not typed or opf_path != typed[0]:
+    if not typed:
         # ebooklib only follows a rootfile with the right media-type: give it one.
         pkg.replacements[CONTAINER] = _CONTAINER_XML.format(opf_path).encode()
     _drop_missing_items(path, zf, pkg, manifest, spine, names)
-    _check_encryption(path, zf, pkg, spine, names)
+    _check_encryption(path, zf, pkg, names)
     for item in manifest.iterfind("opf:item", NS):
         if "nav" in item.get("properties", "").split():
             pkg.nav_href = posixpath.normpath(unquote(item.get("href", "")))
@@ -243,12 +236,14 @@ def _drop_missing_items(
     """ebooklib reads every manifest file and dies on the first missing one: unlist them."""
     spine_ids = {ref.get("idref") for ref in spine.iterfind("opf:itemref", NS)}
     gone: list[str] = []
+    changed = False
     for item in list(manifest.iterfind("opf:item", NS)):
         href = item.get("href")
         full = posixpath.normpath(posixpath.join(pkg.opf_dir, unquote(href or "")))
         if href and full in names and _readable(zf, full):
             continue
         manifest.remove(item)
+        changed = True
         ident = item.get("id")
         if ident in spine_ids:
             pkg.warnings.append(f"chapter file {href} is missing or damaged; skipped")
@@ -262,16 +257,16 @@ def _drop_missing_items(
         pkg.warnings.append(f"missing or damaged resource {', '.join(gone[:3])}{more}; ignored")
     ids = {item.get("id") for item in manifest.iterfind("opf:item", NS)}
     if spine.get("toc") and spine.get("toc") not in ids:
+        # ebooklib dereferences the NCX id without checking it.
         del spine.attrib["toc"]
+        changed = True
     if spine.find("opf:itemref", NS) is None:
         raise BookError(path, "none of the spine documents can be read from the archive")
-    if gone or len(ids) < len(spine_ids | ids) or pkg.warnings:
+    if changed:
         pkg.write_opf()
 
 
-def _check_encryption(
-    path: Path, zf: zipfile.ZipFile, pkg: _Package, spine: etree._Element, names: set[str]
-) -> None:
+def _check_encryption(path: Path, zf: zipfile.ZipFile, pkg: _Package, names: set[str]) -> None:
     """Font obfuscation is harmless; encrypted content documents (DRM) are unreadable."""
     name = "META-INF/encryption.xml"
     if name not in names:
@@ -323,55 +318,58 @@ def _metadata(opf: etree._Element) -> tuple[str, str, str]:
     )
 
 
+_FALLBACKS = {
+    "nav": "the navigation document is broken; using the NCX or the spine",
+    "ncx": "the NCX table of contents is broken; using the spine",
+}
+
+
 def _load(path: Path, zf: zipfile.ZipFile, pkg: _Package) -> epub.EpubBook:
-    """ebooklib, retried without the nav and then the NCX when those are what breaks it."""
-    nav = pkg.opf.xpath("opf:manifest/opf:item[contains(@properties, 'nav')]", namespaces=NS)
+    """ebooklib; when it fails, drop the nav, then the NCX, and retry: the text needs neither."""
+    navs = pkg.opf.xpath("opf:manifest/opf:item[contains(@properties, 'nav')]", namespaces=NS)
     spine = pkg.opf.find("opf:spine", NS)
-    steps: list[tuple[str, Callable[[], None]]] = [("", lambda: None)]
-    if nav:
-        steps.append(("the navigation document is broken; using the NCX or the spine", _unnav(nav)))
+    attempts = [""]
+    if navs:
+        attempts.append("nav")
     if spine is not None and spine.get("toc"):
-        steps.append(("the NCX table of contents is broken; using the spine", _unncx(spine)))
+        attempts.append("ncx")
+    applied: list[str] = []
     error: Exception | None = None
-    for note, change in steps:
-        change()
-        if note:
+    for attempt in attempts:
+        if attempt == "nav":
+            for item in navs:
+                props = item.get("properties", "").split()
+                item.set("properties", " ".join(p for p in props if p != "nav"))
+        elif attempt == "ncx" and spine is not None:
+            del spine.attrib["toc"]
+        if attempt:
+            applied.append(attempt)
             pkg.write_opf()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                book = epub.read_epub(_source(path, zf, pkg), {"ignore_ncx": True})
+                book = epub.read_epub(_source(zf, pkg) or str(path), {"ignore_ncx": True})
         except Exception as exc:  # ebooklib leaks KeyError/TypeError/IndexError/...
             error = exc
             continue
-        if note:
-            pkg.warnings.append(note)
+        pkg.warnings.extend(_FALLBACKS[a] for a in applied)
         return book
     raise BookError(path, f"cannot read EPUB ({type(error).__name__}: {error})")
 
 
-def _unnav(nav: list[etree._Element]) -> Callable[[], None]:
-    def change() -> None:
-        for item in nav:
-            props = [p for p in item.get("properties", "").split() if p != "nav"]
-            item.set("properties", " ".join(props))
-
-    return change
-
-
-def _unncx(spine: etree._Element) -> Callable[[], None]:
-    return lambda: spine.attrib.pop("toc", None) and None
-
-
-def _source(path: Path, zf: zipfile.ZipFile, pkg: _Package) -> str | io.BytesIO:
+def _source(zf: zipfile.ZipFile, pkg: _Package) -> io.BytesIO | None:
+    """An in-memory copy with the repaired members, or None when nothing was repaired."""
     if not pkg.replacements:
-        return str(path)
-    # Only repaired books are copied; storing (not deflating) keeps the copy cheap.
+        return None
+    # Storing (not deflating) keeps the copy cheap; unreadable members are left behind.
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as out:
         for info in zf.infolist():
-            if info.filename not in pkg.replacements and _readable(zf, info.filename):
-                out.writestr(info.filename, zf.read(info))
+            if info.filename not in pkg.replacements:
+                try:
+                    out.writestr(info.filename, zf.read(info))
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError):
+                    continue
         for name, data in pkg.replacements.items():
             out.writestr(name, data)
     buffer.seek(0)
@@ -554,51 +552,63 @@ def _resolve(entries: list[_Entry], docs: list[_Doc], notes: list[str]) -> list[
 def _segments(
     docs: list[_Doc], cuts: list[_Cut], marks: dict[tuple[str, str], frozenset[str]]
 ) -> list[Segment]:
-    """Cut the book at the TOC positions, and at every file start before the first of them."""
+    """Cut the book at the TOC positions, and at every file start before the first of them.
+
+    Text from a cut to the next one is one chapter, but each further file it runs over is
+    its own piece (`continues`), so that a file the TOC skips is judged on its own.
+    """
     first = (cuts[0][0], cuts[0][1]) if cuts else (len(docs), 0)
     starts: dict[tuple[int, int], _Entry | None] = {
         (d, 0): None for d in range(len(docs)) if (d, 0) <= first
     }
     starts.update({(d, b): entry for d, b, entry in cuts})
     ordered = sorted(starts.items(), key=lambda item: item[0])
-    segments: list[Segment] = []
+    pieces: list[Segment] = []
     for k, ((d, b), entry) in enumerate(ordered):
-        end_d, end_b = ordered[k + 1][0] if k + 1 < len(ordered) else (len(docs), 0)
-        blocks: list[Block] = []
+        end = ordered[k + 1][0] if k + 1 < len(ordered) else (len(docs), 0)
         doc, at = d, b
-        while doc < end_d or (doc == end_d and at < end_b):
-            stop = end_b if doc == end_d else len(docs[doc].text.blocks)
-            blocks.extend(docs[doc].text.blocks[at:stop])
-            doc, at = doc + 1, 0
-        fragment = entry.fragment if entry else ""
-        href = docs[d].href
-        kinds = marks.get((href, fragment), frozenset())
-        if b == 0:
-            kinds |= marks.get((href, ""), frozenset())
-        segments.append(
-            Segment(
-                blocks,
-                label=entry.label if entry else "",
-                parent=entry.parent if entry else "",
-                source=f"{href}#{fragment}" if fragment else href,
-                at_file_start=b == 0,
-                marks=kinds,
+        while (doc, at) < end:
+            blocks = docs[doc].text.blocks
+            href = docs[doc].href
+            fragment = entry.fragment if entry and doc == d else ""
+            kinds = marks.get((href, fragment), frozenset())
+            if at == 0:
+                kinds |= marks.get((href, ""), frozenset())
+            pieces.append(
+                Segment(
+                    blocks[at : end[1] if doc == end[0] else len(blocks)],
+                    label=entry.label if entry and doc == d else "",
+                    parent=entry.parent if entry and doc == d else "",
+                    source=f"{href}#{fragment}" if fragment else href,
+                    at_file_start=at == 0,
+                    marks=kinds,
+                    continues=doc != d,
+                )
             )
-        )
-    return segments
+            doc, at = doc + 1, 0
+    return pieces
 
 
-def _chapters(segments: list[Segment], book_title: str) -> list[Chapter]:
-    xhtml.strip_gutenberg(segments)
-    for seg in segments:
+def _chapters(pieces: list[Segment], book_title: str) -> list[Chapter]:
+    xhtml.strip_gutenberg(pieces)
+    kept: list[Segment] = []
+    joined = False  # whether the previous piece was kept, so a continuation joins it
+    for seg in pieces:
         seg.blocks = xhtml.story_blocks(seg.blocks)
-    kept = [seg for seg in segments if xhtml.drop_reason(seg, book_title) is None]
+        why = xhtml.drop_reason(seg, book_title)
+        if seg.continues and joined and why in (None, xhtml.NO_TEXT):
+            kept[-1].blocks.extend(seg.blocks)
+        elif why is None:
+            kept.append(seg)
+            joined = True
+        else:
+            joined = False
     # A label repeated across sections ("Chapter I" in every part) gets the section's name.
-    repeated = {seg.label for seg in kept if [s.label for s in kept].count(seg.label) > 1}
+    labels = Counter(seg.label for seg in kept)
     chapters: list[Chapter] = []
     for number, seg in enumerate(kept, start=1):
         title, text = xhtml.title_and_text(seg)
-        if seg.label in repeated and seg.parent:
+        if labels[seg.label] > 1 and seg.label and seg.parent:
             title = xhtml.shorten(f"{seg.parent}: {title}")
         chapters.append(Chapter(number, title or f"Chapter {number}", text, seg.source))
     return chapters

@@ -255,6 +255,7 @@ NON_STORY = _names(
 # Front matter only when nothing around says it is story content (an epigraph in a chapter).
 FRONT_ONLY = frozenset(("dedication", "epigraph"))
 STORY = _names("chapter bodymatter part division volume prologue epilogue subchapter")
+NO_TEXT = "no text"
 # A "cover" of 3,000 words is not a cover: name-based guesses only apply to small segments.
 SMALL = 20_000
 
@@ -292,6 +293,7 @@ class Segment:
     source: str = ""  # href or href#fragment
     at_file_start: bool = False
     marks: frozenset[str] = frozenset()  # guide/landmarks types pointing at its start
+    continues: bool = False  # a further file of the text after a cut, not a cut itself
 
 
 def story_blocks(blocks: list[Block]) -> list[Block]:
@@ -340,7 +342,7 @@ def drop_reason(seg: Segment, book_title: str) -> str | None:
     words = tokens(label)
     # A part-title page holds nothing but its own name, whatever the markup.
     if all(b.heading or contains(words, tokens(b.text)) for b in seg.blocks):
-        return "no text"
+        return NO_TEXT
     chars = sum(len(b.text) for b in seg.blocks)
     small = chars < SMALL
     if seg.marks and small:

@@ -155,6 +155,17 @@ def test_toc_that_continues_over_files(tmp_path: Path) -> None:
     assert book.chapters[0].paragraphs[-1] == "The storm went on."
 
 
+def test_file_the_toc_skips_after_front_matter_is_kept(tmp_path: Path) -> None:
+    # The prologue has no TOC entry; it follows the dropped contents page, not a chapter.
+    chapters = [
+        Doc("Contents", '<ol><li><a href="chapter-03.xhtml">The Storm</a></li></ol>'),
+        Doc("Prologue", "<p>Long before the storm.</p>", in_toc=False),
+        THREE[0],
+    ]
+    book = read_book(build_epub(tmp_path / "b.epub", chapters))
+    assert titles(book) == ["Prologue", "The Storm"]
+
+
 def test_no_toc_falls_back_to_files(tmp_path: Path) -> None:
     chapters = [
         Doc("", "<h2>Chapter One</h2><h3>Arrival</h3><p>They came.</p>", heading=False),
