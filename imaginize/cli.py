@@ -16,12 +16,13 @@ from imaginize import __version__
 from imaginize.errors import ExitCode, ImaginizeError
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.manifest import DEFAULT_LEASE
+from imaginize.pacing import Limits, Tier
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.progress import PlainProgress
-from imaginize.providers import ProviderKind, resolve_provider
+from imaginize.providers import ProviderConfig, ProviderKind, resolve_provider
 from imaginize.run import RunOptions, default_out_dir, run_book
 from imaginize.status import break_stuck_lock, render_status, status_report
-from imaginize.worker import DEFAULT_HEARTBEAT
+from imaginize.worker import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT
 
 
 class _DefaultGroup(click.Group):
@@ -130,6 +131,24 @@ def cli() -> None:
     show_default=True,
     help="Age after which a lock file is broken whoever holds it.",
 )
+@click.option(
+    "--tier",
+    type=click.Choice([t.value for t in Tier]),
+    envvar="IMAGINIZE_TIER",
+    help="API rate tier: free = batches of 3, 60 s apart, one request at a time; "
+    "paid = batches of 5 in parallel, 2 s apart [default: free for ':free' models, "
+    "else paid; env IMAGINIZE_TIER]. Limits hold for all processes on the book.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Requests per batch.")
+@click.option("--batch-delay", type=click.FloatRange(min=0), help="Seconds between batches.")
+@click.option("--rpm", type=click.FloatRange(min=0.1), help="Requests per minute, at most.")
+@click.option(
+    "--chapter-timeout",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_CHAPTER_TIMEOUT,
+    show_default=True,
+    help="Seconds before a chapter is given up as timed out.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def run(
     book: Path,
@@ -150,6 +169,11 @@ def run(
     lease: float,
     heartbeat: float,
     lock_lifetime: float,
+    tier: str | None,
+    batch_size: int | None,
+    batch_delay: float | None,
+    rpm: float | None,
+    chapter_timeout: float,
     quiet: bool,
 ) -> None:
     """Analyse BOOK and write Contents.md, Chapters.md, Elements.md and chapters/*.json."""
@@ -176,10 +200,25 @@ def run(
         heartbeat=min(heartbeat, lease / 3),
         lock_lifetime=lock_lifetime,
         poll=min(1.0, lease / 4),
+        limits=_limits(config, tier, batch_size, batch_delay, rpm),
+        chapter_timeout=chapter_timeout,
     )
     finished = run_book(book, options, PlainProgress(sys.stderr, verbose=not quiet))
     if finished.failures:
         raise SystemExit(ExitCode.CHAPTERS_FAILED)
+
+
+def _limits(
+    config: ProviderConfig,
+    tier: str | None,
+    batch_size: int | None,
+    batch_delay: float | None,
+    rpm: float | None,
+) -> Limits | None:
+    if config.kind is not ProviderKind.OPENAI:
+        return None
+    chosen = Tier(tier) if tier else (Tier.FREE if config.model.endswith(":free") else Tier.PAID)
+    return Limits.for_tier(chosen, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm)
 
 
 def _out_dir(book: Path, output_dir: Path | None) -> Path:

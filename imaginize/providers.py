@@ -14,6 +14,7 @@ from enum import StrEnum
 from imaginize.analysis.base import Analyzer
 from imaginize.errors import ConfigError
 from imaginize.model import Book
+from imaginize.pacing import Pacer
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -80,7 +81,7 @@ def resolve_provider(
     )
 
 
-def make_analyzer(config: ProviderConfig, book: Book) -> Analyzer:
+def make_analyzer(config: ProviderConfig, book: Book, pacer: Pacer | None = None) -> Analyzer:
     if config.kind is ProviderKind.OFFLINE:
         from imaginize.analysis.offline import OfflineAnalyzer
 
@@ -94,4 +95,5 @@ def make_analyzer(config: ProviderConfig, book: Book) -> Analyzer:
         timeout=config.timeout,
         max_output_tokens=config.max_output_tokens,
         book_title=book.title,
+        pacer=pacer,
     )

@@ -19,12 +19,13 @@ from imaginize.guides import BookInfo, ChapterInfo, write_guides
 from imaginize.launcher import Launcher
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book
+from imaginize.pacing import Limits
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.progress import ManifestWatcher
 from imaginize.providers import ProviderConfig, resolve_provider
 from imaginize.results import load_results
 from imaginize.store import ManifestStore
-from imaginize.worker import DEFAULT_HEARTBEAT, WorkerSpec, run_worker
+from imaginize.worker import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT, WorkerSpec, run_worker
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class RunOptions:
     poll: float = 1.0
     journal: Path | None = None
     in_process: bool = False
+    limits: Limits | None = None
+    chapter_timeout: float = DEFAULT_CHAPTER_TIMEOUT
 
 
 def default_out_dir(book_path: Path) -> Path:
@@ -117,6 +120,8 @@ def _spec(book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions
         lock_lifetime=options.lock_lifetime,
         poll=options.poll,
         journal=str(options.journal) if options.journal else None,
+        limits=options.limits,
+        chapter_timeout=options.chapter_timeout,
     )
 
 

@@ -35,13 +35,15 @@ from imaginize.events import (
     ignore,
 )
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
-from imaginize.model import Book, Chapter
+from imaginize.model import Book, Chapter, ChapterResult
+from imaginize.pacing import Limits, Pacer
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE, analyze_chapter
 from imaginize.providers import ProviderConfig, ProviderKind, make_analyzer
 from imaginize.results import CHAPTERS_DIR
 from imaginize.store import ManifestStore, in_critical_section
 
 DEFAULT_HEARTBEAT = 30.0
+DEFAULT_CHAPTER_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class WorkerSpec:
     lock_lifetime: float = DEFAULT_LOCK_LIFETIME
     # How often an idle worker looks again while others still hold claims.
     poll: float = 1.0
+    # Shared request pacing (None: unpaced, e.g. the offline analyzer).
+    limits: Limits | None = None
+    chapter_timeout: float = DEFAULT_CHAPTER_TIMEOUT
     # Diagnostics: a file that gets "number token owner" appended for each published result.
     journal: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -75,8 +80,10 @@ class WorkerSpec:
         provider = data.pop("provider")
         provider["kind"] = ProviderKind(provider["kind"])
         chapters = data.pop("chapters")
+        limits = data.pop("limits")
         return cls(
             provider=ProviderConfig(**provider),
+            limits=None if limits is None else Limits(**limits),
             chapters=None if chapters is None else tuple(chapters),
             **data,
         )
@@ -133,7 +140,10 @@ def run_worker(
     chapters this worker published."""
     store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
     book = book or read_book(spec.book_path)
-    analyzer = analyzer or make_analyzer(spec.provider, book)
+    if analyzer is None:
+        paced = spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI
+        pacer = Pacer(Path(spec.out_dir), spec.limits) if paced and spec.limits else None
+        analyzer = make_analyzer(spec.provider, book, pacer)
     chapters = {c.number: c for c in book.chapters}
     owner = mf.owner_id(worker_id)
     published = 0
@@ -171,12 +181,7 @@ def _work_on(
     started = time.monotonic()
     try:
         with _Heartbeat(spec, number, token):
-            result = analyze_chapter(
-                chapter,
-                analyzer,
-                pages_per_image=spec.pages_per_image,
-                max_chunk_tokens=spec.max_chunk_tokens,
-            )
+            result = _analyse_in_time(spec, chapter, analyzer)
     except (KeyboardInterrupt, Stop, AuthenticationError):
         # Not the chapter's fault: give it back without counting the attempt.
         store.release(number, token)
@@ -197,6 +202,34 @@ def _work_on(
             journal.write(f"{number} {token} {mf.owner_id(worker_id)}\n")
     sink(ChapterFinished(result, time.monotonic() - started, worker_id))
     return True
+
+
+def _analyse_in_time(spec: WorkerSpec, chapter: Chapter, analyzer: Analyzer) -> ChapterResult:
+    """The analysis, run in a thread so that a chapter past `chapter_timeout` is given up on
+    without waiting for it; the abandoned thread ends with its request's own timeout."""
+    outcome: list[ChapterResult | BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(
+                analyze_chapter(
+                    chapter,
+                    analyzer,
+                    pages_per_image=spec.pages_per_image,
+                    max_chunk_tokens=spec.max_chunk_tokens,
+                )
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, name=f"chapter-{chapter.number}", daemon=True)
+    thread.start()
+    thread.join(spec.chapter_timeout)
+    if not outcome:
+        raise ProviderError(f"timed out after {spec.chapter_timeout:g}s", retryable=True)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _record_failure(

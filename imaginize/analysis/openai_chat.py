@@ -8,15 +8,17 @@ is decided by the caller, which knows about the other processes sharing the key.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import openai
 
 from imaginize.analysis.prompt import chapter_messages, repair_messages
 from imaginize.analysis.reply import ReplyError, parse_reply
-from imaginize.backoff import retry_after_seconds
+from imaginize.backoff import backoff_delay, retry_after_seconds
 from imaginize.errors import AuthenticationError, ProviderError
 from imaginize.model import Analysis, Chapter, Usage
+from imaginize.pacing import Pacer
 
 _RETRYABLE_STATUS = {408, 409, 429}
 
@@ -33,6 +35,7 @@ class OpenAIAnalyzer:
         timeout: float = 120.0,
         max_output_tokens: int | None = None,
         book_title: str = "",
+        pacer: Pacer | None = None,
     ) -> None:
         self.model = model
         self._client = openai.OpenAI(
@@ -40,6 +43,7 @@ class OpenAIAnalyzer:
         )
         self._max_output_tokens = max_output_tokens
         self._book_title = book_title
+        self._pacer = pacer
         # Turned off for good once the server rejects response_format (llama.cpp does).
         self._json_mode = True
 
@@ -71,11 +75,19 @@ class OpenAIAnalyzer:
 
     def _request(self, params: dict[str, Any]) -> tuple[str, str, Usage]:
         try:
-            completion = self._client.chat.completions.create(**params)
+            with self._pacer.slot() if self._pacer else nullcontext():
+                completion = self._client.chat.completions.create(**params)
         except openai.AuthenticationError as exc:
             raise AuthenticationError(f"the API key was refused (401): {_detail(exc)}") from None
         except openai.APIStatusError as exc:
-            raise _status_error(exc) from None
+            problem = _status_error(exc)
+            if exc.status_code == 429 and self._pacer:
+                # Everyone sharing the key waits, not just this worker.
+                wait = problem.retry_after
+                self._pacer.pause(
+                    wait if wait is not None else backoff_delay(1, base=2.0), str(problem)
+                )
+            raise problem from None
         except openai.APITimeoutError:
             raise ProviderError("request timed out", retryable=True) from None
         except openai.APIConnectionError as exc:
