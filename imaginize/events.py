@@ -64,6 +64,34 @@ class ChapterFailed:
 
 
 @dataclass(frozen=True)
+class BookProgress:
+    """The whole book's state, sent whenever the manifest changes."""
+
+    done: int
+    failed: int
+    total: int
+    # (chapter, title, owner, claimed at) of every chapter being worked on, by anyone.
+    working: tuple[tuple[int, str, str, float], ...]
+    tokens: int
+    done_this_run: int
+    started: float
+    at: float
+
+    def rate_per_minute(self) -> float | None:
+        minutes = (self.at - self.started) / 60
+        if self.done_this_run <= 0 or minutes <= 0:
+            return None
+        return self.done_this_run / minutes
+
+    def eta_seconds(self) -> float | None:
+        rate = self.rate_per_minute()
+        left = self.total - self.done - self.failed
+        if left <= 0:
+            return 0.0
+        return None if rate is None else left / rate * 60
+
+
+@dataclass(frozen=True)
 class RunFinished:
     out_dir: Path
     completed: int
@@ -83,6 +111,7 @@ Event = (
     | ChapterSkipped
     | ChapterRetry
     | ChapterFailed
+    | BookProgress
     | RunFinished
 )
 EventSink = Callable[[Event], None]

@@ -22,8 +22,8 @@ from types import FrameType
 from imaginize import manifest as mf
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
 from imaginize.events import EventSink, Notice
-from imaginize.progress import ManifestWatcher
 from imaginize.store import ManifestStore
+from imaginize.watch import ManifestWatcher
 from imaginize.worker import WorkerSpec
 
 RESTARTS_PER_WORKER = 4
@@ -68,7 +68,7 @@ class Launcher:
     def run(self) -> None:
         """Until the wanted chapters are settled, or Ctrl-C. Raises `Interrupted` after a
         Ctrl-C and `AuthenticationError` when a worker's key was refused."""
-        watcher = ManifestWatcher(self.store, self.sink, self.spec.chapters)
+        watcher = ManifestWatcher(self.store, self.sink, self.spec.chapters, self.spec.max_attempts)
         previous = self._install_sigint()
         try:
             for _ in range(self.count):

@@ -1,39 +1,64 @@
-"""Plain progress: one line per event, for terminals and logs alike."""
+"""Progress views: plain lines for logs and pipes, and a live display for terminals."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from typing import TextIO
 
-from imaginize import manifest as mf
-from imaginize.errors import ManifestError
 from imaginize.events import (
+    BookProgress,
     ChapterFailed,
     ChapterFinished,
     ChapterRetry,
     ChapterSkipped,
     ChapterStarted,
     Event,
-    EventSink,
     Notice,
     RunFinished,
     RunStarted,
 )
-from imaginize.results import CorruptResult, read_result, result_path
-from imaginize.store import ManifestStore
+
+PERF_EVERY = 10
+
+
+def perf_line(progress: BookProgress) -> str:
+    """`[PERF] 25/100 chapters | 0.8/min | 3 working | 12,345 tokens | ETA 1m34s`"""
+    rate = progress.rate_per_minute()
+    eta = progress.eta_seconds()
+    parts = [
+        f"{progress.done}/{progress.total} chapters",
+        f"{rate:.1f}/min" if rate is not None else "-/min",
+        f"{len(progress.working)} working",
+        f"{progress.tokens:,} tokens",
+        f"ETA {format_duration(eta)}" if eta is not None else "ETA -",
+    ]
+    if progress.failed:
+        parts.insert(1, f"{progress.failed} failed")
+    return "[PERF] " + " | ".join(parts)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class PlainProgress:
+    """One line per event; a `[PERF]` line every ten finished chapters and at the end."""
+
     def __init__(self, stream: TextIO, verbose: bool = True) -> None:
         self._out = stream
         self._verbose = verbose
         self._total = 0
         self._seen = 0
+        self._perf_at = 0
+        self._last_progress: BookProgress | None = None
 
     def __call__(self, event: Event) -> None:
         line = self._line(event)
-        quiet_ok = isinstance(event, Notice | ChapterFailed | RunFinished)
+        quiet_ok = isinstance(event, Notice | ChapterFailed | RunFinished | BookProgress)
         if line is not None and (self._verbose or quiet_ok):
             print(line, file=self._out, flush=True)
 
@@ -70,8 +95,17 @@ class PlainProgress:
             case ChapterFailed():
                 self._seen += 1
                 return f"[{self._seen}/{self._total}] chapter {event.number} FAILED: {event.reason}"
+            case BookProgress():
+                self._last_progress = event
+                if event.done >= self._perf_at + PERF_EVERY:
+                    self._perf_at = event.done - event.done % PERF_EVERY
+                    return perf_line(event)
+                return None
             case RunFinished():
-                return _summary(event)
+                summary = _summary(event)
+                if self._last_progress is not None:
+                    summary = perf_line(self._last_progress) + "\n" + summary
+                return summary
         return None
 
 
@@ -86,69 +120,3 @@ def _summary(event: RunFinished) -> str:
     for number, reason in sorted(event.failures.items()):
         lines.append(f"  chapter {number} failed: {reason}")
     return "\n".join(lines)
-
-
-class ManifestWatcher:
-    """Turns changes in the manifest into progress events, whoever made them: this run's
-    workers or another terminal's."""
-
-    def __init__(
-        self,
-        store: ManifestStore,
-        sink: EventSink,
-        wanted: Iterable[int] | None = None,
-        max_attempts: int = 3,
-    ) -> None:
-        self._store = store
-        self._sink = sink
-        self._wanted = None if wanted is None else set(wanted)
-        self._max_attempts = max_attempts
-        self._last: dict[int, mf.Entry] | None = None
-
-    def poll(self) -> None:
-        try:
-            current = self._store.read()
-        except ManifestError:
-            return
-        if current is None:
-            return
-        entries = {
-            e.number: e
-            for e in current.chapters
-            if self._wanted is None or e.number in self._wanted
-        }
-        first = self._last is None
-        last = self._last or {}
-        for number, entry in entries.items():
-            if entry != last.get(number):
-                self._changed(entry, last.get(number), first)
-        self._last = entries
-
-    def _changed(self, entry: mf.Entry, old: mf.Entry | None, first: bool) -> None:
-        if entry.status is mf.Status.IN_PROGRESS:
-            if old is None or old.token != entry.token:
-                self._sink(ChapterStarted(entry.number, entry.title, entry.owner or ""))
-        elif entry.status is mf.Status.COMPLETED:
-            if first:
-                self._sink(ChapterSkipped(entry.number, "already done"))
-            elif old is None or old.status is not mf.Status.COMPLETED:
-                self._finished(entry, old)
-        elif entry.status is mf.Status.FAILED and (
-            old is None or old.token != entry.token or old.status is not mf.Status.FAILED
-        ):
-            if entry.retryable and entry.attempts < self._max_attempts:
-                wait = max(0.0, (entry.retry_at or 0) - time.time())
-                self._sink(ChapterRetry(entry.number, entry.attempts, entry.error or "", wait))
-            elif not first:
-                self._sink(ChapterFailed(entry.number, entry.error or "failed"))
-
-    def _finished(self, entry: mf.Entry, old: mf.Entry | None) -> None:
-        try:
-            result = read_result(result_path(self._store.out_dir, entry.number))
-        except CorruptResult as exc:
-            self._sink(Notice(str(exc)))
-            return
-        started = entry.claimed_at or entry.completed_at or 0.0
-        seconds = max(0.0, (entry.completed_at or started) - started)
-        owner = old.owner if old is not None and old.owner else ""
-        self._sink(ChapterFinished(result, seconds, owner))

@@ -21,10 +21,10 @@ from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book
 from imaginize.pacing import Limits
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
-from imaginize.progress import ManifestWatcher
 from imaginize.providers import ProviderConfig, resolve_provider
 from imaginize.results import load_results
 from imaginize.store import ManifestStore
+from imaginize.watch import ManifestWatcher
 from imaginize.worker import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT, WorkerSpec, run_worker
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from imaginize import manifest as mf
 from imaginize.errors import ManifestError
 from imaginize.locking import LockHolder, break_lock, lock_holder
+from imaginize.progress import format_duration
 from imaginize.store import LOCK_NAME, ManifestStore
 
 
@@ -44,7 +45,7 @@ def render_status(report: StatusReport, *, as_json: bool = False) -> str:
     rows = [header]
     for e in m.chapters:
         since = e.heartbeat_at if e.status is mf.Status.IN_PROGRESS else e.completed_at
-        age = _age(report.now - since) if since else ""
+        age = format_duration(report.now - since) if since else ""
         title = e.title if len(e.title) <= 40 else e.title[:39] + "…"
         error = (e.error or "")[:60]
         rows.append(
@@ -60,15 +61,6 @@ def render_status(report: StatusReport, *, as_json: bool = False) -> str:
     if report.lock is not None:
         lines.append(f"lock: {report.lock.describe()}")
     return "\n".join(lines)
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def break_stuck_lock(out_dir: Path, confirm: Callable[[str], bool]) -> str:
