@@ -17,6 +17,7 @@ WORDS_PER_PAGE = 300
 # CJK and similar scripts: roughly one token per character, and ~500 characters per page.
 _WIDE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _CJK_CHARS_PER_WORD = 1.7
+_PARAGRAPH_BREAK = "\n\n"
 _SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])[\"'\u201d\u2019)]*\s*")
 
 
@@ -50,17 +51,24 @@ def split_chapter(chapter: Chapter, max_tokens: int) -> list[Chapter]:
         return [chapter]
     pieces: list[str] = []
     for paragraph in chapter.paragraphs:
-        pieces.extend(_fit(paragraph, max_tokens))
+        # A hard cut can leave a slice of bare whitespace: no chunk should be only that.
+        pieces.extend(piece for piece in _fit(paragraph, max_tokens) if piece.strip())
+    # Count wide and narrow characters of the joined text, "\n\n" separators included:
+    # summing per-piece estimates rounds each piece down and lets a chunk overshoot.
     chunks: list[list[str]] = [[]]
-    size = 0
+    wide = narrow = 0
     for piece in pieces:
-        cost = estimate_tokens(piece)
-        if chunks[-1] and size + cost > max_tokens:
+        piece_wide = len(_WIDE.findall(piece))
+        piece_narrow = len(piece) - piece_wide
+        sep = len(_PARAGRAPH_BREAK) if chunks[-1] else 0
+        cost = wide + piece_wide + math.ceil((narrow + sep + piece_narrow) / 4)
+        if chunks[-1] and cost > max_tokens:
             chunks.append([])
-            size = 0
+            wide = narrow = sep = 0
         chunks[-1].append(piece)
-        size += cost
-    return [replace(chapter, text="\n\n".join(chunk)) for chunk in chunks]
+        wide += piece_wide
+        narrow += piece_narrow + sep
+    return [replace(chapter, text=_PARAGRAPH_BREAK.join(chunk)) for chunk in chunks]
 
 
 def _fit(paragraph: str, max_tokens: int) -> list[str]:
@@ -68,8 +76,7 @@ def _fit(paragraph: str, max_tokens: int) -> list[str]:
         return [paragraph]
     sentences = _sentences(paragraph)
     if len(sentences) == 1:
-        # No sentence ends to cut at: a hard cut every `max_tokens` characters stays in budget.
-        return [paragraph[i : i + max_tokens] for i in range(0, len(paragraph), max_tokens)]
+        return _hard_cut(paragraph, max_tokens)
     out: list[str] = []
     current = ""
     for sentence in sentences:
@@ -79,6 +86,32 @@ def _fit(paragraph: str, max_tokens: int) -> list[str]:
         current += sentence
     if current.strip():
         out.extend(_fit(current.strip(), max_tokens))
+    return out
+
+
+def _hard_cut(text: str, max_tokens: int) -> list[str]:
+    """No sentence ends to cut at: the longest slices within budget, ending after a space
+    where the slice has one in its second half (so words stay whole); the slices concatenate
+    back to `text` exactly."""
+    out: list[str] = []
+    start = 0
+    while start < len(text):
+        # Any `max_tokens` characters fit (a character is at most one token), and no slice
+        # longer than 4 * max_tokens does (a narrow character is a quarter token).
+        low, high = min(len(text), start + max_tokens), min(len(text), start + 4 * max_tokens)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if estimate_tokens(text[start:middle]) <= max_tokens:
+                low = middle
+            else:
+                high = middle - 1
+        end = low
+        if end < len(text):
+            space = max(text.rfind(c, start, end) for c in (" ", "\n", "\t"))
+            if space >= start + (end - start) // 2:
+                end = space + 1
+        out.append(text[start:end])
+        start = end
     return out
 
 
@@ -99,4 +132,16 @@ def share_scenes(total: int, chunks: list[Chapter]) -> list[int]:
     by_remainder = sorted(range(len(chunks)), key=lambda i: (-(exact[i] - shares[i]), i))
     for i in by_remainder[:leftover]:
         shares[i] += 1
-    return [max(1, s) for s in shares]
+    if total < len(chunks):
+        return [max(1, s) for s in shares]
+    # Every chunk gets one scene; the scene it needs comes from the chunk whose share most
+    # exceeds its exact value, so the shares still add up to `total`.
+    for i in range(len(shares)):
+        if shares[i] == 0:
+            donor = max(
+                (j for j in range(len(shares)) if shares[j] > 1),
+                key=lambda j: (shares[j] - exact[j], -j),
+            )
+            shares[donor] -= 1
+            shares[i] = 1
+    return shares
