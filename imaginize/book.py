@@ -139,7 +139,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except OSError as exc:
         raise BookError(path, _os_reason(exc)) from exc
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) as exc:
         if magic.startswith(b"PK"):
             raise BookError(path, "damaged ZIP archive (truncated or corrupt)") from exc
         kind = next((k for m, k in _MAGIC if magic.startswith(m)), "")
@@ -148,17 +148,15 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 
 
 _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"%PDF", "a PDF"))
+# What reading one damaged ZIP member can raise (RuntimeError: "password required").
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
 
 
 def _read_member(path: Path, zf: zipfile.ZipFile, name: str) -> bytes:
     try:
         return zf.read(name)
-    except KeyError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
+    except _ZIP_ERRORS as exc:
         raise BookError(path, f"damaged ZIP archive: cannot read {name}") from exc
-    except RuntimeError as exc:  # zipfile's "password required"
-        raise BookError(path, f"{name} is password-protected") from exc
 
 
 def _readable(zf: zipfile.ZipFile, name: str) -> bool:
@@ -168,7 +166,7 @@ def _readable(zf: zipfile.ZipFile, name: str) -> bool:
             while member.read(1 << 20):
                 pass
         return True
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError):
+    except _ZIP_ERRORS:
         return False
 
 
@@ -246,7 +244,7 @@ def _drop_missing_items(
         changed = True
         ident = item.get("id")
         if ident in spine_ids:
-            pkg.warnings.append(f"chapter file {href} is missing or damaged; skipped")
+            pkg.warnings.append(f"document {href} is missing or damaged; skipped")
             for ref in spine.iterfind("opf:itemref", NS):
                 if ref.get("idref") == ident:
                     spine.remove(ref)
@@ -368,7 +366,7 @@ def _source(zf: zipfile.ZipFile, pkg: _Package) -> io.BytesIO | None:
             if info.filename not in pkg.replacements:
                 try:
                     out.writestr(info.filename, zf.read(info))
-                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError):
+                except _ZIP_ERRORS:
                     continue
         for name, data in pkg.replacements.items():
             out.writestr(name, data)

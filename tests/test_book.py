@@ -227,6 +227,22 @@ def test_toc_entry_with_missing_anchor(tmp_path: Path) -> None:
     assert any("anchors that do not exist" in w for w in book.warnings)
 
 
+def test_ncx_in_a_subfolder_with_encoded_names(tmp_path: Path) -> None:
+    docs = [Doc("The Storm", "<p>A.</p>", "chapter one.xhtml"), Doc("The Calm", "<p>B.</p>")]
+    path = build_epub(tmp_path / "b.epub", docs, nav=False)
+    with zipfile.ZipFile(path) as zf:
+        opf, ncx = zf.read("EPUB/content.opf").decode(), zf.read("EPUB/toc.ncx").decode()
+    ncx = ncx.replace('src="chapter one.xhtml"', 'src="../chapter%20one.xhtml"')
+    ncx = ncx.replace('src="chapter-02.xhtml"', 'src="../chapter-02.xhtml"')
+    ncx = ncx.replace(">The Storm<", ">First<").replace(">The Calm<", ">Second<")
+    opf = opf.replace('href="toc.ncx"', 'href="nav/toc.ncx"')
+    opf = opf.replace('href="chapter one.xhtml"', 'href="chapter%20one.xhtml"')
+    replace = {"EPUB/nav/toc.ncx": ncx, "EPUB/content.opf": opf}
+    book = read_book(rewrite_zip(path, path, drop=["EPUB/toc.ncx"], replace=replace))
+    assert titles(book) == ["First", "Second"]
+    assert [c.source for c in book.chapters] == ["chapter one.xhtml", "chapter-02.xhtml"]
+
+
 def test_metadata_fallbacks(tmp_path: Path) -> None:
     path = build_epub(tmp_path / "untitled-book.epub", THREE, title=None, author=None)
     book = read_book(path)
