@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import math
 import random
 import re
 import time
@@ -16,9 +18,12 @@ def parse_duration(value: str) -> float | None:
     """'1.5', '20ms', '6m0s' (OpenAI's x-ratelimit-reset-* format) -> seconds."""
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "inf" or "nan" would mean waiting forever (or a retry time JSON cannot store).
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     parts = _DURATION_PART.findall(value)
     if not parts or "".join(n + u for n, u in parts) != value.replace(" ", ""):
         return None
@@ -30,18 +35,25 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     lower = {k.lower(): v for k, v in headers.items()}
     if "retry-after-ms" in lower:
         try:
-            return max(0.0, float(lower["retry-after-ms"]) / 1000)
+            millis = float(lower["retry-after-ms"])
         except ValueError:
-            pass
+            millis = math.nan
+        if math.isfinite(millis):
+            return max(0.0, millis / 1000)
     if "retry-after" in lower:
         raw = lower["retry-after"]
         seconds = parse_duration(raw)
         if seconds is not None:
             return seconds
         try:
-            when = email.utils.parsedate_to_datetime(raw).timestamp()
+            date = email.utils.parsedate_to_datetime(raw)
         except (TypeError, ValueError):
             when = None
+        else:
+            # HTTP dates are GMT; a zone-less one would otherwise be read as local time.
+            if date.tzinfo is None:
+                date = date.replace(tzinfo=datetime.UTC)
+            when = date.timestamp()
         if when is not None:
             return max(0.0, when - (time.time() if now is None else now))
     resets = [
@@ -60,5 +72,6 @@ def backoff_delay(
 
     Half the delay is kept so retries never bunch at zero; the other half spreads processes.
     """
-    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    # The exponent is bounded: 2 ** 2000 does not fit a float, and the cap applies long before.
+    ceiling = min(cap, base * 2.0 ** min(max(0, attempt - 1), 64))
     return (rng or random).uniform(ceiling / 2, ceiling)
