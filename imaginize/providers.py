@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from imaginize.analysis.base import Analyzer
 from imaginize.errors import ConfigError
@@ -57,7 +58,9 @@ def resolve_provider(
     key = api_key or env.get("OPENAI_API_KEY") or ""
     url = base_url or env.get("OPENAI_BASE_URL") or None
     router = False
-    if not key and env.get("OPENROUTER_API_KEY"):
+    # The OpenRouter key goes to OpenRouter only: a base URL of some other (local) server
+    # without a key means that server, which must not be sent the key or an OpenRouter model.
+    if not key and env.get("OPENROUTER_API_KEY") and (url is None or _is_openrouter(url)):
         key, router = env["OPENROUTER_API_KEY"], True
         url = url or OPENROUTER_BASE_URL
     if kind is ProviderKind.OFFLINE or (kind is ProviderKind.AUTO and not key and not url):
@@ -79,6 +82,11 @@ def resolve_provider(
         max_output_tokens=max_output_tokens,
         reason=f"base URL {url}" if url else "OpenAI API",
     )
+
+
+def _is_openrouter(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "openrouter.ai" or host.endswith(".openrouter.ai")
 
 
 def make_analyzer(config: ProviderConfig, book: Book, pacer: Pacer | None = None) -> Analyzer:
