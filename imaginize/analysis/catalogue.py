@@ -1,0 +1,362 @@
+"""The book-wide catalogue of elements: every recurring character, creature, place and item,
+with its aliases and a visual description gathered from the whole book.
+
+Built once per book; each chunk is then matched against it, so a character is named and
+described the same way in every chapter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from imaginize.analysis.describe import (
+    mention_phrases,
+    phrases_at,
+    rank_phrases,
+    visual_noun_phrases,
+)
+from imaginize.analysis.lexicon import (
+    ADULT_TITLES,
+    BARE_HONORIFICS,
+    COLOURS,
+    CREATURES,
+    HONORIFICS,
+    ITEMS,
+    MATERIALS_SHAPES,
+    PERSON_NOUNS,
+    PLACE_PREFIXES,
+    PLACE_TYPES,
+    VISUAL_ADJECTIVES,
+)
+from imaginize.analysis.names import Key, Mention, NameGroup, core, group_names
+from imaginize.analysis.text import (
+    Sentence,
+    normalize_ws,
+    quoted_shares,
+    split_text,
+    word_length,
+)
+from imaginize.model import Element, ElementKind
+
+# Determiners that make a common noun a particular thing: "the key", "her fan".
+_DETERMINERS = frozenset(
+    ["the", "this", "that", "his", "her", "my", "its", "their", "your", "our", "a", "an", "one"]
+)
+_DEFINITE = frozenset(["the", "this", "that", "his", "her", "my", "its", "their", "your", "our"])
+# Generic words for animals say little on their own; they need more mentions to count.
+_GENERIC_CREATURES = frozenset(
+    ["animal", "animals", "creature", "creatures", "beast", "beasts", "thing"]
+)
+_PLACE_LEADS = {"Mount": "mountain", "Mt": "mountain", "Mont": "mountain", "Isle": "island"}
+_MAX_DESCRIPTION_PHRASES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One catalogued element. `keys` are the token sequences that mention it (lower case
+    when `common`, i.e. an item or creature known by a common noun, like "the golden key")."""
+
+    name: str
+    kind: ElementKind
+    aliases: tuple[str, ...]
+    gender: str | None
+    count: int
+    description: str
+    descriptor: str
+    keys: tuple[Key, ...]
+    common: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A mention of entry `entry` at tokens first..last of sentence `sentence`."""
+
+    sentence: int
+    entry: int
+    first: int
+    last: int
+
+
+class Catalogue:
+    def __init__(self, texts: Sequence[str]) -> None:
+        sentences: list[Sentence] = []
+        for text in texts:
+            offset = sentences[-1].para + 1 if sentences else 0
+            sentences.extend(split_text(text, offset))
+        groups = group_names(sentences)
+        dialogue = [q > 0.5 for q in quoted_shares(sentences)]
+        entries = [_name_entry(sentences, g, dialogue) for g in groups]
+        taken = {w.lower() for g in groups for k in g.keys for w in k}
+        entries += _common_entries(sentences, taken)
+        entries.sort(key=lambda e: (-e.count, e.name))
+        self.entries: tuple[Entry, ...] = tuple(entries)
+        self._names: dict[str, list[tuple[Key, int]]] = defaultdict(list)
+        self._common: dict[str, int] = {}
+        for i, e in enumerate(self.entries):
+            for k in e.keys:
+                if e.common:
+                    self._common.setdefault(k[0], i)
+                else:
+                    self._names[k[0]].append((k, i))
+        for cands in self._names.values():
+            cands.sort(key=lambda c: (-len(c[0]), c[1]))
+
+    def find(self, sentences: Sequence[Sentence]) -> list[Hit]:
+        """Every mention of a catalogued element, in text order; longest name wins."""
+        hits: list[Hit] = []
+        for si, s in enumerate(sentences):
+            toks = s.tokens
+            i = 0
+            while i < len(toks):
+                hit = self._match_name(si, s, i) or self._match_common(si, s, i)
+                if hit is None:
+                    i += 1
+                    continue
+                hits.append(hit)
+                i = hit.last + 1
+        return hits
+
+    def _match_name(self, si: int, s: Sentence, i: int) -> Hit | None:
+        toks = s.tokens
+        for key, entry in self._names.get(toks[i].base, ()):
+            n = len(key)
+            if i + n <= len(toks) and all(toks[i + j].base == key[j] for j in range(1, n)):
+                return Hit(si, entry, i, i + n - 1)
+        return None
+
+    def _match_common(self, si: int, s: Sentence, i: int) -> Hit | None:
+        toks = s.tokens
+        entry = self._common.get(toks[i].lower)
+        if entry is None or not toks[i].text[:1].islower():
+            return None
+        j = i - 1
+        while j >= 0 and toks[j].lower in VISUAL_ADJECTIVES:
+            j -= 1
+        if j == i - 1 and (j < 0 or toks[j].lower not in _DETERMINERS):
+            return None  # "to watch", "ring the bell": the noun needs an article or adjective
+        return Hit(si, entry, i, i)
+
+
+# --- entries from proper names --------------------------------------------------------------
+
+
+def _name_entry(sentences: Sequence[Sentence], g: NameGroup, dialogue: Sequence[bool]) -> Entry:
+    if g.kind == ElementKind.PLACE:
+        phrases = _place_phrases(sentences, g.mentions)
+    else:
+        phrases = mention_phrases(sentences, g.mentions, g.gender, dialogue)
+    ranked = rank_phrases(phrases, _MAX_DESCRIPTION_PHRASES)
+    lead = _lead(g)
+    if g.kind == ElementKind.CHARACTER and lead in ("", "man", "woman", "male", "female"):
+        lead = _person_noun(ranked) or lead
+    return Entry(
+        name=g.name,
+        kind=g.kind,
+        aliases=tuple(g.aliases),
+        gender=g.gender,
+        count=g.count,
+        description=_description(lead, ranked, g.kind),
+        descriptor=_descriptor(g.name, lead, ranked),
+        keys=tuple(g.keys),
+        common=False,
+    )
+
+
+def _place_phrases(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> list[str]:
+    out: list[str] = []
+    seen: set[int] = set()
+    for m in mentions:
+        if m.sentence not in seen:
+            seen.add(m.sentence)
+            out.extend(visual_noun_phrases(sentences[m.sentence]))
+    return out
+
+
+def _lead(g: NameGroup) -> str:
+    """What the thing is, in a word or two: "queen", "woman", "white rabbit", "lighthouse"."""
+    cores = [core(k) for k in g.keys]
+    if g.kind == ElementKind.CREATURE:
+        for c in sorted(cores, key=len, reverse=True):
+            if c[-1].lower() in CREATURES:
+                colours = [w.lower() for w in c[:-1] if w.lower() in COLOURS]
+                return " ".join([*colours, c[-1].lower()])
+        return "creature"
+    if g.kind == ElementKind.PLACE:
+        for c in cores:
+            if len(c) > 1 and c[-1] in PLACE_TYPES:
+                return c[-1].lower()
+            if len(c) > 1 and c[0] in PLACE_PREFIXES:
+                return _PLACE_LEADS.get(c[0], c[0].lower())
+        return "place"
+    if g.kind == ElementKind.ITEM:
+        return cores[0][-1].lower()
+    for k in g.keys:
+        if k[0] in HONORIFICS and k[0] not in BARE_HONORIFICS:
+            return k[0].lower()
+    # "Mr." and "Mrs." say grown-up; otherwise only the sex is known ("Miss Alice" is seven).
+    if any(k[0] in ADULT_TITLES for k in g.keys if len(k) > 1):
+        return {"m": "man", "f": "woman"}.get(g.gender or "", "")
+    return {"m": "male", "f": "female"}.get(g.gender or "", "")
+
+
+def _person_noun(phrases: Sequence[str]) -> str:
+    """ "girl" from an appositive like "a little girl": a truer lead than "woman"."""
+    for p in phrases:
+        words = p.lower().split()
+        if words[0] in ("a", "an"):
+            for w in words:
+                if w in PERSON_NOUNS:
+                    return w
+    return ""
+
+
+def _description(lead: str, phrases: Sequence[str], kind: ElementKind) -> str:
+    if lead in ("male", "female"):
+        head = f"a {lead} character"
+    else:
+        head = _article(lead) if lead else {ElementKind.CHARACTER: "A character"}.get(kind, "It")
+    head = head[:1].upper() + head[1:]
+    if not phrases:
+        return f"{head}; the text gives no physical description."
+    return f"{head}: {'; '.join(phrases)}."
+
+
+def _descriptor(name: str, lead: str, phrases: Sequence[str]) -> str:
+    """The short form used in image prompts: "Jay Gatsby (man, tanned skin, pink suit)"."""
+    parts = [p for p in (lead, *phrases[:2]) if p]
+    return f"{name} ({', '.join(parts)})" if parts else name
+
+
+def _article(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+# --- entries from common nouns: "the golden key", "the monster" -----------------------------
+
+
+@dataclass(slots=True)
+class _NounStats:
+    definite: int = 0
+    mentions: list[Mention] | None = None
+    modifiers: Counter[str] | None = None
+
+
+def _common_entries(sentences: Sequence[Sentence], taken: set[str]) -> list[Entry]:
+    stats: dict[str, _NounStats] = {}
+    for si, s in enumerate(sentences):
+        toks = s.tokens
+        for i, t in enumerate(toks):
+            noun = t.lower
+            if (noun not in ITEMS and noun not in CREATURES) or noun in taken:
+                continue
+            if not t.text[:1].islower():
+                continue
+            j = i - 1
+            while j >= 0 and toks[j].lower in VISUAL_ADJECTIVES:
+                j -= 1
+            det = toks[j].lower if j >= 0 else ""
+            if j == i - 1 and det not in _DETERMINERS:
+                continue
+            st = stats.setdefault(noun, _NounStats(0, [], Counter()))
+            assert st.mentions is not None and st.modifiers is not None
+            st.mentions.append(Mention(si, j + 1, i, (noun,)))
+            st.definite += det in _DEFINITE
+            for w in (tk.lower for tk in toks[j + 1 : i]):
+                st.modifiers[w] += 1
+    entries: list[Entry] = []
+    for noun in sorted(stats):
+        st = stats[noun]
+        entry = _common_entry(sentences, noun, st)
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+def _common_entry(sentences: Sequence[Sentence], noun: str, st: _NounStats) -> Entry | None:
+    assert st.mentions is not None and st.modifiers is not None
+    creature = noun in CREATURES
+    need = 12 if noun in _GENERIC_CREATURES else 6 if creature else 3
+    if st.definite < need or len(st.mentions) < need + 1:
+        return None
+    # The name takes the most telling recurring modifier: colour or material before size.
+    mods = sorted(
+        (w for w, n in st.modifiers.items() if n >= 2),
+        key=lambda w: (w not in COLOURS and w not in MATERIALS_SHAPES, -st.modifiers[w], w),
+    )
+    name = f"{mods[0]} {noun}" if mods else noun
+    phrases = [" ".join(w for w in _modifiers_at(sentences, m)) for m in st.mentions]
+    phrases = [p for p in phrases if p]
+    phrases += [
+        p for m in st.mentions for p in phrases_at(sentences[m.sentence], m.last, m.last, None)
+    ]
+    ranked = rank_phrases(phrases, _MAX_DESCRIPTION_PHRASES)
+    kind = ElementKind.CREATURE if creature else ElementKind.ITEM
+    return Entry(
+        name=name,
+        kind=kind,
+        aliases=(noun,) if name != noun else (),
+        gender=None,
+        count=len(st.mentions),
+        description=_description(noun, ranked, kind),
+        descriptor=_descriptor(name, "", ranked),
+        keys=((noun,),),
+        common=True,
+    )
+
+
+def _modifiers_at(sentences: Sequence[Sentence], m: Mention) -> list[str]:
+    return [t.lower for t in sentences[m.sentence].tokens[m.first : m.last]]
+
+
+# --- per-chunk elements ---------------------------------------------------------------------
+
+
+def chunk_elements(
+    catalogue: Catalogue, sentences: Sequence[Sentence], hits: Sequence[Hit], limit: int = 30
+) -> list[Element]:
+    """The catalogued elements present in a chunk, most mentioned first, each with up to
+    three reference quotes from the chunk (the sentences that describe it best)."""
+    by_entry: dict[int, list[Hit]] = defaultdict(list)
+    for h in hits:
+        by_entry[h.entry].append(h)
+    chosen = [
+        i
+        for i in sorted(by_entry, key=lambda i: (-len(by_entry[i]), i))
+        if not catalogue.entries[i].common or len(by_entry[i]) >= 2
+    ][:limit]
+    out: list[Element] = []
+    for i in chosen:
+        e = catalogue.entries[i]
+        out.append(
+            Element(
+                name=e.name,
+                kind=e.kind,
+                description=e.description,
+                aliases=e.aliases,
+                quotes=tuple(_reference_quotes(sentences, by_entry[i], e.gender)),
+            )
+        )
+    return out
+
+
+def _reference_quotes(
+    sentences: Sequence[Sentence], hits: Sequence[Hit], gender: str | None
+) -> list[str]:
+    scored: list[tuple[float, int]] = []
+    for h in hits:
+        s = sentences[h.sentence]
+        words = word_length(s.text)
+        described = len(phrases_at(s, h.first, h.last, gender))
+        visual = sum(1 for t in s.tokens if t.lower in VISUAL_ADJECTIVES)
+        fit = 1.0 if 6 <= words <= 60 else 0.3
+        scored.append(((3 * described + min(visual, 4) + 0.5) * fit, h.sentence))
+    best = sorted(set(scored), key=lambda x: (-x[0], x[1]))
+    picked: list[int] = []
+    for score, si in best:
+        if si not in picked and (score >= 3 or not picked):
+            picked.append(si)
+        if len(picked) == 3:
+            break
+    return [normalize_ws(sentences[si].text) for si in sorted(picked)]

@@ -1,0 +1,442 @@
+"""Recurring proper names: find them, merge their variants, decide what each one names.
+
+A name is a run of capitalised words that is not just a capitalised sentence start ("Alice",
+"Captain Orrin Vale", "Queen of Hearts", "West Egg"). Variants of one name are merged into a
+group ("Captain Orrin Vale", "Vale", "Orrin"), and the group is classified as a character,
+place, creature or item from the words around its mentions across the whole book.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from imaginize.analysis.lexicon import (
+    ABBREVIATIONS,
+    BARE_HONORIFICS,
+    CREATURES,
+    HONORIFICS,
+    ITEMS,
+    NAME_CONNECTORS,
+    NOT_ALONE,
+    NOT_NAMES,
+    PERSON_VERBS,
+    PLACE_PREFIXES,
+    PLACE_PREPOSITIONS,
+    PLACE_TYPES,
+    SPEECH_VERBS,
+    SUBJECT_PRONOUNS,
+)
+from imaginize.analysis.text import Sentence, Token
+from imaginize.model import ElementKind
+
+Key = tuple[str, ...]
+
+# Words after which "of" continues a name: "Queen of Hearts", "Isle of Wight".
+_OF_AFTER = frozenset(HONORIFICS) | PLACE_TYPES | {"Knave", "Jack", "Isle"}
+_GAZE_VERBS = frozenset(
+    ["looked", "glanced", "stared", "smiled", "nodded", "waved", "turned", "came", "went"]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    sentence: int  # index into the sentence list
+    first: int  # first token index
+    last: int  # last token index (inclusive)
+    key: Key
+
+
+@dataclass(slots=True)
+class NameGroup:
+    """One named thing: its display name, kind, variants and every mention of it."""
+
+    name: str
+    kind: ElementKind
+    keys: list[Key]
+    aliases: list[str]
+    gender: str | None
+    mentions: list[Mention] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.mentions)
+
+
+def is_capitalised(tok: Token) -> bool:
+    """Starts with a capital and is not an all-capitals word (headings, signs, "I")."""
+    b = tok.base
+    return b[:1].isupper() and not (len(b) > 1 and b.isupper())
+
+
+class _Stats:
+    """How often each word is capitalised mid-sentence versus written in lower case."""
+
+    def __init__(self, sentences: Sequence[Sentence]) -> None:
+        self.mid_caps: Counter[str] = Counter()
+        self.lower: Counter[str] = Counter()
+        for s in sentences:
+            for t in s.tokens:
+                if is_capitalised(t):
+                    if not t.initial:
+                        self.mid_caps[t.base] += 1
+                elif t.base[:1].islower():
+                    self.lower[t.lower] += 1
+
+    def can_start(self, tok: Token) -> bool:
+        if not is_capitalised(tok) or tok.lower in NOT_NAMES:
+            return False
+        # A capital at a sentence start proves nothing unless the word is also capitalised
+        # mid-sentence somewhere in the book.
+        return not tok.initial or self.mid_caps[tok.base] > 0
+
+    def mostly_capitalised(self, word: str) -> bool:
+        return self.mid_caps[word] >= 0.5 * self.lower[word.lower()]
+
+
+def find_mentions(sentences: Sequence[Sentence], stats: _Stats) -> list[Mention]:
+    out: list[Mention] = []
+    for si, s in enumerate(sentences):
+        toks = s.tokens
+        i = 0
+        while i < len(toks):
+            if not stats.can_start(toks[i]):
+                i += 1
+                continue
+            j = _run_end(s, i)
+            out.append(Mention(si, i, j, tuple(t.base for t in toks[i : j + 1])))
+            i = j + 1
+    return out
+
+
+def _run_end(s: Sentence, i: int) -> int:
+    """Index of the last token of the name starting at token i."""
+    toks = s.tokens
+    j = i
+    while not toks[j].possessive and j + 1 < len(toks):
+        if not _joined(s, toks[j], toks[j + 1]):
+            break
+        nxt = toks[j + 1]
+        if is_capitalised(nxt) and nxt.lower not in NOT_NAMES:
+            j += 1
+        elif _connects(s, j):
+            j += 2
+        else:
+            break
+    return j
+
+
+def _joined(s: Sentence, a: Token, b: Token) -> bool:
+    gap = s.source[a.end : b.start].replace("\ufeff", "")
+    if not gap.strip():
+        return True
+    return gap.strip() == "." and (
+        a.text in ABBREVIATIONS or (len(a.text) == 1 and a.text.isupper())
+    )
+
+
+def _connects(s: Sentence, j: int) -> bool:
+    """Whether toks[j+1] is "of", "de", ... inside a name followed by a capitalised word."""
+    toks = s.tokens
+    if j + 2 >= len(toks):
+        return False
+    conn, after = toks[j + 1], toks[j + 2]
+    if conn.text not in NAME_CONNECTORS or not is_capitalised(after):
+        return False
+    if after.lower in NOT_NAMES or not _joined(s, conn, after):
+        return False
+    return conn.text != "of" or toks[j].base in _OF_AFTER
+
+
+# --- grouping -----------------------------------------------------------------------------
+
+
+def core(key: Key) -> Key:
+    """The key without leading titles ("Captain Orrin Vale" -> "Orrin Vale"); a title joined
+    by "of" stays ("Queen of Hearts"), and a title alone stays itself ("Queen")."""
+    i = 0
+    while i < len(key) - 1 and key[i] in HONORIFICS and key[i + 1] not in NAME_CONNECTORS:
+        i += 1
+    return key[i:]
+
+
+def _valid_key(key: Key, stats: _Stats) -> bool:
+    if len(key) == 1:
+        w = key[0]
+        return (
+            len(w) > 1
+            and w.lower() not in NOT_ALONE
+            and w not in BARE_HONORIFICS
+            and not w.isdigit()
+            and stats.mostly_capitalised(w)
+        )
+    return not all(w in HONORIFICS or w.lower() in NOT_ALONE for w in key)
+
+
+def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> list[NameGroup]:
+    """The recurring names of a text. Names seen fewer than `min_count` times are dropped:
+    by default twice for a short text, three times for a book, where one-off pairs are
+    mostly noise ("Latitude or Longitude")."""
+    if min_count is None:
+        words = sum(len(s.tokens) for s in sentences)
+        min_count = 2 if words < 20_000 else 3
+    stats = _Stats(sentences)
+    mentions = [m for m in find_mentions(sentences, stats) if _valid_key(m.key, stats)]
+    by_key: dict[Key, list[Mention]] = defaultdict(list)
+    for m in mentions:
+        by_key[m.key].append(m)
+    genders = {k: _gender(sentences, k, ms) for k, ms in by_key.items()}
+    clusters = _cluster(by_key, genders)
+    groups: list[NameGroup] = []
+    for keys in clusters:
+        ms = sorted((m for k in keys for m in by_key[k]), key=lambda m: (m.sentence, m.first))
+        if len(ms) < min_count:
+            continue
+        groups.append(_make_group(sentences, keys, ms, by_key, genders))
+    groups.sort(key=lambda g: (-g.count, g.name))
+    return groups
+
+
+def _cluster(by_key: dict[Key, list[Mention]], genders: dict[Key, str | None]) -> list[list[Key]]:
+    """Merge keys naming the same thing: same core, or a single word that is the first (or
+    the only possible last) word of longer names."""
+    by_core: dict[Key, list[Key]] = defaultdict(list)
+    for k in sorted(by_key):
+        by_core[core(k)].append(k)
+    core_count = {c: sum(len(by_key[k]) for k in ks) for c, ks in by_core.items()}
+    parent = {c: c for c in by_core}
+
+    def find(c: Key) -> Key:
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    for c in sorted(by_core):
+        if len(c) == 1:
+            for p in _owners(c[0], by_core, core_count, genders):
+                ra, rb = find(c), find(p)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+    lasts = _index_lasts(by_core, core_count)
+    root_gender = _root_genders(by_core, genders, find)
+    clusters: dict[Key, list[Key]] = defaultdict(list)
+    for c in sorted(by_core):
+        for k in by_core[c]:
+            # Titled surnames ("Mrs. Wilson") go by gender when the surname is shared, and
+            # never join a name of the other gender ("Mrs. Buchanan" is not Tom).
+            root = find(_titled_owner(k, c, lasts, genders))
+            g = HONORIFICS.get(k[0]) if len(k) > 1 else None
+            clash = g is not None and root_gender.get(root) not in (None, g)
+            clusters[k if clash else root].append(k)
+    return [sorted(ks) for _, ks in sorted(clusters.items())]
+
+
+def _root_genders(
+    by_core: dict[Key, list[Key]], genders: dict[Key, str | None], find: Callable[[Key], Key]
+) -> dict[Key, str | None]:
+    """The gender of each merged cluster, from its untitled variants."""
+    votes: dict[Key, Counter[str]] = defaultdict(Counter)
+    for c, ks in by_core.items():
+        for k in ks:
+            g = genders.get(k)
+            if g and k[0] not in HONORIFICS:
+                votes[find(c)][g] += 1
+    return {r: v.most_common(1)[0][0] if len(v) == 1 else None for r, v in votes.items()}
+
+
+def _index_lasts(by_core: dict[Key, list[Key]], core_count: dict[Key, int]) -> dict[str, list[Key]]:
+    lasts: dict[str, list[Key]] = defaultdict(list)
+    for c in sorted(by_core):
+        if len(c) > 1 and core_count[c] >= 2:
+            lasts[c[-1]].append(c)
+    return lasts
+
+
+def _owners(
+    word: str,
+    by_core: dict[Key, list[Key]],
+    core_count: dict[Key, int],
+    genders: dict[Key, str | None],
+) -> list[Key]:
+    """The longer names a one-word name is short for ("Daisy" -> "Daisy Buchanan"), or none
+    when it is ambiguous ("Egg" in "East Egg" and "West Egg")."""
+    longer = [c for c in sorted(by_core) if len(c) > 1 and word in (c[0], c[-1])]
+    # One-off runs such as "April Daisy" are usually two names side by side.
+    recurring = [c for c in longer if core_count[c] >= 2] or longer
+    firsts = [c for c in recurring if c[0] == word]
+    lasts = [c for c in recurring if c[-1] == word]
+    if firsts and lasts:
+        return []
+    alone = core_count[(word,)]
+    if firsts:
+        if len({c[-1] for c in firsts}) == 1:
+            return firsts
+        # Several surnames after one first name: one person (maiden and married names)
+        # only when the first name is used on its own about as much as the full names.
+        top = max(core_count[c] for c in firsts)
+        return firsts if alone >= 3 and alone * 2 >= top else []
+    if len(lasts) == 1:
+        return lasts
+    g = genders.get((word,))
+    same = [c for c in lasts if any(genders.get(k) == g for k in by_core[c])] if g else []
+    return same if len(same) == 1 else []
+
+
+def _titled_owner(
+    k: Key,
+    c: Key,
+    lasts: dict[str, list[Key]],
+    genders: dict[Key, str | None],
+) -> Key:
+    """Which core a titled one-word name belongs to: "Mrs. Wilson" -> "Myrtle Wilson"."""
+    if len(c) != 1 or k == c or len(lasts[c[0]]) < 2:
+        return c
+    g = HONORIFICS.get(k[0])
+    if g is None:
+        return c
+    same = [o for o in lasts[c[0]] if genders.get(o) == g]
+    return same[0] if len(same) == 1 else c
+
+
+def _gender(sentences: Sequence[Sentence], key: Key, mentions: list[Mention]) -> str | None:
+    """'m' or 'f' when titles or the pronouns that follow the name say so clearly."""
+    votes: Counter[str] = Counter()
+    for w in key:
+        g = HONORIFICS.get(w)
+        if g:
+            votes[g] += 3 * len(mentions)
+    for m in mentions[:300]:
+        p = _next_pronoun(sentences, m)
+        if p:
+            votes[p] += 1
+    top = max(("m", "f", "n"), key=lambda g: votes[g])
+    rest = sum(votes.values()) - votes[top]
+    if top == "n" or votes[top] < 2 or votes[top] < 2 * rest:
+        return None
+    return top
+
+
+def _next_pronoun(sentences: Sequence[Sentence], m: Mention) -> str | None:
+    """Gender of the first pronoun after a mention that is the subject of its clause
+    ("Daisy took her face in her hands", "said Gatsby, and he"), unless another name comes
+    first. Object pronouns ("told her") usually mean someone else and end the search."""
+    s = sentences[m.sentence]
+    toks = s.tokens
+    nxt = toks[m.last + 1] if m.last + 1 < len(toks) else None
+    prev = toks[m.first - 1].lower if m.first > 0 else ""
+    if not (prev in SPEECH_VERBS or (nxt is not None and _verb_like(nxt.lower))):
+        return None
+    following = toks[m.last + 1 : m.last + 11]
+    after = sentences[m.sentence + 1] if m.sentence + 1 < len(sentences) else None
+    if m.last + 11 > len(toks) and after is not None and after.para == s.para:
+        following = [*following, *after.tokens[:4]]
+    for i, t in enumerate(following):
+        g = SUBJECT_PRONOUNS.get(t.lower)
+        if g:
+            return g
+        if t.lower == "her":
+            after = following[i + 1].lower if i + 1 < len(following) else ""
+            return "f" if after and after not in NOT_NAMES else None
+        if t.lower in ("him", "they", "them", "their"):
+            return None
+        if is_capitalised(t) and not t.initial and t.lower not in NOT_NAMES:
+            return None
+    return None
+
+
+def _verb_like(word: str) -> bool:
+    return word in SPEECH_VERBS or word in PERSON_VERBS or (word.endswith("ed") and len(word) > 4)
+
+
+# --- naming and classifying a group -------------------------------------------------------
+
+
+def _make_group(
+    sentences: Sequence[Sentence],
+    keys: list[Key],
+    mentions: list[Mention],
+    by_key: dict[Key, list[Mention]],
+    genders: dict[Key, str | None],
+) -> NameGroup:
+    displays = {k: _display(sentences, by_key[k]) for k in keys}
+    counts = {k: len(by_key[k]) for k in keys}
+    best = _best_key(keys, counts)
+    aliases = [displays[k] for k in sorted(keys, key=lambda k: (-counts[k], k)) if k != best]
+    votes: Counter[str] = Counter()
+    for k in keys:
+        if g := genders.get(k):
+            votes[g] += counts[k]
+    gender = None
+    if votes:
+        (top, n), *rest = votes.most_common()
+        gender = top if not rest or n >= 2 * rest[0][1] else None
+    kind = classify(sentences, keys, mentions)
+    return NameGroup(displays[best], kind, keys, aliases[:8], gender, mentions)
+
+
+def _best_key(keys: list[Key], counts: dict[Key, int]) -> Key:
+    """The fullest variant that recurs ("Jay Gatsby" over "Gatsby"); titles add nothing."""
+    recurring = [k for k in keys if counts[k] >= 2] or keys
+    return min(recurring, key=lambda k: (-len(core(k)), -counts[k], k))
+
+
+def _display(sentences: Sequence[Sentence], mentions: list[Mention]) -> str:
+    """The most common way the name is written in the text, e.g. "Mr. Gatsby"."""
+    forms: Counter[str] = Counter()
+    for m in mentions:
+        s = sentences[m.sentence]
+        first, last = s.tokens[m.first], s.tokens[m.last]
+        forms[" ".join(s.source[first.start : last.start + len(last.base)].split())] += 1
+    return min(forms.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+
+def classify(
+    sentences: Sequence[Sentence], keys: list[Key], mentions: list[Mention]
+) -> ElementKind:
+    """Weigh the evidence of the name's words and of the words around each mention."""
+    # The head noun decides outright: a talking "White Rabbit" is still a rabbit.
+    if any(core(k)[-1].lower() in CREATURES for k in keys):
+        return ElementKind.CREATURE
+    score: Counter[ElementKind] = Counter()
+    if any(k[-1] in PLACE_TYPES or k[0] in PLACE_PREFIXES for k in keys if len(k) > 1):
+        score[ElementKind.PLACE] += max(8, len(mentions))
+    if any(k[-1].lower() in ITEMS for k in keys):
+        score[ElementKind.ITEM] += max(6, len(mentions))
+    for m in mentions:
+        _score_mention(sentences[m.sentence], m, score)
+    order = [ElementKind.CHARACTER, ElementKind.PLACE, ElementKind.CREATURE, ElementKind.ITEM]
+    return max(order, key=lambda k: (score[k], -order.index(k)))
+
+
+def _score_mention(s: Sentence, m: Mention, score: Counter[ElementKind]) -> None:
+    toks = s.tokens
+    # Look past an article: "said the Hatter", "in the Middle West".
+    back = m.first - 1 if m.first > 0 and toks[m.first - 1].lower == "the" else m.first
+    prev = toks[back - 1].lower if back > 0 else ""
+    prev2 = toks[back - 2].lower if back > 1 else ""
+    nxt = toks[m.last + 1].lower if m.last + 1 < len(toks) else ""
+    if m.key[0] in HONORIFICS and len(m.key) > 1:
+        score[ElementKind.CHARACTER] += 3
+    if prev in SPEECH_VERBS or nxt in SPEECH_VERBS:
+        score[ElementKind.CHARACTER] += 2
+    elif nxt in PERSON_VERBS:
+        score[ElementKind.CHARACTER] += 0.7
+    if toks[m.last].possessive:
+        score[ElementKind.CHARACTER] += 0.3
+    if prev in PLACE_PREPOSITIONS:
+        if prev in ("to", "at", "from") and (prev2 in SPEECH_VERBS or prev2 in _GAZE_VERBS):
+            score[ElementKind.CHARACTER] += 1
+        else:
+            score[ElementKind.PLACE] += PLACE_PREPOSITIONS[prev]
+    # "the dog Rufus", "Bill, the Lizard", "a dragon called Smaug"
+    before = [t.lower for t in toks[max(0, m.first - 3) : m.first]]
+    after = [t.lower for t in toks[m.last + 1 : m.last + 4]]
+    if any(w in CREATURES for w in before[-2:]) or (
+        toks[m.last].comma_after and any(w in CREATURES for w in after)
+    ):
+        score[ElementKind.CREATURE] += 3
+    if before and before[-1] in ("called", "named") and any(w in CREATURES for w in before):
+        score[ElementKind.CREATURE] += 4
+    if before and before[-1] in ITEMS:
+        score[ElementKind.ITEM] += 3

@@ -1,0 +1,69 @@
+"""The built-in offline analyzer: useful illustration guides with no API key and no network.
+
+Heuristic and deterministic. Given the whole book it first builds a catalogue of recurring
+names (characters, creatures, places, items) with aliases and visual descriptions gathered
+from every chapter (see `catalogue`); each chunk is then analysed on its own against that
+catalogue: scenes are its most visual passages (see `scenes`), elements the catalogue entries
+it mentions, with reference quotes taken from the chunk itself.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from imaginize.analysis.catalogue import Catalogue, chunk_elements
+from imaginize.analysis.scenes import (
+    SceneBuilder,
+    candidate_windows,
+    pick_windows,
+    sentence_features,
+)
+from imaginize.analysis.text import split_text
+from imaginize.model import Analysis, Book, Chapter
+
+MAX_ELEMENTS = 30
+
+
+class OfflineAnalyzer:
+    """An `Analyzer` that needs nothing but the text.
+
+    With `book`, names and descriptions come from the whole book (built on first use, once);
+    without it, each chunk is its own little book.
+    """
+
+    provider = "offline"
+    model = "heuristic-1"
+
+    def __init__(self, book: Book | None = None, *, max_elements: int = MAX_ELEMENTS) -> None:
+        self._book = book
+        self._max_elements = max_elements
+        self._catalogue: Catalogue | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def catalogue(self) -> Catalogue | None:
+        """The book-wide catalogue, or None when no book was given."""
+        if self._book is None:
+            return None
+        with self._lock:
+            if self._catalogue is None:
+                self._catalogue = Catalogue([c.text for c in self._book.chapters])
+            return self._catalogue
+
+    def analyze(self, chunk: Chapter, scenes: int) -> Analysis:
+        sentences = split_text(chunk.text)
+        if not sentences:
+            return Analysis(scenes=(), elements=())
+        catalogue = self.catalogue or Catalogue([chunk.text])
+        hits = catalogue.find(sentences)
+        per_sentence: list[list[int]] = [[] for _ in sentences]
+        for h in hits:
+            per_sentence[h.sentence].append(h.entry)
+        feats = sentence_features(sentences)
+        windows = candidate_windows(sentences, feats, per_sentence)
+        chosen = pick_windows(windows, max(scenes, 0), len(sentences))
+        builder = SceneBuilder(sentences, feats, hits, catalogue)
+        return Analysis(
+            scenes=tuple(builder.build(w) for w in chosen),
+            elements=tuple(chunk_elements(catalogue, sentences, hits, self._max_elements)),
+        )

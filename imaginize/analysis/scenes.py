@@ -1,0 +1,498 @@
+"""Scenes: the passages of a chunk that most deserve a picture, and how to draw them.
+
+Each sentence is scored for concrete visual language (colour, light, material, weather,
+setting, action, bodies and clothes, named elements), dialogue is penalised, and windows of
+one to three sentences inside a paragraph compete; the best ones, spread across the chunk
+and never adjacent, become scenes described from their own words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from imaginize.analysis.catalogue import Catalogue, Entry, Hit
+from imaginize.analysis.describe import clause_end, concrete_nouns, visual_noun_phrases
+from imaginize.analysis.lexicon import (
+    ACTION_VERBS,
+    BODY,
+    CLOTHING,
+    COLOURS,
+    DEFAULT_MOOD,
+    FIXTURES,
+    INDOOR_SETTINGS,
+    LIGHT,
+    LIGHTING_PHRASES,
+    MATERIALS,
+    MOODS,
+    PLACE_NOUNS,
+    SHAPES,
+    SPEECH_VERBS,
+    SUBJECT_PRONOUNS,
+    TIME_OF_DAY,
+    UNSEEN_VERBS,
+    VISIBLE_VERBS,
+    VISUAL_ADJECTIVES,
+    WEATHER,
+)
+from imaginize.analysis.text import (
+    Sentence,
+    narrated_tokens,
+    normalize_ws,
+    quoted_shares,
+    stem_variants,
+    word_length,
+)
+from imaginize.model import ElementKind, Scene
+
+# Feature slots per sentence: lexicon, weight (how much it says about a picture), and
+# whether verb endings may be stripped to find a word in it ("glowing" -> "glow").
+_CATEGORIES: tuple[tuple[frozenset[str], float, bool], ...] = (
+    (COLOURS, 2.0, False),
+    (LIGHT, 1.5, True),
+    (MATERIALS, 1.0, False),
+    (SHAPES, 0.4, False),
+    (WEATHER, 1.5, True),
+    (PLACE_NOUNS | FIXTURES, 1.2, False),
+    (ACTION_VERBS, 1.0, True),
+    (BODY | CLOTHING, 0.8, False),
+)
+_N = len(_CATEGORIES)
+_LIGHT, _WEATHER, _SETTING, _BODY = 1, 4, 5, 7
+_ENTITY_WEIGHT = 0.8
+_VARIETY_WEIGHT = 0.7
+_MAX_WINDOW = 3
+_MAX_WINDOW_WORDS = 60
+_LOOKBACK = 4  # sentences searched for who "she" is, or where we are
+_STYLE = "detailed storybook illustration"
+_LOCATIVE = frozenset(
+    [
+        "in",
+        "at",
+        "on",
+        "into",
+        "inside",
+        "near",
+        "across",
+        "through",
+        "over",
+        "under",
+        "along",
+        "towards",
+        "toward",
+        "to",
+    ]
+)
+# Light words that only colour a scene; one of them may follow the main light source.
+_SECONDARY_LIGHT = frozenset(["shadow", "shadows", "glow", "glitter", "gleam", "dark", "gloom"])
+_LIGHT_ORDER = {w: i for i, w in enumerate(LIGHTING_PHRASES)}
+
+
+@lru_cache(maxsize=65536)
+def _categories(word: str) -> tuple[int, ...]:
+    """Which feature slots a (lower-case) word falls in."""
+    return tuple(
+        i
+        for i, (lex, _, verbal) in enumerate(_CATEGORIES)
+        if any(v in lex for v in stem_variants(word, verbal))
+    )
+
+
+@dataclass(slots=True)
+class _Features:
+    counts: list[int]
+    words: float
+    quoted: float  # share of the sentence inside quotation marks
+    speech: bool
+    piece: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Sentences first..last (inclusive) of one paragraph, as a scene candidate."""
+
+    first: int
+    last: int
+    score: float
+
+
+def sentence_features(sentences: Sequence[Sentence]) -> list[_Features]:
+    out: list[_Features] = []
+    for s, q in zip(sentences, quoted_shares(sentences), strict=True):
+        counts = [0] * _N
+        speech = False
+        for t in s.tokens:
+            for c in _categories(t.lower):
+                counts[c] += 1
+            speech = speech or t.lower in SPEECH_VERBS
+        out.append(_Features(counts, word_length(s.text), q, speech, s.piece))
+    return out
+
+
+def _score(feats: Sequence[_Features], entities: int) -> float:
+    counts = [sum(f.counts[c] for f in feats) for c in range(_N)]
+    words = sum(f.words for f in feats)
+    if words <= 0:
+        return 0.0
+    visual = sum(counts[c] * _CATEGORIES[c][1] for c in range(_N))
+    visual += _ENTITY_WEIGHT * min(entities, 3)
+    visual += _VARIETY_WEIGHT * sum(1 for c in counts if c)
+    density = visual / words**0.5
+    quoted = sum(f.quoted * f.words for f in feats) / words
+    dialogue = 0.1 if quoted > 0.7 else 1.0 - 0.85 * quoted
+    if any(f.speech for f in feats) and quoted > 0.3:
+        dialogue *= 0.7
+    # Clause pieces of an overlong sentence read less well than whole sentences.
+    whole = 0.8 if any(f.piece for f in feats) else 1.0
+    return density * _length_factor(words) * dialogue * whole
+
+
+def _length_factor(words: float) -> float:
+    if words < 8:
+        return 0.25
+    if words < 15:
+        return 0.6
+    if words <= 60:
+        return 1.0
+    return 0.75 if words <= 80 else 0.5
+
+
+def candidate_windows(
+    sentences: Sequence[Sentence], feats: Sequence[_Features], per_sentence: Sequence[list[int]]
+) -> list[Window]:
+    out: list[Window] = []
+    for a in range(len(sentences)):
+        words = 0.0
+        entities: set[int] = set()
+        for b in range(a, min(a + _MAX_WINDOW, len(sentences))):
+            if sentences[b].para != sentences[a].para:
+                break
+            words += feats[b].words
+            if b > a and words > _MAX_WINDOW_WORDS:
+                break
+            entities.update(per_sentence[b])
+            out.append(Window(a, b, _score(feats[a : b + 1], len(entities))))
+    return out
+
+
+def pick_windows(windows: Sequence[Window], count: int, total: int) -> list[Window]:
+    """The best `count` windows, spread out: first keeping a wide berth around each pick,
+    then only refusing overlapping or adjacent ones. Returned in text order."""
+    if count <= 0:
+        return []
+    ranked = sorted(windows, key=lambda w: (-w.score, w.first, w.last))
+    chosen: list[Window] = []
+    for gap in sorted({max(1, total // (2 * count)), 1}, reverse=True):
+        for w in ranked:
+            if len(chosen) >= count:
+                break
+            if all(w.first > c.last + gap or w.last < c.first - gap for c in chosen):
+                chosen.append(w)
+    return sorted(chosen, key=lambda w: w.first)
+
+
+# --- describing a chosen window ---------------------------------------------------------------
+
+
+class SceneBuilder:
+    """Turns chosen windows of one chunk into `Scene`s."""
+
+    def __init__(
+        self,
+        sentences: Sequence[Sentence],
+        feats: Sequence[_Features],
+        hits: Sequence[Hit],
+        catalogue: Catalogue,
+    ) -> None:
+        self.sentences = sentences
+        self.feats = feats
+        self.hits = hits
+        self.entries = catalogue.entries
+        self.narrated = narrated_tokens(sentences)
+        self.per_sentence: list[list[Hit]] = [[] for _ in sentences]
+        for h in hits:
+            self.per_sentence[h.sentence].append(h)
+
+    def build(self, w: Window) -> Scene:
+        span = range(w.first, w.last + 1)
+        first, last = self.sentences[w.first], self.sentences[w.last]
+        quote = normalize_ws(first.source[first.start : last.end])
+        cast = [self.entries[i] for i in self._characters(w)]
+        setting = self._setting(w)
+        lighting = self._lighting(w, setting)
+        mood = self._mood(span)
+        details = self._details(span, setting)
+        composition = self._composition(span, cast, setting)
+        names = tuple(e.name for e in cast)
+        action = self._action(span)
+        prompt = [
+            composition,
+            _join([e.descriptor for e in cast]),
+            action,
+            _where(setting),
+            ", ".join(details),
+            lighting,
+            f"{mood} mood",
+            _STYLE,
+        ]
+        return Scene(
+            quote=quote,
+            description=self._description(names, action, setting, lighting, details),
+            composition=composition,
+            characters=names,
+            setting=setting,
+            lighting=lighting,
+            mood=mood,
+            image_prompt="; ".join(p for p in prompt if p),
+        )
+
+    @staticmethod
+    def _description(
+        names: Sequence[str], action: str, setting: str, lighting: str, details: Sequence[str]
+    ) -> str:
+        who = _join(names)
+        parts = [f"{who}: {action}." if who and action else f"{who}." if who else ""]
+        parts.append(f"Setting: {setting or 'not stated'}; {lighting}.")
+        if details:
+            parts.append(f"Visual details: {', '.join(details)}.")
+        return " ".join(p for p in parts if p)
+
+    # -- who ------------------------------------------------------------------------------
+
+    def _figures(self, i: int) -> list[Hit]:
+        return [h for h in self.per_sentence[i] if _is_figure(self.entries[h.entry])]
+
+    def _characters(self, w: Window) -> list[int]:
+        """Named figures in the window, plus whoever "she" or "he" opening it refers to:
+        the last matching figure named just before."""
+        found: list[int] = []
+        for i in range(w.first, w.last + 1):
+            for h in self._figures(i):
+                if h.entry not in found:
+                    found.append(h.entry)
+        subject = self._opening_pronoun(w, 8 if found else 40)
+        if subject and not any(self.entries[e].gender == subject for e in found):
+            ref = self._referent(w.first, subject)
+            if ref is not None and ref not in found:
+                found.insert(0, ref)
+        return found[:4]
+
+    def _opening_pronoun(self, w: Window, reach: int) -> str | None:
+        """'m' or 'f' when the window's first sentence opens with he or she (within `reach`
+        words), the usual sign that it continues about someone named earlier."""
+        for t in self.sentences[w.first].tokens[:reach]:
+            g = SUBJECT_PRONOUNS.get(t.lower)
+            if g in ("m", "f"):
+                return g
+        return None
+
+    def _referent(self, first: int, gender: str) -> int | None:
+        for i in range(first - 1, max(-1, first - 1 - _LOOKBACK), -1):
+            for h in reversed(self._figures(i)):
+                if self.entries[h.entry].gender == gender:
+                    return h.entry
+        return None
+
+    def _action(self, span: range) -> str:
+        """What a named figure does in the window, in the text's words: "the Caterpillar
+        took the hookah out of its mouth"."""
+        for i in span:
+            s = self.sentences[i]
+            for h in self._figures(i):
+                k = h.last + 1
+                if k >= len(s.tokens) or not self.narrated[i][h.first]:
+                    continue
+                verb = s.tokens[k].lower
+                after = s.tokens[k + 1].lower if k + 1 < len(s.tokens) else ""
+                if verb in SPEECH_VERBS or not _is_visible_verb(verb, after):
+                    continue
+                start = (
+                    h.first - 1 if h.first > 0 and s.tokens[h.first - 1].lower == "the" else h.first
+                )
+                end = clause_end(s, k, 10)
+                return normalize_ws(s.source[s.tokens[start].start : s.tokens[end].end])
+        return ""
+
+    # -- where ----------------------------------------------------------------------------
+
+    def _setting(self, w: Window) -> str:
+        where = self._setting_phrase(range(w.first, w.last + 1))
+        if not where:
+            where = self._setting_phrase(range(max(0, w.first - _LOOKBACK), w.first))
+        place = self._place(range(w.first, w.last + 1))
+        if not place:
+            place = self._place(range(max(0, w.first - 3 * _LOOKBACK), w.first), latest=True)
+        if where and place:
+            return f"{where}, {place}"
+        return where or place
+
+    def _place(self, span: range, latest: bool = False) -> str:
+        """A catalogued place the text puts us in ("at West Egg"), not one merely named."""
+        found = ""
+        for i in span:
+            toks = self.sentences[i].tokens
+            for h in self.per_sentence[i]:
+                if self.entries[h.entry].kind != ElementKind.PLACE:
+                    continue
+                back = h.first - 1
+                if back >= 0 and toks[back].lower == "the":
+                    back -= 1
+                if back >= 0 and toks[back].lower in _LOCATIVE:
+                    found = self.entries[h.entry].name
+                    if not latest:
+                        return found
+        return found
+
+    def _setting_phrase(self, span: range) -> str:
+        """The most telling place phrase in narration: "the long hall", else a fixture to
+        place the scene by: "by the little door"."""
+        fixture = ""
+        for i in span:
+            s = self.sentences[i]
+            for start, end in _noun_phrases(s, self.narrated[i]):
+                head = s.tokens[end].lower
+                det = s.tokens[start - 1].lower if start > 0 else ""
+                article = det if det in ("the", "a", "an") else "the"
+                text = (
+                    f"{article} {normalize_ws(s.source[s.tokens[start].start : s.tokens[end].end])}"
+                )
+                if any(v in PLACE_NOUNS for v in stem_variants(head, False)):
+                    return text
+                if not fixture and any(v in FIXTURES for v in stem_variants(head, False)):
+                    fixture = f"by {text}"
+        return fixture
+
+    # -- how it looks ---------------------------------------------------------------------
+
+    def _lighting(self, w: Window, setting: str) -> str:
+        found = self._light_words(range(w.first, w.last + 1), LIGHTING_PHRASES.keys())
+        if not found:
+            # Earlier sentences set the time of day; their lamps and candles are elsewhere.
+            before = range(max(0, w.first - 3 * _LOOKBACK), w.first)
+            found = self._light_words(before, TIME_OF_DAY)[-1:]
+        if found:
+            return ", ".join(_combine_lights(found))
+        indoor = any(v in INDOOR_SETTINGS for x in setting.split() for v in stem_variants(x, False))
+        return "soft interior light" if indoor else "natural daylight"
+
+    def _light_words(self, span: range, allowed: Collection[str]) -> list[str]:
+        return [
+            t.lower
+            for i in span
+            for t, narrated in zip(self.sentences[i].tokens, self.narrated[i], strict=True)
+            if narrated and t.lower in allowed
+        ]
+
+    def _mood(self, span: range) -> str:
+        scores = dict.fromkeys(MOODS, 0)
+        for i in span:
+            for t in self.sentences[i].tokens:
+                for mood, words in MOODS.items():
+                    if any(v in words for v in stem_variants(t.lower)):
+                        scores[mood] += 1
+        ranked = sorted(scores, key=lambda m: -scores[m])  # stable: ties keep MOODS order
+        top, second = scores[ranked[0]], scores[ranked[1]]
+        if top == 0:
+            return DEFAULT_MOOD
+        if second >= 2 and second * 2 >= top:
+            return f"{ranked[0]}, {ranked[1]}"
+        return ranked[0]
+
+    def _details(self, span: range, setting: str) -> list[str]:
+        """Things to draw, in the text's words: "little glass table", "the hookah"."""
+        out: list[str] = []
+        for i in span:
+            s = self.sentences[i]
+            for p in [
+                *visual_noun_phrases(s, self.narrated[i]),
+                *concrete_nouns(s, self.narrated[i]),
+            ]:
+                low = p.lower()
+                if low in setting.lower() or any(low in o.lower() for o in out):
+                    continue
+                out = [o for o in out if o.lower() not in low]
+                out.append(p)
+        return out[:5]
+
+    def _composition(self, span: range, cast: Sequence[Entry], setting: str) -> str:
+        counts = [sum(self.feats[i].counts[c] for i in span) for c in range(_N)]
+        scenery = counts[_SETTING] + counts[_WEATHER] + counts[_LIGHT]
+        named = [e.name for e in cast]
+        items = [
+            self.entries[h.entry].name
+            for i in span
+            for h in self.per_sentence[i]
+            if self.entries[h.entry].kind == ElementKind.ITEM
+        ]
+        if len(named) >= 3:
+            return f"group scene with {_join(named)}"
+        if len(named) == 2:
+            return f"two-shot of {_join(named)}"
+        if items and scenery < 2:
+            return f"close-up on the {items[0]}"
+        if counts[_BODY] >= 2 and scenery < 2 and named:
+            return f"close-up of {named[0]}"
+        if scenery >= 2 or (setting and not named):
+            where = f" {_where(setting)}" if setting else ""
+            return f"wide establishing shot{where}" + (f", {named[0]} in frame" if named else "")
+        return f"medium shot of {named[0]}" if named else "medium shot"
+
+
+def _is_figure(e: Entry) -> bool:
+    return e.kind in (ElementKind.CHARACTER, ElementKind.CREATURE)
+
+
+def _is_visible_verb(word: str, after: str) -> bool:
+    """Whether a verb after a name shows something: "ran", "poured", "was sitting"."""
+    if word in ("was", "were", "is", "are"):
+        return after.endswith("ing") and after not in UNSEEN_VERBS
+    if word in UNSEEN_VERBS:
+        return False
+    return (
+        any(v in ACTION_VERBS for v in stem_variants(word))
+        or word in VISIBLE_VERBS
+        or (word.endswith("ed") and len(word) > 4)
+    )
+
+
+def _noun_phrases(s: Sentence, narrated: Sequence[bool]) -> list[tuple[int, int]]:
+    """(first, last) token spans of narrated noun phrases ending in a setting noun, led by
+    any adjectives: "long, low hall" -> the span of "long, low hall"."""
+    out: list[tuple[int, int]] = []
+    toks = s.tokens
+    for k, t in enumerate(toks):
+        if not narrated[k] or not t.text[:1].islower() or _SETTING not in _categories(t.lower):
+            continue
+        start = k
+        while start > 0 and toks[start - 1].lower in VISUAL_ADJECTIVES:
+            start -= 1
+        out.append((start, k))
+    return out
+
+
+def _combine_lights(words: Sequence[str]) -> list[str]:
+    """The strongest light source, plus one shading word ("moonlight, strong shadows")."""
+    ordered = sorted(dict.fromkeys(words), key=lambda x: _LIGHT_ORDER[x])
+    primary = [x for x in ordered if x not in _SECONDARY_LIGHT][:1]
+    secondary = [x for x in ordered if x in _SECONDARY_LIGHT][:1]
+    out: list[str] = []
+    for x in primary + secondary if primary else secondary:
+        p = LIGHTING_PHRASES[x]
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def _where(setting: str) -> str:
+    """ "in the long hall", or "by the table" as it stands."""
+    if not setting:
+        return ""
+    return setting if setting.startswith("by ") else f"in {setting}"
+
+
+def _join(names: Sequence[str]) -> str:
+    names = list(names)
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
