@@ -607,6 +607,6 @@ def _chapters(pieces: list[Segment], book_title: str) -> list[Chapter]:
     for number, seg in enumerate(kept, start=1):
         title, text = xhtml.title_and_text(seg)
         if labels[seg.label] > 1 and seg.label and seg.parent:
-            title = xhtml.shorten(f"{seg.parent}: {title}")
+            title = xhtml.shorten(f"{seg.parent} \u2014 {title}")
         chapters.append(Chapter(number, title or f"Chapter {number}", text, seg.source))
     return chapters

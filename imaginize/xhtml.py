@@ -356,8 +356,13 @@ def drop_reason(seg: Segment, book_title: str) -> str | None:
         return f"title {label!r}"
     if sum(b.link_chars for b in seg.blocks) * 2 > chars:
         return "mostly links (a table of contents)"
+    # A title page: a few short lines (title, author, publisher) under the book's title.
     title = tokens(book_title)
-    if chars < 1000 and (contains(title, words) or contains(words, title)):
+    if (
+        chars < 1000
+        and (contains(title, words) or contains(words, title))
+        and all(len(b.text.split()) <= 12 for b in seg.blocks)
+    ):
         return "title page"
     text = "\n".join(b.text for b in seg.blocks)
     if chars < 2000 and _COPYRIGHT.search(text):

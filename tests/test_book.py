@@ -77,6 +77,12 @@ def test_front_and_back_matter_dropped(tmp_path: Path) -> None:
         assert boilerplate not in everything
 
 
+def test_short_story_named_like_the_book_is_kept(tmp_path: Path) -> None:
+    story = [("Tiny Tale", "<p>Once there was a tale so short that it fit on a single page.</p>")]
+    book = read_book(build_epub(tmp_path / "b.epub", story, title="Tiny Tale"))
+    assert titles(book) == ["Tiny Tale"]
+
+
 def test_front_matter_dropped_without_a_toc(tmp_path: Path) -> None:
     book = read_book(build_epub(tmp_path / "b.epub", THREE, front_matter=True, toc="none"))
     assert titles(book) == ["The Storm", "The Calm", "The Harbour"]
@@ -200,7 +206,7 @@ def test_nested_toc_flattened_to_leaves(tmp_path: Path) -> None:
     book = read_book(build_epub(tmp_path / "b.epub", chapters, toc=toc, ncx=False))
     # Part title pages are dropped only because they hold no more than their title; the
     # repeated "I" gets its part's name.
-    assert titles(book) == ["Book One: I", "II", "Book Two: I"]
+    assert titles(book) == ["Book One \u2014 I", "II", "Book Two \u2014 I"]
     assert [c.text for c in book.chapters] == ["One one.", "One two.", "Two one."]
 
 
