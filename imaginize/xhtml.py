@@ -265,7 +265,8 @@ _FRONT_TITLE = re.compile(
     r"inhalt(sverzeichnis)?|table des mati[eè]res|sommaire|[ií]ndice"
 )
 _BACK_TITLE = re.compile(
-    r".*\blicen[cs]e\b.*|(end|foot)?notes|index|bibliography|glossary|acknowledge?ments|"
+    r"(the )?(full )?licen[cs]e( information| agreement)?|.*project gutenberg.*licen[cs]e.*|"
+    r"(end|foot)?notes|index|bibliography|glossary|acknowledge?ments|"
     r"about the (authors?|publisher)|(also|other books) by .*"
 )
 _FRONT_FILE = re.compile(
@@ -389,7 +390,7 @@ def title_and_text(seg: Segment) -> tuple[str, str]:
 
 
 def join_headings(parts: list[str]) -> str:
-    """ "CHAPTER I." + "Down the Rabbit-Hole" -> "CHAPTER I. Down the Rabbit-Hole"."""
+    """Join leading headings: ("CHAPTER I.", "Down the Rabbit-Hole") -> one title."""
     title = ""
     for part in parts:
         if not title:

@@ -83,6 +83,12 @@ def test_short_story_named_like_the_book_is_kept(tmp_path: Path) -> None:
     assert titles(book) == ["Tiny Tale"]
 
 
+def test_story_chapters_with_boilerplate_words_in_the_title_are_kept(tmp_path: Path) -> None:
+    story = [("The Licence to Kill", "<p>Bond waited.</p>"), ("Notes from a Cellar", "<p>Dim.</p>")]
+    book = read_book(build_epub(tmp_path / "b.epub", story))
+    assert titles(book) == ["The Licence to Kill", "Notes from a Cellar"]
+
+
 def test_front_matter_dropped_without_a_toc(tmp_path: Path) -> None:
     book = read_book(build_epub(tmp_path / "b.epub", THREE, front_matter=True, toc="none"))
     assert titles(book) == ["The Storm", "The Calm", "The Harbour"]
