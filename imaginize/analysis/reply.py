@@ -11,7 +11,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from imaginize.model import Analysis, Element, ElementKind, Scene, Usage
 
@@ -32,6 +39,14 @@ _FOLD = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2014": "
 Text = Annotated[str, Field(default="")]
 
 
+def _without_nulls(data: Any) -> Any:
+    """Models write `"lighting": null` for a field they have nothing for: that is a missing
+    field (its default), not a reason to send the whole reply back for repair."""
+    if isinstance(data, dict):
+        return {key: value for key, value in data.items() if value is not None}
+    return data
+
+
 class ReplyError(ValueError):
     """The reply cannot be used; the message is fit to show the model in a repair request."""
 
@@ -47,6 +62,8 @@ class _Scene(BaseModel):
     mood: Text
     image_prompt: str = Field(default="", alias="imagePrompt")
 
+    _nulls = model_validator(mode="before")(_without_nulls)
+
 
 class _Element(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -56,11 +73,16 @@ class _Element(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     quotes: list[str] = Field(default_factory=list)
 
+    _nulls = model_validator(mode="before")(_without_nulls)
+
     @field_validator("kind", mode="before")
     @classmethod
     def _kind(cls, value: Any) -> Any:
         if isinstance(value, str):
             word = value.strip().casefold()
+            known = {*_KIND_SYNONYMS, *ElementKind}
+            if word not in known and word.endswith("s") and word[:-1] in known:
+                word = word[:-1]  # "Places", "characters", "objects"
             return _KIND_SYNONYMS.get(word, word)
         return value
 
@@ -158,6 +180,8 @@ def parse_reply(reply: str, text: str, scenes_wanted: int, usage: Usage) -> Anal
         raise ReplyError("the reply lists no scenes")
     elements: list[Element] = []
     for item in parsed.elements:
+        if not item.name.strip():
+            continue
         quotes = []
         for raw in item.quotes:
             found = finder.find(raw)

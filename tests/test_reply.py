@@ -1,0 +1,285 @@
+"""Turning a model's reply into an Analysis: finding the JSON, the schema, the quotes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from imaginize.analysis.reply import QuoteFinder, ReplyError, extract_json_object, parse_reply
+from imaginize.model import ElementKind, Usage
+
+CHAPTER = (
+    "The orchard was dark when Mira came down the hill.\n\n"
+    "\u201cWho lit the lanterns?\u201d she asked. Nobody answered; the fruit glowed on,\n"
+    "each one   a small green moon.\n\n"
+    "Old Tobias\u2019s dog barked twice \u2014 then the gate creaked open."
+)
+USAGE = Usage(120, 80)
+
+
+def _scene(quote: str, **fields: Any) -> dict[str, Any]:
+    return {"quote": quote, "description": "Mira on the hill.", **fields}
+
+
+def _reply(scenes: list[dict[str, Any]], elements: list[dict[str, Any]] | None = None) -> str:
+    return json.dumps({"scenes": scenes, "elements": elements or []})
+
+
+# -- extract_json_object ---------------------------------------------------------------------
+
+
+def test_extract_plain_object() -> None:
+    assert extract_json_object('{"a": 1}') == {"a": 1}
+
+
+def test_extract_from_a_code_fence() -> None:
+    reply = 'Here you go:\n```json\n{"scenes": [{"quote": "x"}]}\n```\n'
+    assert extract_json_object(reply) == {"scenes": [{"quote": "x"}]}
+
+
+def test_extract_from_chatter_around_the_object() -> None:
+    reply = 'Sure! Here is the analysis: {"scenes": [], "n": 2} Hope this helps {:'
+    assert extract_json_object(reply) == {"scenes": [], "n": 2}
+
+
+def test_extract_with_braces_inside_strings() -> None:
+    reply = 'x {"quote": "a } tricky { one", "nested": {"deep": "}}"}} y'
+    assert extract_json_object(reply) == {
+        "quote": "a } tricky { one",
+        "nested": {"deep": "}}"},
+    }
+
+
+def test_extract_takes_the_first_complete_outermost_object() -> None:
+    reply = '{"first": {"inner": 1}} and then {"second": 2}'
+    assert extract_json_object(reply) == {"first": {"inner": 1}}
+
+
+def test_extract_skips_braces_that_are_not_json() -> None:
+    reply = 'Format: {scenes, elements}. Answer: {"scenes": []}'
+    assert extract_json_object(reply) == {"scenes": []}
+
+
+@pytest.mark.parametrize(
+    "reply", ["", "no json here", "[1, 2, 3]", '"just a string"', "{broken", "{'single': 1}"]
+)
+def test_extract_without_an_object_is_a_reply_error(reply: str) -> None:
+    with pytest.raises(ReplyError, match="no complete JSON object"):
+        extract_json_object(reply)
+
+
+# -- QuoteFinder -----------------------------------------------------------------------------
+
+
+def test_quote_finder_returns_the_exact_passage() -> None:
+    finder = QuoteFinder(CHAPTER)
+    assert finder.find("the fruit glowed on") == "the fruit glowed on"
+
+
+def test_quote_finder_ignores_whitespace_differences_and_keeps_the_books_spacing() -> None:
+    finder = QuoteFinder(CHAPTER)
+    found = finder.find("the fruit glowed on, each one a small green moon.")
+    assert found == "the fruit glowed on,\neach one   a small green moon."
+    assert found in CHAPTER
+
+
+def test_quote_finder_matches_across_paragraphs() -> None:
+    found = QuoteFinder(CHAPTER).find("came down the hill. \u201cWho lit")
+    assert found == "came down the hill.\n\n\u201cWho lit"
+
+
+def test_quote_finder_folds_straight_and_curly_quotes() -> None:
+    finder = QuoteFinder(CHAPTER)
+    # The model wrote straight quotes and a straight apostrophe; the book has curly ones.
+    assert finder.find('"Who lit the lanterns?" she asked.') == (
+        "Who lit the lanterns?\u201d she asked."
+    )
+    assert finder.find("Old Tobias's dog barked twice - then") == (
+        "Old Tobias\u2019s dog barked twice \u2014 then"
+    )
+
+
+def test_quote_finder_folds_curly_quotes_in_the_quote_against_straight_ones_in_the_book() -> None:
+    finder = QuoteFinder('He said "stop" and it\'s over.')
+    assert finder.find("said \u201cstop\u201d and it\u2019s over") == 'said "stop" and it\'s over'
+
+
+def test_quote_finder_rejects_invented_and_tiny_quotes() -> None:
+    finder = QuoteFinder(CHAPTER)
+    assert finder.find("The orchard was bright and full of people.") is None
+    assert finder.find("the orchard was dark") is None  # case matters: the book says "The"
+    assert finder.find("Mi") is None
+    assert finder.find('  "  "  ') is None
+
+
+def test_quote_finder_handles_leading_whitespace_in_the_text() -> None:
+    assert QuoteFinder("\n\n  Once upon a time.").find("Once upon") == "Once upon"
+
+
+# -- parse_reply -----------------------------------------------------------------------------
+
+
+def test_parse_reply_builds_scenes_and_elements_with_book_text() -> None:
+    reply = _reply(
+        [
+            _scene(
+                "  The orchard was dark when Mira came down the hill. ",
+                composition=" wide shot ",
+                characters=["Mira", " ", " Tobias "],
+                setting="orchard",
+                lighting="lantern glow",
+                mood="hushed",
+                imagePrompt="a girl on a dark hill above glowing fruit",
+            )
+        ],
+        [
+            {
+                "name": " Mira ",
+                "kind": "character",
+                "description": "A girl.",
+                "aliases": ["the girl", " "],
+                "quotes": ["Mira came down the hill"],
+            }
+        ],
+    )
+    analysis = parse_reply(reply, CHAPTER, 2, USAGE)
+    (scene,) = analysis.scenes
+    assert scene.quote == "The orchard was dark when Mira came down the hill."
+    assert scene.composition == "wide shot"
+    assert scene.characters == ("Mira", "Tobias")
+    assert scene.image_prompt == "a girl on a dark hill above glowing fruit"
+    assert (scene.setting, scene.lighting, scene.mood) == ("orchard", "lantern glow", "hushed")
+    (element,) = analysis.elements
+    assert element.name == "Mira"
+    assert element.kind is ElementKind.CHARACTER
+    assert element.aliases == ("the girl",)
+    assert element.quotes == ("Mira came down the hill",)
+    assert analysis.usage == USAGE
+    assert analysis.dropped_quotes == 0
+
+
+def test_parse_reply_accepts_image_prompt_in_snake_case() -> None:
+    reply = _reply([_scene("the gate creaked open", image_prompt="a gate")])
+    assert parse_reply(reply, CHAPTER, 1, USAGE).scenes[0].image_prompt == "a gate"
+
+
+def test_parse_reply_treats_null_fields_as_missing() -> None:
+    reply = _reply(
+        [_scene("the gate creaked open", lighting=None, characters=None, imagePrompt=None)],
+        [{"name": "gate", "kind": "item", "description": None, "aliases": None}],
+    )
+    analysis = parse_reply(reply, CHAPTER, 1, USAGE)
+    assert analysis.scenes[0].lighting == ""
+    assert analysis.scenes[0].characters == ()
+    assert analysis.elements[0].description == ""
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        ("{}", "field scenes: Field required"),
+        ('{"scenes": {}}', "field scenes: Input should be a valid list"),
+        ('{"scenes": [{"description": "x"}]}', "field scenes.0.quote: Field required"),
+        ('{"scenes": [{"quote": 7}]}', "field scenes.0.quote: Input should be a valid string"),
+        ('{"scenes": [{"quote": ""}]}', "field scenes.0.quote: String should have at least 1"),
+        (
+            '{"scenes": [{"quote": "the gate creaked"}, {"quote": "x", "imagePrompt": []}]}',
+            "field scenes.1.imagePrompt: Input should be a valid string",
+        ),
+        (
+            '{"scenes": [{"quote": "the gate"}], "elements": [{"name": "Mira"}]}',
+            "field elements.0.kind: Field required",
+        ),
+        (
+            '{"scenes": [{"quote": "the gate"}], "elements": [{"name": "M", "kind": "vibe"}]}',
+            "field elements.0.kind: Input should be 'character', 'creature', 'place' or 'item'",
+        ),
+    ],
+)
+def test_parse_reply_schema_errors_name_the_field(reply: str, message: str) -> None:
+    with pytest.raises(ReplyError) as caught:
+        parse_reply(reply, CHAPTER, 1, USAGE)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("character", ElementKind.CHARACTER),
+        (" Character ", ElementKind.CHARACTER),
+        ("person", ElementKind.CHARACTER),
+        ("People", ElementKind.CHARACTER),
+        ("characters", ElementKind.CHARACTER),
+        ("animal", ElementKind.CREATURE),
+        ("Beast", ElementKind.CREATURE),
+        ("monster", ElementKind.CREATURE),
+        ("creatures", ElementKind.CREATURE),
+        ("location", ElementKind.PLACE),
+        ("setting", ElementKind.PLACE),
+        ("Places", ElementKind.PLACE),
+        ("locations", ElementKind.PLACE),
+        ("object", ElementKind.ITEM),
+        ("thing", ElementKind.ITEM),
+        ("artifact", ElementKind.ITEM),
+        ("ITEMS", ElementKind.ITEM),
+    ],
+)
+def test_parse_reply_maps_kind_synonyms(kind: str, expected: ElementKind) -> None:
+    reply = _reply([_scene("the gate creaked open")], [{"name": "X", "kind": kind}])
+    assert parse_reply(reply, CHAPTER, 1, USAGE).elements[0].kind is expected
+
+
+def test_parse_reply_drops_and_counts_invented_quotes() -> None:
+    reply = _reply(
+        [
+            _scene("The orchard was dark"),
+            _scene("Mira danced under a purple sky."),
+            _scene("the gate creaked open"),
+        ],
+        [
+            {
+                "name": "Mira",
+                "kind": "character",
+                "quotes": ["she asked", "Mira was very tall.", "Mira laughed."],
+            }
+        ],
+    )
+    analysis = parse_reply(reply, CHAPTER, 5, USAGE)
+    assert [s.quote for s in analysis.scenes] == ["The orchard was dark", "the gate creaked open"]
+    assert analysis.elements[0].quotes == ("she asked",)
+    assert analysis.dropped_quotes == 3
+
+
+def test_parse_reply_fails_when_every_scene_quote_is_invented() -> None:
+    reply = _reply([_scene("A dragon landed."), _scene("Snow fell on the castle.")])
+    with pytest.raises(ReplyError, match="none of the 2 quotes"):
+        parse_reply(reply, CHAPTER, 2, USAGE)
+
+
+def test_parse_reply_fails_without_scenes() -> None:
+    with pytest.raises(ReplyError, match="no scenes"):
+        parse_reply(_reply([]), CHAPTER, 1, USAGE)
+
+
+def test_parse_reply_without_scenes_is_fine_when_none_were_asked_for() -> None:
+    analysis = parse_reply(_reply([], [{"name": "Mira", "kind": "person"}]), CHAPTER, 0, USAGE)
+    assert analysis.scenes == ()
+    assert analysis.elements[0].name == "Mira"
+
+
+def test_parse_reply_caps_the_scenes_at_the_number_asked_for() -> None:
+    quotes = ["The orchard was dark", "she asked", "the fruit glowed", "the gate creaked open"]
+    analysis = parse_reply(_reply([_scene(q) for q in quotes]), CHAPTER, 2, USAGE)
+    assert [s.quote for s in analysis.scenes] == quotes[:2]
+
+
+def test_parse_reply_skips_elements_without_a_name() -> None:
+    reply = _reply([_scene("she asked")], [{"name": "  ", "kind": "item"}])
+    assert parse_reply(reply, CHAPTER, 1, USAGE).elements == ()
+
+
+def test_parse_reply_finds_json_in_a_chatty_fenced_reply() -> None:
+    reply = "Sure!\n```json\n" + _reply([_scene("she asked")]) + "\n```\nHope this helps."
+    assert parse_reply(reply, CHAPTER, 1, USAGE).scenes[0].quote == "she asked"
