@@ -35,7 +35,8 @@ def read_result(path: Path) -> ChapterResult:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         return ChapterResult.from_json(data)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    # AttributeError: valid JSON of the wrong shape, e.g. a list where an object belongs.
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptResult(f"{path}: {exc}") from exc
 
 
@@ -51,6 +52,11 @@ def load_results(out_dir: Path) -> tuple[dict[int, ChapterResult], list[str]]:
             result = read_result(path)
         except CorruptResult as exc:
             problems.append(str(exc))
+            continue
+        if path.name != result_path(out_dir, result.chapter).name:
+            # A stray copy ("001 copy.json") or a file renamed by hand: its chapter is not
+            # the one its name promises, and it must not stand in for another chapter's file.
+            problems.append(f"{path}: holds chapter {result.chapter}, not the one its name says")
             continue
         results[result.chapter] = result
     return results, problems
