@@ -14,6 +14,7 @@ import click
 
 from imaginize import __version__
 from imaginize.errors import ExitCode, ImaginizeError
+from imaginize.live import LiveProgress
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.manifest import DEFAULT_LEASE
 from imaginize.pacing import Limits, Tier
@@ -203,7 +204,14 @@ def run(
         limits=_limits(config, tier, batch_size, batch_delay, rpm),
         chapter_timeout=chapter_timeout,
     )
-    finished = run_book(book, options, PlainProgress(sys.stderr, verbose=not quiet))
+    if sys.stderr.isatty() and not quiet:
+        view = LiveProgress(sys.stderr)
+        try:
+            finished = run_book(book, options, view)
+        finally:
+            view.close()
+    else:
+        finished = run_book(book, options, PlainProgress(sys.stderr, verbose=not quiet))
     if finished.failures:
         raise SystemExit(ExitCode.CHAPTERS_FAILED)
 

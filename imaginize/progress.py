@@ -57,12 +57,13 @@ class PlainProgress:
         self._last_progress: BookProgress | None = None
 
     def __call__(self, event: Event) -> None:
-        line = self._line(event)
+        line = self.format(event)
         quiet_ok = isinstance(event, Notice | ChapterFailed | RunFinished | BookProgress)
         if line is not None and (self._verbose or quiet_ok):
             print(line, file=self._out, flush=True)
 
-    def _line(self, event: Event) -> str | None:
+    def format(self, event: Event) -> str | None:
+        """The line for `event`, or None; keeps the counts the lines show."""
         match event:
             case RunStarted():
                 self._total = event.selected

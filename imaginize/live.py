@@ -1,0 +1,84 @@
+"""The live terminal display: an overall bar, one row per chapter being worked on (by any
+process on the book), and a status line. Built on rich, which redraws in place on terminals
+and which the plain view replaces when output is not a terminal."""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from imaginize.events import (
+    BookProgress,
+    ChapterFailed,
+    Event,
+    Notice,
+    RunFinished,
+    RunStarted,
+)
+from imaginize.progress import PlainProgress, format_duration, perf_line
+
+
+class LiveProgress:
+    """Feeds events to a rich Live display; lines that matter (notices, failures, the start
+    and the summary) are printed above it, as in the plain view."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._console = Console(file=stream, stderr=True)
+        self._lines = PlainProgress(stream)
+        self._progress: BookProgress | None = None
+        self._live = Live(
+            get_renderable=self._render,
+            console=self._console,
+            refresh_per_second=4,
+            transient=True,
+        )
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._lines(event)
+            self._live.start()
+        elif isinstance(event, BookProgress):
+            self._progress = event
+            self._lines.format(event)  # remembered for the final [PERF] line
+        elif isinstance(event, Notice | ChapterFailed):
+            self._live.console.print(Text(_plain(self._lines, event)))
+        elif isinstance(event, RunFinished):
+            self._live.stop()
+            self._lines(event)
+
+    def close(self) -> None:
+        self._live.stop()
+
+    def _render(self) -> RenderableType:
+        progress = self._progress
+        if progress is None:
+            return Text("starting workers…")
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            ProgressBar(total=max(1, progress.total), completed=progress.done, width=40),
+            Text(f"{progress.done}/{progress.total}"),
+        )
+        now = time.time()
+        rows = Table.grid(padding=(0, 2))
+        for number, title, owner, claimed in sorted(progress.working):
+            worker = owner.rsplit(":", 2)
+            who = f"{worker[-2]}:{worker[-1]}" if len(worker) == 3 else owner
+            rows.add_row(
+                Text(f"ch {number}", style="bold"),
+                Text(title[:48]),
+                Text(who, style="dim"),
+                Text(format_duration(now - claimed) if claimed else ""),
+            )
+        status = perf_line(progress).removeprefix("[PERF] ")
+        return Group(bar, rows, Text(status, style="cyan"))
+
+
+def _plain(view: PlainProgress, event: Event) -> str:
+    # The plain view knows the wording; reuse it rather than keep two copies.
+    return view.format(event) or ""
