@@ -59,7 +59,7 @@ def normalise_name(name: str) -> str:
 
 def merge_elements(results: Iterable[ChapterResult]) -> list[MergedElement]:
     """One entity per normalised name across the book; an alias that is another element's
-    name joins the two."""
+    name joins the two, unless several names claim it or the kinds cannot be one entity."""
     ordered = sorted(results, key=lambda r: r.chapter)
     sightings: list[tuple[int, Element]] = [(r.chapter, e) for r in ordered for e in r.elements]
     names = {normalise_name(e.name) for _, e in sightings} - {""}
@@ -75,11 +75,28 @@ def merge_elements(results: Iterable[ChapterResult]) -> list[MergedElement]:
         first, second = sorted((find(a), find(b)))
         parent[second] = first
 
+    kinds: dict[str, set[ElementKind]] = {}
+    for _, element in sightings:
+        kinds.setdefault(normalise_name(element.name), set()).add(element.kind)
+    # claims[alias] = the names that give `alias`, itself another element's name, as an alias.
+    claims: dict[str, set[str]] = {}
     for _, element in sightings:
         own = normalise_name(element.name)
         for alias in element.aliases:
-            if own and normalise_name(alias) in parent:
-                union(own, normalise_name(alias))
+            key = normalise_name(alias)
+            if own and key in parent and key != own and _related(kinds[own], kinds[key]):
+                claims.setdefault(key, set()).add(own)
+    # An alias claimed by one name joins the two. One claimed by several ("Alice" by both
+    # "Alice Liddell" and "Alice Smith") would chain different entities into one, so it joins
+    # only names already found to be one entity. Repeated to a fixpoint: order-independent.
+    changed = True
+    while changed:
+        changed = False
+        for key, owners in claims.items():
+            roots = {find(owner) for owner in owners}
+            if len(roots) == 1 and find(key) not in roots:
+                union(key, roots.pop())
+                changed = True
 
     groups: dict[str, list[tuple[int, Element]]] = {}
     for chapter, element in sightings:
@@ -88,6 +105,18 @@ def merge_elements(results: Iterable[ChapterResult]) -> list[MergedElement]:
             groups.setdefault(find(key), []).append((chapter, element))
     merged = [_merge_group(group) for group in groups.values()]
     return sorted(merged, key=lambda m: (_KIND_ORDER.index(m.kind), normalise_name(m.name)))
+
+
+def _related(first: set[ElementKind], second: set[ElementKind]) -> bool:
+    """Whether an alias may join elements of these kinds: characters and creatures are often
+    confused by models, but a character is never the place or item that shares a word with it
+    ("Captain Hook" called "Hook" is not the hook)."""
+    beings = {ElementKind.CHARACTER, ElementKind.CREATURE}
+
+    def family(kind: ElementKind) -> str:
+        return "being" if kind in beings else kind.value
+
+    return bool({family(k) for k in first} & {family(k) for k in second})
 
 
 def _merge_group(group: list[tuple[int, Element]]) -> MergedElement:
@@ -133,7 +162,7 @@ def render_chapters(book: BookInfo, results: Mapping[int, ChapterResult]) -> str
 
 def _render_scene(index: int, scene: Scene) -> list[str]:
     lines = [f"### Scene {index}", ""]
-    lines += [f"> {line}" if line else ">" for line in scene.quote.splitlines()] + [""]
+    lines += [*_blockquote(scene.quote), ""]
     lines += [f"**Visual description:** {scene.description}", ""]
     details = [
         ("Composition", scene.composition),
@@ -148,6 +177,11 @@ def _render_scene(index: int, scene: Scene) -> list[str]:
     if scene.image_prompt:
         lines += [f"**Image prompt:** {scene.image_prompt}", ""]
     return lines
+
+
+def _blockquote(text: str) -> list[str]:
+    """Every line quoted: a passage spanning paragraphs stays one blockquote."""
+    return [f"> {line}" if line.strip() else ">" for line in text.splitlines()] or [">"]
 
 
 def render_elements(book: BookInfo, merged: list[MergedElement]) -> str:
@@ -168,7 +202,7 @@ def render_elements(book: BookInfo, merged: list[MergedElement]) -> str:
             where = ", ".join(f"{n} ({titles.get(n, '?')})" for n in element.chapters)
             lines += [f"- **Appears in chapters:** {where}", ""]
             for quote in element.quotes:
-                lines += [f"> {quote}", ""]
+                lines += [*_blockquote(quote), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
