@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from imaginize import __version__
+from imaginize.autoscale import DEFAULT_MAX_WORKERS
 from imaginize.errors import ExitCode, ImaginizeError
 from imaginize.live import LiveProgress
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
@@ -33,6 +34,23 @@ class _DefaultGroup(click.Group):
         if args and args[0] not in self.commands and args[0] not in ("--help", "--version"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+
+class _Concurrency(click.ParamType):
+    """A worker count, or 'auto' (returned as None)."""
+
+    name = "N|auto"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if value is None or value == "auto":
+            return None
+        try:
+            number = int(str(value))
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r} is not a positive number or 'auto'", param, ctx)
+        return number
 
 
 @click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,10 +124,18 @@ def cli() -> None:
 @click.option(
     "-j",
     "--concurrent",
-    type=click.IntRange(min=1),
-    default=1,
+    type=_Concurrency(),
+    default="1",
     show_default=True,
-    help="Worker processes. Other runs on the same book join in as well.",
+    help="Worker processes, or 'auto' to size the pool from the server's latency. "
+    "Other runs on the same book join in as well.",
+)
+@click.option(
+    "--max-workers",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_WORKERS,
+    show_default=True,
+    help="Upper bound for --concurrent auto.",
 )
 @click.option(
     "--lease",
@@ -166,7 +192,8 @@ def run(
     max_output_tokens: int | None,
     max_attempts: int,
     retry_failed: bool,
-    concurrent: int,
+    concurrent: int | None,
+    max_workers: int,
     lease: float,
     heartbeat: float,
     lock_lifetime: float,
@@ -196,7 +223,9 @@ def run(
         max_chunk_tokens=max_chunk_tokens,
         max_attempts=max_attempts,
         retry_failed=retry_failed,
-        concurrent=concurrent,
+        concurrent=concurrent or 1,
+        auto_scale=concurrent is None,
+        max_workers=max_workers,
         lease=lease,
         heartbeat=min(heartbeat, lease / 3),
         lock_lifetime=lock_lifetime,

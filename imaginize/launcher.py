@@ -20,8 +20,10 @@ from pathlib import Path
 from types import FrameType
 
 from imaginize import manifest as mf
+from imaginize.autoscale import AutoScaler, process_rss
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
-from imaginize.events import EventSink, Notice
+from imaginize.events import ChapterFinished, Event, EventSink, Notice
+from imaginize.pacing import Pacer
 from imaginize.store import ManifestStore
 from imaginize.watch import ManifestWatcher
 from imaginize.worker import WorkerSpec
@@ -41,6 +43,8 @@ class _Worker:
     started: float = field(default_factory=time.monotonic)
     # SIGTERM goes once: a second one could cut short the release the first one started.
     asked_to_stop: bool = False
+    # Asked (SIGUSR1) to finish its chapter in hand and leave: --concurrent auto shrinking.
+    retiring: bool = False
 
 
 class Launcher:
@@ -52,10 +56,13 @@ class Launcher:
         *,
         command: list[str] | None = None,
         watch_interval: float = WATCH_INTERVAL,
+        autoscaler: AutoScaler | None = None,
     ) -> None:
         self.spec = spec
-        self.count = workers
-        self.sink = sink
+        self.count = autoscaler.target if autoscaler else workers
+        self.autoscaler = autoscaler
+        self.sink = self._observe if autoscaler else sink
+        self._outer_sink = sink
         self.command = command or [sys.executable, "-m", "imaginize.worker"]
         self.watch_interval = watch_interval
         self.store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
@@ -64,6 +71,9 @@ class Launcher:
         self._restarts = 0
         self._interrupts = 0
         self._auth_error: str | None = None
+        self._paused_until = 0.0
+        self._no_more_starts = False
+        self._last_memory_check = 0.0
 
     def run(self) -> None:
         """Until the wanted chapters are settled, or Ctrl-C. Raises `Interrupted` after a
@@ -76,6 +86,8 @@ class Launcher:
             while self._workers:
                 watcher.poll()
                 self._reap()
+                if self.autoscaler and not self._interrupts:
+                    self._scale()
                 if self._interrupts >= 2:
                     self._signal_all(signal.SIGKILL)
                 elif self._interrupts == 1:
@@ -89,6 +101,35 @@ class Launcher:
             raise AuthenticationError(self._auth_error)
         if self._interrupts:
             raise Interrupted("interrupted; finished chapters are kept, re-run to resume")
+
+    def _observe(self, event: Event) -> None:
+        assert self.autoscaler is not None
+        if isinstance(event, ChapterFinished) and event.worker:
+            self.autoscaler.chapter_done(event.seconds)
+        self._outer_sink(event)
+
+    def _scale(self) -> None:
+        """Bring the number of working (not retiring) workers to the autoscaler's target."""
+        assert self.autoscaler is not None
+        if self.spec.limits is not None:
+            paused = Pacer(Path(self.spec.out_dir), self.spec.limits).read().paused_until
+            if paused > self._paused_until:
+                self._paused_until = paused
+                self.autoscaler.rate_limited()
+        now = time.monotonic()
+        if now - self._last_memory_check >= 1.0:
+            self._last_memory_check = now
+            total = sum(process_rss(w.process.pid) for w in self._workers.values())
+            self.autoscaler.memory(total)
+        active = [w for w in self._workers.values() if not w.retiring]
+        target = self.autoscaler.target
+        if len(active) < target and not self._no_more_starts and self._work_left():
+            for _ in range(target - len(active)):
+                self._start()
+        for worker in active[target:]:
+            worker.retiring = True
+            with suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGUSR1)
 
     def _install_sigint(self) -> Callable[..., object] | int | None:
         def on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -128,10 +169,14 @@ class Launcher:
                 continue
             self.sink(Notice(f"worker {worker_id} stopped ({_describe(code)}) {errors}".strip()))
             if code in (ExitCode.BAD_INPUT, ExitCode.LOCKED):
-                continue  # it would fail the same way again
-            if self._work_left() and self._restarts < RESTARTS_PER_WORKER * self.count:
+                self._no_more_starts = True  # it would fail the same way again
+                continue
+            if self._restarts >= RESTARTS_PER_WORKER * self.count:
+                self._no_more_starts = True
+            elif self._work_left():
                 self._restarts += 1
-                self._start()
+                if not self.autoscaler:  # the autoscaler refills to its target itself
+                    self._start()
 
     def _work_left(self) -> bool:
         current = self.store.read()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
+from imaginize.autoscale import DEFAULT_MAX_WORKERS, AutoScaler, initial_workers
 from imaginize.book import book_fingerprint, chapter_selection, read_book
 from imaginize.events import EventSink, Notice, RunFinished, RunStarted, ignore
 from imaginize.guides import BookInfo, ChapterInfo, write_guides
@@ -39,6 +40,9 @@ class RunOptions:
     max_chunk_tokens: int = DEFAULT_MAX_CHUNK_TOKENS
     max_attempts: int = 3
     concurrent: int = 1
+    # --concurrent auto: the launcher sizes the pool itself, up to max_workers.
+    auto_scale: bool = False
+    max_workers: int = DEFAULT_MAX_WORKERS
     lease: float = mf.DEFAULT_LEASE
     heartbeat: float = DEFAULT_HEARTBEAT
     lock_lifetime: float = DEFAULT_LOCK_LIFETIME
@@ -99,7 +103,11 @@ def run_book(
         if options.in_process or analyzer is not None:
             _run_here(spec, store, sink, book, analyzer, options.max_attempts)
         else:
-            Launcher(spec, options.concurrent, sink).run()
+            scaler = None
+            if options.auto_scale:
+                start = initial_workers(max_workers=options.max_workers)
+                scaler = AutoScaler(start, max_workers=options.max_workers)
+            Launcher(spec, options.concurrent, sink, autoscaler=scaler).run()
     finally:
         finished = _finish(out_dir, book, store, wanted)
     sink(finished)

@@ -264,7 +264,7 @@ def _idle_wait(current: mf.Manifest, spec: WorkerSpec, now: float) -> float:
 # --- the worker process -------------------------------------------------------------------
 
 
-def _install_signals(stop: threading.Event) -> None:
+def _install_signals(stop: threading.Event, retire: threading.Event) -> None:
     # The launcher owns Ctrl-C: it asks workers to stop with SIGTERM, and kills on a second one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -276,16 +276,19 @@ def _install_signals(stop: threading.Event) -> None:
             raise Stop
 
     signal.signal(signal.SIGTERM, on_term)
+    # Fewer workers wanted (--concurrent auto): finish the chapter in hand, then leave.
+    signal.signal(signal.SIGUSR1, lambda signum, frame: retire.set())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     worker_id = args[0] if args else "w1"
     stop = threading.Event()
-    _install_signals(stop)
+    retire = threading.Event()
+    _install_signals(stop, retire)
     try:
         spec = WorkerSpec.from_json(sys.stdin.read())
-        run_worker(spec, worker_id, should_stop=stop.is_set)
+        run_worker(spec, worker_id, should_stop=lambda: stop.is_set() or retire.is_set())
     except Stop:
         return ExitCode.INTERRUPTED
     except ImaginizeError as exc:

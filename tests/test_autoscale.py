@@ -1,0 +1,69 @@
+"""The --concurrent auto controller, fed by hand."""
+
+from __future__ import annotations
+
+import os
+
+from imaginize.autoscale import WINDOW, AutoScaler, initial_workers, process_rss
+
+
+def warmed(target: int = 3, baseline: float = 1.0, **kwargs: int) -> AutoScaler:
+    scaler = AutoScaler(target, **kwargs)
+    for _ in range(3):
+        scaler.chapter_done(baseline)
+    assert scaler.baseline == baseline
+    return scaler
+
+
+def test_start_is_cpus_minus_one_capped_at_four() -> None:
+    assert initial_workers(cpus=2) == 1
+    assert initial_workers(cpus=1) == 1
+    assert initial_workers(cpus=16) == 4
+    assert initial_workers(cpus=16, max_workers=2) == 2
+
+
+def test_the_first_chapters_set_the_baseline_without_changes() -> None:
+    scaler = AutoScaler(3)
+    assert [scaler.chapter_done(s) for s in (1.0, 3.0, 2.0)] == [3, 3, 3]
+    assert scaler.baseline == 2.0
+
+
+def test_grows_while_latency_stays_near_the_baseline_up_to_the_max() -> None:
+    scaler = warmed(target=5, max_workers=6)
+    targets = [scaler.chapter_done(1.1) for _ in range(3 * WINDOW)]
+    assert targets[WINDOW - 1] == 6
+    assert max(targets) == 6
+
+
+def test_shrinks_when_latency_doubles_but_never_below_one() -> None:
+    scaler = warmed(target=2)
+    for _ in range(4 * WINDOW):
+        scaler.chapter_done(2.5)
+    assert scaler.target == 1
+
+
+def test_holds_between_the_thresholds() -> None:
+    scaler = warmed(target=3)
+    for _ in range(3 * WINDOW):
+        scaler.chapter_done(1.5)
+    assert scaler.target == 3
+
+
+def test_a_429_removes_a_worker_and_restarts_the_window() -> None:
+    scaler = warmed(target=3)
+    for _ in range(WINDOW - 1):
+        scaler.chapter_done(1.0)
+    assert scaler.rate_limited() == 2
+    assert scaler.chapter_done(1.0) == 2  # the window starts over after a change
+
+
+def test_memory_guard_drops_to_one() -> None:
+    scaler = warmed(target=4, memory_limit=1000)
+    assert scaler.memory(999) == 4
+    assert scaler.memory(1001) == 1
+
+
+def test_rss_of_this_process_is_known_on_linux() -> None:
+    if os.path.exists("/proc/self/statm"):
+        assert process_rss(os.getpid()) > 1024 * 1024
+    assert process_rss(2**22 + 12345) == 0
