@@ -101,6 +101,8 @@ class RunFinished:
     guides: tuple[Path, ...] = ()
     # Selected chapters left for other processes (or interrupted) when this one stopped.
     unfinished: int = 0
+    # US dollars for the tokens used, when every model's price is known.
+    cost: float | None = None
 
 
 Event = (

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from imaginize.atomic import write_atomic
 from imaginize.model import ChapterResult, Element, ElementKind, Scene, Usage
+from imaginize.pricing import format_cost, total_cost
 
 CONTENTS = "Contents.md"
 CHAPTERS = "Chapters.md"
@@ -236,6 +237,9 @@ def render_contents(
         f"- Tokens used: {usage.total_tokens:,} "
         f"({usage.prompt_tokens:,} prompt, {usage.completion_tokens:,} completion)"
     )
+    spent = total_cost(results.values())
+    if spent is not None and usage.total_tokens:
+        lines.append(f"- Estimated cost: {format_cost(spent)}")
     dropped = sum(r.dropped_quotes for r in results.values())
     if dropped:
         lines.append(f"- Quotes dropped as not found in the text: {dropped}")

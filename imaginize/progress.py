@@ -16,6 +16,7 @@ from imaginize.events import (
     RunFinished,
     RunStarted,
 )
+from imaginize.pricing import format_cost
 
 PERF_EVERY = 10
 
@@ -116,7 +117,8 @@ def _count(n: int, noun: str) -> str:
 
 def _summary(event: RunFinished) -> str:
     done = f"{event.completed}/{event.total} chapters"
-    lines = [f"Done: {done}, {event.tokens:,} tokens -> {event.out_dir}"]
+    spent = f" ({format_cost(event.cost)})" if event.cost is not None else ""
+    lines = [f"Done: {done}, {event.tokens:,} tokens{spent} -> {event.out_dir}"]
     lines += [f"  {path.name}" for path in event.guides]
     for number, reason in sorted(event.failures.items()):
         lines.append(f"  chapter {number} failed: {reason}")

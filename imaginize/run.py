@@ -22,6 +22,7 @@ from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book
 from imaginize.pacing import Limits
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
+from imaginize.pricing import total_cost
 from imaginize.providers import ProviderConfig, resolve_provider
 from imaginize.results import load_results
 from imaginize.store import ManifestStore
@@ -172,7 +173,16 @@ def _finish(out_dir: Path, book: Book, store: ManifestStore, wanted: list[int]) 
     guides = write_guides(out_dir, book_info(book), results, failures)
     done = [n for n in wanted if n in results]
     tokens = sum(r.usage.total_tokens for r in results.values())
-    return RunFinished(out_dir, len(done), len(wanted), failures, tokens, tuple(guides), unfinished)
+    return RunFinished(
+        out_dir,
+        len(done),
+        len(wanted),
+        failures,
+        tokens,
+        tuple(guides),
+        unfinished,
+        total_cost(results.values()) if tokens else None,
+    )
 
 
 def _selected(book: Book, spec: str | None) -> list[int]:
