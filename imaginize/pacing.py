@@ -6,7 +6,9 @@ limit allows. Before each request a worker reserves the next free send time ("sl
 outside the lock until then; a 429 writes a pause that every worker honours.
 
 Limits, whichever is strictest:
-- batches: at most `batch_size` sends start within one batch window of `batch_delay` seconds;
+- batches: up to `batch_size` sends form a batch; the next batch starts no sooner than
+  `batch_delay` seconds after the last send of the one before ("60 s between batches"), which
+  also leaves a margin for the time a request takes to reach the server;
 - `rpm`: consecutive sends are at least 60/rpm seconds apart;
 - `max_in_flight`: requests under way at once across all processes (free tier: 1, i.e. the
   requests of a batch go one after another). An in-flight entry expires after `in_flight_ttl`
@@ -69,8 +71,7 @@ class Limits:
 class PaceState:
     """The shared record. Times are Unix seconds."""
 
-    window_start: float = 0.0
-    window_sends: int = 0
+    batch_sends: int = 0
     last_send: float = 0.0
     paused_until: float = 0.0
     pause_reason: str = ""
@@ -79,8 +80,7 @@ class PaceState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "windowStart": self.window_start,
-            "windowSends": self.window_sends,
+            "batchSends": self.batch_sends,
             "lastSend": self.last_send,
             "pausedUntil": self.paused_until,
             "pauseReason": self.pause_reason,
@@ -91,8 +91,7 @@ class PaceState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PaceState:
         return cls(
-            window_start=float(data.get("windowStart", 0.0)),
-            window_sends=int(data.get("windowSends", 0)),
+            batch_sends=int(data.get("batchSends", 0)),
             last_send=float(data.get("lastSend", 0.0)),
             paused_until=float(data.get("pausedUntil", 0.0)),
             pause_reason=str(data.get("pauseReason", "")),
@@ -102,12 +101,13 @@ class PaceState:
 
 
 def next_send_time(state: PaceState, limits: Limits, now: float) -> float:
-    """The earliest time the next request may start, ignoring the in-flight cap."""
+    """The earliest time the next request may start, ignoring the in-flight cap. A batch that
+    has gone quiet for `batch_delay` is over, whether or not it filled."""
     earliest = max(now, state.paused_until)
     if limits.rpm:
         earliest = max(earliest, state.last_send + 60.0 / limits.rpm)
-    if state.window_sends >= limits.batch_size:
-        earliest = max(earliest, state.window_start + limits.batch_delay)
+    if state.batch_sends >= limits.batch_size:
+        earliest = max(earliest, state.last_send + limits.batch_delay)
     return earliest
 
 
@@ -123,16 +123,15 @@ def reserve(
     when = next_send_time(state, limits, now)
     if when > now:
         return state, when - now
-    if state.window_sends >= limits.batch_size or now >= state.window_start + limits.batch_delay:
-        window_start, window_sends = now, 1
+    if state.batch_sends >= limits.batch_size or now >= state.last_send + limits.batch_delay:
+        batch_sends = 1
     else:
-        window_start, window_sends = state.window_start, state.window_sends + 1
+        batch_sends = state.batch_sends + 1
     live[ticket] = now + limits.in_flight_ttl
     return (
         replace(
             state,
-            window_start=window_start,
-            window_sends=window_sends,
+            batch_sends=batch_sends,
             last_send=now,
             in_flight=live,
             sends=state.sends + 1,

@@ -32,7 +32,7 @@ def test_tier_defaults() -> None:
     assert (custom.batch_size, custom.batch_delay, custom.rpm) == (2, 0.5, 30)
 
 
-def test_batches_open_one_window_at_a_time() -> None:
+def test_the_next_batch_waits_the_delay_after_the_last_send() -> None:
     limits = Limits(batch_size=3, batch_delay=60.0)
     state = PaceState()
     now = 1000.0
@@ -43,7 +43,7 @@ def test_batches_open_one_window_at_a_time() -> None:
     assert wait == pytest.approx(59.0)
     state, wait = reserve(state, limits, now + 60, "d")
     assert wait is None
-    assert state.window_start == now + 60 and state.window_sends == 1
+    assert state.last_send == now + 60 and state.batch_sends == 1
 
 
 def test_rpm_spaces_every_send() -> None:
