@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from imaginize.analysis.describe import (
     mention_phrases,
     phrases_at,
+    phrases_near,
     rank_phrases,
-    visual_noun_phrases,
 )
 from imaginize.analysis.lexicon import (
     ADULT_TITLES,
@@ -25,12 +25,21 @@ from imaginize.analysis.lexicon import (
     HONORIFICS,
     ITEMS,
     MATERIALS_SHAPES,
+    NOT_NAMES,
     PERSON_NOUNS,
     PLACE_PREFIXES,
     PLACE_TYPES,
     VISUAL_ADJECTIVES,
 )
-from imaginize.analysis.names import Key, Mention, NameGroup, core, group_names
+from imaginize.analysis.names import (
+    Key,
+    Mention,
+    NameGroup,
+    appositive_noun,
+    core,
+    group_names,
+    is_capitalised,
+)
 from imaginize.analysis.text import (
     Sentence,
     normalize_ws,
@@ -51,6 +60,7 @@ _GENERIC_CREATURES = frozenset(
 )
 _PLACE_LEADS = {"Mount": "mountain", "Mt": "mountain", "Mont": "mountain", "Isle": "island"}
 _MAX_DESCRIPTION_PHRASES = 4
+_FIGURES = (ElementKind.CHARACTER, ElementKind.CREATURE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +92,17 @@ class Hit:
 class Catalogue:
     def __init__(self, texts: Sequence[str]) -> None:
         sentences: list[Sentence] = []
+        # Each text's sentences, so a chunk that is a whole chapter is not split twice.
+        self._split: dict[str, list[Sentence]] = {}
         for text in texts:
             offset = sentences[-1].para + 1 if sentences else 0
-            sentences.extend(split_text(text, offset))
+            own = split_text(text, offset)
+            self._split.setdefault(text, own)
+            sentences.extend(own)
         groups = group_names(sentences)
         dialogue = [q > 0.5 for q in quoted_shares(sentences)]
-        entries = [_name_entry(sentences, g, dialogue) for g in groups]
+        figures = {w for g in groups if g.kind in _FIGURES for k in g.keys for w in core(k)}
+        entries = [_name_entry(sentences, g, dialogue, figures) for g in groups]
         taken = {w.lower() for g in groups for k in g.keys for w in k}
         entries += _common_entries(sentences, taken)
         entries.sort(key=lambda e: (-e.count, e.name))
@@ -102,6 +117,11 @@ class Catalogue:
                     self._names[k[0]].append((k, i))
         for cands in self._names.values():
             cands.sort(key=lambda c: (-len(c[0]), c[1]))
+
+    def sentences(self, text: str) -> list[Sentence]:
+        """The sentences of `text`, reusing the split of a catalogued text."""
+        found = self._split.get(text)
+        return found if found is not None else split_text(text)
 
     def find(self, sentences: Sequence[Sentence]) -> list[Hit]:
         """Every mention of a catalogued element, in text order; longest name wins."""
@@ -123,6 +143,8 @@ class Catalogue:
         for key, entry in self._names.get(toks[i].base, ()):
             n = len(key)
             if i + n <= len(toks) and all(toks[i + j].base == key[j] for j in range(1, n)):
+                if n == 1 and _inside_longer_name(s, i):
+                    return None  # "Ashby" in "Marta Ashby" is not Wren Ashby
                 return Hit(si, entry, i, i + n - 1)
         return None
 
@@ -139,16 +161,33 @@ class Catalogue:
         return Hit(si, entry, i, i)
 
 
+def _inside_longer_name(s: Sentence, i: int) -> bool:
+    """Whether token i is glued to a capitalised neighbour that is not part of the match."""
+    toks = s.tokens
+    for j in (i - 1, i + 1):
+        if 0 <= j < len(toks):
+            t = toks[j]
+            a, b = (t, toks[i]) if j < i else (toks[i], t)
+            glued = not s.source[a.end : b.start].strip()
+            if glued and is_capitalised(t) and t.lower not in NOT_NAMES and not t.initial:
+                if j < i and t.possessive:
+                    continue
+                return True
+    return False
+
+
 # --- entries from proper names --------------------------------------------------------------
 
 
-def _name_entry(sentences: Sequence[Sentence], g: NameGroup, dialogue: Sequence[bool]) -> Entry:
+def _name_entry(
+    sentences: Sequence[Sentence], g: NameGroup, dialogue: Sequence[bool], figures: set[str]
+) -> Entry:
     if g.kind == ElementKind.PLACE:
-        phrases = _place_phrases(sentences, g.mentions)
+        phrases = _place_phrases(sentences, g.mentions, dialogue)
     else:
-        phrases = mention_phrases(sentences, g.mentions, g.gender, dialogue)
+        phrases = mention_phrases(sentences, g.mentions, g.gender, dialogue, figures)
     ranked = rank_phrases(phrases, _MAX_DESCRIPTION_PHRASES)
-    lead = _lead(g)
+    lead = _lead(sentences, g)
     if g.kind == ElementKind.CHARACTER and lead in ("", "man", "woman", "male", "female"):
         lead = _person_noun(ranked) or lead
     return Entry(
@@ -164,34 +203,47 @@ def _name_entry(sentences: Sequence[Sentence], g: NameGroup, dialogue: Sequence[
     )
 
 
-def _place_phrases(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> list[str]:
+def _place_phrases(
+    sentences: Sequence[Sentence], mentions: Sequence[Mention], dialogue: Sequence[bool]
+) -> list[str]:
+    """What the narration shows next to the place's name: "white palaces" of East Egg."""
     out: list[str] = []
-    seen: set[int] = set()
     for m in mentions:
-        if m.sentence not in seen:
-            seen.add(m.sentence)
-            out.extend(visual_noun_phrases(sentences[m.sentence]))
+        if not dialogue[m.sentence]:
+            out.extend(phrases_near(sentences[m.sentence], m.first, m.last))
     return out
 
 
-def _lead(g: NameGroup) -> str:
+def _appositive_lead(sentences: Sequence[Sentence], g: NameGroup) -> str:
+    """The noun most often put next to the name for this kind: "the Kittiwake, the fastest
+    boat" -> "boat"."""
+    nouns: Counter[str] = Counter()
+    for m in g.mentions:
+        found = appositive_noun(sentences[m.sentence].tokens, m.last)
+        if found is not None and found[0] == g.kind:
+            nouns[found[1]] += 1
+    return min(nouns, key=lambda w: (-nouns[w], w)) if nouns else ""
+
+
+def _lead(sentences: Sequence[Sentence], g: NameGroup) -> str:
     """What the thing is, in a word or two: "queen", "woman", "white rabbit", "lighthouse"."""
     cores = [core(k) for k in g.keys]
+    noun = _appositive_lead(sentences, g)
     if g.kind == ElementKind.CREATURE:
         for c in sorted(cores, key=len, reverse=True):
             if c[-1].lower() in CREATURES:
                 colours = [w.lower() for w in c[:-1] if w.lower() in COLOURS]
                 return " ".join([*colours, c[-1].lower()])
-        return "creature"
+        return noun or "creature"
     if g.kind == ElementKind.PLACE:
         for c in cores:
             if len(c) > 1 and c[-1] in PLACE_TYPES:
                 return c[-1].lower()
             if len(c) > 1 and c[0] in PLACE_PREFIXES:
                 return _PLACE_LEADS.get(c[0], c[0].lower())
-        return "place"
+        return noun or "place"
     if g.kind == ElementKind.ITEM:
-        return cores[0][-1].lower()
+        return noun or cores[0][-1].lower()
     for k in g.keys:
         if k[0] in HONORIFICS and k[0] not in BARE_HONORIFICS:
             return k[0].lower()

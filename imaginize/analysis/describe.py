@@ -9,7 +9,7 @@ fixed patterns (adjectives before the name, appositives, "X was tall", "X had re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from imaginize.analysis.lexicon import (
     APPEARANCE_ADJECTIVES,
@@ -33,6 +33,29 @@ from imaginize.analysis.text import Sentence, Token, in_lexicon
 _COPULAS = frozenset(["was", "is", "looked", "seemed", "appeared", "stood", "sat"])
 _INTENSIFIERS = frozenset(
     ["very", "rather", "quite", "so", "too", "extremely", "most", "exceedingly", "always"]
+)
+_DANGLING = NOT_NAMES | frozenset(
+    [
+        "against",
+        "along",
+        "among",
+        "around",
+        "behind",
+        "beneath",
+        "beside",
+        "between",
+        "beyond",
+        "like",
+        "near",
+        "over",
+        "past",
+        "through",
+        "toward",
+        "towards",
+        "under",
+        "with",
+        "within",
+    ]
 )
 _HAVE = frozenset(["had", "has"])
 _CLAUSE_WORDS = frozenset(["is", "was", "are", "were", "not", "be", "and", "or", "said"])
@@ -80,7 +103,10 @@ _WEARABLE = BODY | CLOTHING
 
 
 def _visual(word: str) -> bool:
-    return word in VISUAL_ADJECTIVES
+    """A looks word; compounds count by their parts ("copper-brown", "mustard-yellow")."""
+    if word in VISUAL_ADJECTIVES:
+        return True
+    return "-" in word and any(p in COLOURS or p in MATERIALS for p in word.split("-"))
 
 
 def _wearable(word: str) -> bool:
@@ -107,6 +133,9 @@ def clause_end(s: Sentence, start: int, limit: int) -> int:
         end + 1 < len(toks) and end + 1 - start < limit and _plain_gap(s, toks[end], toks[end + 1])
     ):
         end += 1
+    # A clause cut short should not end on "against" or "the".
+    while end > start and toks[end].lower in _DANGLING:
+        end -= 1
     return end
 
 
@@ -260,8 +289,13 @@ def visual_noun_phrases(s: Sentence, narrated: Sequence[bool] | None = None) -> 
     "long passage". Colour and material words may describe anything; size and shape words
     only something concrete (not "great disappointment"). With `narrated`, phrases inside
     quotation marks are skipped."""
+    return [_slice(s, a, b) for a, b in visual_noun_spans(s, narrated)]
+
+
+def visual_noun_spans(s: Sentence, narrated: Sequence[bool] | None = None) -> list[tuple[int, int]]:
+    """Token spans of `visual_noun_phrases`."""
     toks = s.tokens
-    out: list[str] = []
+    out: list[tuple[int, int]] = []
     i = 0
     while i < len(toks):
         if (
@@ -284,9 +318,9 @@ def visual_noun_phrases(s: Sentence, narrated: Sequence[bool] | None = None) -> 
             and _plain_gap(s, toks[noun], toks[noun + 1])
         ):
             noun += 1  # a compound: "swimming pool", "kid gloves"
-        vivid = any(in_lexicon(t.lower, _VIVID) for t in toks[i : j + 1])
+        vivid = any(_vivid(t.lower) for t in toks[i : j + 1])
         if vivid or _concrete(toks[noun]):
-            out.append(_slice(s, i, noun))
+            out.append((i, noun))
         i = noun + 1
     return out
 
@@ -296,6 +330,11 @@ _THINGS = ITEMS | EVERYDAY_THINGS
 _CONCRETE = (
     SETTING_NOUNS | ITEMS | BODY | CLOTHING | CREATURES | PERSON_NOUNS | EVERYDAY_THINGS | MATERIALS
 )
+
+
+def _vivid(word: str) -> bool:
+    """A colour or material word, or a compound with one ("sea-green")."""
+    return any(in_lexicon(p, _VIVID) for p in word.split("-"))
 
 
 def _concrete(t: Token) -> bool:
@@ -369,38 +408,58 @@ def mention_phrases(
     mentions: Sequence[Mention],
     gender: str | None,
     dialogue: Sequence[bool],
+    figures: Collection[str],
 ) -> list[str]:
     """All descriptive phrases found around the mentions, in text order. Sentences flagged
-    in `dialogue` are skipped: what characters say about each other is rarely a portrait."""
+    in `dialogue` are skipped: what characters say about each other is rarely a portrait.
+    `figures` are the words of other characters' and creatures' names: a sentence naming
+    one of them may be describing that one instead."""
     out: list[str] = []
     for m in mentions:
         if dialogue[m.sentence]:
             continue
-        out.extend(phrases_at(sentences[m.sentence], m.first, m.last, gender))
-        out.extend(_next_sentence_pronoun(sentences, m, gender))
+        s = sentences[m.sentence]
+        out.extend(phrases_at(s, m.first, m.last, gender))
+        alone = not _other_figures(s, m.first, m.last, figures)
+        if alone:
+            out.extend(_worn(s, after=m.last))
+        nxt = sentences[m.sentence + 1] if m.sentence + 1 < len(sentences) else None
+        if alone and nxt is not None and not dialogue[m.sentence + 1]:
+            out.extend(_next_sentence_pronoun(s, nxt, gender, figures))
     return out
 
 
+def _other_figures(s: Sentence, first: int, last: int, figures: Collection[str]) -> bool:
+    """Whether the sentence names a figure besides the mention at first..last."""
+    return any(t.base in figures and not first <= i <= last for i, t in enumerate(s.tokens))
+
+
+def _worn(s: Sentence, after: int = -1) -> list[str]:
+    """Visual phrases about a body or clothes ("short copper-brown hair") after token
+    `after` of a sentence about one figure: they are almost always that figure's."""
+    return [
+        _slice(s, a, b)
+        for a, b in visual_noun_spans(s)
+        if a > after and _wearable(s.tokens[b].lower)
+    ]
+
+
 def _next_sentence_pronoun(
-    sentences: Sequence[Sentence], m: Mention, gender: str | None
+    s: Sentence, nxt: Sentence, gender: str | None, figures: Collection[str]
 ) -> list[str]:
-    """ "Gatsby came in. He wore a pink suit." - the next sentence's He/She, when the gender
-    matches and the mention's sentence names nobody else."""
-    if gender is None or m.sentence + 1 >= len(sentences):
-        return []
-    s, nxt = sentences[m.sentence], sentences[m.sentence + 1]
-    if nxt.para != s.para or not nxt.tokens:
+    """ "Gatsby came in. He wore a pink suit." - the next sentence of the paragraph, when it
+    opens with the matching He/She and names no other figure."""
+    if gender is None or nxt.para != s.para or not nxt.tokens:
         return []
     if nxt.tokens[0].lower != ("he" if gender == "m" else "she"):
         return []
-    others = [
-        t
-        for i, t in enumerate(s.tokens)
-        if is_capitalised(t)
-        and not t.initial
-        and t.lower not in NOT_NAMES
-        and not m.first <= i <= m.last
-    ]
-    if others:
+    if _other_figures(nxt, -1, -1, figures):
         return []
-    return _after(nxt, 0)
+    return _after(nxt, 0) + _worn(nxt)
+
+
+def phrases_near(s: Sentence, first: int, last: int, reach: int = 8) -> list[str]:
+    """Visual noun phrases within `reach` words of tokens first..last."""
+    return [
+        _slice(s, a, b) for a, b in visual_noun_spans(s) if a <= last + reach and b >= first - reach
+    ]

@@ -80,7 +80,8 @@ PLACE_NOUNS = _words(
     hills mountain mountains valley cliff cliffs cave shore beach sea ocean lake pool river
     stream brook waterfall harbour harbor dock pier island bay coast desert plain moor marsh
     swamp village town city ruins tunnel pit ship deck boat lighthouse station platform
-    terrace porch veranda balcony ballroom glacier bank riverbank sky
+    terrace porch veranda balcony ballroom glacier bank riverbank sky causeway quay wharf
+    harbour-wall jetty lane path track clearing glade
     """
 )
 
@@ -202,8 +203,8 @@ LIGHTING_PHRASES: dict[str, str] = {
 MOODS: dict[str, frozenset[str]] = {
     "ominous": _words(
         """dread horror horrible terror terrible fear feared afraid ghastly dreadful monster
-        fiend corpse death dead grave tomb sinister gloom gloomy shadow shadows darkness
-        silent silence cold despair wretched hideous"""
+        fiend corpse death dead grave tomb sinister despair wretched hideous menace
+        menacing doom"""
     ),
     "tense": _words(
         """suddenly sudden scream screamed shout shouted rushed ran fled chase chased blood
@@ -413,7 +414,7 @@ NOT_NAMES = _words(
     them their theirs you your yours thou thee thy this that these those the a an and or but
     nor for so yet if then than when where why how what who whom whose which while as at by
     in on of to from with without into onto upon oh ah ay aye o yes no nay not well now here
-    there hush alas hallo hello hullo good goodbye farewell please thank thanks dear all any
+    there alas hallo hello hullo good goodbye farewell please thank thanks dear all any
     some every each both either neither one two three four five six seven eight nine ten
     first last next after before during since until till though although because perhaps
     maybe only just even still again also very quite rather too much many more most few less
@@ -424,7 +425,7 @@ NOT_NAMES = _words(
     no-one none other another same own whatever whoever however therefore thus hence indeed
     besides meanwhile otherwise instead presently suddenly certainly surely really truly
     yesterday today tomorrow tonight mamma papa mama mum mom dad daddy mummy ok okay pray
-    hush hurrah hurray bravo ha haha hm hmm humph
+    hurrah hurray bravo ha haha hm hmm humph
     ii iii iv vi vii viii ix xi xii xiii xiv xv xvi xvii xviii xix xx
     """
 )
@@ -493,7 +494,6 @@ SUBJECT_PRONOUNS = {
     "himself": "m",
     "she": "f",
     "herself": "f",
-    "it": "n",
     "its": "n",
     "itself": "n",
 }
@@ -595,6 +595,14 @@ PLACE_TYPES = frozenset(
         "Church",
         "Chapel",
         "Lighthouse",
+        "Light",
+        "Rock",
+        "Rocks",
+        "Bakery",
+        "Shop",
+        "Store",
+        "Orchard",
+        "Causeway",
         "House",
         "Hall",
         "Manor",
@@ -667,6 +675,23 @@ CREATURES = _words(
     caterpillar butterfly moth beetle bee wasp spider ant fly gnat griffin gryphon
     unicorn phoenix troll ogre goblin giant elf dwarf fairy pixie imp ghost spirit
     phantom spectre specter vampire werewolf mermaid centaur sphinx hydra kraken
+    """
+)
+
+# Verbs that suggest an animal when they follow a name: "Flint trotted over it lightly".
+CREATURE_VERBS = _words(
+    """
+    trotted hopped scampered scurried wagged barked growled snarled purred mewed meowed
+    howled yelped whined sniffed pawed pounced bounded slithered hissed squeaked chirped
+    chirruped croaked neighed whinnied grazed nuzzled fluttered flapped perched crept
+    """
+)
+
+# Vehicles and vessels, which readers picture like objects.
+VEHICLES = _words(
+    """
+    boat ship schooner sloop yacht barge ferry steamer skiff dinghy vessel car automobile
+    coupé coupe carriage coach cart wagon train sled sledge airship balloon
     """
 )
 

@@ -14,19 +14,25 @@ from dataclasses import dataclass, field
 
 from imaginize.analysis.lexicon import (
     ABBREVIATIONS,
+    ACTION_VERBS,
     BARE_HONORIFICS,
+    CREATURE_VERBS,
     CREATURES,
     HONORIFICS,
     ITEMS,
     NAME_CONNECTORS,
     NOT_ALONE,
     NOT_NAMES,
+    PERSON_NOUNS,
     PERSON_VERBS,
+    PLACE_NOUNS,
     PLACE_PREFIXES,
     PLACE_PREPOSITIONS,
     PLACE_TYPES,
     SPEECH_VERBS,
     SUBJECT_PRONOUNS,
+    VEHICLES,
+    VISIBLE_VERBS,
 )
 from imaginize.analysis.text import Sentence, Token
 from imaginize.model import ElementKind
@@ -35,6 +41,7 @@ Key = tuple[str, ...]
 
 # Words after which "of" continues a name: "Queen of Hearts", "Isle of Wight".
 _OF_AFTER = frozenset(HONORIFICS) | PLACE_TYPES | {"Knave", "Jack", "Isle"}
+_COPULAS = frozenset(["was", "is", "were", "are", "had", "has", "seemed"])
 _GAZE_VERBS = frozenset(
     ["looked", "glanced", "stared", "smiled", "nodded", "waved", "turned", "came", "went"]
 )
@@ -101,13 +108,24 @@ def find_mentions(sentences: Sequence[Sentence], stats: _Stats) -> list[Mention]
         toks = s.tokens
         i = 0
         while i < len(toks):
-            if not stats.can_start(toks[i]):
+            if not stats.can_start(toks[i]) and not _titled_start(s, i):
                 i += 1
                 continue
             j = _run_end(s, i)
             out.append(Mention(si, i, j, tuple(t.base for t in toks[i : j + 1])))
             i = j + 1
     return out
+
+
+def _titled_start(s: Sentence, i: int) -> bool:
+    """A title opening a sentence still starts a name: "Captain Orrin Vale was tall"."""
+    toks = s.tokens
+    return (
+        toks[i].base in HONORIFICS
+        and i + 1 < len(toks)
+        and is_capitalised(toks[i + 1])
+        and _joined(s, toks[i], toks[i + 1])
+    )
 
 
 def _run_end(s: Sentence, i: int) -> int:
@@ -186,14 +204,16 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
     by_key: dict[Key, list[Mention]] = defaultdict(list)
     for m in mentions:
         by_key[m.key].append(m)
-    genders = {k: _gender(sentences, k, ms) for k, ms in by_key.items()}
+    votes = {k: _gender_votes(sentences, k, ms) for k, ms in by_key.items()}
+    genders = {k: _decide_gender(v, 2) for k, v in votes.items()}
     clusters = _cluster(by_key, genders)
     groups: list[NameGroup] = []
     for keys in clusters:
         ms = sorted((m for k in keys for m in by_key[k]), key=lambda m: (m.sentence, m.first))
         if len(ms) < min_count:
             continue
-        groups.append(_make_group(sentences, keys, ms, by_key, genders))
+        group_votes = sum((votes[k] for k in keys), Counter())
+        groups.append(_make_group(sentences, keys, ms, by_key, _decide_gender(group_votes, 1)))
     groups.sort(key=lambda g: (-g.count, g.name))
     return groups
 
@@ -299,20 +319,25 @@ def _titled_owner(
     return same[0] if len(same) == 1 else c
 
 
-def _gender(sentences: Sequence[Sentence], key: Key, mentions: list[Mention]) -> str | None:
-    """'m' or 'f' when titles or the pronouns that follow the name say so clearly."""
+def _gender_votes(sentences: Sequence[Sentence], key: Key, mentions: list[Mention]) -> Counter[str]:
+    """Evidence for 'm', 'f' or 'n' (it): titles, and the pronouns that follow the name."""
     votes: Counter[str] = Counter()
     for w in key:
         g = HONORIFICS.get(w)
         if g:
             votes[g] += 3 * len(mentions)
     for m in mentions[:300]:
-        p = _next_pronoun(sentences, m)
+        p = _next_pronoun(sentences, m) or _next_sentence_subject(sentences, m)
         if p:
             votes[p] += 1
+    return votes
+
+
+def _decide_gender(votes: Counter[str], least: int) -> str | None:
+    """'m' or 'f' when at least `least` votes say so and twice as many as say otherwise."""
     top = max(("m", "f", "n"), key=lambda g: votes[g])
     rest = sum(votes.values()) - votes[top]
-    if top == "n" or votes[top] < 2 or votes[top] < 2 * rest:
+    if top == "n" or votes[top] < least or votes[top] < 2 * rest:
         return None
     return top
 
@@ -338,15 +363,35 @@ def _next_pronoun(sentences: Sequence[Sentence], m: Mention) -> str | None:
         if t.lower == "her":
             after = following[i + 1].lower if i + 1 < len(following) else ""
             return "f" if after and after not in NOT_NAMES else None
-        if t.lower in ("him", "they", "them", "their"):
-            return None
+        if t.lower in ("him", "it", "they", "them", "their"):
+            return None  # object pronouns mostly mean someone (or something) else
         if is_capitalised(t) and not t.initial and t.lower not in NOT_NAMES:
             return None
     return None
 
 
+def _next_sentence_subject(sentences: Sequence[Sentence], m: Mention) -> str | None:
+    """ "Mira Quill lived in Brindlehook. She wore ...": the next sentence of the paragraph
+    opens with he or she, and the mention opened this one."""
+    s = sentences[m.sentence]
+    if m.first > 1 or (m.first == 1 and s.tokens[0].lower != "the"):
+        return None
+    if m.sentence + 1 >= len(sentences):
+        return None
+    nxt = sentences[m.sentence + 1]
+    if nxt.para != s.para or not nxt.tokens:
+        return None
+    return {"he": "m", "she": "f"}.get(nxt.tokens[0].lower)
+
+
 def _verb_like(word: str) -> bool:
-    return word in SPEECH_VERBS or word in PERSON_VERBS or (word.endswith("ed") and len(word) > 4)
+    return (
+        word in SPEECH_VERBS
+        or word in PERSON_VERBS
+        or word in VISIBLE_VERBS
+        or word in ACTION_VERBS
+        or (word.endswith("ed") and len(word) > 4)
+    )
 
 
 # --- naming and classifying a group -------------------------------------------------------
@@ -357,20 +402,12 @@ def _make_group(
     keys: list[Key],
     mentions: list[Mention],
     by_key: dict[Key, list[Mention]],
-    genders: dict[Key, str | None],
+    gender: str | None,
 ) -> NameGroup:
     displays = {k: _display(sentences, by_key[k]) for k in keys}
     counts = {k: len(by_key[k]) for k in keys}
     best = _best_key(keys, counts)
     aliases = [displays[k] for k in sorted(keys, key=lambda k: (-counts[k], k)) if k != best]
-    votes: Counter[str] = Counter()
-    for k in keys:
-        if g := genders.get(k):
-            votes[g] += counts[k]
-    gender = None
-    if votes:
-        (top, n), *rest = votes.most_common()
-        gender = top if not rest or n >= 2 * rest[0][1] else None
     kind = classify(sentences, keys, mentions)
     return NameGroup(displays[best], kind, keys, aliases[:8], gender, mentions)
 
@@ -378,7 +415,14 @@ def _make_group(
 def _best_key(keys: list[Key], counts: dict[Key, int]) -> Key:
     """The fullest variant that recurs ("Jay Gatsby" over "Gatsby"); titles add nothing."""
     recurring = [k for k in keys if counts[k] >= 2] or keys
-    return min(recurring, key=lambda k: (-len(core(k)), -counts[k], k))
+    best = min(recurring, key=lambda k: (-len(core(k)), -counts[k], k))
+    # A full name given once ("Captain Orrin Vale", then "Vale" throughout) still names it,
+    # when it is the only full name in the group.
+    full = {core(k) for k in keys if len(core(k)) > len(core(best))}
+    if len(full) == 1:
+        longest = [k for k in keys if core(k) in full]
+        return min(longest, key=lambda k: (-counts[k], -len(k), k))
+    return best
 
 
 def _display(sentences: Sequence[Sentence], mentions: list[Mention]) -> str:
@@ -398,18 +442,22 @@ def classify(
     # The head noun decides outright: a talking "White Rabbit" is still a rabbit.
     if any(core(k)[-1].lower() in CREATURES for k in keys):
         return ElementKind.CREATURE
+    # A person's title decides too: "Captain Orrin Vale" is no vale.
+    if any(k[0] in HONORIFICS and k[0] not in ("St", "Saint") and len(k) > 1 for k in keys):
+        return ElementKind.CHARACTER
     score: Counter[ElementKind] = Counter()
     if any(k[-1] in PLACE_TYPES or k[0] in PLACE_PREFIXES for k in keys if len(k) > 1):
         score[ElementKind.PLACE] += max(8, len(mentions))
     if any(k[-1].lower() in ITEMS for k in keys):
         score[ElementKind.ITEM] += max(6, len(mentions))
     for m in mentions:
-        _score_mention(sentences[m.sentence], m, score)
+        _score_mention(sentences, m, score)
     order = [ElementKind.CHARACTER, ElementKind.PLACE, ElementKind.CREATURE, ElementKind.ITEM]
     return max(order, key=lambda k: (score[k], -order.index(k)))
 
 
-def _score_mention(s: Sentence, m: Mention, score: Counter[ElementKind]) -> None:
+def _score_mention(sentences: Sequence[Sentence], m: Mention, score: Counter[ElementKind]) -> None:
+    s = sentences[m.sentence]
     toks = s.tokens
     # Look past an article: "said the Hatter", "in the Middle West".
     back = m.first - 1 if m.first > 0 and toks[m.first - 1].lower == "the" else m.first
@@ -418,25 +466,78 @@ def _score_mention(s: Sentence, m: Mention, score: Counter[ElementKind]) -> None
     nxt = toks[m.last + 1].lower if m.last + 1 < len(toks) else ""
     if m.key[0] in HONORIFICS and len(m.key) > 1:
         score[ElementKind.CHARACTER] += 3
-    if prev in SPEECH_VERBS or nxt in SPEECH_VERBS:
+    if prev in SPEECH_VERBS or (nxt in SPEECH_VERBS and not _quote_between(s, m.last)):
         score[ElementKind.CHARACTER] += 2
-    elif nxt in PERSON_VERBS:
-        score[ElementKind.CHARACTER] += 0.7
+    elif nxt in CREATURE_VERBS:
+        score[ElementKind.CREATURE] += 1.5
+    else:
+        if nxt in PERSON_VERBS:
+            score[ElementKind.CHARACTER] += 0.7
+        # "The Mossback lifted its head": something that acts but is an "it".
+        if _verb_like(nxt) and nxt not in _COPULAS and _next_pronoun(sentences, m) == "n":
+            score[ElementKind.CREATURE] += 1.5
     if toks[m.last].possessive:
         score[ElementKind.CHARACTER] += 0.3
-    if prev in PLACE_PREPOSITIONS:
+    if _vocative(s, m):
+        score[ElementKind.CHARACTER] += 1
+    elif prev in PLACE_PREPOSITIONS and _glued(s, back - 1, m.first):
         if prev in ("to", "at", "from") and (prev2 in SPEECH_VERBS or prev2 in _GAZE_VERBS):
             score[ElementKind.CHARACTER] += 1
         else:
             score[ElementKind.PLACE] += PLACE_PREPOSITIONS[prev]
-    # "the dog Rufus", "Bill, the Lizard", "a dragon called Smaug"
+    # "the dog Rufus", "a dragon called Smaug"
     before = [t.lower for t in toks[max(0, m.first - 3) : m.first]]
-    after = [t.lower for t in toks[m.last + 1 : m.last + 4]]
-    if any(w in CREATURES for w in before[-2:]) or (
-        toks[m.last].comma_after and any(w in CREATURES for w in after)
-    ):
+    if any(w in CREATURES for w in before[-2:]):
         score[ElementKind.CREATURE] += 3
     if before and before[-1] in ("called", "named") and any(w in CREATURES for w in before):
         score[ElementKind.CREATURE] += 4
     if before and before[-1] in ITEMS:
         score[ElementKind.ITEM] += 3
+    # "Bill, the Lizard", "the Kittiwake, the fastest boat", "the Spine, the causeway"
+    found = appositive_noun(toks, m.last)
+    if found is not None:
+        score[found[0]] += 3
+
+
+def _glued(s: Sentence, a: int, b: int) -> bool:
+    """Whether tokens a..b follow each other with nothing but spaces between."""
+    toks = s.tokens
+    return all(not s.source[toks[i].end : toks[i + 1].start].strip() for i in range(a, b))
+
+
+def _vocative(s: Sentence, m: Mention) -> bool:
+    """ "Won't you come in, Nick?": a name set off by a comma and ending the sentence or
+    the quotation is someone spoken to."""
+    toks = s.tokens
+    if m.first == 0 or not toks[m.first - 1].comma_after:
+        return False
+    tail = s.source[toks[m.last].end : toks[m.last + 1].start if m.last + 1 < len(toks) else s.end]
+    return any(ch in tail for ch in '?!.\u201d"') and "," not in tail
+
+
+def _quote_between(s: Sentence, last: int) -> bool:
+    """Whether a quotation closes right after token `last` ("A Mossback," breathed Wren):
+    then the name was spoken, and the speech verb belongs to someone else."""
+    if last + 1 >= len(s.tokens):
+        return False
+    gap = s.source[s.tokens[last].end : s.tokens[last + 1].start]
+    return any(ch in gap for ch in '"\u201d\u2019')
+
+
+def appositive_noun(toks: Sequence[Token], last: int) -> tuple[ElementKind, str] | None:
+    """The kind and head noun of an appositive after a name: ", the fastest boat"."""
+    if not toks[last].comma_after or last + 1 >= len(toks):
+        return None
+    if toks[last + 1].lower not in ("a", "an", "the", "our", "my", "his", "her"):
+        return None
+    for t in toks[last + 2 : last + 6]:
+        w = t.lower
+        if w in CREATURES:
+            return ElementKind.CREATURE, w
+        if w in ITEMS or w in VEHICLES:
+            return ElementKind.ITEM, w
+        if w in PLACE_NOUNS:
+            return ElementKind.PLACE, w
+        if w in PERSON_NOUNS:
+            return ElementKind.CHARACTER, w
+    return None

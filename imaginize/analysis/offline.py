@@ -18,7 +18,6 @@ from imaginize.analysis.scenes import (
     pick_windows,
     sentence_features,
 )
-from imaginize.analysis.text import split_text
 from imaginize.model import Analysis, Book, Chapter
 
 MAX_ELEMENTS = 30
@@ -51,10 +50,12 @@ class OfflineAnalyzer:
             return self._catalogue
 
     def analyze(self, chunk: Chapter, scenes: int) -> Analysis:
-        sentences = split_text(chunk.text)
-        if not sentences:
+        if not chunk.text.strip():
             return Analysis(scenes=(), elements=())
         catalogue = self.catalogue or Catalogue([chunk.text])
+        sentences = catalogue.sentences(chunk.text)
+        if not sentences:
+            return Analysis(scenes=(), elements=())
         hits = catalogue.find(sentences)
         per_sentence: list[list[int]] = [[] for _ in sentences]
         for h in hits:

@@ -27,6 +27,8 @@ from imaginize.analysis.lexicon import (
     MATERIALS,
     MOODS,
     PLACE_NOUNS,
+    PRONOUNS_F,
+    PRONOUNS_M,
     SHAPES,
     SPEECH_VERBS,
     SUBJECT_PRONOUNS,
@@ -38,6 +40,7 @@ from imaginize.analysis.lexicon import (
 )
 from imaginize.analysis.text import (
     Sentence,
+    Token,
     narrated_tokens,
     normalize_ws,
     quoted_shares,
@@ -66,6 +69,29 @@ _MAX_WINDOW = 3
 _MAX_WINDOW_WORDS = 60
 _LOOKBACK = 4  # sentences searched for who "she" is, or where we are
 _STYLE = "detailed storybook illustration"
+_NUMBERS = frozenset(
+    [
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "hundred",
+        "hundreds",
+        "thousand",
+        "few",
+        "several",
+        "many",
+    ]
+)
 _LOCATIVE = frozenset(
     [
         "in",
@@ -79,9 +105,6 @@ _LOCATIVE = frozenset(
         "over",
         "under",
         "along",
-        "towards",
-        "toward",
-        "to",
     ]
 )
 # Light words that only colour a scene; one of them may follow the main light source.
@@ -91,11 +114,13 @@ _LIGHT_ORDER = {w: i for i, w in enumerate(LIGHTING_PHRASES)}
 
 @lru_cache(maxsize=65536)
 def _categories(word: str) -> tuple[int, ...]:
-    """Which feature slots a (lower-case) word falls in."""
+    """Which feature slots a (lower-case) word falls in; a compound ("sea-green") falls in
+    those of its parts."""
+    parts = word.split("-") if "-" in word else [word]
     return tuple(
         i
         for i, (lex, _, verbal) in enumerate(_CATEGORIES)
-        if any(v in lex for v in stem_variants(word, verbal))
+        if any(v in lex for p in parts for v in stem_variants(p, verbal))
     )
 
 
@@ -271,7 +296,7 @@ class SceneBuilder:
             for h in self._figures(i):
                 if h.entry not in found:
                     found.append(h.entry)
-        subject = self._opening_pronoun(w, 8 if found else 40)
+        subject = self._opening_pronoun(w, 8) if found else self._any_pronoun(w)
         if subject and not any(self.entries[e].gender == subject for e in found):
             ref = self._referent(w.first, subject)
             if ref is not None and ref not in found:
@@ -285,6 +310,16 @@ class SceneBuilder:
             g = SUBJECT_PRONOUNS.get(t.lower)
             if g in ("m", "f"):
                 return g
+        return None
+
+    def _any_pronoun(self, w: Window) -> str | None:
+        """'m' or 'f' from the first he/she/his/her in a window that names nobody."""
+        for i in range(w.first, w.last + 1):
+            for t in self.sentences[i].tokens:
+                if t.lower in PRONOUNS_M:
+                    return "m"
+                if t.lower in PRONOUNS_F:
+                    return "f"
         return None
 
     def _referent(self, first: int, gender: str) -> int | None:
@@ -333,12 +368,9 @@ class SceneBuilder:
         for i in span:
             toks = self.sentences[i].tokens
             for h in self.per_sentence[i]:
-                if self.entries[h.entry].kind != ElementKind.PLACE:
+                if self.entries[h.entry].kind != ElementKind.PLACE or not self.narrated[i][h.first]:
                     continue
-                back = h.first - 1
-                if back >= 0 and toks[back].lower == "the":
-                    back -= 1
-                if back >= 0 and toks[back].lower in _LOCATIVE:
+                if _locative(toks, h.first):
                     found = self.entries[h.entry].name
                     if not latest:
                         return found
@@ -434,7 +466,7 @@ class SceneBuilder:
         if counts[_BODY] >= 2 and scenery < 2 and named:
             return f"close-up of {named[0]}"
         if scenery >= 2 or (setting and not named):
-            where = f" {_where(setting)}" if setting else ""
+            where = f" of {setting.removeprefix('by ')}" if setting else ""
             return f"wide establishing shot{where}" + (f", {named[0]} in frame" if named else "")
         return f"medium shot of {named[0]}" if named else "medium shot"
 
@@ -464,11 +496,27 @@ def _noun_phrases(s: Sentence, narrated: Sequence[bool]) -> list[tuple[int, int]
     for k, t in enumerate(toks):
         if not narrated[k] or not t.text[:1].islower() or _SETTING not in _categories(t.lower):
             continue
+        if k > 0 and (toks[k - 1].lower in _NUMBERS or toks[k - 1].text.isdigit()):
+            continue  # "a hundred yards" is a distance, not a yard
         start = k
         while start > 0 and toks[start - 1].lower in VISUAL_ADJECTIVES:
             start -= 1
         out.append((start, k))
     return out
+
+
+def _locative(toks: Sequence[Token], first: int) -> bool:
+    """Whether the name at `first` is where things are: "in Brindlehook", "at the Plaza",
+    "the streets of Brindlehook" (not "a letter from Geneva")."""
+    back = first - 1
+    if back >= 0 and toks[back].lower == "the":
+        back -= 1
+    if back < 0:
+        return False
+    prev = toks[back].lower
+    if prev in _LOCATIVE:
+        return True
+    return prev == "of" and back > 0 and _SETTING in _categories(toks[back - 1].lower)
 
 
 def _combine_lights(words: Sequence[str]) -> list[str]:

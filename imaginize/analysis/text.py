@@ -176,32 +176,43 @@ class Token(NamedTuple):
 
 def tokenize(text: str, start: int, end: int) -> list[Token]:
     """Tokens of text[start:end] (one sentence) with absolute offsets."""
-    raw = [(m.group(), m.start(), m.end()) for m in TOKEN_RE.finditer(text, start, end)]
+    spans = [m.span() for m in TOKEN_RE.finditer(text, start, end)]
+    # gaps[i] is the text before token i; gaps[-1] the text after the last one.
+    bounds = [start, *(x for span in spans for x in span), end]
+    gaps = [text[bounds[k] : bounds[k + 1]] for k in range(0, len(bounds), 2)]
     tokens: list[Token] = []
-    prev_end = start
     prev_word = ""
-    for i, (word, a, b) in enumerate(raw):
-        gap = text[prev_end:a]
-        next_gap = text[b : raw[i + 1][1]] if i + 1 < len(raw) else text[b:end]
-        base = _POSSESSIVE_RE.sub("", word) if len(word) > 2 else word
-        possessive = base != word
-        if not possessive:
-            base = _CONTRACTION_RE.sub("", word)
+    for i, (a, b) in enumerate(spans):
+        word = text[a:b]
+        base, possessive = _base(word)
+        gap = gaps[i]
+        after = gaps[i + 1]
         tokens.append(
             Token(
-                text=word,
-                base=base,
-                lower=base.lower(),
-                start=a,
-                end=b,
-                initial=i == 0 or _starts_clause(gap, prev_word),
-                possessive=possessive,
-                comma_after="," in next_gap or "，" in next_gap,  # noqa: RUF001
+                word,
+                base,
+                base.lower(),
+                a,
+                b,
+                i == 0 or (gap != " " and _starts_clause(gap, prev_word)),
+                possessive,
+                "," in after or "\uff0c" in after,  # ASCII or fullwidth comma
             )
         )
-        prev_end = b
         prev_word = word
     return tokens
+
+
+def _base(word: str) -> tuple[str, bool]:
+    """The word without a possessive "'s" or a glued contraction, and whether it was a
+    possessive."""
+    if "'" not in word and "\u2019" not in word:
+        return word, False
+    if len(word) > 2:
+        base = _POSSESSIVE_RE.sub("", word)
+        if base != word:
+            return base, True
+    return _CONTRACTION_RE.sub("", word), False
 
 
 def _starts_clause(gap: str, prev_word: str) -> bool:

@@ -1,0 +1,445 @@
+# ruff: noqa: RUF001  (CJK and typographic punctuation in test texts is deliberate)
+"""The offline analyzer: verbatim quotes, determinism, scene counts, element classification
+and aliases, CJK text, scale, and (when present) the real-world corpus."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imaginize.analysis.offline import OfflineAnalyzer
+from imaginize.analysis.text import normalize_ws
+from imaginize.model import Analysis, Book, Chapter, ElementKind
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+SAMPLES = ROOT / "samples"
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+LIGHTHOUSE = [
+    # Chapter 1: introduces everyone, with the descriptions the catalogue should find.
+    """Captain Orrin Vale was tall and gaunt, with a long silver beard and a navy greatcoat \
+that came down to his boots. He kept the lamp at Harrowgate Lighthouse for forty years.
+
+Mira Quill lived in Brindlehook, the fishing town below the cliffs. She wore a mustard-yellow \
+oilskin coat, and around her neck hung the brass key on a green ribbon.
+
+"Good evening," said Mira. "Good evening," said Vale. "Is the lamp lit?" asked Mira.
+
+Every evening the dog Rufus ran down the long grey quay to meet the boats, barking at the \
+white gulls that wheeled above the harbour. Rufus had a shaggy brown coat and one white ear.
+
+At dusk Mira climbed the hill to Harrowgate Lighthouse. The great lamp burned gold against \
+the violet sky, and its beam swept across the black water and the jagged rocks below.
+
+Vale was waiting at the iron door. "You brought the brass key," he said, and Mira nodded.""",
+    # Chapter 2: mentions Vale only by surname, Mira by first name, and not Rufus.
+    """The storm came in the night. Rain lashed the windows of Brindlehook, and the wind \
+tore the red sails from the boats in the harbour.
+
+Mira ran through the dark streets of Brindlehook with the brass key in her fist. Lightning \
+split the sky above the cliffs, and for a moment the whole town shone white.
+
+"Orrin!" she shouted. Vale stood in the doorway of the lighthouse with a lantern raised high, \
+his silver beard whipping in the wind.
+
+"The lamp has gone out," said Vale. "We must light it before the fleet reaches the rocks."
+
+They climbed the spiral stair together, and Mira fitted the brass key into the lock of the \
+great lamp.""",
+]
+
+
+def make_book(texts: list[str], title: str = "Test") -> Book:
+    chapters = tuple(Chapter(i + 1, f"Chapter {i + 1}", t) for i, t in enumerate(texts))
+    return Book(Path("test.epub"), title, "Anon", "en", chapters)
+
+
+def quotes_of(result: Analysis) -> list[str]:
+    return [s.quote for s in result.scenes] + [q for e in result.elements for q in e.quotes]
+
+
+def assert_verbatim(result: Analysis, text: str) -> None:
+    haystack = normalize_ws(text)
+    for quote in quotes_of(result):
+        assert quote, "empty quote"
+        assert normalize_ws(quote) in haystack, quote
+        start = haystack.index(normalize_ws(quote))
+        end = start + len(normalize_ws(quote))
+        # Never cut inside a word (CJK has no spaces between words to cut at).
+        before = haystack[start - 1] if start else " "
+        after = haystack[end] if end < len(haystack) else " "
+        assert not (before.isalnum() and not CJK.match(before)), quote
+        assert not (after.isalnum() and not CJK.match(after)), quote
+
+
+def by_name(result: Analysis) -> dict[str, object]:
+    return {e.name: e for e in result.elements}
+
+
+# --- protocol and basics ---------------------------------------------------------------------
+
+
+def test_provider_and_model() -> None:
+    analyzer = OfflineAnalyzer()
+    assert analyzer.provider == "offline"
+    assert analyzer.model
+
+
+def test_empty_chunk_gives_nothing() -> None:
+    result = OfflineAnalyzer().analyze(Chapter(1, "Empty", "  \n\n  "), 5)
+    assert result.scenes == ()
+    assert result.elements == ()
+
+
+def test_quotes_are_verbatim_and_whole_words() -> None:
+    book = make_book(LIGHTHOUSE)
+    analyzer = OfflineAnalyzer(book)
+    for chapter in book.chapters:
+        result = analyzer.analyze(chapter, 4)
+        assert result.scenes
+        assert_verbatim(result, chapter.text)
+
+
+def test_deterministic_across_instances() -> None:
+    book = make_book(LIGHTHOUSE)
+    first = [OfflineAnalyzer(book).analyze(c, 3) for c in book.chapters]
+    second = [OfflineAnalyzer(make_book(list(LIGHTHOUSE))).analyze(c, 3) for c in book.chapters]
+    assert first == second
+
+
+def test_deterministic_across_hash_seeds() -> None:
+    """Set and dict iteration order must not leak into the output."""
+    script = (
+        "import json, sys\n"
+        "from tests.test_offline import LIGHTHOUSE, make_book\n"
+        "from imaginize.analysis.offline import OfflineAnalyzer\n"
+        "book = make_book(LIGHTHOUSE)\n"
+        "an = OfflineAnalyzer(book)\n"
+        "out = [[s.to_json() for s in an.analyze(c, 3).scenes]"
+        " + [e.to_json() for e in an.analyze(c, 3).elements] for c in book.chapters]\n"
+        "print(json.dumps(out))\n"
+    )
+    outputs = set()
+    for seed in ("1", "2", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outputs.add(proc.stdout)
+    assert len(outputs) == 1
+    assert json.loads(outputs.pop())
+
+
+# --- scenes ----------------------------------------------------------------------------------
+
+
+def long_chapter(paragraphs: int) -> str:
+    colours = ["red", "green", "blue", "golden", "silver", "black", "white", "violet"]
+    places = ["garden", "harbour", "forest", "hall", "bridge", "tower", "meadow", "cellar"]
+    out = []
+    for i in range(paragraphs):
+        c, p = colours[i % len(colours)], places[(i * 3) % len(places)]
+        out.append(
+            f"The {c} lantern swung above the {p} number {i} while the wind rose. "
+            f"Nobody spoke for a while, and the evening went on as evenings do. "
+            f"Later they talked about ordinary things until it was time to sleep."
+        )
+    return "\n\n".join(out)
+
+
+def test_scene_count_is_honoured_and_spread() -> None:
+    text = long_chapter(40)
+    result = OfflineAnalyzer().analyze(Chapter(1, "Long", text), 5)
+    assert len(result.scenes) == 5
+    positions = [normalize_ws(text).index(s.quote) for s in result.scenes]
+    assert positions == sorted(positions), "scenes are in text order"
+    # Spread across the chapter, not bunched at the start.
+    assert positions[-1] > len(normalize_ws(text)) // 2
+
+
+def test_scene_count_is_capped_by_available_passages() -> None:
+    text = "The red door opened. A grey cat ran out into the rain. The street was empty."
+    result = OfflineAnalyzer().analyze(Chapter(1, "Short", text), 10)
+    assert 1 <= len(result.scenes) <= 3
+    quotes = [s.quote for s in result.scenes]
+    assert len(set(quotes)) == len(quotes)
+    assert_verbatim(result, text)
+
+
+def test_zero_scenes_requested() -> None:
+    result = OfflineAnalyzer().analyze(Chapter(1, "Any", long_chapter(3)), 0)
+    assert result.scenes == ()
+
+
+def test_tiny_chapter_still_gets_a_scene() -> None:
+    result = OfflineAnalyzer().analyze(Chapter(1, "Tiny", "Rain fell."), 3)
+    assert [s.quote for s in result.scenes] == ["Rain fell."]
+    scene = result.scenes[0]
+    assert scene.description and scene.image_prompt and scene.lighting and scene.mood
+
+
+def test_visual_narration_beats_dialogue() -> None:
+    text = "\n\n".join(
+        [
+            '"I am not sure," said Alice. "Nor am I," said the Hatter.',
+            '"Why not?" said Alice. "Because," said the Hatter, "it is late."',
+            "Under the silver moon the old stone bridge glittered with frost, and a black "
+            "carriage rattled across it towards the dark forest.",
+            '"Then we should go," said Alice. "We should," said the Hatter.',
+        ]
+    )
+    result = OfflineAnalyzer().analyze(Chapter(1, "Talk", text), 1)
+    assert len(result.scenes) == 1
+    scene = result.scenes[0]
+    assert scene.quote.startswith("Under the silver moon")
+    assert "moonlight" in scene.lighting
+    assert "bridge" in scene.setting
+
+
+def test_scene_fields_use_the_catalogue() -> None:
+    book = make_book(LIGHTHOUSE)
+    analyzer = OfflineAnalyzer(book)
+    result = analyzer.analyze(book.chapters[1], 5)
+    storm = next(s for s in result.scenes if "Lightning" in s.quote)
+    assert "Mira Quill" in storm.characters
+    assert "Brindlehook" in storm.setting
+    assert "lightning" in storm.lighting
+    # The prompt carries the book-level look of the character.
+    assert "Mira Quill (" in storm.image_prompt
+    assert "mustard-yellow oilskin coat" in storm.image_prompt
+
+
+def test_no_adjacent_sentences_as_separate_scenes() -> None:
+    colours = ["red", "blue", "green", "white", "black", "grey"] * 2
+    text = " ".join(f"The {c} bird flew over hill {i}." for i, c in enumerate(colours))
+    result = OfflineAnalyzer().analyze(Chapter(1, "Birds", text), 12)
+    normal = normalize_ws(text)
+    spans = sorted(
+        (normal.index(s.quote), normal.index(s.quote) + len(s.quote)) for s in result.scenes
+    )
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert normal[end:start].strip(), "two scenes touch"
+
+
+def test_long_sentences_are_cut_between_words() -> None:
+    sentence = ", ".join(f"the {w} lamp glowed over the quiet harbour wall" for w in ["red"] * 40)
+    text = f"{sentence[0].upper()}{sentence[1:]}."
+    result = OfflineAnalyzer().analyze(Chapter(1, "Run-on", text), 2)
+    assert result.scenes
+    for scene in result.scenes:
+        assert len(scene.quote.split()) <= 80
+    assert_verbatim(result, text)
+
+
+# --- elements --------------------------------------------------------------------------------
+
+
+def test_classification_and_aliases() -> None:
+    book = make_book(LIGHTHOUSE)
+    result = OfflineAnalyzer(book).analyze(book.chapters[0], 3)
+    elements = by_name(result)
+    vale = elements["Captain Orrin Vale"]
+    assert vale.kind == ElementKind.CHARACTER
+    assert {"Vale"} <= set(vale.aliases)
+    assert elements["Mira Quill"].kind == ElementKind.CHARACTER
+    assert elements["Brindlehook"].kind == ElementKind.PLACE
+    assert elements["Harrowgate Lighthouse"].kind == ElementKind.PLACE
+    assert elements["Rufus"].kind == ElementKind.CREATURE
+    key = elements["brass key"]
+    assert key.kind == ElementKind.ITEM
+    for element in result.elements:
+        assert 1 <= len(element.quotes) <= 3
+        assert element.description
+
+
+def test_descriptions_come_from_the_whole_book() -> None:
+    book = make_book(LIGHTHOUSE)
+    analyzer = OfflineAnalyzer(book)
+    second = by_name(analyzer.analyze(book.chapters[1], 3))
+    # Chapter 2 never describes Vale's looks or Mira's coat; chapter 1 does.
+    assert "silver beard" in second["Captain Orrin Vale"].description
+    assert "mustard-yellow oilskin coat" in second["Mira Quill"].description
+    # Names are the same in every chapter, whichever alias the chapter uses.
+    first = by_name(analyzer.analyze(book.chapters[0], 3))
+    assert first["Captain Orrin Vale"].description == second["Captain Orrin Vale"].description
+
+
+def test_elements_are_only_those_in_the_chunk() -> None:
+    book = make_book(LIGHTHOUSE)
+    second = by_name(OfflineAnalyzer(book).analyze(book.chapters[1], 3))
+    assert "Rufus" not in second
+    assert "Captain Orrin Vale" in second  # mentioned as "Vale" and "Orrin"
+    for element in second.values():
+        for quote in element.quotes:
+            assert normalize_ws(quote) in normalize_ws(book.chapters[1].text)
+
+
+def test_common_noun_creatures_are_merged_with_their_names() -> None:
+    text = "\n\n".join(
+        [
+            "Suddenly a White Rabbit with pink eyes ran close by her.",
+            "The Rabbit took a watch out of its waistcoat-pocket and looked at it.",
+            '"Oh my ears and whiskers!" said the White Rabbit, and hurried on.',
+            "Alice ran after the Rabbit across the field.",
+            "The Rabbit vanished down a large rabbit-hole under the hedge, and Alice followed.",
+        ]
+    )
+    result = OfflineAnalyzer().analyze(Chapter(1, "Down", text), 2)
+    elements = by_name(result)
+    rabbit = elements["White Rabbit"]
+    assert rabbit.kind == ElementKind.CREATURE
+    assert "Rabbit" in rabbit.aliases
+    assert "pink eyes" in rabbit.description
+    assert "Rabbit" not in elements
+    assert elements["Alice"].kind == ElementKind.CHARACTER
+
+
+def test_sentence_starts_are_not_names() -> None:
+    text = "\n\n".join(
+        [
+            "Suddenly the wind rose. Nobody moved. Perhaps Tom was asleep.",
+            "Later Tom walked to the harbour. Meanwhile the rain fell on Tom and the boats.",
+        ]
+    )
+    names = set(by_name(OfflineAnalyzer().analyze(Chapter(1, "Names", text), 1)))
+    assert "Tom" in names
+    assert not names & {"Suddenly", "Nobody", "Perhaps", "Later", "Meanwhile"}
+
+
+# --- other scripts and scale -----------------------------------------------------------------
+
+
+def test_cjk_text_without_spaces_yields_sentence_quotes() -> None:
+    text = (
+        "夜色降临，红色的灯笼在港口上空摇晃。海风吹过金色的屋顶！"
+        "小女孩站在石桥上，望着远处的灯塔？灯塔的光芒照亮了黑色的海水。\n\n"
+        "第二天早上，雨停了。她穿过森林，来到一座古老的城堡。城堡的大门是铁做的。"
+    )
+    result = OfflineAnalyzer().analyze(Chapter(1, "夜", text), 3)
+    assert result.scenes
+    assert_verbatim(result, text)
+    for scene in result.scenes:
+        # A sentence or two, never a whole paragraph.
+        assert len(scene.quote) < 60
+        assert scene.quote.endswith(("。", "！", "？"))
+
+
+def test_large_chapter_finishes() -> None:
+    """A 100,000-word chapter: must not be quadratic (no timing asserted)."""
+    text = long_chapter(100_000 // 38)
+    assert len(text.split()) > 95_000
+    result = OfflineAnalyzer().analyze(Chapter(1, "Huge", text), 8)
+    assert len(result.scenes) == 8
+    assert_verbatim(result, text)
+
+
+def test_unpunctuated_wall_of_text() -> None:
+    words = ["river", "stone", "lantern", "golden", "fog", "boat", "harbour", "night"]
+    text = " ".join(words[i % len(words)] for i in range(20_000))
+    result = OfflineAnalyzer().analyze(Chapter(1, "Wall", text), 3)
+    assert result.scenes
+    assert_verbatim(result, text)
+    for scene in result.scenes:
+        assert len(scene.quote.split()) <= 80
+
+
+# --- the real-world corpus -------------------------------------------------------------------
+
+
+def _read_book(path: Path) -> Book:
+    if importlib.util.find_spec("imaginize.book") is None:
+        pytest.skip("imaginize.book is not available")
+    from imaginize.book import read_book
+
+    return read_book(path)
+
+
+def _corpus_book(name: str) -> Book:
+    path = CORPUS / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    return _read_book(path)
+
+
+def _catalogue_names(book: Book) -> dict[str, ElementKind]:
+    catalogue = OfflineAnalyzer(book).catalogue
+    assert catalogue is not None
+    names: dict[str, ElementKind] = {}
+    for entry in catalogue.entries:
+        for name in (entry.name, *entry.aliases):
+            names.setdefault(name, entry.kind)
+    return names
+
+
+def test_corpus_alice() -> None:
+    book = _corpus_book("gutenberg-pg11-alice.epub")
+    names = _catalogue_names(book)
+    for name in ("Alice", "Queen", "Hatter", "Duchess"):
+        assert names.get(name) == ElementKind.CHARACTER, name
+    for name in ("White Rabbit", "Cheshire Cat", "Caterpillar", "Mock Turtle", "Dormouse"):
+        assert names.get(name) == ElementKind.CREATURE, name
+    analyzer = OfflineAnalyzer(book)
+    for chapter in book.chapters:
+        result = analyzer.analyze(chapter, 4)
+        assert result.scenes
+        assert_verbatim(result, chapter.text)
+
+
+def test_corpus_gatsby() -> None:
+    book = _corpus_book("standardebooks-f-scott-fitzgerald_the-great-gatsby.epub")
+    names = _catalogue_names(book)
+    for name in ("Gatsby", "Daisy", "Tom", "Nick", "Jordan", "Myrtle"):
+        assert names.get(name) == ElementKind.CHARACTER, name
+    for name in ("West Egg", "East Egg", "New York"):
+        assert names.get(name) == ElementKind.PLACE, name
+    analyzer = OfflineAnalyzer(book)
+    for chapter in book.chapters:
+        result = analyzer.analyze(chapter, 5)
+        assert_verbatim(result, chapter.text)
+        for scene in result.scenes:
+            # Vivid narration, not "said Tom" dialogue.
+            assert not re.fullmatch(r"[“\"].*[”\"]", scene.quote)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gutenberg3-pg84-images-3.epub",
+        "gutenberg3-pg22367-images-3.epub",
+        "idpf-wasteland.epub",
+        "imaginize-simple.epub",
+    ],
+)
+def test_corpus_quotes_are_verbatim(name: str) -> None:
+    book = _corpus_book(name)
+    analyzer = OfflineAnalyzer(book)
+    for chapter in book.chapters:
+        result = analyzer.analyze(chapter, 3)
+        assert result.scenes or not chapter.text.strip()
+        assert_verbatim(result, chapter.text)
+
+
+def test_sample_book() -> None:
+    paths = sorted(SAMPLES.glob("*.epub"))
+    if not paths:
+        pytest.skip("no sample book")
+    book = _read_book(paths[0])
+    analyzer = OfflineAnalyzer(book)
+    for chapter in book.chapters:
+        result = analyzer.analyze(chapter, 4)
+        assert result.scenes
+        assert_verbatim(result, chapter.text)
