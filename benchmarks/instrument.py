@@ -1,0 +1,225 @@
+"""Timing instrumentation for benchmarks/speedup.py, without touching imaginize/.
+
+    IMAGINIZE_BENCH_TIMINGS=t.jsonl python -m benchmarks.instrument cli BOOK [run options]
+    IMAGINIZE_BENCH_TIMINGS=t.jsonl python -m benchmarks.instrument worker w1  # spec on stdin
+
+`cli` is `python -m imaginize` with the patches below, and makes the launcher start its
+workers as `python -m benchmarks.instrument worker wN`, which is `python -m imaginize.worker`
+with the same patches. Every process appends its events to the timings file as JSON lines
+(one write per process, at exit): {"proc", "pid", "ev", "t" (time.monotonic(), comparable
+across processes on one machine), "dur" (seconds, for spans), ...}.
+
+Patched, by wrapping (the wrapped code runs unchanged):
+- `ManifestStore.transact` and `.join`: one "txn" event each, `op` the caller (claim,
+  publish, heartbeat, release, fail, join), `wait` for the lock, `dur` the whole transaction
+  (lock wait + read + change + write + unlock);
+- `Pacer._update` (the shared request-pacing file, if imaginize has one): one "pace" event
+  each, `op` the caller (slot, pause);
+- worker: `read_book` ("read_book"), `make_analyzer` ("make_analyzer"), each
+  `Analyzer.analyze` ("analyze": the HTTP round trip plus reply checks), each idle sleep of the
+  worker loop ("idle_sleep"), the end of `run_worker` ("worker_done");
+- launcher: each worker start ("spawn", with the worker id) and each worker seen gone
+  ("reaped"); run_book's `read_book` and `_finish` (guides); "start"/"imported"/"exit" for
+  every process (module start, after importing imaginize, at exit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+T_START = time.monotonic()  # as early as this process can see
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from functools import wraps  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
+
+TIMINGS_ENV = "IMAGINIZE_BENCH_TIMINGS"
+F = TypeVar("F", bound=Callable[..., Any])
+
+_events: list[dict[str, Any]] = []
+_proc = "?"
+
+
+def record(ev: str, t: float, **fields: Any) -> None:
+    _events.append({"proc": _proc, "pid": os.getpid(), "ev": ev, "t": t, **fields})
+
+
+def _timed(ev: str, func: F) -> F:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            record(ev, started, dur=time.monotonic() - started)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _patch_store() -> None:
+    from imaginize.store import ManifestStore
+
+    original_locked = ManifestStore.locked
+    original_transact = ManifestStore.transact
+    original_join = ManifestStore.join
+    local = threading.local()  # a worker's heartbeat thread has transactions of its own
+
+    def waits() -> list[float]:
+        if not hasattr(local, "waits"):
+            local.waits = []
+        return local.waits
+
+    @contextmanager
+    def locked(self: ManifestStore) -> Iterator[None]:
+        asked = time.monotonic()
+        with original_locked(self):
+            waits().append(time.monotonic() - asked)
+            yield
+
+    def transact(self: ManifestStore, change: Any) -> Any:
+        op = sys._getframe(1).f_code.co_name
+        started = time.monotonic()
+        try:
+            return original_transact(self, change)
+        finally:
+            wait = waits().pop() if waits() else 0.0
+            record("txn", started, dur=time.monotonic() - started, wait=wait, op=op)
+
+    def join(self: ManifestStore, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return original_join(self, **kwargs)
+        finally:
+            wait = waits().pop() if waits() else 0.0
+            record("txn", started, dur=time.monotonic() - started, wait=wait, op="join")
+
+    ManifestStore.locked = locked  # type: ignore[method-assign]
+    ManifestStore.transact = transact  # type: ignore[method-assign]
+    ManifestStore.join = join  # type: ignore[method-assign]
+    _patch_pacer()
+
+
+def _patch_pacer() -> None:
+    """The request pacer's shared file (imaginize/pacing.py, when present) is coordination
+    too: its `_update` transactions are recorded as "pace" events (`op` the caller)."""
+    try:
+        from imaginize.pacing import Pacer
+    except ImportError:
+        return
+    original = Pacer._update
+
+    def update(self: Pacer, change: Any) -> Any:
+        op = sys._getframe(1).f_code.co_name
+        started = time.monotonic()
+        try:
+            return original(self, change)
+        finally:
+            record("pace", started, dur=time.monotonic() - started, op=op)
+
+    Pacer._update = update  # type: ignore[method-assign]
+
+
+def _patch_worker() -> None:
+    from imaginize import worker
+
+    worker.read_book = _timed("read_book", worker.read_book)
+    original_make = worker.make_analyzer
+
+    def make_analyzer(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        analyzer = original_make(*args, **kwargs)
+        record("make_analyzer", started, dur=time.monotonic() - started)
+        analyzer.analyze = _timed("analyze", analyzer.analyze)
+        return analyzer
+
+    worker.make_analyzer = make_analyzer
+    original_run = worker.run_worker
+
+    def run_worker(*args: Any, **kwargs: Any) -> int:
+        kwargs.setdefault("sleep", _timed("idle_sleep", time.sleep))
+        try:
+            return original_run(*args, **kwargs)
+        finally:
+            record("worker_done", time.monotonic())
+
+    worker.run_worker = run_worker
+
+
+def _patch_launcher() -> None:
+    from imaginize import launcher, run
+
+    run.read_book = _timed("read_book", run.read_book)
+    run._finish = _timed("finish", run._finish)  # type: ignore[attr-defined]
+    original_init = launcher.Launcher.__init__
+    original_start = launcher.Launcher._start
+    original_reap = launcher.Launcher._reap
+
+    def init(self: launcher.Launcher, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("command", [sys.executable, "-m", "benchmarks.instrument", "worker"])
+        original_init(self, *args, **kwargs)
+
+    def start(self: launcher.Launcher) -> None:
+        started = time.monotonic()
+        original_start(self)
+        record("spawn", started, worker=f"w{self._next_id}", dur=time.monotonic() - started)
+
+    def reap(self: launcher.Launcher) -> None:
+        before = set(self._workers)
+        original_reap(self)
+        now = time.monotonic()
+        for worker_id in before - set(self._workers):
+            record("reaped", now, worker=worker_id)
+
+    launcher.Launcher.__init__ = init  # type: ignore[method-assign]
+    launcher.Launcher._start = start  # type: ignore[method-assign]
+    launcher.Launcher._reap = reap  # type: ignore[method-assign]
+
+
+def _dump() -> None:
+    path = os.environ.get(TIMINGS_ENV)
+    if not path:
+        return
+    data = "".join(json.dumps(event) + "\n" for event in _events)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data.encode("utf-8"))  # one append: lines of processes never interleave
+    finally:
+        os.close(fd)
+
+
+def main(argv: list[str]) -> int:
+    global _proc
+    if not argv or argv[0] not in ("cli", "worker"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    mode, rest = argv[0], argv[1:]
+    _proc = "cli" if mode == "cli" else (rest[0] if rest else "w1")
+    record("start", T_START)
+    code = 1
+    try:
+        if mode == "cli":
+            from imaginize.cli import main as entry
+
+            record("imported", time.monotonic())
+            _patch_store()
+            _patch_launcher()
+        else:
+            from imaginize.worker import main as entry  # type: ignore[assignment]
+
+            record("imported", time.monotonic())
+            _patch_store()
+            _patch_worker()
+        code = entry(rest)
+    finally:
+        record("exit", time.monotonic(), code=code)
+        _dump()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
