@@ -158,7 +158,8 @@ def owner_is_dead(owner: str, this_host: str | None = None) -> bool:
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
+        # OverflowError: a pid beyond pid_t (a corrupt manifest) names no process.
         return False
     except PermissionError:
         return True
@@ -351,6 +352,7 @@ def force_pending(manifest: Manifest, numbers: Iterable[int]) -> Manifest:
                     error=None,
                     retryable=False,
                     retry_at=None,
+                    tokens=0,
                 )
             )
     return manifest
