@@ -22,6 +22,7 @@ from imaginize.analysis.lexicon import (
     BARE_HONORIFICS,
     COLOURS,
     CREATURES,
+    EVERYDAY_THINGS,
     HONORIFICS,
     ITEMS,
     MATERIALS_SHAPES,
@@ -29,6 +30,7 @@ from imaginize.analysis.lexicon import (
     PERSON_NOUNS,
     PLACE_PREFIXES,
     PLACE_TYPES,
+    SETTING_NOUNS,
     VISUAL_ADJECTIVES,
 )
 from imaginize.analysis.names import (
@@ -42,6 +44,7 @@ from imaginize.analysis.names import (
 )
 from imaginize.analysis.text import (
     Sentence,
+    in_lexicon,
     normalize_ws,
     quoted_shares,
     split_text,
@@ -60,6 +63,8 @@ _GENERIC_CREATURES = frozenset(
 )
 _PLACE_LEADS = {"Mount": "mountain", "Mt": "mountain", "Mont": "mountain", "Isle": "island"}
 _MAX_DESCRIPTION_PHRASES = 4
+# What a place looks like is told by its scenery, not by the boats moored in it.
+_SCENERY = SETTING_NOUNS | EVERYDAY_THINGS
 _FIGURES = (ElementKind.CHARACTER, ElementKind.CREATURE)
 
 
@@ -210,7 +215,11 @@ def _place_phrases(
     out: list[str] = []
     for m in mentions:
         if not dialogue[m.sentence]:
-            out.extend(phrases_near(sentences[m.sentence], m.first, m.last))
+            out.extend(
+                p
+                for p in phrases_near(sentences[m.sentence], m.first, m.last)
+                if in_lexicon(p.split()[-1].lower(), _SCENERY)
+            )
     return out
 
 
@@ -244,9 +253,11 @@ def _lead(sentences: Sequence[Sentence], g: NameGroup) -> str:
         return noun or "place"
     if g.kind == ElementKind.ITEM:
         return noun or cores[0][-1].lower()
-    for k in g.keys:
-        if k[0] in HONORIFICS and k[0] not in BARE_HONORIFICS:
-            return k[0].lower()
+    # A rank or role ("queen", "captain") when the text mostly calls them by it.
+    titles = Counter(m.key[0] for m in g.mentions if m.key[0] in HONORIFICS)
+    for title, n in sorted(titles.items(), key=lambda kv: (-kv[1], kv[0])):
+        if title not in BARE_HONORIFICS and n * 10 >= 3 * len(g.mentions):
+            return title.lower()
     # "Mr." and "Mrs." say grown-up; otherwise only the sex is known ("Miss Alice" is seven).
     if any(k[0] in ADULT_TITLES for k in g.keys if len(k) > 1):
         return {"m": "man", "f": "woman"}.get(g.gender or "", "")
@@ -332,9 +343,10 @@ def _common_entry(sentences: Sequence[Sentence], noun: str, st: _NounStats) -> E
     need = 12 if noun in _GENERIC_CREATURES else 6 if creature else 3
     if st.definite < need or len(st.mentions) < need + 1:
         return None
-    # The name takes the most telling recurring modifier: colour or material before size.
+    # The name takes the most telling modifier the thing is usually called by ("golden
+    # key"; colour or material before size), not one of several cars of different colours.
     mods = sorted(
-        (w for w, n in st.modifiers.items() if n >= 2),
+        (w for w, n in st.modifiers.items() if n >= 2 and n * 4 >= len(st.mentions)),
         key=lambda w: (w not in COLOURS and w not in MATERIALS_SHAPES, -st.modifiers[w], w),
     )
     name = f"{mods[0]} {noun}" if mods else noun

@@ -106,11 +106,15 @@ def _visual(word: str) -> bool:
     """A looks word; compounds count by their parts ("copper-brown", "mustard-yellow")."""
     if word in VISUAL_ADJECTIVES:
         return True
-    return "-" in word and any(p in COLOURS or p in MATERIALS for p in word.split("-"))
+    if "-" not in word:
+        return False
+    *head, last = word.split("-")
+    # "copper-brown", "sea-green"; "straw-haired", "rosy-coloured" (not "rose-tree").
+    return last in VISUAL_ADJECTIVES or (last in _COMPOUND_LOOKS and any(map(_visual, head)))
 
 
 def _wearable(word: str) -> bool:
-    return in_lexicon(word, _WEARABLE)
+    return in_lexicon(word, _WEARABLE) or in_lexicon(word.rsplit("-", 1)[-1], _WEARABLE)
 
 
 def _gap(s: Sentence, a: Token, b: Token) -> str:
@@ -326,6 +330,9 @@ def visual_noun_spans(s: Sentence, narrated: Sequence[bool] | None = None) -> li
 
 
 _VIVID = COLOURS | MATERIALS
+_COMPOUND_LOOKS = frozenset(
+    "coloured colored haired eyed faced skinned cheeked tinted striped spotted".split()  # noqa: SIM905
+)
 _THINGS = ITEMS | EVERYDAY_THINGS
 _CONCRETE = (
     SETTING_NOUNS | ITEMS | BODY | CLOTHING | CREATURES | PERSON_NOUNS | EVERYDAY_THINGS | MATERIALS
@@ -334,11 +341,12 @@ _CONCRETE = (
 
 def _vivid(word: str) -> bool:
     """A colour or material word, or a compound with one ("sea-green")."""
-    return any(in_lexicon(p, _VIVID) for p in word.split("-"))
+    return _visual(word) and any(in_lexicon(p, _VIVID) for p in word.split("-"))
 
 
 def _concrete(t: Token) -> bool:
-    return _noun_like(t) and in_lexicon(t.lower, _CONCRETE)
+    """A noun for a thing one can draw; compounds by their last part ("rose-tree")."""
+    return _noun_like(t) and in_lexicon(t.lower.rsplit("-", 1)[-1], _CONCRETE)
 
 
 def _noun_after(s: Sentence, j: int) -> int | None:
@@ -423,9 +431,39 @@ def mention_phrases(
         alone = not _other_figures(s, m.first, m.last, figures)
         if alone:
             out.extend(_worn(s, after=m.last))
-        nxt = sentences[m.sentence + 1] if m.sentence + 1 < len(sentences) else None
-        if alone and nxt is not None and not dialogue[m.sentence + 1]:
-            out.extend(_next_sentence_pronoun(s, nxt, gender, figures))
+        if alone:
+            out.extend(_following(sentences, m.sentence, gender, dialogue, figures))
+    return out
+
+
+_FOLLOW = 3  # sentences after a mention that may go on describing the same figure
+
+
+def _following(
+    sentences: Sequence[Sentence],
+    at: int,
+    gender: str | None,
+    dialogue: Sequence[bool],
+    figures: Collection[str],
+) -> list[str]:
+    """ "Gatsby came in. He wore a pink suit. His face was pale." - the next few narrated
+    sentences that open with the matching he/his or she/her, until another figure is named
+    or the narration moves on (dialogue, or more than one paragraph later)."""
+    if gender is None:
+        return []
+    subject, owner = ("he", "his") if gender == "m" else ("she", "her")
+    out: list[str] = []
+    for j in range(at + 1, min(len(sentences), at + 1 + _FOLLOW)):
+        nxt = sentences[j]
+        if dialogue[j] or nxt.para > sentences[at].para + 1 or not nxt.tokens:
+            break
+        if _other_figures(nxt, -1, -1, figures):
+            break
+        opening = nxt.tokens[0].lower
+        if opening == subject:
+            out.extend(_after(nxt, 0))
+        if opening in (subject, owner):
+            out.extend(_worn(nxt))
     return out
 
 
@@ -442,20 +480,6 @@ def _worn(s: Sentence, after: int = -1) -> list[str]:
         for a, b in visual_noun_spans(s)
         if a > after and _wearable(s.tokens[b].lower)
     ]
-
-
-def _next_sentence_pronoun(
-    s: Sentence, nxt: Sentence, gender: str | None, figures: Collection[str]
-) -> list[str]:
-    """ "Gatsby came in. He wore a pink suit." - the next sentence of the paragraph, when it
-    opens with the matching He/She and names no other figure."""
-    if gender is None or nxt.para != s.para or not nxt.tokens:
-        return []
-    if nxt.tokens[0].lower != ("he" if gender == "m" else "she"):
-        return []
-    if _other_figures(nxt, -1, -1, figures):
-        return []
-    return _after(nxt, 0) + _worn(nxt)
 
 
 def phrases_near(s: Sentence, first: int, last: int, reach: int = 8) -> list[str]:

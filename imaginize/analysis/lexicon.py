@@ -53,7 +53,7 @@ MATERIALS = _words(
 # Shapes and sizes: common in any prose, so they count for less than materials.
 SHAPES = _words(
     """
-    round square circular oval curved crooked jagged pointed sharp flat smooth rough tall
+    round square circular oval oblong curved crooked jagged pointed sharp flat smooth rough tall
     narrow broad wide long low high deep vast huge enormous tiny little small great giant
     towering massive heavy thin thick hollow twisted tangled
     """
@@ -81,6 +81,7 @@ PLACE_NOUNS = _words(
     stream brook waterfall harbour harbor dock pier island bay coast desert plain moor marsh
     swamp village town city ruins tunnel pit ship deck boat lighthouse station platform
     terrace porch veranda balcony ballroom glacier bank riverbank sky causeway quay wharf
+    steeple spire roofs chasm chasms avenue buildings building palaces villages fleet
     harbour-wall jetty lane path track clearing glade
     """
 )
@@ -121,7 +122,8 @@ BODY = _words(
     """
     face faces eyes eye hair beard moustache mustache whiskers lips mouth teeth nose cheeks
     cheek brow forehead chin neck shoulders hands hand fingers arms skin complexion figure
-    features head ears tail paws claws wings fur mane horns
+    features head ears tail paws claws wings fur mane horns feet foot legs leg knees
+    shoulder lap
     """
 )
 
@@ -130,6 +132,7 @@ CLOTHING = _words(
     coat cloak cape gown dress frock skirt shirt waistcoat jacket trousers breeches suit
     hat cap bonnet hood veil scarf shawl gloves glove boots shoes slippers apron uniform
     robe robes tie collar ribbon ribbons crown jewels necklace pearls ring rings spectacles
+    greatcoat overcoat raincoat oilskin petticoat bodice stockings sandals trousers
     glasses tunic armour armor
     """
 )
@@ -310,102 +313,35 @@ HONORIFICS: dict[str, str | None] = {
 }
 
 # Honorifics that never name anyone on their own ("Mr", "Dr"): dropped when alone.
-BARE_HONORIFICS = frozenset(
-    [
-        "Mr",
-        "Mister",
-        "Mrs",
-        "Miss",
-        "Ms",
-        "Madam",
-        "Madame",
-        "Mademoiselle",
-        "Monsieur",
-        "Herr",
-        "Frau",
-        "Fräulein",
-        "Signor",
-        "Don",
-        "Dr",
-        "Prof",
-        "Capt",
-        "Col",
-        "Rev",
-        "St",
-        "Saint",
-        "Sir",
-        "Lord",
-        "Lady",
-        "Master",
-        "Mistress",
-        "Father",
-        "Mother",
-        "Brother",
-        "Sister",
-        "Uncle",
-        "Aunt",
-    ]
+BARE_HONORIFICS = _words(
+    """
+    M Mr Mister Mrs Miss Ms Madam Madame Mademoiselle Monsieur Herr Frau Fräulein Signor
+    Don Dr Prof Capt Col Rev St Saint Sir Lord Lady Master Mistress Father Mother
+    Brother Sister Uncle Aunt
+    """
 )
 
 # Titles that say the person is a grown-up man or woman.
-ADULT_TITLES = frozenset(
-    [
-        "Mr",
-        "Mister",
-        "Mrs",
-        "Sir",
-        "Lord",
-        "Lady",
-        "Madam",
-        "Madame",
-        "Monsieur",
-        "M",
-        "Herr",
-        "Frau",
-        "Signor",
-        "Don",
-        "Ms",
-    ]
+ADULT_TITLES = _words(
+    """
+    Mr Mister Mrs Sir Lord Lady Madam Madame Monsieur M Herr Frau Signor Don Ms
+    """
 )
 
 # Words written with a full stop that does not end the sentence (case as written).
-ABBREVIATIONS = frozenset(
-    [
-        "Mr",
-        "Mrs",
-        "Ms",
-        "Dr",
-        "St",
-        "Mt",
-        "Jr",
-        "Sr",
-        "Capt",
-        "Col",
-        "Gen",
-        "Lt",
-        "Sgt",
-        "Prof",
-        "Rev",
-        "Hon",
-        "Messrs",
-        "Mme",
-        "Mlle",
-        "Esq",
-        "No",
-        "vs",
-        "etc",
-        "viz",
-        "cf",
-        "Co",
-        "Ltd",
-        "Inc",
-        "Ave",
-        "Rd",
-    ]
+ABBREVIATIONS = _words(
+    """
+    Mr Mrs Ms Dr St Mt Jr Sr Capt Col Gen Lt Sgt Prof Rev Hon Messrs Mme Mlle Esq No vs
+    etc viz cf Co Ltd Inc Ave Rd
+    """
 )
 
 # Name connectors allowed between capitalised words: "Queen of Hearts", "Leonardo da Vinci".
-NAME_CONNECTORS = frozenset(["of", "de", "da", "di", "du", "la", "le", "van", "von", "der", "del"])
+NAME_CONNECTORS = _words(
+    """
+    of de da di du la le van von der del
+    """
+)
 
 # Capitalised words that are never (part of) a name, even mid-sentence (lower-cased).
 NOT_NAMES = _words(
@@ -427,6 +363,18 @@ NOT_NAMES = _words(
     yesterday today tomorrow tonight mamma papa mama mum mom dad daddy mummy ok okay pray
     hurrah hurray bravo ha haha hm hmm humph
     ii iii iv vi vii viii ix xi xii xiii xiv xv xvi xvii xviii xix xx
+    """
+)
+
+# Articles and determiners of languages that capitalise nouns (German, also Dutch and
+# Danish articles), with German preposition-article contractions ("im", "zum").
+ARTICLES = _words(
+    """
+    der die das den dem des ein eine einen einem einer eines kein keine keinen keinem keiner
+    keines mein meine meinen meinem meiner sein seine seinen seinem seiner ihr ihre ihren
+    ihrem ihrer unser unsere unseren unserem euer eure dieser diese dieses diesem diesen
+    jeder jede jedes jedem jeden jener jene welche welcher welches zum zur im am vom beim
+    ins ans aufs durchs fürs übers het een de
     """
 )
 
@@ -520,146 +468,25 @@ PLACE_PREPOSITIONS: dict[str, float] = {
 }
 
 # Words inside a name that make it a place (case as written).
-PLACE_TYPES = frozenset(
-    [
-        "Street",
-        "St",
-        "Road",
-        "Rd",
-        "Lane",
-        "Avenue",
-        "Ave",
-        "Square",
-        "Place",
-        "Court",
-        "Row",
-        "Terrace",
-        "Crescent",
-        "Way",
-        "Bridge",
-        "Town",
-        "City",
-        "Village",
-        "Hamlet",
-        "County",
-        "Shire",
-        "Kingdom",
-        "Empire",
-        "Republic",
-        "Land",
-        "Lands",
-        "Island",
-        "Isle",
-        "Islands",
-        "Bay",
-        "Sound",
-        "Sea",
-        "Ocean",
-        "Lake",
-        "Loch",
-        "River",
-        "Creek",
-        "Brook",
-        "Falls",
-        "Harbour",
-        "Harbor",
-        "Port",
-        "Cape",
-        "Hill",
-        "Hills",
-        "Mount",
-        "Mountain",
-        "Mountains",
-        "Valley",
-        "Vale",
-        "Glen",
-        "Forest",
-        "Wood",
-        "Woods",
-        "Heath",
-        "Moor",
-        "Marsh",
-        "Fen",
-        "Plain",
-        "Plains",
-        "Desert",
-        "Park",
-        "Garden",
-        "Gardens",
-        "Castle",
-        "Palace",
-        "Tower",
-        "Towers",
-        "Abbey",
-        "Cathedral",
-        "Church",
-        "Chapel",
-        "Lighthouse",
-        "Light",
-        "Rock",
-        "Rocks",
-        "Bakery",
-        "Shop",
-        "Store",
-        "Orchard",
-        "Causeway",
-        "House",
-        "Hall",
-        "Manor",
-        "Court",
-        "Cottage",
-        "Farm",
-        "Inn",
-        "Tavern",
-        "Hotel",
-        "Station",
-        "Academy",
-        "College",
-        "University",
-        "School",
-        "Prison",
-        "Gaol",
-        "Alps",
-        "Coast",
-        "Gulf",
-        "Strait",
-        "Canyon",
-        "Peninsula",
-        "Province",
-        "Colony",
-        "Quarter",
-        "Market",
-        "Wharf",
-        "Quay",
-        "Pier",
-        "Dock",
-        "Docks",
-        "Mill",
-        "Mine",
-        "Grange",
-    ]
+PLACE_TYPES = _words(
+    """
+    Street St Road Rd Lane Avenue Ave Square Place Court Row Terrace Crescent Way Bridge
+    Town City Village Hamlet County Shire Kingdom Empire Republic Land Lands Island Isle
+    Islands Bay Sound Sea Ocean Lake Loch River Creek Brook Falls Harbour Harbor Port
+    Cape Hill Hills Mount Mountain Mountains Valley Vale Glen Forest Wood Woods Heath
+    Moor Marsh Fen Plain Plains Desert Park Garden Gardens Castle Palace Tower Towers
+    Abbey Cathedral Church Chapel Lighthouse Light Rock Rocks Bakery Shop Store Orchard
+    Causeway House Hall Manor Court Cottage Farm Inn Tavern Hotel Station Academy
+    College University School Prison Gaol Alps Coast Gulf Strait Canyon Peninsula
+    Province Colony Quarter Market Wharf Quay Pier Dock Docks Mill Mine Grange
+    """
 )
 
 # First words that make a name a place: "Mount Doom", "Lake Geneva", "Mont Blanc".
-PLACE_PREFIXES = frozenset(
-    [
-        "Mount",
-        "Mt",
-        "Mont",
-        "Monte",
-        "Lake",
-        "Loch",
-        "Isle",
-        "Cape",
-        "Fort",
-        "Port",
-        "Glen",
-        "Sierra",
-        "Rio",
-        "Lac",
-        "Val",
-        "Bois",
-    ]
+PLACE_PREFIXES = _words(
+    """
+    Mount Mt Mont Monte Lake Loch Isle Cape Fort Port Glen Sierra Rio Lac Val Bois
+    """
 )
 
 # Animal and beast nouns (lower case) for creatures: "the dog Rufus", "the White Rabbit".
@@ -673,7 +500,7 @@ CREATURES = _words(
     goose swan hen chicken cock rooster dodo lory flamingo crane heron gull fish
     whale shark crab lobster turtle tortoise frog toad lizard crocodile alligator insect
     caterpillar butterfly moth beetle bee wasp spider ant fly gnat griffin gryphon
-    unicorn phoenix troll ogre goblin giant elf dwarf fairy pixie imp ghost spirit
+    unicorn phoenix troll ogre goblin giant elf dwarf fairy pixie imp ghost
     phantom spectre specter vampire werewolf mermaid centaur sphinx hydra kraken
     """
 )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from imaginize.analysis.lexicon import (
     ABBREVIATIONS,
     ACTION_VERBS,
+    ARTICLES,
     BARE_HONORIFICS,
     CREATURE_VERBS,
     CREATURES,
@@ -98,6 +99,12 @@ class _Stats:
         # mid-sentence somewhere in the book.
         return not tok.initial or self.mid_caps[tok.base] > 0
 
+    def nouns_capitalised(self) -> bool:
+        """Whether the text capitalises common nouns (German): then a capital mid-sentence
+        says little, and names must be told from nouns another way."""
+        caps = sum(self.mid_caps.values())
+        return caps > NOUN_CAPITALS_SHARE * (caps + sum(self.lower.values()))
+
     def mostly_capitalised(self, word: str) -> bool:
         return self.mid_caps[word] >= 0.5 * self.lower[word.lower()]
 
@@ -179,6 +186,27 @@ def core(key: Key) -> Key:
     return key[i:]
 
 
+# English prose capitalises about 5-7% of words mid-sentence, German about 19%.
+NOUN_CAPITALS_SHARE = 0.13
+
+
+def _drop_common_nouns(
+    sentences: Sequence[Sentence], by_key: dict[Key, list[Mention]]
+) -> dict[Key, list[Mention]]:
+    """Keep the capitalised words that behave like names: rarely after an article or an
+    adjective after one ("der Vater", "dem großen Tisch"), as common nouns mostly are."""
+    kept: dict[Key, list[Mention]] = defaultdict(list)
+    for key, ms in by_key.items():
+        led = 0
+        for m in ms:
+            before = [t.lower for t in sentences[m.sentence].tokens[max(0, m.first - 2) : m.first]]
+            if any(w in ARTICLES for w in before):
+                led += 1
+        if led <= 0.2 * len(ms):
+            kept[key] = ms
+    return kept
+
+
 def _valid_key(key: Key, stats: _Stats) -> bool:
     if len(key) == 1:
         w = key[0]
@@ -204,6 +232,8 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
     by_key: dict[Key, list[Mention]] = defaultdict(list)
     for m in mentions:
         by_key[m.key].append(m)
+    if stats.nouns_capitalised():
+        by_key = _drop_common_nouns(sentences, by_key)
     votes = {k: _gender_votes(sentences, k, ms) for k, ms in by_key.items()}
     genders = {k: _decide_gender(v, 2) for k, v in votes.items()}
     clusters = _cluster(by_key, genders)
@@ -440,7 +470,10 @@ def classify(
 ) -> ElementKind:
     """Weigh the evidence of the name's words and of the words around each mention."""
     # The head noun decides outright: a talking "White Rabbit" is still a rabbit.
-    if any(core(k)[-1].lower() in CREATURES for k in keys):
+    longest = max(keys, key=lambda k: (len(core(k)), k))
+    if core(longest)[-1].lower() in CREATURES or (
+        len(core(longest)) == 1 and any(core(k)[-1].lower() in CREATURES for k in keys)
+    ):
         return ElementKind.CREATURE
     # A person's title decides too: "Captain Orrin Vale" is no vale.
     if any(k[0] in HONORIFICS and k[0] not in ("St", "Saint") and len(k) > 1 for k in keys):
@@ -453,7 +486,12 @@ def classify(
     for m in mentions:
         _score_mention(sentences, m, score)
     order = [ElementKind.CHARACTER, ElementKind.PLACE, ElementKind.CREATURE, ElementKind.ITEM]
-    return max(order, key=lambda k: (score[k], -order.index(k)))
+    best = max(order, key=lambda k: (score[k], -order.index(k)))
+    # A stray "in Gregor" among hundreds of mentions proves nothing: other kinds need
+    # evidence from a fair share of the mentions; recurring names are mostly people.
+    if best != ElementKind.CHARACTER and score[best] < 0.08 * len(mentions):
+        return ElementKind.CHARACTER
+    return best
 
 
 def _score_mention(sentences: Sequence[Sentence], m: Mention, score: Counter[ElementKind]) -> None:

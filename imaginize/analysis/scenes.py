@@ -19,9 +19,12 @@ from imaginize.analysis.lexicon import (
     BODY,
     CLOTHING,
     COLOURS,
+    CREATURES,
     DEFAULT_MOOD,
+    EVERYDAY_THINGS,
     FIXTURES,
     INDOOR_SETTINGS,
+    ITEMS,
     LIGHT,
     LIGHTING_PHRASES,
     MATERIALS,
@@ -60,6 +63,8 @@ _CATEGORIES: tuple[tuple[frozenset[str], float, bool], ...] = (
     (PLACE_NOUNS | FIXTURES, 1.2, False),
     (ACTION_VERBS, 1.0, True),
     (BODY | CLOTHING, 0.8, False),
+    (CREATURES, 0.8, False),
+    (ITEMS | EVERYDAY_THINGS, 0.6, False),
 )
 _N = len(_CATEGORIES)
 _LIGHT, _WEATHER, _SETTING, _BODY = 1, 4, 5, 7
