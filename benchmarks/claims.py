@@ -6,6 +6,7 @@ left to claim. The manifest always holds 400 chapters (so every transaction read
 a full-size manifest); --quick lets the processes claim only the first 100 of them.
 
     python -m benchmarks.claims [--quick] [--chapters 400] [--ops 400] [--procs 1,2,4,8]
+                                [--snapshot REV]
 
 Prints one row per process count: ops, wall time, ops/s, and the latency of one claim +
 stage + publish cycle (median, p99), with the claim and publish parts and the time spent
@@ -19,6 +20,8 @@ import argparse
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,10 +31,12 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+from benchmarks.source import REPO_ROOT, describe, exported, pythonpath
 from imaginize.atomic import write_json_atomic
 from imaginize.results import CHAPTERS_DIR
 from imaginize.store import ManifestStore
 
+SOURCE_ENV = "IMAGINIZE_BENCH_SOURCE"
 LEASE = 600.0
 MAX_ATTEMPTS = 3
 
@@ -231,10 +236,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chapters", type=int, default=400, help="chapters in the manifest")
     parser.add_argument("--ops", type=int, help="claims per level (default: all chapters)")
     parser.add_argument("--procs", default="1,2,4,8", help="comma-separated process counts")
+    parser.add_argument(
+        "--snapshot",
+        metavar="REV",
+        help="measure imaginize/ as of this git revision (e.g. HEAD) instead of the working tree",
+    )
     args = parser.parse_args(argv)
     ops = args.ops or (min(100, args.chapters) if args.quick else args.chapters)
     if not 0 < ops <= args.chapters:
         parser.error("--ops must be between 1 and --chapters")
+    if args.snapshot:
+        # Run this script again with the exported revision first on the path.
+        with exported(args.snapshot) as src:
+            env = {**os.environ, "PYTHONPATH": pythonpath(src), SOURCE_ENV: describe(args.snapshot)}
+            again = ["--chapters", str(args.chapters), "--ops", str(ops), "--procs", args.procs]
+            command = [sys.executable, "-m", "benchmarks.claims", *again]
+            return subprocess.run(command, env=env, cwd=REPO_ROOT).returncode
+    print(os.environ.get(SOURCE_ENV) or describe(None))
     counts = [int(n) for n in args.procs.split(",")]
     levels = []
     with tempfile.TemporaryDirectory(prefix="imaginize-claims-") as root:

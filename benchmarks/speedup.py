@@ -362,6 +362,9 @@ def report(
             f"{b.chapter_extra:>6.3f} {b.idle_sleep:>6.2f} {b.tail_poll:>5.2f} "
             f"{b.tail_exit:>5.2f} {b.tail_finish:>6.2f}"
         )
+    print("\nmean time per transaction, ms (lock wait in brackets; count)")
+    for workers, run in inst.items():
+        print(f"{workers:>3} " + "  ".join(_per_op(run)))
     print(
         "cli→spawn: CLI launched -> first worker started (imports: of which interpreter + "
         "imports);\nboot: worker started -> its first claim, mean and max (imports, book = "
@@ -371,6 +374,21 @@ def report(
         "idle: time workers slept in the poll loop, summed; tail: last publish -> last worker "
         "loop ended (poll) -> launcher saw it gone (exit) -> CLI exited (finish)."
     )
+
+
+def _per_op(run: Run) -> list[str]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in run.events:
+        if event["ev"] == "txn":
+            groups[event["op"]].append(event)
+        elif event["ev"] == "pace":
+            groups[f"pace.{event['op']}"].append(event)
+    out = []
+    for op, events in sorted(groups.items()):
+        dur = 1000 * statistics.mean(e["dur"] for e in events)
+        wait = 1000 * statistics.mean(e.get("wait", 0.0) for e in events)
+        out.append(f"{op} {dur:.1f} ({wait:.1f}; {len(events)})")
+    return out
 
 
 # --------------------------------------------------------------------------- main
