@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
-from imaginize import __version__
+from imaginize import __version__, config
+from imaginize.atomic import write_atomic
 from imaginize.autoscale import DEFAULT_MAX_WORKERS
-from imaginize.errors import ExitCode, ImaginizeError
+from imaginize.errors import ConfigError, ExitCode, ImaginizeError
 from imaginize.live import LiveProgress
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.manifest import DEFAULT_LEASE
@@ -286,10 +287,42 @@ def unlock(book: Path, output_dir: Path | None, yes: bool) -> None:
     click.echo(break_stuck_lock(out_dir, confirm))
 
 
+@cli.group("config")
+def config_group() -> None:
+    """Settings files: imaginize.toml here, ~/.config/imaginize/config.toml for you."""
+
+
+@config_group.command("init")
+@click.option("--user", is_flag=True, help="Write the user file instead of ./imaginize.toml.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def config_init(user: bool, force: bool) -> None:
+    """Write a commented example settings file."""
+    path = config.user_file() if user else Path(config.PROJECT_FILE)
+    if path.exists() and not force:
+        raise ConfigError(f"{path}: already exists (--force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, config.EXAMPLE)
+    click.echo(f"wrote {path}")
+
+
+@config_group.command("show")
+def config_show() -> None:
+    """Print the effective settings and where each comes from (API keys masked)."""
+    # Parameters without a default carry click's UNSET sentinel; show them as empty.
+    defaults = {p.name: p.default for p in run.params if isinstance(p.default, str | int | float)}
+    click.echo(config.render_show(config.load(), defaults))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: the only place that turns errors into exit codes and one-line messages."""
     try:
-        cli.main(args=argv, prog_name="imaginize", standalone_mode=False)
+        settings = config.load()
+        cli.main(
+            args=argv,
+            prog_name="imaginize",
+            standalone_mode=False,
+            default_map={"run": settings.default_map()},
+        )
     except ImaginizeError as exc:
         click.echo(f"imaginize: error: {exc}", err=True)
         return exc.exit_code
