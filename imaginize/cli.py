@@ -16,14 +16,15 @@ from imaginize import __version__, config
 from imaginize.atomic import write_atomic
 from imaginize.autoscale import DEFAULT_MAX_WORKERS
 from imaginize.errors import ConfigError, ExitCode, ImaginizeError
+from imaginize.estimate import DEFAULT_LATENCY
 from imaginize.live import LiveProgress
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.manifest import DEFAULT_LEASE
 from imaginize.pacing import Limits, Tier
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
-from imaginize.progress import PlainProgress
+from imaginize.progress import PlainProgress, render_estimate
 from imaginize.providers import ProviderConfig, ProviderKind, resolve_provider
-from imaginize.run import RunOptions, default_out_dir, run_book
+from imaginize.run import RunOptions, default_out_dir, estimate_book, run_book
 from imaginize.status import break_stuck_lock, render_status, status_report
 from imaginize.worker import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT
 
@@ -177,6 +178,20 @@ def cli() -> None:
     show_default=True,
     help="Seconds before a chapter is given up as timed out.",
 )
+@click.option(
+    "--estimate",
+    "--dry-run",
+    "estimate_only",
+    is_flag=True,
+    help="Print requests, tokens, cost and time this run would take; send nothing.",
+)
+@click.option(
+    "--assume-latency",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_LATENCY,
+    show_default=True,
+    help="Seconds a request takes, for --estimate's wall time.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def run(
     book: Path,
@@ -203,6 +218,8 @@ def run(
     batch_delay: float | None,
     rpm: float | None,
     chapter_timeout: float,
+    estimate_only: bool,
+    assume_latency: float,
     quiet: bool,
 ) -> None:
     """Analyse BOOK and write Contents.md, Chapters.md, Elements.md and chapters/*.json."""
@@ -234,6 +251,10 @@ def run(
         limits=_limits(config, tier, batch_size, batch_delay, rpm),
         chapter_timeout=chapter_timeout,
     )
+    if estimate_only:
+        parsed, plan = estimate_book(book, options, assume_latency)
+        click.echo(render_estimate(parsed.title, options, plan, assume_latency))
+        return
     if sys.stderr.isatty() and not quiet:
         view = LiveProgress(sys.stderr)
         try:

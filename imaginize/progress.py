@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from imaginize.events import (
     BookProgress,
@@ -17,6 +17,10 @@ from imaginize.events import (
     RunStarted,
 )
 from imaginize.pricing import format_cost
+
+if TYPE_CHECKING:
+    from imaginize.estimate import Estimate
+    from imaginize.run import RunOptions
 
 PERF_EVERY = 10
 
@@ -122,4 +126,37 @@ def _summary(event: RunFinished) -> str:
     lines += [f"  {path.name}" for path in event.guides]
     for number, reason in sorted(event.failures.items()):
         lines.append(f"  chapter {number} failed: {reason}")
+    return "\n".join(lines)
+
+
+def render_estimate(title: str, options: RunOptions, plan: Estimate, latency: float) -> str:
+    config = options.provider
+    pace = (
+        "unpaced"
+        if options.limits is None
+        else (
+            f"batches of {options.limits.batch_size}, {options.limits.batch_delay:g}s apart"
+            + (f", {options.limits.rpm:g} rpm" if options.limits.rpm else "")
+        )
+    )
+    spent = format_cost(plan.cost) if plan.cost is not None else f"unknown for {config.model}"
+    if config.kind.value == "offline":
+        spent = "$0 (offline analyzer, no API calls)"
+    rows = [
+        ("chapters", f"{plan.chapters}"),
+        ("requests", f"{plan.requests}"),
+        ("scenes", f"{plan.scenes}"),
+        ("input tokens", f"{plan.input_tokens:,} ({plan.tokenizer})"),
+        ("output tokens", f"~{plan.output_tokens:,} (planning figure)"),
+        ("cost", spent),
+        (
+            "wall time",
+            f"~{format_duration(plan.wall_seconds)} with {plan.workers} worker(s), "
+            f"{latency:g}s a request, {pace}",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"Estimate for {title!r} with {config.kind.value} model {config.model}:"]
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+    lines.append("No request was sent.")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
 from imaginize.autoscale import DEFAULT_MAX_WORKERS, AutoScaler, initial_workers
 from imaginize.book import book_fingerprint, chapter_selection, read_book
+from imaginize.estimate import DEFAULT_LATENCY, Estimate, estimate
 from imaginize.events import EventSink, Notice, RunFinished, RunStarted, ignore
 from imaginize.guides import BookInfo, ChapterInfo, write_guides
 from imaginize.launcher import Launcher
@@ -113,6 +114,27 @@ def run_book(
         finished = _finish(out_dir, book, store, wanted)
     sink(finished)
     return finished
+
+
+def estimate_book(
+    book_path: Path | str, options: RunOptions | None = None, latency: float = DEFAULT_LATENCY
+) -> tuple[Book, Estimate]:
+    """What `run_book` would send, without sending anything or writing any file."""
+    options = options or RunOptions()
+    book = read_book(book_path)
+    wanted = set(_selected(book, options.chapters))
+    workers = options.max_workers if options.auto_scale else options.concurrent
+    plan = estimate(
+        (c for c in book.chapters if c.number in wanted),
+        model=options.provider.model,
+        book_title=book.title,
+        pages_per_image=options.pages_per_image,
+        max_chunk_tokens=options.max_chunk_tokens,
+        limits=options.limits,
+        workers=workers,
+        latency=latency,
+    )
+    return book, plan
 
 
 def _spec(book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions) -> WorkerSpec:
