@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from imaginize.analysis.describe import (
     mention_phrases,
@@ -32,6 +32,7 @@ from imaginize.analysis.lexicon import (
     PLACE_TYPES,
     SETTING_NOUNS,
     VISUAL_ADJECTIVES,
+    words,
 )
 from imaginize.analysis.names import (
     Key,
@@ -53,14 +54,10 @@ from imaginize.analysis.text import (
 from imaginize.model import Element, ElementKind
 
 # Determiners that make a common noun a particular thing: "the key", "her fan".
-_DETERMINERS = frozenset(
-    ["the", "this", "that", "his", "her", "my", "its", "their", "your", "our", "a", "an", "one"]
-)
-_DEFINITE = frozenset(["the", "this", "that", "his", "her", "my", "its", "their", "your", "our"])
+_DETERMINERS = words("the this that his her my its their your our a an one")
+_DEFINITE = words("the this that his her my its their your our")
 # Generic words for animals say little on their own; they need more mentions to count.
-_GENERIC_CREATURES = frozenset(
-    ["animal", "animals", "creature", "creatures", "beast", "beasts", "thing"]
-)
+_GENERIC_CREATURES = words("animal animals creature creatures beast beasts thing")
 _PLACE_LEADS = {"Mount": "mountain", "Mt": "mountain", "Mont": "mountain", "Isle": "island"}
 _MAX_DESCRIPTION_PHRASES = 4
 # What a place looks like is told by its scenery, not by the boats moored in it.
@@ -95,6 +92,9 @@ class Hit:
 
 
 class Catalogue:
+    """Every recurring element of a set of texts (a book's chapters), and the means to find
+    them again in any chunk of those texts."""
+
     def __init__(self, texts: Sequence[str]) -> None:
         sentences: list[Sentence] = []
         # Each text's sentences, so a chunk that is a whole chapter is not split twice.
@@ -267,9 +267,9 @@ def _lead(sentences: Sequence[Sentence], g: NameGroup) -> str:
 def _person_noun(phrases: Sequence[str]) -> str:
     """ "girl" from an appositive like "a little girl": a truer lead than "woman"."""
     for p in phrases:
-        words = p.lower().split()
-        if words[0] in ("a", "an"):
-            for w in words:
+        tokens = p.lower().split()
+        if tokens[0] in ("a", "an"):
+            for w in tokens:
                 if w in PERSON_NOUNS:
                     return w
     return ""
@@ -301,9 +301,11 @@ def _article(noun: str) -> str:
 
 @dataclass(slots=True)
 class _NounStats:
+    """How a common noun ("key") is used: mentions, how many definite, its adjectives."""
+
     definite: int = 0
-    mentions: list[Mention] | None = None
-    modifiers: Counter[str] | None = None
+    mentions: list[Mention] = field(default_factory=list)
+    modifiers: Counter[str] = field(default_factory=Counter)
 
 
 def _common_entries(sentences: Sequence[Sentence], taken: set[str]) -> list[Entry]:
@@ -322,8 +324,7 @@ def _common_entries(sentences: Sequence[Sentence], taken: set[str]) -> list[Entr
             det = toks[j].lower if j >= 0 else ""
             if j == i - 1 and det not in _DETERMINERS:
                 continue
-            st = stats.setdefault(noun, _NounStats(0, [], Counter()))
-            assert st.mentions is not None and st.modifiers is not None
+            st = stats.setdefault(noun, _NounStats())
             st.mentions.append(Mention(si, j + 1, i, (noun,)))
             st.definite += det in _DEFINITE
             for w in (tk.lower for tk in toks[j + 1 : i]):
@@ -338,7 +339,6 @@ def _common_entries(sentences: Sequence[Sentence], taken: set[str]) -> list[Entr
 
 
 def _common_entry(sentences: Sequence[Sentence], noun: str, st: _NounStats) -> Entry | None:
-    assert st.mentions is not None and st.modifiers is not None
     creature = noun in CREATURES
     need = 12 if noun in _GENERIC_CREATURES else 6 if creature else 3
     if st.definite < need or len(st.mentions) < need + 1:
@@ -408,6 +408,8 @@ def chunk_elements(
 def _reference_quotes(
     sentences: Sequence[Sentence], hits: Sequence[Hit], gender: str | None
 ) -> list[str]:
+    """Up to three sentences mentioning the element, those that describe it first (the
+    first mention when none does), in text order."""
     scored: list[tuple[float, int]] = []
     for h in hits:
         s = sentences[h.sentence]

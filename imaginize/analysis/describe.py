@@ -26,80 +26,39 @@ from imaginize.analysis.lexicon import (
     PRONOUNS_M,
     SETTING_NOUNS,
     VISUAL_ADJECTIVES,
+    words,
 )
 from imaginize.analysis.names import Mention, is_capitalised
 from imaginize.analysis.text import Sentence, Token, in_lexicon
 
-_COPULAS = frozenset(["was", "is", "looked", "seemed", "appeared", "stood", "sat"])
-_INTENSIFIERS = frozenset(
-    ["very", "rather", "quite", "so", "too", "extremely", "most", "exceedingly", "always"]
+_COPULAS = words("was is looked seemed appeared stood sat")
+_INTENSIFIERS = words("very rather quite so too extremely most exceedingly always")
+_DANGLING = NOT_NAMES | words(
+    """
+    against along among around behind beneath beside between beyond like near over past
+    through toward towards under with within
+    """
 )
-_DANGLING = NOT_NAMES | frozenset(
-    [
-        "against",
-        "along",
-        "among",
-        "around",
-        "behind",
-        "beneath",
-        "beside",
-        "between",
-        "beyond",
-        "like",
-        "near",
-        "over",
-        "past",
-        "through",
-        "toward",
-        "towards",
-        "under",
-        "with",
-        "within",
-    ]
-)
-_HAVE = frozenset(["had", "has"])
-_CLAUSE_WORDS = frozenset(["is", "was", "are", "were", "not", "be", "and", "or", "said"])
+_HAVE = words("had has")
+_CLAUSE_WORDS = words("is was are were not be and or said")
 # Predicate adjectives: how something looks, not shapes ("Alice looked round").
 _PREDICATE_ADJECTIVES = APPEARANCE_ADJECTIVES | COLOURS
-_WEAR = frozenset(["wore", "wearing", "dressed", "clad"])
-_ARTICLES = frozenset(["a", "an", "the"])
+_WEAR = words("wore wearing dressed clad")
+_ARTICLES = words("a an the")
 _PHRASE_STOPS = frozenset(',.;:!?—–()“”"‘’[]')  # noqa: RUF001
-_NOUN_STOPS = NOT_NAMES | frozenset(
-    [
-        "and",
-        "or",
-        "but",
-        "nor",
-        "with",
-        "of",
-        "in",
-        "on",
-        "at",
-        "by",
-        "to",
-        "as",
-        "was",
-        "were",
-        "is",
-        "are",
-        "be",
-        "been",
-        "had",
-        "has",
-        "have",
-        "like",
-        "than",
-        "upon",
-        "into",
-        "over",
-        "under",
-        "about",
-        "against",
-        "between",
-        "through",
-    ]
+_NOUN_STOPS = NOT_NAMES | words(
+    """
+    and or but nor with of in on at by to as was were is are be been had has have like
+    than upon into over under about against between through
+    """
 )
 _WEARABLE = BODY | CLOTHING
+_VIVID = COLOURS | MATERIALS
+_COMPOUND_LOOKS = words("coloured colored haired eyed faced skinned cheeked tinted striped spotted")
+_THINGS = ITEMS | EVERYDAY_THINGS
+_CONCRETE = (
+    SETTING_NOUNS | ITEMS | BODY | CLOTHING | CREATURES | PERSON_NOUNS | EVERYDAY_THINGS | MATERIALS
+)
 
 
 def _visual(word: str) -> bool:
@@ -329,16 +288,6 @@ def visual_noun_spans(s: Sentence, narrated: Sequence[bool] | None = None) -> li
     return out
 
 
-_VIVID = COLOURS | MATERIALS
-_COMPOUND_LOOKS = frozenset(
-    "coloured colored haired eyed faced skinned cheeked tinted striped spotted".split()  # noqa: SIM905
-)
-_THINGS = ITEMS | EVERYDAY_THINGS
-_CONCRETE = (
-    SETTING_NOUNS | ITEMS | BODY | CLOTHING | CREATURES | PERSON_NOUNS | EVERYDAY_THINGS | MATERIALS
-)
-
-
 def _vivid(word: str) -> bool:
     """A colour or material word, or a compound with one ("sea-green")."""
     return _visual(word) and any(in_lexicon(p, _VIVID) for p in word.split("-"))
@@ -428,10 +377,8 @@ def mention_phrases(
             continue
         s = sentences[m.sentence]
         out.extend(phrases_at(s, m.first, m.last, gender))
-        alone = not _other_figures(s, m.first, m.last, figures)
-        if alone:
+        if not _other_figures(s, m.first, m.last, figures):
             out.extend(_worn(s, after=m.last))
-        if alone:
             out.extend(_following(sentences, m.sentence, gender, dialogue, figures))
     return out
 

@@ -10,13 +10,14 @@ plurals and verb endings need not be listed.
 from __future__ import annotations
 
 
-def _words(text: str) -> frozenset[str]:
+def words(text: str) -> frozenset[str]:
+    """A word list written as one whitespace-separated string."""
     return frozenset(text.split())
 
 
 # --- visual vocabulary, used to score passages and to pick descriptive phrases ------------
 
-COLOURS = _words(
+COLOURS = words(
     """
     red scarlet crimson vermilion ruby rose rosy pink blush coral orange amber apricot yellow
     golden gold gilt gilded lemon saffron green emerald olive jade verdant blue azure sapphire
@@ -28,7 +29,7 @@ COLOURS = _words(
     """
 )
 
-LIGHT = _words(
+LIGHT = words(
     """
     light lights lit bright brightly brilliant glow glowing glowed gleam gleaming glimmer
     glitter glittering glittered shine shining shone shimmer shimmering sparkle sparkling
@@ -41,7 +42,7 @@ LIGHT = _words(
     """
 )
 
-MATERIALS = _words(
+MATERIALS = words(
     """
     glass crystal marble stone granite brick wooden wood oak pine timber iron steel brass
     copper tin lead silk satin velvet lace linen wool woollen cotton leather fur feather
@@ -51,7 +52,7 @@ MATERIALS = _words(
 )
 
 # Shapes and sizes: common in any prose, so they count for less than materials.
-SHAPES = _words(
+SHAPES = words(
     """
     round square circular oval oblong curved crooked jagged pointed sharp flat smooth rough tall
     narrow broad wide long low high deep vast huge enormous tiny little small great giant
@@ -61,7 +62,7 @@ SHAPES = _words(
 
 MATERIALS_SHAPES = MATERIALS | SHAPES
 
-WEATHER = _words(
+WEATHER = words(
     """
     rain raining rainy drizzle storm stormy thunder lightning wind windy breeze gust gale
     snow snowy snowing sleet hail frost frosty fog foggy mist misty haze hazy cloud clouds
@@ -71,7 +72,7 @@ WEATHER = _words(
 )
 
 # Places a scene can be set in.
-PLACE_NOUNS = _words(
+PLACE_NOUNS = words(
     """
     room hall chamber corridor passage staircase kitchen parlour parlor drawing-room
     library study cellar attic tower castle palace cottage house mansion hut cabin church
@@ -87,7 +88,7 @@ PLACE_NOUNS = _words(
 )
 
 # Fixtures of a setting: they place a scene ("by the door") without being the place.
-FIXTURES = _words(
+FIXTURES = words(
     """
     door doorway window windows stairs stair gate gates wall walls fence hedge tree trees
     rock rocks table fireplace hearth ice horizon
@@ -96,7 +97,7 @@ FIXTURES = _words(
 
 SETTING_NOUNS = PLACE_NOUNS | FIXTURES
 
-INDOOR_SETTINGS = _words(
+INDOOR_SETTINGS = words(
     """
     room hall chamber corridor passage staircase stairs kitchen parlour parlor drawing-room
     library study cellar attic ballroom fireplace hearth table cottage hut cabin inn tavern
@@ -104,7 +105,7 @@ INDOOR_SETTINGS = _words(
     """
 )
 
-ACTION_VERBS = _words(
+ACTION_VERBS = words(
     """
     run ran running rush rushed dash dashed leap leapt leaped jump jumped fall fell falling
     fly flew flying climb climbed crawl crawled swim swam float floated dive dived plunge
@@ -118,7 +119,7 @@ ACTION_VERBS = _words(
     """
 )
 
-BODY = _words(
+BODY = words(
     """
     face faces eyes eye hair beard moustache mustache whiskers lips mouth teeth nose cheeks
     cheek brow forehead chin neck shoulders hands hand fingers arms skin complexion figure
@@ -127,7 +128,7 @@ BODY = _words(
     """
 )
 
-CLOTHING = _words(
+CLOTHING = words(
     """
     coat cloak cape gown dress frock skirt shirt waistcoat jacket trousers breeches suit
     hat cap bonnet hood veil scarf shawl gloves glove boots shoes slippers apron uniform
@@ -137,7 +138,7 @@ CLOTHING = _words(
     """
 )
 
-APPEARANCE_ADJECTIVES = _words(
+APPEARANCE_ADJECTIVES = words(
     """
     tall short stout fat plump thin slender lean gaunt slim broad burly stocky small little
     tiny large huge big great giant old young elderly aged ancient youthful pretty handsome
@@ -204,45 +205,45 @@ LIGHTING_PHRASES: dict[str, str] = {
 
 # Moods and the words that suggest them; ties go to the earlier mood in this order.
 MOODS: dict[str, frozenset[str]] = {
-    "ominous": _words(
+    "ominous": words(
         """dread horror horrible terror terrible fear feared afraid ghastly dreadful monster
         fiend corpse death dead grave tomb sinister despair wretched hideous menace
         menacing doom"""
     ),
-    "tense": _words(
+    "tense": words(
         """suddenly sudden scream screamed shout shouted rushed ran fled chase chased blood
         fight fought struck seized danger alarm alarmed panic trembling trembled violent
         violently crash angry anger rage furious shot gun"""
     ),
-    "melancholy": _words(
+    "melancholy": words(
         """tears weep wept wept sorrow sorrowful grief grieve sad sadly sadness lonely alone
         mourn mourning misery miserable melancholy weary sigh sighed lost farewell"""
     ),
-    "joyful": _words(
+    "joyful": words(
         """laugh laughed laughing laughter joy joyful delight delighted merry music dance
         danced dancing party gay cheerful smile smiled smiling happy happiness glad bright
         festive gaiety sparkling champagne"""
     ),
-    "romantic": _words(
+    "romantic": words(
         """love loved lover kiss kissed heart tender tenderly embrace embraced beloved
         passion passionate longing adore"""
     ),
-    "whimsical": _words(
+    "whimsical": words(
         """curious curiouser strange queer odd funny puzzled wonder wondered wonderland
         nonsense riddle grin grinning mad absurd peculiar"""
     ),
-    "serene": _words(
+    "serene": words(
         """quiet quietly calm calmly gentle gently soft softly still peaceful peace serene
         warm pleasant lovely sweet murmur murmured drowsy sleepy"""
     ),
-    "majestic": _words(
+    "majestic": words(
         """vast immense sublime magnificent grand grandeur mighty majestic towering
         enormous glorious splendid splendour"""
     ),
 }
 
 # Lighting words that hold for a whole stretch of text, not just the sentence they are in.
-TIME_OF_DAY = _words(
+TIME_OF_DAY = words(
     "dawn daybreak sunrise morning noon afternoon evening sunset dusk twilight night midnight"
 )
 
@@ -313,7 +314,7 @@ HONORIFICS: dict[str, str | None] = {
 }
 
 # Honorifics that never name anyone on their own ("Mr", "Dr"): dropped when alone.
-BARE_HONORIFICS = _words(
+BARE_HONORIFICS = words(
     """
     M Mr Mister Mrs Miss Ms Madam Madame Mademoiselle Monsieur Herr Frau Fräulein Signor
     Don Dr Prof Capt Col Rev St Saint Sir Lord Lady Master Mistress Father Mother
@@ -322,14 +323,14 @@ BARE_HONORIFICS = _words(
 )
 
 # Titles that say the person is a grown-up man or woman.
-ADULT_TITLES = _words(
+ADULT_TITLES = words(
     """
     Mr Mister Mrs Sir Lord Lady Madam Madame Monsieur M Herr Frau Signor Don Ms
     """
 )
 
 # Words written with a full stop that does not end the sentence (case as written).
-ABBREVIATIONS = _words(
+ABBREVIATIONS = words(
     """
     Mr Mrs Ms Dr St Mt Jr Sr Capt Col Gen Lt Sgt Prof Rev Hon Messrs Mme Mlle Esq No vs
     etc viz cf Co Ltd Inc Ave Rd
@@ -337,14 +338,14 @@ ABBREVIATIONS = _words(
 )
 
 # Name connectors allowed between capitalised words: "Queen of Hearts", "Leonardo da Vinci".
-NAME_CONNECTORS = _words(
+NAME_CONNECTORS = words(
     """
     of de da di du la le van von der del
     """
 )
 
 # Capitalised words that are never (part of) a name, even mid-sentence (lower-cased).
-NOT_NAMES = _words(
+NOT_NAMES = words(
     """
     i i'm i'd i'll i've me my mine myself we us our ours he him his she her hers it its they
     them their theirs you your yours thou thee thy this that these those the a an and or but
@@ -368,7 +369,7 @@ NOT_NAMES = _words(
 
 # Articles and determiners of languages that capitalise nouns (German, also Dutch and
 # Danish articles), with German preposition-article contractions ("im", "zum").
-ARTICLES = _words(
+ARTICLES = words(
     """
     der die das den dem des ein eine einen einem einer eines kein keine keinen keinem keiner
     keines mein meine meinen meinem meiner sein seine seinen seinem seiner ihr ihre ihren
@@ -379,7 +380,7 @@ ARTICLES = _words(
 )
 
 # Capitalised words that are no name on their own but may start or end one ("March Hare").
-NOT_ALONE = _words(
+NOT_ALONE = words(
     """
     monday tuesday wednesday thursday friday saturday sunday january february march april
     may june july august september october november december chapter book volume part letter
@@ -396,7 +397,7 @@ NOT_ALONE = _words(
 )
 
 # Verbs of speech: "said Alice", "Alice replied".
-SPEECH_VERBS = _words(
+SPEECH_VERBS = words(
     """
     said says say replied replies answered answers asked asks cried cries exclaimed
     shouted whispered muttered murmured added continued repeated remarked observed began
@@ -406,7 +407,7 @@ SPEECH_VERBS = _words(
 )
 
 # Verbs that, right after a name, suggest a person (or a talking animal).
-PERSON_VERBS = _words(
+PERSON_VERBS = words(
     """
     was had looked turned smiled laughed nodded shook went came walked stood sat knew
     thought felt seemed told took gave saw heard wanted tried began stopped got made
@@ -415,7 +416,7 @@ PERSON_VERBS = _words(
 )
 
 # Verbs whose -ed form is no visible action ("Alice wondered").
-UNSEEN_VERBS = _words(
+UNSEEN_VERBS = words(
     """
     seemed wanted wished wondered remembered considered decided supposed believed expected
     noticed hoped added answered asked replied continued repeated remarked explained
@@ -425,7 +426,7 @@ UNSEEN_VERBS = _words(
 )
 
 # Verbs of visible doing that are not in ACTION_VERBS.
-VISIBLE_VERBS = _words(
+VISIBLE_VERBS = words(
     """
     looked turned smiled laughed nodded shook went came walked stood sat took gave wore
     kissed glanced stared frowned waved pointed held opened closed lay leaned bent knelt
@@ -433,8 +434,8 @@ VISIBLE_VERBS = _words(
     """
 )
 
-PRONOUNS_M = _words("he him his himself")
-PRONOUNS_F = _words("she her hers herself")
+PRONOUNS_M = words("he him his himself")
+PRONOUNS_F = words("she her hers herself")
 # Pronouns that pick up the subject of the sentence before ("her" and "him" rarely do).
 SUBJECT_PRONOUNS = {
     "he": "m",
@@ -468,7 +469,7 @@ PLACE_PREPOSITIONS: dict[str, float] = {
 }
 
 # Words inside a name that make it a place (case as written).
-PLACE_TYPES = _words(
+PLACE_TYPES = words(
     """
     Street St Road Rd Lane Avenue Ave Square Place Court Row Terrace Crescent Way Bridge
     Town City Village Hamlet County Shire Kingdom Empire Republic Land Lands Island Isle
@@ -483,14 +484,14 @@ PLACE_TYPES = _words(
 )
 
 # First words that make a name a place: "Mount Doom", "Lake Geneva", "Mont Blanc".
-PLACE_PREFIXES = _words(
+PLACE_PREFIXES = words(
     """
     Mount Mt Mont Monte Lake Loch Isle Cape Fort Port Glen Sierra Rio Lac Val Bois
     """
 )
 
 # Animal and beast nouns (lower case) for creatures: "the dog Rufus", "the White Rabbit".
-CREATURES = _words(
+CREATURES = words(
     """
     animal beast creature monster fiend demon daemon dæmon dragon wyrm serpent snake
     worm dog puppy hound wolf fox cat kitten lion tiger leopard bear horse pony mare
@@ -506,7 +507,7 @@ CREATURES = _words(
 )
 
 # Verbs that suggest an animal when they follow a name: "Flint trotted over it lightly".
-CREATURE_VERBS = _words(
+CREATURE_VERBS = words(
     """
     trotted hopped scampered scurried wagged barked growled snarled purred mewed meowed
     howled yelped whined sniffed pawed pounced bounded slithered hissed squeaked chirped
@@ -515,7 +516,7 @@ CREATURE_VERBS = _words(
 )
 
 # Vehicles and vessels, which readers picture like objects.
-VEHICLES = _words(
+VEHICLES = words(
     """
     boat ship schooner sloop yacht barge ferry steamer skiff dinghy vessel car automobile
     coupé coupe carriage coach cart wagon train sled sledge airship balloon
@@ -523,7 +524,7 @@ VEHICLES = _words(
 )
 
 # Items worth tracking when they recur with "the": "the brass key", "the map".
-ITEMS = _words(
+ITEMS = words(
     """
     key keys map chart letter locket ring amulet talisman medallion necklace
     pendant brooch crown sceptre scepter sword dagger knife blade axe spear bow arrow
@@ -538,7 +539,7 @@ ITEMS = _words(
 )
 
 # Everyday concrete nouns beyond the lists above: what a size word may sensibly describe.
-EVERYDAY_THINGS = _words(
+EVERYDAY_THINGS = words(
     """
     chair chairs bed beds sofa couch cushion curtain curtains carpet rug shelf shelves
     cupboard cupboards drawer jar jug pot kettle plate plates dish bowl basket bag sack
@@ -551,7 +552,7 @@ EVERYDAY_THINGS = _words(
 )
 
 # Common words for people: appositives like "Tom, a sturdy straw-haired man".
-PERSON_NOUNS = _words(
+PERSON_NOUNS = words(
     """
     man men woman women girl girls boy boys child children gentleman gentlemen lady
     ladies fellow youth maid maiden lad lass king queen prince princess duke duchess

@@ -34,6 +34,7 @@ from imaginize.analysis.lexicon import (
     SUBJECT_PRONOUNS,
     VEHICLES,
     VISIBLE_VERBS,
+    words,
 )
 from imaginize.analysis.text import Sentence, Token
 from imaginize.model import ElementKind
@@ -42,10 +43,10 @@ Key = tuple[str, ...]
 
 # Words after which "of" continues a name: "Queen of Hearts", "Isle of Wight".
 _OF_AFTER = frozenset(HONORIFICS) | PLACE_TYPES | {"Knave", "Jack", "Isle"}
-_COPULAS = frozenset(["was", "is", "were", "are", "had", "has", "seemed"])
-_GAZE_VERBS = frozenset(
-    ["looked", "glanced", "stared", "smiled", "nodded", "waved", "turned", "came", "went"]
-)
+# English prose capitalises about 5-7% of words mid-sentence, German about 19%.
+NOUN_CAPITALS_SHARE = 0.13
+_COPULAS = words("was is were are had has seemed")
+_GAZE_VERBS = words("looked glanced stared smiled nodded waved turned came went")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +185,6 @@ def core(key: Key) -> Key:
     while i < len(key) - 1 and key[i] in HONORIFICS and key[i + 1] not in NAME_CONNECTORS:
         i += 1
     return key[i:]
-
-
-# English prose capitalises about 5-7% of words mid-sentence, German about 19%.
-NOUN_CAPITALS_SHARE = 0.13
 
 
 def _drop_common_nouns(
@@ -383,16 +380,17 @@ def _next_pronoun(sentences: Sequence[Sentence], m: Mention) -> str | None:
     if not (prev in SPEECH_VERBS or (nxt is not None and _verb_like(nxt.lower))):
         return None
     following = toks[m.last + 1 : m.last + 11]
-    after = sentences[m.sentence + 1] if m.sentence + 1 < len(sentences) else None
-    if m.last + 11 > len(toks) and after is not None and after.para == s.para:
-        following = [*following, *after.tokens[:4]]
+    nxt_sentence = sentences[m.sentence + 1] if m.sentence + 1 < len(sentences) else None
+    if m.last + 11 > len(toks) and nxt_sentence is not None and nxt_sentence.para == s.para:
+        following = [*following, *nxt_sentence.tokens[:4]]
     for i, t in enumerate(following):
         g = SUBJECT_PRONOUNS.get(t.lower)
         if g:
             return g
         if t.lower == "her":
-            after = following[i + 1].lower if i + 1 < len(following) else ""
-            return "f" if after and after not in NOT_NAMES else None
+            # "her face" is hers; "told her that" is someone else.
+            owned = following[i + 1].lower if i + 1 < len(following) else ""
+            return "f" if owned and owned not in NOT_NAMES else None
         if t.lower in ("him", "it", "they", "them", "their"):
             return None  # object pronouns mostly mean someone (or something) else
         if is_capitalised(t) and not t.initial and t.lower not in NOT_NAMES:

@@ -40,6 +40,7 @@ from imaginize.analysis.lexicon import (
     VISIBLE_VERBS,
     VISUAL_ADJECTIVES,
     WEATHER,
+    words,
 )
 from imaginize.analysis.text import (
     Sentence,
@@ -67,53 +68,22 @@ _CATEGORIES: tuple[tuple[frozenset[str], float, bool], ...] = (
     (ITEMS | EVERYDAY_THINGS, 0.6, False),
 )
 _N = len(_CATEGORIES)
-_LIGHT, _WEATHER, _SETTING, _BODY = 1, 4, 5, 7
+_LIGHT, _WEATHER, _SETTING, _BODY = 1, 4, 5, 7  # positions in _CATEGORIES
 _ENTITY_WEIGHT = 0.8
 _VARIETY_WEIGHT = 0.7
 _MAX_WINDOW = 3
 _MAX_WINDOW_WORDS = 60
 _LOOKBACK = 4  # sentences searched for who "she" is, or where we are
 _STYLE = "detailed storybook illustration"
-_NUMBERS = frozenset(
-    [
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "twenty",
-        "thirty",
-        "forty",
-        "fifty",
-        "hundred",
-        "hundreds",
-        "thousand",
-        "few",
-        "several",
-        "many",
-    ]
+_NUMBERS = words(
+    """
+    two three four five six seven eight nine ten twenty thirty forty fifty hundred
+    hundreds thousand few several many
+    """
 )
-_LOCATIVE = frozenset(
-    [
-        "in",
-        "at",
-        "on",
-        "into",
-        "inside",
-        "near",
-        "across",
-        "through",
-        "over",
-        "under",
-        "along",
-    ]
-)
+_LOCATIVE = words("in at on into inside near across through over under along")
 # Light words that only colour a scene; one of them may follow the main light source.
-_SECONDARY_LIGHT = frozenset(["shadow", "shadows", "glow", "glitter", "gleam", "dark", "gloom"])
+_SECONDARY_LIGHT = words("shadow shadows glow glitter gleam dark gloom")
 _LIGHT_ORDER = {w: i for i, w in enumerate(LIGHTING_PHRASES)}
 
 
@@ -130,7 +100,9 @@ def _categories(word: str) -> tuple[int, ...]:
 
 
 @dataclass(slots=True)
-class _Features:
+class Features:
+    """What one sentence offers a picture: hits per slot of `_CATEGORIES`, and its size."""
+
     counts: list[int]
     words: float
     quoted: float  # share of the sentence inside quotation marks
@@ -147,8 +119,8 @@ class Window:
     score: float
 
 
-def sentence_features(sentences: Sequence[Sentence]) -> list[_Features]:
-    out: list[_Features] = []
+def sentence_features(sentences: Sequence[Sentence]) -> list[Features]:
+    out: list[Features] = []
     for s, q in zip(sentences, quoted_shares(sentences), strict=True):
         counts = [0] * _N
         speech = False
@@ -156,50 +128,52 @@ def sentence_features(sentences: Sequence[Sentence]) -> list[_Features]:
             for c in _categories(t.lower):
                 counts[c] += 1
             speech = speech or t.lower in SPEECH_VERBS
-        out.append(_Features(counts, word_length(s.text), q, speech, s.piece))
+        out.append(Features(counts, word_length(s.text), q, speech, s.piece))
     return out
 
 
-def _score(feats: Sequence[_Features], entities: int) -> float:
+def _score(feats: Sequence[Features], entities: int) -> float:
     counts = [sum(f.counts[c] for f in feats) for c in range(_N)]
-    words = sum(f.words for f in feats)
-    if words <= 0:
+    length = sum(f.words for f in feats)
+    if length <= 0:
         return 0.0
     visual = sum(counts[c] * _CATEGORIES[c][1] for c in range(_N))
     visual += _ENTITY_WEIGHT * min(entities, 3)
     visual += _VARIETY_WEIGHT * sum(1 for c in counts if c)
-    density = visual / words**0.5
-    quoted = sum(f.quoted * f.words for f in feats) / words
+    density = visual / length**0.5
+    quoted = sum(f.quoted * f.words for f in feats) / length
     dialogue = 0.1 if quoted > 0.7 else 1.0 - 0.85 * quoted
     if any(f.speech for f in feats) and quoted > 0.3:
         dialogue *= 0.7
     # Clause pieces of an overlong sentence read less well than whole sentences.
     whole = 0.8 if any(f.piece for f in feats) else 1.0
-    return density * _length_factor(words) * dialogue * whole
+    return density * _length_factor(length) * dialogue * whole
 
 
-def _length_factor(words: float) -> float:
-    if words < 8:
+def _length_factor(length: float) -> float:
+    """Quotes of 15-60 words read best; a few words are too thin to draw from."""
+    if length < 8:
         return 0.25
-    if words < 15:
+    if length < 15:
         return 0.6
-    if words <= 60:
+    if length <= 60:
         return 1.0
-    return 0.75 if words <= 80 else 0.5
+    return 0.75 if length <= 80 else 0.5
 
 
 def candidate_windows(
-    sentences: Sequence[Sentence], feats: Sequence[_Features], per_sentence: Sequence[list[int]]
+    sentences: Sequence[Sentence], feats: Sequence[Features], per_sentence: Sequence[list[int]]
 ) -> list[Window]:
+    """Every run of one to three sentences of a paragraph (up to 60 words), scored."""
     out: list[Window] = []
     for a in range(len(sentences)):
-        words = 0.0
+        length = 0.0
         entities: set[int] = set()
         for b in range(a, min(a + _MAX_WINDOW, len(sentences))):
             if sentences[b].para != sentences[a].para:
                 break
-            words += feats[b].words
-            if b > a and words > _MAX_WINDOW_WORDS:
+            length += feats[b].words
+            if b > a and length > _MAX_WINDOW_WORDS:
                 break
             entities.update(per_sentence[b])
             out.append(Window(a, b, _score(feats[a : b + 1], len(entities))))
@@ -231,13 +205,12 @@ class SceneBuilder:
     def __init__(
         self,
         sentences: Sequence[Sentence],
-        feats: Sequence[_Features],
+        feats: Sequence[Features],
         hits: Sequence[Hit],
         catalogue: Catalogue,
     ) -> None:
         self.sentences = sentences
         self.feats = feats
-        self.hits = hits
         self.entries = catalogue.entries
         self.narrated = narrated_tokens(sentences)
         self.per_sentence: list[list[Hit]] = [[] for _ in sentences]
@@ -425,8 +398,8 @@ class SceneBuilder:
         scores = dict.fromkeys(MOODS, 0)
         for i in span:
             for t in self.sentences[i].tokens:
-                for mood, words in MOODS.items():
-                    if any(v in words for v in stem_variants(t.lower)):
+                for mood, lexicon in MOODS.items():
+                    if any(v in lexicon for v in stem_variants(t.lower)):
                         scores[mood] += 1
         ranked = sorted(scores, key=lambda m: -scores[m])  # stable: ties keep MOODS order
         top, second = scores[ranked[0]], scores[ranked[1]]
