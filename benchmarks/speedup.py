@@ -386,8 +386,9 @@ def _per_op(run: Run) -> list[str]:
     out = []
     for op, events in sorted(groups.items()):
         dur = 1000 * statistics.mean(e["dur"] for e in events)
-        wait = 1000 * statistics.mean(e.get("wait", 0.0) for e in events)
-        out.append(f"{op} {dur:.1f} ({wait:.1f}; {len(events)})")
+        waits = [e["wait"] for e in events if "wait" in e]
+        wait = f"{1000 * statistics.mean(waits):.1f}" if waits else "-"  # pacer: not timed
+        out.append(f"{op} {dur:.1f} ({wait}; {len(events)})")
     return out
 
 
