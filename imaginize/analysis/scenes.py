@@ -330,15 +330,25 @@ class SceneBuilder:
     # -- where ----------------------------------------------------------------------------
 
     def _setting(self, w: Window) -> str:
+        # Earlier sentences of the same paragraph may say where we are; a paragraph before
+        # is often elsewhere ("They had spent a year in France").
+        before = self._same_paragraph_before(w)
         where = self._setting_phrase(range(w.first, w.last + 1))
         if not where:
-            where = self._setting_phrase(range(max(0, w.first - _LOOKBACK), w.first))
+            where = self._setting_phrase(before)
         place = self._place(range(w.first, w.last + 1))
         if not place:
-            place = self._place(range(max(0, w.first - 3 * _LOOKBACK), w.first), latest=True)
+            place = self._place(before, latest=True)
         if where and place:
             return f"{where}, {place}"
         return where or place
+
+    def _same_paragraph_before(self, w: Window) -> range:
+        start = w.first
+        para = self.sentences[w.first].para
+        while start > max(0, w.first - _LOOKBACK) and self.sentences[start - 1].para == para:
+            start -= 1
+        return range(start, w.first)
 
     def _place(self, span: range, latest: bool = False) -> str:
         """A catalogued place the text puts us in ("at West Egg"), not one merely named."""
