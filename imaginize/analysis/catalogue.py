@@ -8,7 +8,7 @@ described the same way in every chapter.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from imaginize.analysis.describe import (
@@ -104,6 +104,9 @@ class Catalogue:
             own = split_text(text, offset)
             self._split.setdefault(text, own)
             sentences.extend(own)
+        # Words never written in lower case: names, even when they open a sentence.
+        common = {t.lower for s in sentences for t in s.tokens if t.text[:1].islower()}
+        self._name_words = {t.base for s in sentences for t in s.tokens if t.lower not in common}
         groups = group_names(sentences)
         dialogue = [q > 0.5 for q in quoted_shares(sentences)]
         figures = {w for g in groups if g.kind in _FIGURES for k in g.keys for w in core(k)}
@@ -148,7 +151,7 @@ class Catalogue:
         for key, entry in self._names.get(toks[i].base, ()):
             n = len(key)
             if i + n <= len(toks) and all(toks[i + j].base == key[j] for j in range(1, n)):
-                if n == 1 and _inside_longer_name(s, i):
+                if n == 1 and _inside_longer_name(s, i, self._name_words):
                     return None  # "Ashby" in "Marta Ashby" is not Wren Ashby
                 return Hit(si, entry, i, i + n - 1)
         return None
@@ -166,18 +169,23 @@ class Catalogue:
         return Hit(si, entry, i, i)
 
 
-def _inside_longer_name(s: Sentence, i: int) -> bool:
-    """Whether token i is glued to a capitalised neighbour that is not part of the match."""
+def _inside_longer_name(s: Sentence, i: int, name_words: Collection[str]) -> bool:
+    """Whether token i is glued to a capitalised neighbour that is not part of the match
+    (and is a name word, not just a capitalised sentence start like "Suddenly")."""
     toks = s.tokens
     for j in (i - 1, i + 1):
-        if 0 <= j < len(toks):
-            t = toks[j]
-            a, b = (t, toks[i]) if j < i else (toks[i], t)
-            glued = not s.source[a.end : b.start].strip()
-            if glued and is_capitalised(t) and t.lower not in NOT_NAMES and not t.initial:
-                if j < i and t.possessive:
-                    continue
-                return True
+        if not 0 <= j < len(toks):
+            continue
+        t = toks[j]
+        a, b = (t, toks[i]) if j < i else (toks[i], t)
+        if s.source[a.end : b.start].strip() or (j < i and t.possessive):
+            continue
+        if (
+            is_capitalised(t)
+            and t.lower not in NOT_NAMES
+            and (not t.initial or t.base in name_words)
+        ):
+            return True
     return False
 
 

@@ -49,7 +49,8 @@ _PHRASE_STOPS = frozenset(',.;:!?—–()“”"‘’[]')  # noqa: RUF001
 _NOUN_STOPS = NOT_NAMES | words(
     """
     and or but nor with of in on at by to as was were is are be been had has have like
-    than upon into over under about against between through
+    than upon into over under about against between through out up down off away back
+    around across along
     """
 )
 _WEARABLE = BODY | CLOTHING

@@ -128,6 +128,14 @@ BODY = words(
     """
 )
 
+# The parts of BODY a close-up shows.
+FACE = words(
+    """
+    face faces eyes eye hair beard moustache mustache whiskers lips mouth teeth nose cheeks
+    cheek brow forehead chin ears complexion features
+    """
+)
+
 CLOTHING = words(
     """
     coat cloak cape gown dress frock skirt shirt waistcoat jacket trousers breeches suit

@@ -477,7 +477,10 @@ def classify(
     if any(k[0] in HONORIFICS and k[0] not in ("St", "Saint") and len(k) > 1 for k in keys):
         return ElementKind.CHARACTER
     score: Counter[ElementKind] = Counter()
-    if any(k[-1] in PLACE_TYPES or k[0] in PLACE_PREFIXES for k in keys if len(k) > 1):
+    # "West Egg Village", "Mount Doom", or a place word used as a name ("the Sound").
+    if any(k[-1] in PLACE_TYPES or k[0] in PLACE_PREFIXES for k in keys if len(k) > 1) or all(
+        len(k) == 1 and k[0] in PLACE_TYPES for k in keys
+    ):
         score[ElementKind.PLACE] += max(8, len(mentions))
     if any(k[-1].lower() in ITEMS for k in keys):
         score[ElementKind.ITEM] += max(6, len(mentions))

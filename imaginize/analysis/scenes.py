@@ -22,6 +22,7 @@ from imaginize.analysis.lexicon import (
     CREATURES,
     DEFAULT_MOOD,
     EVERYDAY_THINGS,
+    FACE,
     FIXTURES,
     INDOOR_SETTINGS,
     ITEMS,
@@ -84,6 +85,7 @@ _NUMBERS = words(
 _LOCATIVE = words("in at on into inside near across through over under along")
 # Light words that only colour a scene; one of them may follow the main light source.
 _SECONDARY_LIGHT = words("shadow shadows glow glitter gleam dark gloom")
+_SUN_GOING = words("set setting sank sinking sunk")
 _LIGHT_ORDER = {w: i for i, w in enumerate(LIGHTING_PHRASES)}
 
 
@@ -320,9 +322,7 @@ class SceneBuilder:
                 after = s.tokens[k + 1].lower if k + 1 < len(s.tokens) else ""
                 if verb in SPEECH_VERBS or not _is_visible_verb(verb, after):
                     continue
-                start = (
-                    h.first - 1 if h.first > 0 and s.tokens[h.first - 1].lower == "the" else h.first
-                )
+                start = _subject_start(s, h.first)
                 end = clause_end(s, k, 10)
                 return normalize_ws(s.source[s.tokens[start].start : s.tokens[end].end])
         return ""
@@ -397,12 +397,17 @@ class SceneBuilder:
         return "soft interior light" if indoor else "natural daylight"
 
     def _light_words(self, span: range, allowed: Collection[str]) -> list[str]:
-        return [
+        found = [
             t.lower
             for i in span
             for t, narrated in zip(self.sentences[i].tokens, self.narrated[i], strict=True)
             if narrated and t.lower in allowed
         ]
+        if "sun" in found and any(
+            t.lower in _SUN_GOING for i in span for t in self.sentences[i].tokens
+        ):
+            found = ["sunset" if w == "sun" else w for w in found]  # "the sun had set"
+        return found
 
     def _mood(self, span: range) -> str:
         scores = dict.fromkeys(MOODS, 0)
@@ -435,6 +440,9 @@ class SceneBuilder:
                 out.append(p)
         return out[:5]
 
+    def _face_words(self, span: range) -> int:
+        return sum(1 for i in span for t in self.sentences[i].tokens if t.lower in FACE)
+
     def _composition(self, span: range, cast: Sequence[Entry], setting: str) -> str:
         counts = [sum(self.feats[i].counts[c] for i in span) for c in range(_N)]
         scenery = counts[_SETTING] + counts[_WEATHER] + counts[_LIGHT]
@@ -451,12 +459,26 @@ class SceneBuilder:
             return f"two-shot of {_join(named)}"
         if items and scenery < 2:
             return f"close-up on the {items[0]}"
-        if counts[_BODY] >= 2 and scenery < 2 and named:
-            return f"close-up of {named[0]}"
+        if named and counts[_BODY] >= 2 and scenery < 3:
+            # Faces and hair make a close-up; clothes want the whole figure.
+            face = self._face_words(span) * 2 >= counts[_BODY]
+            return f"{'close-up' if face else 'full-length shot'} of {named[0]}"
         if scenery >= 2 or (setting and not named):
             where = f" of {setting.removeprefix('by ')}" if setting else ""
             return f"wide establishing shot{where}" + (f", {named[0]} in frame" if named else "")
         return f"medium shot of {named[0]}" if named else "medium shot"
+
+
+def _subject_start(s: Sentence, first: int) -> int:
+    """Where the subject ending at token `first` begins: "the Hatter" -> at "the", and
+    "the March Hare and the Hatter" -> at the first "the" (when both are names)."""
+    toks = s.tokens
+    start = first - 1 if first > 0 and toks[first - 1].lower == "the" else first
+    if start > 1 and toks[start - 1].lower == "and" and toks[start - 2].text[:1].isupper():
+        start -= 2
+        while start > 0 and (toks[start - 1].text[:1].isupper() or toks[start - 1].lower == "the"):
+            start -= 1
+    return start
 
 
 def _is_figure(e: Entry) -> bool:
