@@ -3,8 +3,8 @@
 Small, hand-picked English vocabularies: what makes a passage *look* like something (colour,
 light, material, weather, setting), what marks a proper name as a person, place, creature or
 item, and the words a sentence may start with that are not names. Everything is lower case
-except where noted; lookups go through `imaginize.analysis.text.stem_variants`, so regular
-plurals and verb endings need not be listed.
+except where noted. Most lookups go through `imaginize.analysis.text.stem_variants`, so
+regular plurals (and, for verb lists, -ing/-ed endings) need not be listed.
 """
 
 from __future__ import annotations
