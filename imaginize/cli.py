@@ -15,7 +15,7 @@ import click
 from imaginize import __version__, config
 from imaginize.atomic import write_atomic
 from imaginize.autoscale import DEFAULT_MAX_WORKERS
-from imaginize.errors import ConfigError, ExitCode, ImaginizeError
+from imaginize.errors import ConfigError, ExitCode, ImaginizeError, Incomplete
 from imaginize.estimate import DEFAULT_LATENCY
 from imaginize.live import LiveProgress
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
@@ -265,6 +265,9 @@ def run(
         finished = run_book(book, options, PlainProgress(sys.stderr, verbose=not quiet))
     if finished.failures:
         raise SystemExit(ExitCode.CHAPTERS_FAILED)
+    if finished.unfinished:
+        # E.g. every worker crashed past the restart cap: say so, never exit 0 on half a book.
+        raise Incomplete(f"{finished.unfinished} chapters were left unfinished; re-run to resume")
 
 
 def _limits(

@@ -30,6 +30,12 @@ class BookError(ImaginizeError):
         super().__init__(f"{path}: {reason}")
 
 
+class Incomplete(ImaginizeError):
+    """The run ended with selected chapters neither done nor failed."""
+
+    exit_code = ExitCode.INCOMPLETE
+
+
 class ConfigError(ImaginizeError):
     """Bad options, settings or environment."""
 

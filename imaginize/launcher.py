@@ -1,6 +1,8 @@
 """Starting, supervising and stopping worker processes.
 
-The launcher starts N `python -m imaginize.worker` processes (spec as JSON on stdin), then
+The launcher starts N worker processes, forked from a multiprocessing forkserver that has
+already imported the worker and its HTTP client (so a new worker is ready in milliseconds
+instead of re-importing `openai` for a second or more), and hands each the parsed book. Then it
 watches them and the manifest: it turns manifest changes into progress events, replaces a
 worker that died while work remains (at most 4 x N times), stops everyone when a worker
 reports a refused API key, and on Ctrl-C asks its workers to give their chapters back
@@ -9,13 +11,15 @@ reports a refused API key, and on Ctrl-C asks its workers to give their chapters
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
@@ -23,13 +27,34 @@ from imaginize import manifest as mf
 from imaginize.autoscale import AutoScaler, process_rss
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
 from imaginize.events import ChapterFinished, Event, EventSink, Notice
+from imaginize.model import Book
 from imaginize.pacing import Pacer
 from imaginize.store import ManifestStore
 from imaginize.watch import ManifestWatcher
-from imaginize.worker import WorkerSpec
+from imaginize.worker import WorkerSpec, process_main
 
 RESTARTS_PER_WORKER = 4
-WATCH_INTERVAL = 0.2
+WATCH_INTERVAL = 0.1
+# Imported once in the forkserver, inherited by every worker it forks.
+PRELOAD = ["imaginize.worker", "imaginize.analysis.openai_chat", "imaginize.analysis.offline"]
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def warm_up() -> None:
+    """Start the forkserver now (it imports in the background) so that it is ready by the
+    time the book is parsed and the first worker is wanted."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        _context()
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 class Interrupted(ImaginizeError):
@@ -39,7 +64,8 @@ class Interrupted(ImaginizeError):
 @dataclass
 class _Worker:
     worker_id: str
-    process: subprocess.Popen[bytes]
+    process: BaseProcess
+    errors: Connection
     started: float = field(default_factory=time.monotonic)
     # SIGTERM goes once: a second one could cut short the release the first one started.
     asked_to_stop: bool = False
@@ -54,7 +80,7 @@ class Launcher:
         workers: int,
         sink: EventSink,
         *,
-        command: list[str] | None = None,
+        book: Book,
         watch_interval: float = WATCH_INTERVAL,
         autoscaler: AutoScaler | None = None,
     ) -> None:
@@ -63,7 +89,8 @@ class Launcher:
         self.autoscaler = autoscaler
         self.sink = self._observe if autoscaler else sink
         self._outer_sink = sink
-        self.command = command or [sys.executable, "-m", "imaginize.worker"]
+        self.book = book
+        self._context = _context()
         self.watch_interval = watch_interval
         self.store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
         self._workers: dict[str, _Worker] = {}
@@ -92,7 +119,8 @@ class Launcher:
                     self._signal_all(signal.SIGKILL)
                 elif self._interrupts == 1:
                     self._signal_all(signal.SIGTERM)
-                time.sleep(self.watch_interval)
+                # Wakes at once when a worker exits, else after the interval.
+                wait([w.process.sentinel for w in self._workers.values()], self.watch_interval)
             watcher.poll()
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -128,8 +156,7 @@ class Launcher:
                 self._start()
         for worker in active[target:]:
             worker.retiring = True
-            with suppress(ProcessLookupError):
-                worker.process.send_signal(signal.SIGUSR1)
+            _send(worker.process, signal.SIGUSR1)
 
     def _install_sigint(self) -> Callable[..., object] | int | None:
         def on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -140,27 +167,24 @@ class Launcher:
     def _start(self) -> None:
         self._next_id += 1
         worker_id = f"w{self._next_id}"
-        process = subprocess.Popen(
-            [*self.command, worker_id],
-            stdin=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            # Its own process group: a terminal's Ctrl-C reaches the launcher only, which
-            # then decides how the workers stop.
-            start_new_session=True,
+        reader, writer = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=process_main,
+            args=(self.spec, worker_id, self.book, writer),
+            name=f"imaginize-{worker_id}",
         )
-        assert process.stdin is not None
-        process.stdin.write(self.spec.to_json().encode("utf-8"))
-        process.stdin.close()
-        self._workers[worker_id] = _Worker(worker_id, process)
+        process.start()
+        writer.close()
+        self._workers[worker_id] = _Worker(worker_id, process, reader)
 
     def _reap(self) -> None:
         for worker_id, worker in list(self._workers.items()):
-            code = worker.process.poll()
+            code = worker.process.exitcode
             if code is None:
                 continue
             del self._workers[worker_id]
-            errors = worker.process.stderr.read().decode("utf-8", "replace").strip()
-            worker.process.stderr.close()
+            errors = _drain(worker.errors)
+            worker.process.close()
             if code == ExitCode.OK or self._interrupts:
                 continue
             if code == AuthenticationError.exit_code and "API key" in errors:
@@ -190,12 +214,26 @@ class Launcher:
                 if worker.asked_to_stop:
                     continue
                 worker.asked_to_stop = True
-            if worker.process.poll() is None:
-                with suppress(ProcessLookupError):
-                    worker.process.send_signal(signum)
+            _send(worker.process, signum)
         if signum == signal.SIGKILL:
             for worker in self._workers.values():
-                worker.process.wait()
+                worker.process.join()
+
+
+def _send(process: BaseProcess, signum: int) -> None:
+    if process.exitcode is None and process.pid is not None:
+        with suppress(ProcessLookupError):
+            os.kill(process.pid, signum)
+
+
+def _drain(errors: Connection) -> str:
+    """The worker's one-line error, if it sent one before it ended."""
+    lines = []
+    with suppress(EOFError, OSError):
+        while errors.poll():
+            lines.append(str(errors.recv()))
+    errors.close()
+    return " ".join(lines)
 
 
 def _describe(code: int) -> str:

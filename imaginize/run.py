@@ -18,7 +18,7 @@ from imaginize.book import book_fingerprint, chapter_selection, read_book
 from imaginize.estimate import DEFAULT_LATENCY, Estimate, estimate
 from imaginize.events import EventSink, Notice, RunFinished, RunStarted, ignore
 from imaginize.guides import BookInfo, ChapterInfo, write_guides
-from imaginize.launcher import Launcher
+from imaginize.launcher import Launcher, warm_up
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book
 from imaginize.pacing import Limits
@@ -73,6 +73,8 @@ def run_book(
 ) -> RunFinished:
     options = options or RunOptions()
     book_path = Path(book_path)
+    if not (options.in_process or analyzer is not None):
+        warm_up()  # its imports overlap with parsing the book
     book = read_book(book_path)
     out_dir = Path(options.out_dir or default_out_dir(book_path))
     wanted = _selected(book, options.chapters)
@@ -109,7 +111,7 @@ def run_book(
             if options.auto_scale:
                 start = initial_workers(max_workers=options.max_workers)
                 scaler = AutoScaler(start, max_workers=options.max_workers)
-            Launcher(spec, options.concurrent, sink, autoscaler=scaler).run()
+            Launcher(spec, options.concurrent, sink, book=book, autoscaler=scaler).run()
     finally:
         finished = _finish(out_dir, book, store, wanted)
     sink(finished)

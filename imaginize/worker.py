@@ -9,12 +9,14 @@ worker takes its chapter over (at once when the dead owner is on this host, else
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -60,8 +62,8 @@ class WorkerSpec:
     lease: float = mf.DEFAULT_LEASE
     heartbeat: float = DEFAULT_HEARTBEAT
     lock_lifetime: float = DEFAULT_LOCK_LIFETIME
-    # How often an idle worker looks again while others still hold claims.
-    poll: float = 1.0
+    # How often an idle worker looks again (without the lock) while others hold claims.
+    poll: float = 0.2
     # Shared request pacing (None: unpaced, e.g. the offline analyzer).
     limits: Limits | None = None
     chapter_timeout: float = DEFAULT_CHAPTER_TIMEOUT
@@ -148,14 +150,18 @@ def run_worker(
     owner = mf.owner_id(worker_id)
     published = 0
     while not should_stop():
+        # Look before locking: an idle worker polls the manifest without the lock and takes
+        # it only when there is something to claim.
+        current = store.read()
+        if current is None or mf.settled(current, spec.max_attempts, spec.chapters):
+            break
+        if not _anything_claimable(current, spec, store.clock()):
+            sleep(_idle_wait(current, spec, store.clock()))
+            continue
         claim = store.claim(
             owner, lease=spec.lease, max_attempts=spec.max_attempts, wanted=spec.chapters
         )
         if claim is None:
-            current = store.read()
-            if current is None or mf.settled(current, spec.max_attempts, spec.chapters):
-                break
-            sleep(_idle_wait(current, spec, store.clock()))
             continue
         if should_stop():
             store.release(claim.number, claim.token)
@@ -251,6 +257,15 @@ def _record_failure(
         sink(ChapterFailed(claim.number, reason))
 
 
+def _anything_claimable(current: mf.Manifest, spec: WorkerSpec, now: float) -> bool:
+    wanted = None if spec.chapters is None else set(spec.chapters)
+    return any(
+        mf.claimable_reason(e, now, spec.lease, spec.max_attempts, mf.owner_is_dead) is not None
+        for e in current.chapters
+        if wanted is None or e.number in wanted
+    )
+
+
 def _idle_wait(current: mf.Manifest, spec: WorkerSpec, now: float) -> float:
     """Sleep until the next retry is due, but never longer than the poll interval."""
     due = [
@@ -280,24 +295,46 @@ def _install_signals(stop: threading.Event, retire: threading.Event) -> None:
     signal.signal(signal.SIGUSR1, lambda signum, frame: retire.set())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    worker_id = args[0] if args else "w1"
+def serve(
+    spec: WorkerSpec,
+    worker_id: str,
+    *,
+    book: Book | None = None,
+    report: Callable[[str], None] | None = None,
+) -> int:
+    """A worker process's whole life: signals, the loop, and an exit code. Its one-line error,
+    if any, goes to `report` (the launcher's pipe) or to stderr."""
     stop = threading.Event()
     retire = threading.Event()
     _install_signals(stop, retire)
+    say = report or (lambda line: print(line, file=sys.stderr, flush=True))
     try:
-        spec = WorkerSpec.from_json(sys.stdin.read())
-        run_worker(spec, worker_id, should_stop=lambda: stop.is_set() or retire.is_set())
+        run_worker(spec, worker_id, book=book, should_stop=lambda: stop.is_set() or retire.is_set())
     except Stop:
         return ExitCode.INTERRUPTED
     except ImaginizeError as exc:
-        print(f"imaginize: worker {worker_id}: error: {exc}", file=sys.stderr, flush=True)
+        say(f"imaginize: worker {worker_id}: error: {exc}")
         return exc.exit_code
     except Exception as exc:  # a bug: one line for the launcher, which restarts the worker
-        print(f"imaginize: worker {worker_id}: internal error: {exc!r}", file=sys.stderr)
+        say(f"imaginize: worker {worker_id}: internal error: {exc!r}")
         return ExitCode.CHAPTERS_FAILED
     return ExitCode.OK
+
+
+def process_main(spec: WorkerSpec, worker_id: str, book: Book, errors: Connection) -> None:
+    """Entry of a worker started by the launcher (forked from its preloaded server)."""
+    # Its own session: a terminal's Ctrl-C reaches the launcher only, which decides how the
+    # workers stop.
+    os.setsid()
+    code = serve(spec, worker_id, book=book, report=errors.send)
+    errors.close()
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m imaginize.worker ID` with the spec as JSON on stdin: a stand-alone worker."""
+    args = sys.argv[1:] if argv is None else argv
+    return serve(WorkerSpec.from_json(sys.stdin.read()), args[0] if args else "w1")
 
 
 if __name__ == "__main__":
