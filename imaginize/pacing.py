@@ -186,7 +186,8 @@ class Pacer:
             current = self.read()
             updated, outcome = change(current)
             if updated != current:
-                write_json_atomic(self.path, updated.to_json())
+                # Advisory: a pace lost in a power cut costs one early request at worst.
+                write_json_atomic(self.path, updated.to_json(), indent=None, durable=False)
         finally:
             self._lock.release()
         return outcome
