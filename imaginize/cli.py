@@ -17,6 +17,7 @@ from imaginize.atomic import write_atomic
 from imaginize.autoscale import DEFAULT_MAX_WORKERS
 from imaginize.errors import ConfigError, ExitCode, ImaginizeError, Incomplete
 from imaginize.estimate import DEFAULT_LATENCY
+from imaginize.events import RunFinished
 from imaginize.live import LiveProgress
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.manifest import DEFAULT_LEASE
@@ -24,7 +25,14 @@ from imaginize.pacing import Limits, Tier
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.progress import PlainProgress, render_estimate
 from imaginize.providers import ProviderConfig, ProviderKind, resolve_provider
-from imaginize.run import RunOptions, default_out_dir, estimate_book, run_book
+from imaginize.run import (
+    RunOptions,
+    default_out_dir,
+    estimate_book,
+    expand_books,
+    run_book,
+    run_books,
+)
 from imaginize.status import break_stuck_lock, render_status, status_report
 from imaginize.worker import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT
 
@@ -66,7 +74,9 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("book", type=click.Path(path_type=Path))
+@click.argument(
+    "books", metavar="BOOK...", nargs=-1, required=True, type=click.Path(path_type=Path)
+)
 @click.option(
     "-o",
     "--output-dir",
@@ -194,7 +204,7 @@ def cli() -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def run(
-    book: Path,
+    books: tuple[Path, ...],
     output_dir: Path | None,
     chapters: str | None,
     force: bool,
@@ -251,23 +261,33 @@ def run(
         limits=_limits(config, tier, batch_size, batch_delay, rpm),
         chapter_timeout=chapter_timeout,
     )
+    single = len(books) == 1 and not books[0].is_dir()
     if estimate_only:
-        parsed, plan = estimate_book(book, options, assume_latency)
-        click.echo(render_estimate(parsed.title, options, plan, assume_latency))
+        for path in books if single else expand_books(list(books)):
+            parsed, plan = estimate_book(path, options, assume_latency)
+            click.echo(render_estimate(parsed.title, options, plan, assume_latency))
         return
-    if sys.stderr.isatty() and not quiet:
-        view = LiveProgress(sys.stderr)
-        try:
-            finished = run_book(book, options, view)
-        finally:
+    live = sys.stderr.isatty() and not quiet
+    view = LiveProgress(sys.stderr) if live else PlainProgress(sys.stderr, verbose=not quiet)
+    try:
+        if single:
+            summaries: tuple[RunFinished, ...] = (run_book(books[0], options, view),)
+            skipped: dict[Path, str] = {}
+        else:
+            library = run_books(list(books), options, view)
+            summaries, skipped = library.books, library.skipped
+    finally:
+        if isinstance(view, LiveProgress):
             view.close()
-    else:
-        finished = run_book(book, options, PlainProgress(sys.stderr, verbose=not quiet))
-    if finished.failures:
+    if any(done.failures for done in summaries):
         raise SystemExit(ExitCode.CHAPTERS_FAILED)
-    if finished.unfinished:
+    if skipped:
+        names = ", ".join(str(path) for path in skipped)
+        raise ImaginizeError(f"{len(skipped)} book(s) could not be read and were skipped: {names}")
+    unfinished = sum(done.unfinished for done in summaries)
+    if unfinished:
         # E.g. every worker crashed past the restart cap: say so, never exit 0 on half a book.
-        raise Incomplete(f"{finished.unfinished} chapters were left unfinished; re-run to resume")
+        raise Incomplete(f"{unfinished} chapters were left unfinished; re-run to resume")
 
 
 def _limits(

@@ -33,6 +33,8 @@ class ChapterStarted:
     number: int
     title: str
     worker: str = ""
+    # The book's title when one run works on several books, else empty.
+    book: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,16 @@ class ChapterFinished:
     result: ChapterResult
     seconds: float
     worker: str = ""
+    # The book's title when one run works on several books, else empty.
+    book: str = ""
 
 
 @dataclass(frozen=True)
 class ChapterSkipped:
     number: int
     reason: str
+    # The book's title when one run works on several books, else empty.
+    book: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class ChapterRetry:
     attempt: int
     reason: str
     wait: float
+    # The book's title when one run works on several books, else empty.
+    book: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,8 @@ class ChapterFailed:
     number: int
     reason: str
     worker: str = ""
+    # The book's title when one run works on several books, else empty.
+    book: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,8 @@ class BookProgress:
     done_this_run: int
     started: float
     at: float
+
+    book: str = ""
 
     def rate_per_minute(self) -> float | None:
         minutes = (self.at - self.started) / 60
@@ -103,6 +115,15 @@ class RunFinished:
     unfinished: int = 0
     # US dollars for the tokens used, when every model's price is known.
     cost: float | None = None
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class LibraryFinished:
+    """Several books in one run: each book's summary, and the books that could not be read."""
+
+    books: tuple[RunFinished, ...]
+    skipped: dict[Path, str] = field(default_factory=dict)
 
 
 Event = (
@@ -115,6 +136,7 @@ Event = (
     | ChapterFailed
     | BookProgress
     | RunFinished
+    | LibraryFinished
 )
 EventSink = Callable[[Event], None]
 

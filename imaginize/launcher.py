@@ -76,23 +76,24 @@ class _Worker:
 class Launcher:
     def __init__(
         self,
-        spec: WorkerSpec,
+        jobs: list[tuple[WorkerSpec, Book]],
         workers: int,
         sink: EventSink,
         *,
-        book: Book,
         watch_interval: float = WATCH_INTERVAL,
         autoscaler: AutoScaler | None = None,
     ) -> None:
-        self.spec = spec
+        """`jobs`: the books to work on, each with its worker spec; one pool serves them all."""
+        self.jobs = jobs
         self.count = autoscaler.target if autoscaler else workers
         self.autoscaler = autoscaler
         self.sink = self._observe if autoscaler else sink
         self._outer_sink = sink
-        self.book = book
         self._context = _context()
         self.watch_interval = watch_interval
-        self.store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+        self.stores = [
+            ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime) for spec, _ in jobs
+        ]
         self._workers: dict[str, _Worker] = {}
         self._next_id = 0
         self._restarts = 0
@@ -105,13 +106,18 @@ class Launcher:
     def run(self) -> None:
         """Until the wanted chapters are settled, or Ctrl-C. Raises `Interrupted` after a
         Ctrl-C and `AuthenticationError` when a worker's key was refused."""
-        watcher = ManifestWatcher(self.store, self.sink, self.spec.chapters, self.spec.max_attempts)
+        label = len(self.jobs) > 1
+        watchers = [
+            ManifestWatcher(store, self.sink, spec.chapters, spec.max_attempts, label=label)
+            for store, (spec, _) in zip(self.stores, self.jobs, strict=True)
+        ]
         previous = self._install_sigint()
         try:
             for _ in range(self.count):
                 self._start()
             while self._workers:
-                watcher.poll()
+                for watcher in watchers:
+                    watcher.poll()
                 self._reap()
                 if self.autoscaler and not self._interrupts:
                     self._scale()
@@ -121,7 +127,8 @@ class Launcher:
                     self._signal_all(signal.SIGTERM)
                 # Wakes at once when a worker exits, else after the interval.
                 wait([w.process.sentinel for w in self._workers.values()], self.watch_interval)
-            watcher.poll()
+            for watcher in watchers:
+                watcher.poll()
         finally:
             signal.signal(signal.SIGINT, previous)
             self._signal_all(signal.SIGKILL)
@@ -139,8 +146,9 @@ class Launcher:
     def _scale(self) -> None:
         """Bring the number of working (not retiring) workers to the autoscaler's target."""
         assert self.autoscaler is not None
-        if self.spec.limits is not None:
-            paused = Pacer(Path(self.spec.out_dir), self.spec.limits).read().paused_until
+        spec = self.jobs[0][0]
+        if spec.limits is not None:
+            paused = Pacer(Path(spec.pace_dir or spec.out_dir), spec.limits).read().paused_until
             if paused > self._paused_until:
                 self._paused_until = paused
                 self.autoscaler.rate_limited()
@@ -170,7 +178,7 @@ class Launcher:
         reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=process_main,
-            args=(self.spec, worker_id, self.book, writer),
+            args=(self.jobs, worker_id, writer),
             name=f"imaginize-{worker_id}",
         )
         process.start()
@@ -203,10 +211,11 @@ class Launcher:
                     self._start()
 
     def _work_left(self) -> bool:
-        current = self.store.read()
-        return current is not None and not mf.settled(
-            current, self.spec.max_attempts, self.spec.chapters
-        )
+        for store, (spec, _) in zip(self.stores, self.jobs, strict=True):
+            current = store.read()
+            if current is not None and not mf.settled(current, spec.max_attempts, spec.chapters):
+                return True
+        return False
 
     def _signal_all(self, signum: int) -> None:
         for worker in self._workers.values():

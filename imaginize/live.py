@@ -17,6 +17,7 @@ from imaginize.events import (
     BookProgress,
     ChapterFailed,
     Event,
+    LibraryFinished,
     Notice,
     RunFinished,
     RunStarted,
@@ -31,7 +32,8 @@ class LiveProgress:
     def __init__(self, stream: TextIO) -> None:
         self._console = Console(file=stream, stderr=True)
         self._lines = PlainProgress(stream)
-        self._progress: BookProgress | None = None
+        # The latest progress of each book (one, or several in a library run).
+        self._progress: dict[str, BookProgress] = {}
         self._live = Live(
             get_renderable=self._render,
             console=self._console,
@@ -44,11 +46,11 @@ class LiveProgress:
             self._lines(event)
             self._live.start()
         elif isinstance(event, BookProgress):
-            self._progress = event
+            self._progress[event.book] = event
             self._lines.format(event)  # remembered for the final [PERF] line
         elif isinstance(event, Notice | ChapterFailed):
             self._live.console.print(Text(_plain(self._lines, event)))
-        elif isinstance(event, RunFinished):
+        elif isinstance(event, RunFinished | LibraryFinished):
             self._live.stop()
             self._lines(event)
 
@@ -56,13 +58,15 @@ class LiveProgress:
         self._live.stop()
 
     def _render(self) -> RenderableType:
-        progress = self._progress
-        if progress is None:
+        if not self._progress:
             return Text("starting workers…")
+        return Group(*(self._render_book(p) for _, p in sorted(self._progress.items())))
+
+    def _render_book(self, progress: BookProgress) -> RenderableType:
         bar = Table.grid(padding=(0, 1))
         bar.add_row(
             ProgressBar(total=max(1, progress.total), completed=progress.done, width=40),
-            Text(f"{progress.done}/{progress.total}"),
+            Text(f"{progress.done}/{progress.total} {progress.book}".rstrip()),
         )
         now = time.time()
         rows = Table.grid(padding=(0, 2))

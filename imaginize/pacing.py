@@ -1,7 +1,8 @@
-"""Request pacing shared by every process that uses one API key on one book.
+"""Request pacing shared by every process that uses one API key.
 
-The pace is kept in a small JSON file beside the manifest (`.imaginize.rate.json`) and changed
-only under its own lock file, so N processes in M terminals together send no faster than one
+The pace is kept in a small JSON file (`.imaginize.rate.json`) in a folder of its own for each
+API key and server (`pace_dir`: under the user's cache folder), changed only under its own lock
+file, so N processes in M terminals, on one book or many, together send no faster than one
 limit allows. Before each request a worker reserves the next free send time ("slot") and sleeps
 outside the lock until then; a 429 writes a pause that every worker honours.
 
@@ -20,8 +21,10 @@ process's wall clock against times written by the others; one machine shares one
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +39,15 @@ from imaginize.locking import acquire, manifest_lock
 
 RATE_NAME = ".imaginize.rate.json"
 RATE_LOCK_NAME = ".imaginize.rate.lock"
+
+
+def pace_dir(base_url: str | None, api_key: str, env: dict[str, str] | None = None) -> Path:
+    """The folder of the shared pace for one key on one server. The key itself is not stored,
+    only a digest of it."""
+    env = dict(os.environ) if env is None else env
+    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha256(f"{base_url or 'openai'}\0{api_key}".encode()).hexdigest()[:16]
+    return cache / "imaginize" / "pace" / digest
 
 
 class Tier(StrEnum):
@@ -164,6 +176,7 @@ class Pacer:
         sleep: Callable[[float], None] = time.sleep,
         lock_timeout: float = 120.0,
     ) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
         self.path = Path(folder) / RATE_NAME
         self.limits = limits
         self._clock = clock

@@ -12,6 +12,7 @@ from imaginize.events import (
     ChapterSkipped,
     ChapterStarted,
     Event,
+    LibraryFinished,
     Notice,
     RunFinished,
     RunStarted,
@@ -56,14 +57,19 @@ class PlainProgress:
     def __init__(self, stream: TextIO, verbose: bool = True) -> None:
         self._out = stream
         self._verbose = verbose
-        self._total = 0
-        self._seen = 0
-        self._perf_at = 0
-        self._last_progress: BookProgress | None = None
+        # Per book, keyed by title ("" when the run has one book and events do not name it).
+        self._total: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
+        self._perf_at: dict[str, int] = {}
+        self._last_progress: dict[str, BookProgress] = {}
 
     def __call__(self, event: Event) -> None:
         line = self.format(event)
-        quiet_ok = isinstance(event, Notice | ChapterFailed | RunFinished | BookProgress)
+        quiet_ok = isinstance(
+            event, Notice | ChapterFailed | RunFinished | BookProgress | LibraryFinished
+        )
+        if line is not None and getattr(event, "book", ""):
+            line = f"[{event.book}] {line}"  # type: ignore[union-attr]
         if line is not None and (self._verbose or quiet_ok):
             print(line, file=self._out, flush=True)
 
@@ -71,7 +77,7 @@ class PlainProgress:
         """The line for `event`, or None; keeps the counts the lines show."""
         match event:
             case RunStarted():
-                self._total = event.selected
+                self._total[event.title] = self._total[""] = event.selected
                 if event.provider == "offline":
                     using = f"using the built-in offline analyzer ({event.provider_reason})"
                 else:
@@ -83,13 +89,11 @@ class PlainProgress:
             case ChapterStarted():
                 return None
             case ChapterSkipped():
-                self._seen += 1
-                return f"[{self._seen}/{self._total}] chapter {event.number}: {event.reason}"
+                return f"{self._count(event.book)} chapter {event.number}: {event.reason}"
             case ChapterFinished():
-                self._seen += 1
                 r = event.result
                 return (
-                    f"[{self._seen}/{self._total}] chapter {r.chapter} {r.title!r}: "
+                    f"{self._count(event.book)} chapter {r.chapter} {r.title!r}: "
                     f"{_count(len(r.scenes), 'scene')}, {_count(len(r.elements), 'element')} "
                     f"({event.seconds:.1f}s)"
                 )
@@ -99,20 +103,30 @@ class PlainProgress:
                     f"retrying in {event.wait:.1f}s"
                 )
             case ChapterFailed():
-                self._seen += 1
-                return f"[{self._seen}/{self._total}] chapter {event.number} FAILED: {event.reason}"
+                return f"{self._count(event.book)} chapter {event.number} FAILED: {event.reason}"
             case BookProgress():
-                self._last_progress = event
-                if event.done >= self._perf_at + PERF_EVERY:
-                    self._perf_at = event.done - event.done % PERF_EVERY
+                self._last_progress[event.book] = event
+                if event.done >= self._perf_at.get(event.book, 0) + PERF_EVERY:
+                    self._perf_at[event.book] = event.done - event.done % PERF_EVERY
                     return perf_line(event)
                 return None
+            case LibraryFinished():
+                done = sum(1 for b in event.books if b.completed == b.total)
+                line = f"Library: {done} of {len(event.books) + len(event.skipped)} books done"
+                skipped = [f"  skipped {path}: {why}" for path, why in event.skipped.items()]
+                return "\n".join([line, *skipped])
             case RunFinished():
                 summary = _summary(event)
-                if self._last_progress is not None:
-                    summary = perf_line(self._last_progress) + "\n" + summary
+                last = self._last_progress.get(event.title) or self._last_progress.get("")
+                if last is not None:
+                    summary = perf_line(last) + "\n" + summary
                 return summary
         return None
+
+    def _count(self, book: str) -> str:
+        """`[seen/total]` for this book, counting this event."""
+        self._seen[book] = self._seen.get(book, 0) + 1
+        return f"[{self._seen[book]}/{self._total.get(book, '?')}]"
 
 
 def _count(n: int, noun: str) -> str:

@@ -15,13 +15,14 @@ from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
 from imaginize.autoscale import DEFAULT_MAX_WORKERS, AutoScaler, initial_workers
 from imaginize.book import book_fingerprint, chapter_selection, read_book
+from imaginize.errors import BookError
 from imaginize.estimate import DEFAULT_LATENCY, Estimate, estimate
-from imaginize.events import EventSink, Notice, RunFinished, RunStarted, ignore
+from imaginize.events import EventSink, LibraryFinished, Notice, RunFinished, RunStarted, ignore
 from imaginize.guides import BookInfo, ChapterInfo, write_guides
 from imaginize.launcher import Launcher, warm_up
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book
-from imaginize.pacing import Limits
+from imaginize.pacing import Limits, pace_dir
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.pricing import total_cost
 from imaginize.providers import ProviderConfig, resolve_provider
@@ -64,19 +65,20 @@ def book_info(book: Book) -> BookInfo:
     return BookInfo(book.title, book.author, chapters)
 
 
-def run_book(
-    book_path: Path | str,
-    options: RunOptions | None = None,
-    sink: EventSink = ignore,
-    *,
-    analyzer: Analyzer | None = None,
-) -> RunFinished:
-    options = options or RunOptions()
-    book_path = Path(book_path)
-    if not (options.in_process or analyzer is not None):
-        warm_up()  # its imports overlap with parsing the book
+@dataclass
+class _Prepared:
+    """A book parsed, its manifest joined, its worker spec made: ready for workers."""
+
+    path: Path
+    book: Book
+    out_dir: Path
+    wanted: list[int]
+    store: ManifestStore
+    spec: WorkerSpec
+
+
+def _prepare(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSink) -> _Prepared:
     book = read_book(book_path)
-    out_dir = Path(options.out_dir or default_out_dir(book_path))
     wanted = _selected(book, options.chapters)
     config = options.provider
     sink(
@@ -103,19 +105,89 @@ def run_book(
         retry_failed=wanted if options.retry_failed else None,
     )
     spec = _spec(book_path, out_dir, wanted, options)
+    return _Prepared(book_path, book, out_dir, wanted, store, spec)
+
+
+def run_book(
+    book_path: Path | str,
+    options: RunOptions | None = None,
+    sink: EventSink = ignore,
+    *,
+    analyzer: Analyzer | None = None,
+) -> RunFinished:
+    """Analyse one book and write its guides; raises `BookError` when it cannot be read."""
+    options = options or RunOptions()
+    book_path = Path(book_path)
+    here = options.in_process or analyzer is not None
+    if not here:
+        warm_up()  # its imports overlap with parsing the book
+    job = _prepare(book_path, Path(options.out_dir or default_out_dir(book_path)), options, sink)
     try:
-        if options.in_process or analyzer is not None:
-            _run_here(spec, store, sink, book, analyzer, options.max_attempts)
+        if here:
+            _run_here(job.spec, job.store, sink, job.book, analyzer, options.max_attempts)
         else:
-            scaler = None
-            if options.auto_scale:
-                start = initial_workers(max_workers=options.max_workers)
-                scaler = AutoScaler(start, max_workers=options.max_workers)
-            Launcher(spec, options.concurrent, sink, book=book, autoscaler=scaler).run()
+            _launch([job], options, sink)
     finally:
-        finished = _finish(out_dir, book, store, wanted)
+        finished = _finish(job)
     sink(finished)
     return finished
+
+
+def run_books(
+    paths: list[Path | str], options: RunOptions | None = None, sink: EventSink = ignore
+) -> LibraryFinished:
+    """Analyse many books with one pool of workers (folders stand for the EPUBs in them).
+
+    Each book gets its own output folder and manifest (under `options.out_dir` when given);
+    the request pace is shared per API key. A book that cannot be read is reported and
+    skipped; the others go on.
+    """
+    options = options or RunOptions()
+    warm_up()
+    jobs: list[_Prepared] = []
+    skipped: dict[Path, str] = {}
+    for path in expand_books(paths):
+        out_dir = Path(options.out_dir) / f"imaginize_{path.stem}" if options.out_dir else None
+        try:
+            jobs.append(_prepare(path, out_dir or default_out_dir(path), options, sink))
+        except BookError as exc:
+            skipped[path] = exc.reason
+            sink(Notice(f"skipping {exc}"))
+    finished: list[RunFinished] = []
+    try:
+        if jobs:
+            _launch(jobs, options, sink)
+    finally:
+        finished = [_finish(job) for job in jobs]
+    for done in finished:
+        sink(done)
+    library = LibraryFinished(tuple(finished), skipped)
+    sink(library)
+    return library
+
+
+def expand_books(paths: list[Path | str]) -> list[Path]:
+    """Files as given; a folder gives its *.epub files in name order."""
+    books: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(path.glob("*.epub"))
+            if not found:
+                raise BookError(path, "is a folder with no .epub files in it")
+            books.extend(found)
+        else:
+            books.append(path)
+    return list(dict.fromkeys(books))
+
+
+def _launch(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -> None:
+    scaler = None
+    if options.auto_scale:
+        start = initial_workers(max_workers=options.max_workers)
+        scaler = AutoScaler(start, max_workers=options.max_workers)
+    pairs = [(job.spec, job.book) for job in jobs]
+    Launcher(pairs, options.concurrent, sink, autoscaler=scaler).run()
 
 
 def estimate_book(
@@ -154,8 +226,19 @@ def _spec(book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions
         poll=options.poll,
         journal=str(options.journal) if options.journal else None,
         limits=options.limits,
+        pace_dir=_pace_dir(options.provider) if options.limits else None,
         chapter_timeout=options.chapter_timeout,
     )
+
+
+def _pace_dir(config: ProviderConfig) -> str | None:
+    """The per-key pace folder, or None (the book's own folder) when it cannot be made."""
+    folder = pace_dir(config.base_url, config.api_key)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(folder)
 
 
 def _run_here(
@@ -179,10 +262,11 @@ def _run_here(
     watcher.poll()
 
 
-def _finish(out_dir: Path, book: Book, store: ManifestStore, wanted: list[int]) -> RunFinished:
+def _finish(job: _Prepared) -> RunFinished:
     """Write the guides from whatever results exist (also after an interruption)."""
+    out_dir, book, wanted = job.out_dir, job.book, job.wanted
     results, _ = load_results(out_dir)
-    current = store.read()
+    current = job.store.read()
     selected = set(wanted)
     failures: dict[int, str] = {}
     unfinished = 0
@@ -206,6 +290,7 @@ def _finish(out_dir: Path, book: Book, store: ManifestStore, wanted: list[int]) 
         tuple(guides),
         unfinished,
         total_cost(results.values()) if tokens else None,
+        book.title,
     )
 
 

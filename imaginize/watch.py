@@ -31,12 +31,17 @@ class ManifestWatcher:
         sink: EventSink,
         wanted: Iterable[int] | None = None,
         max_attempts: int = 3,
+        *,
+        label: bool = False,
     ) -> None:
+        """`label`: name the book in every event (several books in one run)."""
         self._store = store
         self._sink = sink
         self._wanted = None if wanted is None else set(wanted)
         self._max_attempts = max_attempts
         self._last: dict[int, mf.Entry] | None = None
+        self._label = label
+        self._book = ""
         self._started = time.time()
         self._done_at_start: int | None = None
 
@@ -47,6 +52,7 @@ class ManifestWatcher:
             return
         if current is None:
             return
+        self._book = current.title if self._label else ""
         entries = {
             e.number: e
             for e in current.chapters
@@ -87,15 +93,18 @@ class ManifestWatcher:
             done_this_run=done - self._done_at_start,
             started=self._started,
             at=time.time(),
+            book=self._book,
         )
 
     def _changed(self, entry: mf.Entry, old: mf.Entry | None, first: bool) -> None:
         if entry.status is mf.Status.IN_PROGRESS:
             if old is None or old.token != entry.token:
-                self._sink(ChapterStarted(entry.number, entry.title, entry.owner or ""))
+                self._sink(
+                    ChapterStarted(entry.number, entry.title, entry.owner or "", book=self._book)
+                )
         elif entry.status is mf.Status.COMPLETED:
             if first:
-                self._sink(ChapterSkipped(entry.number, "already done"))
+                self._sink(ChapterSkipped(entry.number, "already done", book=self._book))
             elif old is None or old.status is not mf.Status.COMPLETED:
                 self._finished(entry, old)
         elif entry.status is mf.Status.FAILED and (
@@ -103,9 +112,13 @@ class ManifestWatcher:
         ):
             if entry.retryable and entry.attempts < self._max_attempts:
                 wait = max(0.0, (entry.retry_at or 0) - time.time())
-                self._sink(ChapterRetry(entry.number, entry.attempts, entry.error or "", wait))
+                self._sink(
+                    ChapterRetry(
+                        entry.number, entry.attempts, entry.error or "", wait, book=self._book
+                    )
+                )
             elif not first:
-                self._sink(ChapterFailed(entry.number, entry.error or "failed"))
+                self._sink(ChapterFailed(entry.number, entry.error or "failed", book=self._book))
 
     def _finished(self, entry: mf.Entry, old: mf.Entry | None) -> None:
         try:
@@ -116,4 +129,4 @@ class ManifestWatcher:
         started = entry.claimed_at or entry.completed_at or 0.0
         seconds = max(0.0, (entry.completed_at or started) - started)
         owner = old.owner if old is not None and old.owner else ""
-        self._sink(ChapterFinished(result, seconds, owner))
+        self._sink(ChapterFinished(result, seconds, owner, book=self._book))

@@ -64,8 +64,10 @@ class WorkerSpec:
     lock_lifetime: float = DEFAULT_LOCK_LIFETIME
     # How often an idle worker looks again (without the lock) while others hold claims.
     poll: float = 0.2
-    # Shared request pacing (None: unpaced, e.g. the offline analyzer).
+    # Shared request pacing (None: unpaced, e.g. the offline analyzer), kept in `pace_dir`
+    # (one per API key; the output folder when None).
     limits: Limits | None = None
+    pace_dir: str | None = None
     chapter_timeout: float = DEFAULT_CHAPTER_TIMEOUT
     # Diagnostics: a file that gets "number token owner" appended for each published result.
     journal: str | None = None
@@ -138,39 +140,99 @@ def run_worker(
     analyzer: Analyzer | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Work until the wanted chapters are settled or `should_stop()`; returns how many
-    chapters this worker published."""
-    store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+    """Work on one book until its wanted chapters are settled or `should_stop()`; returns
+    how many chapters this worker published."""
+    return run_jobs(
+        [(spec, book)],
+        worker_id,
+        sink=sink,
+        should_stop=should_stop,
+        analyzer=analyzer,
+        sleep=sleep,
+    )
+
+
+@dataclass
+class _Job:
+    """One book as a worker sees it."""
+
+    spec: WorkerSpec
+    store: ManifestStore
+    book: Book
+    analyzer: Analyzer
+
+
+def _prepare(spec: WorkerSpec, book: Book | None, analyzer: Analyzer | None) -> _Job:
     book = book or read_book(spec.book_path)
     if analyzer is None:
-        paced = spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI
-        pacer = Pacer(Path(spec.out_dir), spec.limits) if paced and spec.limits else None
+        pacer = None
+        if spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI:
+            pacer = Pacer(Path(spec.pace_dir or spec.out_dir), spec.limits)
         analyzer = make_analyzer(spec.provider, book, pacer)
-    chapters = {c.number: c for c in book.chapters}
+    store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+    return _Job(spec, store, book, analyzer)
+
+
+def run_jobs(
+    jobs: list[tuple[WorkerSpec, Book | None]],
+    worker_id: str,
+    *,
+    sink: EventSink = ignore,
+    should_stop: Callable[[], bool] = lambda: False,
+    analyzer: Analyzer | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Work on several books, one chapter at a time, in book order: a worker takes the first
+    claimable chapter of the first book that has one, and leaves when every book is settled."""
+    prepared = [_prepare(spec, book, analyzer) for spec, book in jobs]
     owner = mf.owner_id(worker_id)
     published = 0
     while not should_stop():
-        # Look before locking: an idle worker polls the manifest without the lock and takes
-        # it only when there is something to claim.
-        current = store.read()
-        if current is None or mf.settled(current, spec.max_attempts, spec.chapters):
-            break
-        if not _anything_claimable(current, spec, store.clock()):
-            sleep(_idle_wait(current, spec, store.clock()))
+        waits: list[float] = []
+        worked = False
+        for job in prepared:
+            outcome = _step(job, owner, worker_id, sink, should_stop)
+            if outcome is True:
+                published += 1
+            if outcome is not None and not isinstance(outcome, float):
+                worked = True
+                break
+            if isinstance(outcome, float):
+                waits.append(outcome)
+        if worked:
             continue
-        claim = store.claim(
-            owner, lease=spec.lease, max_attempts=spec.max_attempts, wanted=spec.chapters
-        )
-        if claim is None:
-            continue
-        if should_stop():
-            store.release(claim.number, claim.token)
-            break
-        if claim.reason not in ("pending", "retry"):
-            sink(Notice(f"chapter {claim.number}: taken over ({claim.reason})"))
-        if _work_on(spec, store, chapters[claim.number], claim, analyzer, worker_id, sink):
-            published += 1
+        if not waits:
+            break  # every book is settled
+        sleep(min(waits))
     return published
+
+
+def _step(
+    job: _Job, owner: str, worker_id: str, sink: EventSink, should_stop: Callable[[], bool]
+) -> bool | float | None:
+    """One look at one book: None when it is settled, a wait in seconds when nothing is
+    claimable yet, else whether a chapter was published (False: claimed and failed, lost,
+    or given back)."""
+    spec, store = job.spec, job.store
+    # Look before locking: an idle worker reads the manifest without the lock and takes it
+    # only when there is something to claim.
+    current = store.read()
+    if current is None or mf.settled(current, spec.max_attempts, spec.chapters):
+        return None
+    if not _anything_claimable(current, spec, store.clock()):
+        return _idle_wait(current, spec, store.clock())
+    claim = store.claim(
+        owner, lease=spec.lease, max_attempts=spec.max_attempts, wanted=spec.chapters
+    )
+    if claim is None:
+        return 0.0
+    if should_stop():
+        store.release(claim.number, claim.token)
+        return False
+    if claim.reason not in ("pending", "retry"):
+        sink(Notice(f"chapter {claim.number}: taken over ({claim.reason})"))
+    chapter = next(c for c in job.book.chapters if c.number == claim.number)
+    return _work_on(spec, store, chapter, claim, job.analyzer, worker_id, sink)
 
 
 def _work_on(
@@ -296,10 +358,9 @@ def _install_signals(stop: threading.Event, retire: threading.Event) -> None:
 
 
 def serve(
-    spec: WorkerSpec,
+    jobs: list[tuple[WorkerSpec, Book | None]],
     worker_id: str,
     *,
-    book: Book | None = None,
     report: Callable[[str], None] | None = None,
 ) -> int:
     """A worker process's whole life: signals, the loop, and an exit code. Its one-line error,
@@ -309,7 +370,7 @@ def serve(
     _install_signals(stop, retire)
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
     try:
-        run_worker(spec, worker_id, book=book, should_stop=lambda: stop.is_set() or retire.is_set())
+        run_jobs(jobs, worker_id, should_stop=lambda: stop.is_set() or retire.is_set())
     except Stop:
         return ExitCode.INTERRUPTED
     except ImaginizeError as exc:
@@ -321,12 +382,14 @@ def serve(
     return ExitCode.OK
 
 
-def process_main(spec: WorkerSpec, worker_id: str, book: Book, errors: Connection) -> None:
+def process_main(
+    jobs: list[tuple[WorkerSpec, Book | None]], worker_id: str, errors: Connection
+) -> None:
     """Entry of a worker started by the launcher (forked from its preloaded server)."""
     # Its own session: a terminal's Ctrl-C reaches the launcher only, which decides how the
     # workers stop.
     os.setsid()
-    code = serve(spec, worker_id, book=book, report=errors.send)
+    code = serve(jobs, worker_id, report=errors.send)
     errors.close()
     sys.exit(code)
 
@@ -334,7 +397,7 @@ def process_main(spec: WorkerSpec, worker_id: str, book: Book, errors: Connectio
 def main(argv: list[str] | None = None) -> int:
     """`python -m imaginize.worker ID` with the spec as JSON on stdin: a stand-alone worker."""
     args = sys.argv[1:] if argv is None else argv
-    return serve(WorkerSpec.from_json(sys.stdin.read()), args[0] if args else "w1")
+    return serve([(WorkerSpec.from_json(sys.stdin.read()), None)], args[0] if args else "w1")
 
 
 if __name__ == "__main__":
