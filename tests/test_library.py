@@ -1,0 +1,90 @@
+"""Several books in one run: one pool of workers, one pace per API key, bad books skipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.epubs import build_epub
+from tests.fake_openai import FakeOpenAI
+from tests.replies import answer
+from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+
+STORY = (
+    "<p>The red kite rose over the green hill while Mara ran below with the string.</p>"
+    "<p>At dusk the lanterns of the village glowed amber along the grey harbour wall.</p>"
+)
+
+
+def library(tmp_path: Path) -> Path:
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    shutil.copy(SAMPLE, shelf / "a-orchard.epub")
+    build_epub(
+        shelf / "b-kites.epub",
+        [(f"Chapter {n}", STORY) for n in range(1, 4)],
+        title="Kites",
+    )
+    (shelf / "c-broken.epub").write_bytes(b"PK\x03\x04 not really a zip")
+    return shelf
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imaginize", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=CLEAN_ENV,
+        cwd=ROOT,
+    )
+
+
+def test_a_folder_of_books_with_one_pool(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.script(responder=answer)
+    shelf = library(tmp_path)
+    out = tmp_path / "out"
+    result = run(shelf, "-o", out, "--base-url", fake_openai.url, "-j", "3", "--batch-delay", "0")
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("imaginize: error: ") and "c-broken.epub" in last
+    assert "Traceback" not in result.stderr
+    for folder, chapters in (("imaginize_a-orchard", 8), ("imaginize_b-kites", 3)):
+        assert len(list((out / folder / "chapters").glob("*.json"))) == chapters
+        assert (out / folder / "Contents.md").is_file()
+    chats = [r for r in fake_openai.requests if r["endpoint"] == "chat"]
+    assert len(chats) == 8 + 3  # every chapter of both books once
+    for book, folder, chapters in (
+        ("a-orchard.epub", "imaginize_a-orchard", 8),
+        ("b-kites.epub", "imaginize_b-kites", 3),
+    ):
+        status = json.loads(run("status", shelf / book, "-o", out / folder, "--json").stdout)
+        assert status["totals"]["completed"] == chapters
+
+
+def test_the_pace_is_shared_across_books(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.script(responder=answer)
+    shelf = library(tmp_path)
+    (shelf / "c-broken.epub").unlink()
+    out = tmp_path / "out"
+    pace = ["--tier", "free", "--batch-size", "2", "--batch-delay", "0.8", "-j", "2"]
+    result = run(
+        shelf / "a-orchard.epub",
+        shelf / "b-kites.epub",
+        "-o",
+        out,
+        "--base-url",
+        fake_openai.url,
+        "--chapters",
+        "1-3",
+        *pace,
+    )
+    assert result.returncode == 0, result.stderr
+    sends = sorted(r["t_mono"] for r in fake_openai.requests if r["endpoint"] == "chat")
+    assert len(sends) == 6
+    # Batches of two over both books together, 0.8 s after each batch's last send.
+    for first, third in zip(sends, sends[2:], strict=False):
+        assert third - first >= 0.8 - 0.1
