@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from imaginize import manifest as mf
 from imaginize.atomic import fsync_dir, sweep_temp_files, write_json_atomic
-from imaginize.errors import ManifestError
+from imaginize.errors import LockTimeout, ManifestError
 from imaginize.locking import DEFAULT_LOCK_LIFETIME, acquire, manifest_lock
 from imaginize.results import CHAPTERS_DIR, CorruptResult, read_result, result_path
 
@@ -51,6 +51,10 @@ class ManifestStore:
         self.lock_path = self.out_dir / LOCK_NAME
         self.clock = clock
         self._lock = manifest_lock(self.lock_path, lock_lifetime)
+        # filelock's lock object is re-entrant and its hold is not per thread: a second thread
+        # using this store would walk straight into the critical section. This keeps threads
+        # sharing one store out of each other's way (and stays re-entrant for one thread).
+        self._threads = threading.RLock()
         # Long enough that an expired lock is always broken before we give up.
         self._lock_timeout = lock_timeout if lock_timeout is not None else lock_lifetime + 60
 
@@ -71,11 +75,19 @@ class ManifestStore:
     def locked(self) -> Iterator[None]:
         _critical.depth = getattr(_critical, "depth", 0) + 1
         try:
-            acquire(self._lock, self._lock_timeout)
+            if not self._threads.acquire(timeout=self._lock_timeout):
+                raise LockTimeout(
+                    f"{self.lock_path}: could not take the lock in {self._lock_timeout:g}s "
+                    "(held by another thread of this process)"
+                )
             try:
-                yield
+                acquire(self._lock, self._lock_timeout)
+                try:
+                    yield
+                finally:
+                    self._lock.release()
             finally:
-                self._lock.release()
+                self._threads.release()
         finally:
             _critical.depth -= 1
 
@@ -90,7 +102,8 @@ class ManifestStore:
         return outcome
 
     def _write(self, manifest: mf.Manifest) -> None:
-        write_json_atomic(self.path, replace(manifest, updated_at=self.clock()).to_json())
+        stamped = replace(manifest, updated_at=self.clock()).to_json()
+        write_json_atomic(self.path, stamped, indent=None)
 
     # --- operations built on transact -------------------------------------------------------
 
@@ -122,7 +135,10 @@ class ManifestStore:
                 )
             else:
                 base = current
-            updated = mf.reconcile(current, chapters, self._finished(chapters))
+            # Every chapter the manifest will hold, not only those listed now: a completed
+            # chapter outside `chapters` keeps its result file and must stay completed.
+            numbers = sorted({n for n, _ in chapters} | {e.number for e in current.chapters})
+            updated = mf.reconcile(current, chapters, self._finished(numbers))
             forced = set(force)
             if forced:
                 updated = mf.force_pending(updated, forced)
@@ -133,9 +149,10 @@ class ManifestStore:
                 self._write(updated)
             return updated
 
-    def _finished(self, chapters: list[tuple[int, str]]) -> dict[int, int]:
+    def _finished(self, numbers: Iterable[int]) -> dict[int, int]:
+        """Chapters among `numbers` with a readable result file, and the tokens it used."""
         finished: dict[int, int] = {}
-        for number, _ in chapters:
+        for number in numbers:
             path = result_path(self.out_dir, number)
             if not path.exists():
                 continue
@@ -186,10 +203,11 @@ class ManifestStore:
                 )
                 if got is None or got.reason in ("pending", "retry"):
                     return current, got
-                if not result_path(self.out_dir, got.number).exists():
+                done = self._finished([got.number])
+                if got.number not in done:  # no result, or one that cannot be read back
                     return current, got
                 # Its last owner died after publishing the result but before recording it.
-                current, _ = mf.complete(current, got.number, got.token, now)
+                current, _ = mf.complete(current, got.number, got.token, now, done[got.number])
 
         return self.transact(change)
 

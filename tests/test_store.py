@@ -1,0 +1,668 @@
+"""ManifestStore, the manifest lock and atomic writes, on real files and real processes.
+
+Multi-process tests start their children behind a barrier (a file the test creates), wait for
+conditions by polling with a deadline, and kill every child they started in a `finally`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from imaginize import manifest as mf
+from imaginize.atomic import sweep_temp_files, write_json_atomic
+from imaginize.errors import ExitCode, LockTimeout, ManifestError
+from imaginize.locking import lock_holder
+from imaginize.model import ChapterResult, Usage
+from imaginize.results import result_path
+from imaginize.store import LOCK_NAME, MANIFEST_NAME, ManifestStore
+
+SHA = "5f2c" * 16
+CHAPTERS = [(1, "One"), (2, "Two"), (3, "Three"), (4, "Four")]
+LEASE = 600.0
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.005)
+
+
+@contextmanager
+def children() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes started into the yielded list are killed and reaped however the test ends."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in started:
+            proc.wait(timeout=10)
+
+
+def spawn(
+    procs: list[subprocess.Popen[bytes]], code: str, *args: object
+) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)])
+    procs.append(proc)
+    return proc
+
+
+def joined(
+    out: Path,
+    chapters: list[tuple[int, str]] = CHAPTERS,
+    *,
+    force: list[int] | None = None,
+    retry_failed: list[int] | None = None,
+) -> ManifestStore:
+    store = ManifestStore(out, lock_timeout=10)
+    store.join(
+        book_path="/books/b.epub",
+        sha256=SHA,
+        title="B",
+        chapters=chapters,
+        force=force or (),
+        retry_failed=retry_failed,
+    )
+    return store
+
+
+def result_json(number: int, prompt: int = 5, completion: int = 7) -> dict[str, object]:
+    return ChapterResult(
+        chapter=number,
+        title=f"C{number}",
+        words=10,
+        provider="offline",
+        model="none",
+        scenes=(),
+        elements=(),
+        usage=Usage(prompt, completion),
+    ).to_json()
+
+
+def stage(out: Path, number: int, token: int) -> Path:
+    staged = out / "chapters" / f".{number:03d}.{token}.json"
+    write_json_atomic(staged, result_json(number))
+    return staged
+
+
+def temp_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.tmp"))
+
+
+def manifest_bytes(out: Path) -> bytes:
+    return (out / MANIFEST_NAME).read_bytes()
+
+
+# Takes the manifest lock, says so, and holds it until told to release (or killed).
+HOLDER = """
+import sys, time
+from pathlib import Path
+from imaginize.locking import manifest_lock
+lock_path, ready, release = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+lock = manifest_lock(lock_path)
+lock.acquire(timeout=30)
+ready.write_text("held")
+while not release.exists():
+    time.sleep(0.005)
+lock.release()
+Path(str(ready) + ".released").write_text("")
+"""
+
+
+def hold_lock(
+    procs: list[subprocess.Popen[bytes]], out: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """A live process holding the lock; touch the returned path to make it release."""
+    ready, release = out / "holder.ready", out / "holder.release"
+    proc = spawn(procs, HOLDER, out / LOCK_NAME, ready, release)
+    wait_for(ready.exists, what="the holder to take the lock")
+    return proc, release
+
+
+# --- transact and atomic writes ---------------------------------------------------------------
+
+
+def test_transact_writes_atomically_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    for i in range(20):
+        got = store.claim(f"h:1:w{i}", lease=LEASE, max_attempts=3)
+        if got is not None:
+            assert store.release(got.number, got.token)
+        assert temp_files(tmp_path) == []
+        data = json.loads(manifest_bytes(tmp_path))
+        assert mf.Manifest.from_json(data) == store.read()
+    assert store.read() is not None and store.read().next_token == 21  # type: ignore[union-attr]
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_transact_writes_nothing_when_nothing_changed(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    before = manifest_bytes(tmp_path)
+    assert store.heartbeat(1, 99) is False
+    assert manifest_bytes(tmp_path) == before
+
+
+def test_failed_write_leaves_the_old_manifest_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = joined(tmp_path)
+    before = manifest_bytes(tmp_path)
+
+    def broken_replace(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("imaginize.atomic.os.replace", broken_replace)
+    with pytest.raises(OSError, match="No space"):
+        store.claim("h:1:w", lease=LEASE, max_attempts=3)
+    monkeypatch.undo()
+    assert manifest_bytes(tmp_path) == before
+    assert temp_files(tmp_path) == []
+    # The lock was released despite the error.
+    assert not (tmp_path / LOCK_NAME).exists()
+    assert store.claim("h:1:w", lease=LEASE, max_attempts=3) is not None
+
+
+def test_an_exception_in_the_change_writes_nothing_and_releases_the_lock(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    before = manifest_bytes(tmp_path)
+
+    def change(m: mf.Manifest) -> tuple[mf.Manifest, None]:
+        raise RuntimeError("bug")
+
+    with pytest.raises(RuntimeError):
+        store.transact(change)
+    assert manifest_bytes(tmp_path) == before
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_transact_without_manifest_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="missing"):
+        ManifestStore(tmp_path).transact(lambda m: (m, None))
+
+
+def test_unreadable_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_text('{"format": 1, "book"', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"unreadable manifest"):
+        ManifestStore(tmp_path).read()
+    (tmp_path / MANIFEST_NAME).write_text('{"format": 7}', encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"invalid manifest"):
+        ManifestStore(tmp_path).read()
+
+
+READER = """
+import json, sys
+from pathlib import Path
+from imaginize.manifest import Manifest
+path, ready, stop, out = map(Path, sys.argv[1:5])
+reads = bad = 0
+versions = set()
+ready.write_text("")
+while not stop.exists():
+    try:
+        versions.add(Manifest.from_json(json.loads(path.read_text(encoding="utf-8"))).next_token)
+    except Exception as exc:
+        bad += 1
+    reads += 1
+out.write_text(json.dumps({"reads": reads, "bad": bad, "versions": len(versions)}))
+"""
+
+
+def test_readers_never_see_a_torn_manifest(tmp_path: Path) -> None:
+    # A big manifest, so a non-atomic write would be visible half-done.
+    chapters = [(n, f"Chapter {n} " + "x" * 200) for n in range(1, 151)]
+    store = joined(tmp_path, chapters)
+    path = tmp_path / MANIFEST_NAME
+    stop = tmp_path / "stop"
+    thread_seen = {"reads": 0, "bad": 0, "versions": set()}
+
+    def thread_reader() -> None:
+        while not stop.exists():
+            try:
+                m = mf.Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
+                thread_seen["versions"].add(m.next_token)  # type: ignore[attr-defined]
+            except Exception:
+                thread_seen["bad"] += 1  # type: ignore[operator]
+            thread_seen["reads"] += 1  # type: ignore[operator]
+            time.sleep(0.0005)  # let the writer have the GIL
+
+    with children() as procs:
+        ready, out = tmp_path / "reader.ready", tmp_path / "reader.out"
+        spawn(procs, READER, path, ready, stop, out)
+        wait_for(ready.exists, what="the reader")
+        reader = threading.Thread(target=thread_reader)
+        reader.start()
+        try:
+            for i in range(80):
+                got = store.claim(f"h:1:w{i}", lease=LEASE, max_attempts=3)
+                assert got is not None
+                store.release(got.number, got.token)
+        finally:
+            stop.touch()
+            reader.join()
+        wait_for(out.exists, what="the reader's report")
+        seen = json.loads(out.read_text())
+    assert seen["bad"] == 0 and thread_seen["bad"] == 0
+    # The readers really ran alongside the writer.
+    assert seen["reads"] > 0 and seen["versions"] > 1
+    assert len(thread_seen["versions"]) > 1  # type: ignore[arg-type]
+
+
+def test_a_store_shared_by_threads_still_excludes(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def work() -> None:
+        nonlocal inside, most
+        for _ in range(30):
+            with store.locked():
+                with guard:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.001)
+                with guard:
+                    inside -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 1
+
+
+def test_a_store_shared_by_threads_loses_no_update(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+
+    def work() -> None:
+        for _ in range(25):
+            got = store.claim("h:1:w", lease=LEASE, max_attempts=3)
+            assert got is not None
+            assert store.release(got.number, got.token)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m = store.read()
+    assert m is not None and m.next_token == 101
+
+
+# --- join -------------------------------------------------------------------------------------
+
+
+def test_join_creates_the_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "folder"
+    store = ManifestStore(out, clock=lambda: 1234.5)
+    m = store.join(book_path="/books/b.epub", sha256=SHA, title="B", chapters=CHAPTERS)
+    assert (out / "chapters").is_dir()
+    assert store.read() == m
+    assert [(e.number, e.title, e.status) for e in m.chapters] == [
+        (n, t, mf.Status.PENDING) for n, t in CHAPTERS
+    ]
+    assert (m.next_token, m.book_sha256, m.created_at, m.updated_at) == (1, SHA, 1234.5, 1234.5)
+
+
+def busy(out: Path) -> ManifestStore:
+    """1 completed (with its file), 2 failed (retryable), 3 in progress, 4 pending."""
+    store = joined(out)
+    c1 = store.claim("h:1:w1", lease=LEASE, max_attempts=3)
+    c2 = store.claim("h:1:w2", lease=LEASE, max_attempts=3)
+    c3 = store.claim("h:1:w3", lease=LEASE, max_attempts=3)
+    assert c1 and c2 and c3
+    assert store.publish(1, c1.token, stage(out, 1, c1.token), 12)
+    assert store.fail(2, c2.token, "HTTP 503", retryable=True, retry_at=time.time() + 999)
+    return store
+
+
+def test_rejoining_changes_nothing(tmp_path: Path) -> None:
+    store = busy(tmp_path)
+    before_bytes = manifest_bytes(tmp_path)
+    before = store.read()
+    again = joined(tmp_path)
+    assert again.read() == before
+    assert manifest_bytes(tmp_path) == before_bytes  # not even rewritten
+
+
+def test_joining_with_another_book_is_refused(tmp_path: Path) -> None:
+    busy(tmp_path)
+    before = manifest_bytes(tmp_path)
+    with pytest.raises(ManifestError) as caught:
+        ManifestStore(tmp_path).join(
+            book_path="/books/other.epub", sha256="0" * 64, title="X", chapters=CHAPTERS
+        )
+    message = str(caught.value)
+    assert str(tmp_path / MANIFEST_NAME) in message
+    assert "different book" in message and "/books/b.epub" in message
+    assert caught.value.exit_code is ExitCode.BAD_INPUT
+    assert manifest_bytes(tmp_path) == before
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_join_reconciles_with_result_files(tmp_path: Path) -> None:
+    store = busy(tmp_path)
+    os.unlink(result_path(tmp_path, 1))  # completed, file gone
+    write_json_atomic(result_path(tmp_path, 4), result_json(4, 100, 23))  # pending, file there
+    m = joined(tmp_path, [*CHAPTERS, (5, "Five")]).read()
+    assert m is not None
+    assert m.entry(1).status is mf.Status.PENDING
+    assert (m.entry(4).status, m.entry(4).tokens) == (mf.Status.COMPLETED, 123)
+    assert m.entry(5) == mf.Entry(5, "Five")
+    assert m.entry(2).status is mf.Status.FAILED and m.entry(3).status is mf.Status.IN_PROGRESS
+    assert store.read() == m
+
+
+def test_a_corrupt_result_file_does_not_count_as_finished(tmp_path: Path) -> None:
+    joined(tmp_path)
+    result_path(tmp_path, 2).write_text("{not json", encoding="utf-8")
+    m = joined(tmp_path).read()
+    assert m is not None and m.entry(2).status is mf.Status.PENDING
+
+
+def test_join_keeps_completed_chapters_it_was_not_told_about(tmp_path: Path) -> None:
+    busy(tmp_path)
+    # A later join lists fewer chapters (say a changed splitter): chapter 1's file still exists.
+    m = joined(tmp_path, [(2, "Two"), (3, "Three")]).read()
+    assert m is not None and m.entry(1).status is mf.Status.COMPLETED
+
+
+def test_force_reopens_finished_chapters_and_drops_their_results(tmp_path: Path) -> None:
+    busy(tmp_path)
+    m = joined(tmp_path, force=[1, 2, 3]).read()
+    assert m is not None
+    assert m.entry(1).status is mf.Status.PENDING and m.entry(1).attempts == 0
+    assert not result_path(tmp_path, 1).exists()
+    assert m.entry(2).status is mf.Status.PENDING
+    assert m.entry(3).status is mf.Status.IN_PROGRESS  # never touched while in progress
+
+
+def test_retry_failed_reopens_failed_only(tmp_path: Path) -> None:
+    store = busy(tmp_path)
+    before = store.read()
+    assert before is not None
+    m = joined(tmp_path, retry_failed=None).read()
+    assert m == before
+    m = joined(tmp_path, retry_failed=[1, 2, 3, 4]).read()
+    assert m is not None
+    assert (m.entry(2).status, m.entry(2).attempts) == (mf.Status.PENDING, 0)
+    for n in (1, 3, 4):
+        assert m.entry(n) == before.entry(n)
+    assert result_path(tmp_path, 1).exists()
+
+
+def test_join_sweeps_only_old_temp_files(tmp_path: Path) -> None:
+    joined(tmp_path)
+    old = tmp_path / ".imaginize.manifest.json.abc123.tmp"
+    old_result = tmp_path / "chapters" / ".001.json.def456.tmp"
+    fresh = tmp_path / ".imaginize.manifest.json.ghi789.tmp"
+    for p in (old, old_result, fresh):
+        p.write_text("half", encoding="utf-8")
+    for p in (old, old_result):
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    joined(tmp_path)
+    assert not old.exists() and not old_result.exists()
+    assert fresh.exists()
+
+
+# --- publish and claim ------------------------------------------------------------------------
+
+
+def test_publish_with_the_current_token(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    got = store.claim("h:1:w", lease=LEASE, max_attempts=3)
+    assert got is not None
+    staged = stage(tmp_path, got.number, got.token)
+    assert store.publish(got.number, got.token, staged, 12)
+    assert not staged.exists()
+    final = result_path(tmp_path, got.number)
+    assert json.loads(final.read_text(encoding="utf-8")) == result_json(got.number)
+    e = store.read().entry(got.number)  # type: ignore[union-attr]
+    assert (e.status, e.owner, e.tokens) == (mf.Status.COMPLETED, None, 12)
+    assert e.completed_at is not None
+
+
+def test_publish_with_a_stale_token_discards_the_staged_file(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
+    store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:1])
+    old = store.claim("elsewhere:1:old", lease=LEASE, max_attempts=3)
+    assert old is not None
+    now[0] += LEASE + 1
+    new = store.claim("elsewhere:2:new", lease=LEASE, max_attempts=3)
+    assert new is not None and new.number == old.number and new.token > old.token
+    before = manifest_bytes(tmp_path)
+    staged = stage(tmp_path, old.number, old.token)
+    assert store.publish(old.number, old.token, staged, 99) is False
+    assert not staged.exists()
+    assert not result_path(tmp_path, old.number).exists()
+    assert manifest_bytes(tmp_path) == before
+    # The successor's own result is not disturbed by the loser either.
+    mine = stage(tmp_path, new.number, new.token)
+    assert store.publish(new.number, new.token, mine, 5)
+    stale_again = stage(tmp_path, old.number, old.token)
+    assert store.publish(old.number, old.token, stale_again, 99) is False
+    assert json.loads(result_path(tmp_path, 1).read_text(encoding="utf-8")) == result_json(1)
+    assert store.read().entry(1).tokens == 5  # type: ignore[union-attr]
+
+
+def test_claim_completes_a_stale_claim_whose_result_exists(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
+    store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:2])
+    first = store.claim("elsewhere:1:w", lease=LEASE, max_attempts=3, wanted=[1])
+    assert first is not None
+    # Its worker published chapters/001.json and died before recording it.
+    write_json_atomic(result_path(tmp_path, 1), result_json(1, 30, 12))
+    now[0] += LEASE + 1
+    got = store.claim("elsewhere:2:w", lease=LEASE, max_attempts=3)
+    assert got is not None and got.number == 2
+    e = store.read().entry(1)  # type: ignore[union-attr]
+    assert (e.status, e.owner, e.tokens) == (mf.Status.COMPLETED, None, 42)
+    # The dead worker's token no longer works.
+    assert store.heartbeat(1, first.token) is False
+    # And when nothing else is left, the claim says so.
+    assert store.claim("elsewhere:3:w", lease=LEASE, max_attempts=3, wanted=[1]) is None
+
+
+def test_claim_reclaims_a_stale_chapter_whose_result_is_corrupt(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
+    store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:1])
+    first = store.claim("elsewhere:1:w", lease=LEASE, max_attempts=3)
+    assert first is not None
+    result_path(tmp_path, 1).write_text('{"format": 1, "chap', encoding="utf-8")
+    now[0] += LEASE + 1
+    got = store.claim("elsewhere:2:w", lease=LEASE, max_attempts=3)
+    assert got is not None and got.number == 1 and got.token > first.token
+
+
+def test_claim_reclaims_from_a_dead_process(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    with children() as procs:
+        gone = spawn(procs, "pass")
+        gone.wait()
+    first = store.claim(mf.owner_id("w1", pid=gone.pid), lease=LEASE, max_attempts=3)
+    assert first is not None and first.number == 1
+    got = store.claim(mf.owner_id("w2"), lease=LEASE, max_attempts=3)
+    assert got is not None and got.number == 1 and got.reason.startswith("owner")
+
+
+# --- the lock ---------------------------------------------------------------------------------
+
+
+def test_a_dead_holders_lock_is_broken_at_once(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    store = ManifestStore(tmp_path, lock_timeout=20)  # default 10-minute lifetime
+    with children() as procs:
+        holder, _release = hold_lock(procs, tmp_path)
+        assert lock_holder(tmp_path / LOCK_NAME).pid == holder.pid  # type: ignore[union-attr]
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert (tmp_path / LOCK_NAME).exists()  # left behind
+    started = time.monotonic()
+    assert store.claim("h:1:w", lease=LEASE, max_attempts=3) is not None
+    assert time.monotonic() - started < 3.0  # not the lifetime, not the timeout
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_live_holders_lock_expires_after_the_lifetime_and_not_before(tmp_path: Path) -> None:
+    joined(tmp_path)
+    lifetime = 1.0
+    lock_file = tmp_path / LOCK_NAME
+    with children() as procs:
+        holder, release = hold_lock(procs, tmp_path)
+        taken_at = lock_file.stat().st_mtime
+        impatient = ManifestStore(tmp_path, lock_lifetime=lifetime, lock_timeout=0.3)
+        with pytest.raises(LockTimeout):
+            impatient.claim("h:1:w", lease=LEASE, max_attempts=3)
+        assert lock_holder(lock_file).pid == holder.pid  # type: ignore[union-attr]
+
+        store = ManifestStore(tmp_path, lock_lifetime=lifetime, lock_timeout=10)
+        with store.locked():
+            got_at = time.time()
+            assert got_at - taken_at >= lifetime - 0.05  # not before the lifetime
+            assert got_at - taken_at < lifetime + 2.0  # but soon after it
+            assert lock_holder(lock_file).pid == os.getpid()  # type: ignore[union-attr]
+            # The old holder, still alive, releases "its" lock: ours must survive that.
+            release.touch()
+            wait_for((tmp_path / "holder.ready.released").exists, what="the old holder's release")
+            assert lock_holder(lock_file).pid == os.getpid()  # type: ignore[union-attr]
+        assert holder.wait(timeout=10) == 0
+    assert not lock_file.exists()
+
+
+RACER = """
+import json, os, sys, time
+from pathlib import Path
+from imaginize.store import ManifestStore
+out, go, log, rounds = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+store = ManifestStore(out, lock_timeout=30)
+inside = out / "inside"
+while not go.exists():
+    time.sleep(0.001)
+records = []
+for _ in range(rounds):
+    with store.locked():
+        enter = time.monotonic()
+        try:
+            fd = os.open(inside, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.close(fd)
+            alone = True
+        except FileExistsError:
+            alone = False
+        time.sleep(0.02)
+        if alone:
+            os.unlink(inside)
+        records.append([enter, time.monotonic(), alone])
+log.write_text(json.dumps(records))
+"""
+
+
+def test_racers_on_an_expired_lock_take_it_one_at_a_time(tmp_path: Path) -> None:
+    joined(tmp_path)
+    lock_file = tmp_path / LOCK_NAME
+    racers, rounds = 5, 3
+    go = tmp_path / "go"
+    logs = [tmp_path / f"racer{i}.json" for i in range(racers)]
+    with children() as procs:
+        _holder, _release = hold_lock(procs, tmp_path)
+        # A live holder whose lock is an hour old: every racer judges it expired at once.
+        hour_ago = time.time() - 3600
+        os.utime(lock_file, (hour_ago, hour_ago))
+        for log in logs:
+            spawn(procs, RACER, tmp_path, go, log, rounds)
+        go.touch()
+        wait_for(lambda: all(log.exists() for log in logs), timeout=30, what="the racers")
+    intervals = sorted(
+        (enter, leave, alone)
+        for log in logs
+        for enter, leave, alone in json.loads(log.read_text(encoding="utf-8"))
+    )
+    assert len(intervals) == racers * rounds
+    assert all(alone for _, _, alone in intervals), "two racers were inside at once"
+    for (_, leave, _), (enter, _, _) in pairwise(intervals):
+        assert leave <= enter, "critical sections overlap"
+    assert not lock_file.exists()
+    assert not list(tmp_path.glob(f"{LOCK_NAME}.*")), "a break file was left behind"
+
+
+def test_lock_timeout_names_the_lock_file_and_the_holder(tmp_path: Path) -> None:
+    joined(tmp_path)
+    store = ManifestStore(tmp_path, lock_timeout=0.3)
+    with children() as procs:
+        holder, _release = hold_lock(procs, tmp_path)
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as caught:
+            store.heartbeat(1, 1)
+        assert time.monotonic() - started >= 0.3
+    message = str(caught.value)
+    assert str(tmp_path / LOCK_NAME) in message
+    assert f"pid {holder.pid}" in message
+    assert "imaginize unlock" in message
+    assert caught.value.exit_code is ExitCode.LOCKED and int(ExitCode.LOCKED) == 4
+
+
+def test_a_lock_from_another_host_is_only_aged_out(tmp_path: Path) -> None:
+    joined(tmp_path)
+    lock_file = tmp_path / LOCK_NAME
+    # A pid that does not run here: on another host that proves nothing.
+    with children() as procs:
+        gone = spawn(procs, "pass")
+        gone.wait()
+    lock_file.write_text(f"{gone.pid}\nsome-other-host\n", encoding="utf-8")
+    with pytest.raises(LockTimeout, match="some-other-host"):
+        ManifestStore(tmp_path, lock_timeout=0.2).heartbeat(1, 1)
+    assert lock_file.exists()
+    past = time.time() - 700
+    os.utime(lock_file, (past, past))
+    started = time.monotonic()
+    assert ManifestStore(tmp_path, lock_timeout=10).claim("h:1:w", lease=LEASE, max_attempts=3)
+    assert time.monotonic() - started < 3.0
+
+
+# --- sweeping temp files ----------------------------------------------------------------------
+
+
+def test_sweep_removes_only_old_temp_files(tmp_path: Path) -> None:
+    now = 1_000_000.0
+    files = {
+        "old": tmp_path / ".imaginize.manifest.json.a1b2.tmp",
+        "edge": tmp_path / ".001.json.c3d4.tmp",
+        "fresh": tmp_path / ".002.json.e5f6.tmp",
+        "visible": tmp_path / "notes.tmp",
+        "staged": tmp_path / ".003.7.json",
+        "lock": tmp_path / LOCK_NAME,
+    }
+    ages = {"old": 3600, "edge": 60, "fresh": 59, "visible": 3600, "staged": 3600, "lock": 3600}
+    for key, path in files.items():
+        path.write_text("x", encoding="utf-8")
+        os.utime(path, (now - ages[key], now - ages[key]))
+    (tmp_path / "sub").mkdir()
+    nested = tmp_path / "sub" / ".x.json.zz.tmp"
+    nested.write_text("x", encoding="utf-8")
+    os.utime(nested, (now - 3600, now - 3600))
+    assert sweep_temp_files(tmp_path, older_than=60.0, now=now) == 2
+    assert {k for k, p in files.items() if p.exists()} == {"fresh", "visible", "staged", "lock"}
+    assert nested.exists()  # one folder at a time
+    assert sweep_temp_files(tmp_path / "missing", now=now) == 0
