@@ -493,8 +493,10 @@ def test_claim_with_real_liveness_reclaims_a_dead_workers_chapter() -> None:
 
 # --- the stateful model -----------------------------------------------------------------------
 
-CHAPTERS = 4
+CHAPTERS = 3
 SM_LEASE = 100.0
+# Small, so that exhausted attempts and abandonment are reached within a run.
+SM_MAX = 2
 
 
 @dataclass
@@ -549,10 +551,10 @@ class ManifestMachine(RuleBasedStateMachine):
                 pass
             elif e.status is Status.FAILED:
                 ready = e.retry_at is None or e.retry_at <= self.now
-                if not (e.retryable and e.attempts < MAX and ready):
+                if not (e.retryable and e.attempts < SM_MAX and ready):
                     continue
             elif e.status is Status.IN_PROGRESS and self.model_stale(e):
-                if e.attempts >= MAX:
+                if e.attempts >= SM_MAX:
                     self.model[n] = replace(e, status=Status.FAILED, owner=None, retryable=False)
                     continue
             else:
@@ -590,7 +592,7 @@ class ManifestMachine(RuleBasedStateMachine):
             w.owner,
             self.now,
             lease=SM_LEASE,
-            max_attempts=MAX,
+            max_attempts=SM_MAX,
             is_dead=self.is_dead,
             wanted=only,
         )
@@ -601,7 +603,7 @@ class ManifestMachine(RuleBasedStateMachine):
         assert got is not None and got.number == expected
         assert all(got.token > t for t in self.tokens_issued)
         assert got.token == self.model[expected].token
-        assert got.attempt <= MAX
+        assert got.attempt <= SM_MAX
         self.tokens_issued.append(got.token)
         self.all_claims.append((got.number, got.token))
         w.held[got.number] = got.token
@@ -696,7 +698,7 @@ class ManifestMachine(RuleBasedStateMachine):
         assert not ok
         assert self.m == before
 
-    @rule(dt=st.sampled_from([0.5, 10.0, SM_LEASE / 2, SM_LEASE + 1.0]))
+    @rule(dt=st.sampled_from([0.5, 10.0, SM_LEASE / 2, SM_LEASE, SM_LEASE + 1.0]))
     def advance_clock(self, dt: float) -> None:
         self.now += dt
 
@@ -720,13 +722,13 @@ class ManifestMachine(RuleBasedStateMachine):
             w.owner,
             self.now,
             lease=SM_LEASE,
-            max_attempts=MAX,
+            max_attempts=SM_MAX,
             is_dead=self.is_dead,
             wanted=[n],
         )
         assert (got.number if got else None) == expected
         if stale:
-            if e.attempts < MAX:
+            if e.attempts < SM_MAX:
                 assert got is not None and got.token > e.token
             else:
                 assert got is None and self.m.entry(n).status is Status.FAILED
@@ -776,7 +778,7 @@ class ManifestMachine(RuleBasedStateMachine):
     @invariant()
     def attempts_bounded(self) -> None:
         for e in self.m.chapters:
-            assert 0 <= e.attempts <= MAX
+            assert 0 <= e.attempts <= SM_MAX
 
     @invariant()
     def stale_claims_are_reclaimable_or_abandoned(self) -> None:
@@ -792,11 +794,11 @@ class ManifestMachine(RuleBasedStateMachine):
                 "probe:1:p",
                 self.now,
                 lease=SM_LEASE,
-                max_attempts=MAX,
+                max_attempts=SM_MAX,
                 is_dead=self.is_dead,
                 wanted=[e.number],
             )
-            if e.attempts < MAX:
+            if e.attempts < SM_MAX:
                 assert got is not None and got.number == e.number
                 assert got.token == self.m.next_token
             else:
