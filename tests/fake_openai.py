@@ -914,7 +914,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_on_stdin_eof:
 
         def watch_stdin() -> None:
-            sys.stdin.buffer.read()  # returns at EOF: the parent closed the pipe or died
+            # Until EOF: the parent closed the pipe or died. os.read, not sys.stdin: a daemon
+            # thread blocked inside the buffered reader holds its lock, and the interpreter
+            # then aborts at exit ("could not acquire lock for <stdin> at interpreter shutdown").
+            while os.read(sys.stdin.fileno(), 65536):
+                pass
             stop.set()
 
         threading.Thread(target=watch_stdin, daemon=True).start()
