@@ -276,7 +276,8 @@ class Processes:
         process = subprocess.Popen(
             args,
             cwd=REPO_ROOT,
-            env=ENV,
+            # The request pace is kept per server under the cache folder: one per test.
+            env={**ENV, "XDG_CACHE_HOME": str(self.tmp_path / "cache")},
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
