@@ -166,6 +166,36 @@ RESULT_FORMAT = 1
 
 
 @dataclass(frozen=True)
+class ImageRecord:
+    """A generated illustration of one scene: where it is and how it was asked for."""
+
+    scene: int  # 1-based index into the chapter's scenes
+    file: str  # relative to the output folder, e.g. images/chapter_003_scene_2.png
+    prompt: str
+    model: str
+    size: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scene": self.scene,
+            "file": self.file,
+            "prompt": self.prompt,
+            "model": self.model,
+            "size": self.size,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageRecord:
+        return cls(
+            scene=int(data["scene"]),
+            file=str(data["file"]),
+            prompt=str(data.get("prompt", "")),
+            model=str(data.get("model", "")),
+            size=str(data.get("size", "")),
+        )
+
+
+@dataclass(frozen=True)
 class ChapterResult:
     """The finished analysis of one chapter: the content of chapters/NNN.json."""
 
@@ -178,9 +208,11 @@ class ChapterResult:
     elements: tuple[Element, ...]
     usage: Usage = field(default_factory=Usage)
     dropped_quotes: int = 0
+    # Illustrations made so far (--images), in scene order.
+    images: tuple[ImageRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": RESULT_FORMAT,
             "chapter": self.chapter,
             "title": self.title,
@@ -192,6 +224,9 @@ class ChapterResult:
             "scenes": [s.to_json() for s in self.scenes],
             "elements": [e.to_json() for e in self.elements],
         }
+        if self.images:
+            data["images"] = [i.to_json() for i in self.images]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ChapterResult:
@@ -207,4 +242,5 @@ class ChapterResult:
             elements=tuple(Element.from_json(e) for e in data["elements"]),
             usage=Usage.from_json(data.get("usage", {})),
             dropped_quotes=int(data.get("droppedQuotes", 0)),
+            images=tuple(ImageRecord.from_json(i) for i in data.get("images", ())),
         )

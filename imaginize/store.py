@@ -38,6 +38,13 @@ def in_critical_section() -> bool:
 
 
 class ManifestStore:
+    """The chapters' manifest. Subclasses coordinate other units of work the same way (see
+    `images.ImageStore`) by naming their files and saying what a finished unit leaves behind."""
+
+    manifest_name = MANIFEST_NAME
+    lock_name = LOCK_NAME
+    results_dir = CHAPTERS_DIR
+
     def __init__(
         self,
         out_dir: Path,
@@ -47,8 +54,8 @@ class ManifestStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / MANIFEST_NAME
-        self.lock_path = self.out_dir / LOCK_NAME
+        self.path = self.out_dir / self.manifest_name
+        self.lock_path = self.out_dir / self.lock_name
         self.clock = clock
         self._lock = manifest_lock(self.lock_path, lock_lifetime)
         # filelock's lock object is re-entrant and its hold is not per thread: a second thread
@@ -119,10 +126,10 @@ class ManifestStore:
     ) -> mf.Manifest:
         """Create the manifest or reconcile with the one there; never reset finished work."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / CHAPTERS_DIR).mkdir(exist_ok=True)
+        (self.out_dir / self.results_dir).mkdir(exist_ok=True)
         with self.locked():
             sweep_temp_files(self.out_dir)
-            sweep_temp_files(self.out_dir / CHAPTERS_DIR)
+            sweep_temp_files(self.out_dir / self.results_dir)
             current = self.read()
             now = self.clock()
             if current is None:
@@ -162,22 +169,40 @@ class ManifestStore:
                 continue
         return finished
 
+    def _result_files(self, number: int) -> list[Path]:
+        """What a finished unit left behind, for --force to remove."""
+        return [result_path(self.out_dir, number)]
+
     def _drop_results(self, numbers: set[int], manifest: mf.Manifest) -> None:
         for number in numbers:
             if manifest.entry(number).status is mf.Status.PENDING:
-                with suppress(FileNotFoundError):
-                    os.unlink(result_path(self.out_dir, number))
+                for path in self._result_files(number):
+                    with suppress(FileNotFoundError):
+                        os.unlink(path)
 
-    def publish(self, number: int, token: int, staged: Path, tokens: int) -> bool:
-        """Make a staged result the chapter's result and mark it completed, if the claim is
-        still ours; otherwise discard the staged file. True when published."""
-        final = result_path(self.out_dir, number)
+    def publish(
+        self,
+        number: int,
+        token: int,
+        staged: Path,
+        tokens: int,
+        *,
+        final: Path | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> bool:
+        """Make a staged result the unit's result (`final`, by default the chapter's result
+        file) and mark it completed, if the claim is still ours; otherwise discard the staged
+        file. `then` runs inside the same critical section after the rename. True when
+        published."""
+        final = final or result_path(self.out_dir, number)
 
         def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
             updated, ok = mf.complete(current, number, token, self.clock(), tokens)
             if ok:
                 os.replace(staged, final)
                 fsync_dir(final.parent)
+                if then is not None:
+                    then()
             return updated, ok
 
         try:

@@ -8,15 +8,14 @@ is decided by the caller, which knows about the other processes sharing the key.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import openai
 
+from imaginize.analysis.openai_errors import StatusError, call
 from imaginize.analysis.prompt import chapter_messages, repair_messages
 from imaginize.analysis.reply import ReplyError, parse_reply
-from imaginize.backoff import backoff_delay, retry_after_seconds
-from imaginize.errors import AuthenticationError, ProviderError
+from imaginize.errors import ProviderError
 from imaginize.model import Analysis, Chapter, Usage
 from imaginize.pacing import Pacer
 
@@ -74,27 +73,7 @@ class OpenAIAnalyzer:
         return self._request(params)
 
     def _request(self, params: dict[str, Any]) -> tuple[str, str, Usage]:
-        try:
-            with self._pacer.slot() if self._pacer else nullcontext():
-                completion = self._client.chat.completions.create(**params)
-        except openai.AuthenticationError as exc:
-            raise AuthenticationError(f"the API key was refused (401): {_detail(exc)}") from None
-        except openai.APIStatusError as exc:
-            problem = _status_error(exc)
-            if exc.status_code == 429 and self._pacer:
-                # Everyone sharing the key waits, not just this worker.
-                wait = problem.retry_after
-                self._pacer.pause(
-                    wait if wait is not None else backoff_delay(1, base=2.0), str(problem)
-                )
-            raise problem from None
-        except openai.APITimeoutError:
-            raise ProviderError("request timed out", retryable=True) from None
-        except openai.APIConnectionError as exc:
-            raise ProviderError(f"connection failed: {exc}", retryable=True) from None
-        except (openai.APIResponseValidationError, ValueError) as exc:
-            # openai 3.x lets a 200 with a broken JSON body out as a bare JSONDecodeError.
-            raise ProviderError(f"malformed response: {exc}", retryable=True) from None
+        completion = call(self._pacer, lambda: self._client.chat.completions.create(**params))
         try:
             choice = completion.choices[0]
             content = choice.message.content or ""
@@ -113,30 +92,6 @@ def _checked(reply: str, finish: str, text: str, scenes: int, usage: Usage) -> A
     return parse_reply(reply, text, scenes, usage)
 
 
-class _StatusError(ProviderError):
-    def __init__(self, message: str, status: int, **kwargs: Any) -> None:
-        self.status = status
-        super().__init__(message, **kwargs)
-
-
-def _status_error(exc: openai.APIStatusError) -> ProviderError:
-    status = exc.status_code
-    retryable = status in _RETRYABLE_STATUS or status >= 500
-    wait = retry_after_seconds(exc.response.headers) if retryable else None
-    return _StatusError(
-        f"HTTP {status}: {_detail(exc)}", status, retryable=retryable, retry_after=wait
-    )
-
-
 def _rejects_json_mode(exc: ProviderError) -> bool:
     # Servers without JSON mode answer 400/422, or (llama.cpp with json_schema) 500.
-    return isinstance(exc, _StatusError) and exc.status in {400, 422, 500, 501}
-
-
-def _detail(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return exc.message
+    return isinstance(exc, StatusError) and exc.status in {400, 422, 500, 501}

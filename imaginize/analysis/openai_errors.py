@@ -1,0 +1,87 @@
+"""What the `openai` client's exceptions mean for imaginize: one translation for every call.
+
+Retry only what can succeed on retry: network errors, timeouts, 408, 409, 429 and 5xx. A 401
+stops the run; other 4xx fail the unit at once with the server's reason. A 429 also pauses
+every process sharing the key (through the pacer), for the server's Retry-After or a backoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, TypeVar
+
+import openai
+
+from imaginize.backoff import backoff_delay, retry_after_seconds
+from imaginize.errors import AuthenticationError, ProviderError
+from imaginize.pacing import Pacer
+
+_RETRYABLE_STATUS = {408, 409, 429}
+T = TypeVar("T")
+
+
+class StatusError(ProviderError):
+    """An HTTP error answer, with its status and the server's error code (if any)."""
+
+    def __init__(self, message: str, status: int, code: str = "", **kwargs: Any) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message, **kwargs)
+
+
+def status_error(exc: openai.APIStatusError) -> StatusError:
+    status = exc.status_code
+    retryable = status in _RETRYABLE_STATUS or status >= 500
+    wait = retry_after_seconds(exc.response.headers) if retryable else None
+    return StatusError(
+        f"HTTP {status}: {detail(exc)}", status, _code(exc), retryable=retryable, retry_after=wait
+    )
+
+
+def detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    return exc.message
+
+
+def _code(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            return str(error.get("code") or error.get("type") or "")
+    return ""
+
+
+@contextmanager
+def translated(pacer: Pacer | None) -> Iterator[None]:
+    """Run one API call in a pacer slot and turn the client's exceptions into ours."""
+    try:
+        with pacer.slot() if pacer else nullcontext():
+            yield
+    except openai.AuthenticationError as exc:
+        raise AuthenticationError(f"the API key was refused (401): {detail(exc)}") from None
+    except openai.APIStatusError as exc:
+        problem = status_error(exc)
+        if exc.status_code == 429 and pacer:
+            if problem.retry_after is None:
+                problem.retry_after = backoff_delay(1, base=2.0)
+            # Everyone sharing the key waits, not just this worker.
+            pacer.pause(problem.retry_after, str(problem))
+        raise problem from None
+    except openai.APITimeoutError:
+        raise ProviderError("request timed out", retryable=True) from None
+    except openai.APIConnectionError as exc:
+        raise ProviderError(f"connection failed: {exc}", retryable=True) from None
+    except (openai.APIResponseValidationError, ValueError) as exc:
+        # openai 3.x lets a 200 with a broken JSON body out as a bare JSONDecodeError.
+        raise ProviderError(f"malformed response: {exc}", retryable=True) from None
+
+
+def call(pacer: Pacer | None, request: Callable[[], T]) -> T:
+    with translated(pacer):
+        return request()
