@@ -116,9 +116,10 @@ def answer_in_half_a_second(body: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def hang_on_chapter_one_once(body: Mapping[str, Any] | None) -> dict[str, Any]:
     """The first request for chapter 1 gets no answer for a minute; every other at once."""
+    number = chapter_of(body)
     with _hung_lock:
-        first = chapter_of(body) == 1 and 1 not in _hung
-        _hung.add(1)
+        first = number == 1 and number not in _hung
+        _hung.add(number or 0)
     return {**answer(body), "delay": 60.0} if first else answer(body)
 
 
