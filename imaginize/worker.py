@@ -24,20 +24,18 @@ from typing import Any
 from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
 from imaginize.atomic import write_json_atomic
-from imaginize.backoff import backoff_delay
 from imaginize.book import read_book
+from imaginize.claims import Heartbeat, Stop, record_failure, within
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError, ProviderError
 from imaginize.events import (
-    ChapterFailed,
     ChapterFinished,
-    ChapterRetry,
     ChapterStarted,
     EventSink,
     Notice,
     ignore,
 )
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
-from imaginize.model import Book, Chapter, ChapterResult
+from imaginize.model import Book, Chapter
 from imaginize.pacing import Limits, Pacer
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE, analyze_chapter
 from imaginize.providers import ProviderConfig, ProviderKind, make_analyzer
@@ -91,43 +89,6 @@ class WorkerSpec:
             chapters=None if chapters is None else tuple(chapters),
             **data,
         )
-
-
-class Stop(BaseException):
-    """Raised in a worker's main thread to abandon the chapter in hand (SIGTERM)."""
-
-
-class _Heartbeat:
-    """Refreshes the claim's heartbeat from a thread while the main thread analyses.
-
-    It uses its own store (its own lock object): filelock's lock objects are re-entrant, so
-    sharing one across threads would let both threads into the critical section at once.
-    """
-
-    def __init__(self, spec: WorkerSpec, number: int, token: int) -> None:
-        self._store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
-        self._args = (number, token)
-        self._interval = spec.heartbeat
-        self._done = threading.Event()
-        self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._done.wait(self._interval):
-            try:
-                if not self._store.heartbeat(*self._args):
-                    self.lost.set()
-                    return
-            except ImaginizeError:
-                continue  # a slow lock this round; the lease is many beats long
 
 
 def run_worker(
@@ -247,18 +208,32 @@ def _work_on(
     number, token = claim.number, claim.token
     sink(ChapterStarted(number, chapter.title, worker_id))
     started = time.monotonic()
+    beats = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
     try:
-        with _Heartbeat(spec, number, token):
-            result = _analyse_in_time(spec, chapter, analyzer)
+        with Heartbeat(beats, number, token, spec.heartbeat):
+            result = within(
+                spec.chapter_timeout,
+                lambda: analyze_chapter(
+                    chapter,
+                    analyzer,
+                    pages_per_image=spec.pages_per_image,
+                    max_chunk_tokens=spec.max_chunk_tokens,
+                ),
+                f"chapter-{number}",
+            )
     except (KeyboardInterrupt, Stop, AuthenticationError):
         # Not the chapter's fault: give it back without counting the attempt.
         store.release(number, token)
         raise
     except ProviderError as exc:
-        _record_failure(spec, store, claim, str(exc), exc.retryable, exc.retry_after, sink)
+        record_failure(
+            spec.max_attempts, store, claim, str(exc), exc.retryable, exc.retry_after, sink
+        )
         return False
     except Exception as exc:  # a bug met on this chapter must not take the worker down
-        _record_failure(spec, store, claim, f"internal error: {exc!r}", False, None, sink)
+        record_failure(
+            spec.max_attempts, store, claim, f"internal error: {exc!r}", False, None, sink
+        )
         return False
     staged = Path(spec.out_dir) / CHAPTERS_DIR / f".{number:03d}.{token}.json"
     write_json_atomic(staged, result.to_json())
@@ -270,53 +245,6 @@ def _work_on(
             journal.write(f"{number} {token} {mf.owner_id(worker_id)}\n")
     sink(ChapterFinished(result, time.monotonic() - started, worker_id))
     return True
-
-
-def _analyse_in_time(spec: WorkerSpec, chapter: Chapter, analyzer: Analyzer) -> ChapterResult:
-    """The analysis, run in a thread so that a chapter past `chapter_timeout` is given up on
-    without waiting for it; the abandoned thread ends with its request's own timeout."""
-    outcome: list[ChapterResult | BaseException] = []
-
-    def target() -> None:
-        try:
-            outcome.append(
-                analyze_chapter(
-                    chapter,
-                    analyzer,
-                    pages_per_image=spec.pages_per_image,
-                    max_chunk_tokens=spec.max_chunk_tokens,
-                )
-            )
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=target, name=f"chapter-{chapter.number}", daemon=True)
-    thread.start()
-    thread.join(spec.chapter_timeout)
-    if not outcome:
-        raise ProviderError(f"timed out after {spec.chapter_timeout:g}s", retryable=True)
-    if isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    return outcome[0]
-
-
-def _record_failure(
-    spec: WorkerSpec,
-    store: ManifestStore,
-    claim: mf.Claim,
-    reason: str,
-    retryable: bool,
-    retry_after: float | None,
-    sink: EventSink,
-) -> None:
-    wait = retry_after if retry_after is not None else backoff_delay(claim.attempt)
-    store.fail(
-        claim.number, claim.token, reason, retryable=retryable, retry_at=store.clock() + wait
-    )
-    if retryable and claim.attempt < spec.max_attempts:
-        sink(ChapterRetry(claim.number, claim.attempt, reason, wait))
-    else:
-        sink(ChapterFailed(claim.number, reason))
 
 
 def _anything_claimable(current: mf.Manifest, spec: WorkerSpec, now: float) -> bool:

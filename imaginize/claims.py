@@ -1,0 +1,98 @@
+"""Working on one claimed unit (a chapter or an image): keeping the claim alive while the
+work runs, giving up on work past its deadline, and recording a failure."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from imaginize import manifest as mf
+from imaginize.backoff import backoff_delay
+from imaginize.errors import ImaginizeError, ProviderError
+from imaginize.events import ChapterFailed, ChapterRetry, EventSink
+from imaginize.store import ManifestStore
+
+T = TypeVar("T")
+
+
+class Stop(BaseException):
+    """Raised in a worker's main thread to abandon the chapter in hand (SIGTERM)."""
+
+
+class Heartbeat:
+    """Refreshes the claim's heartbeat from a thread while the main thread analyses.
+
+    It uses its own store (its own lock object): filelock's lock objects are re-entrant, so
+    sharing one across threads would let both threads into the critical section at once.
+    """
+
+    def __init__(self, store: ManifestStore, number: int, token: int, interval: float) -> None:
+        self._store = store
+        self._args = (number, token)
+        self._interval = interval
+        self._done = threading.Event()
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval):
+            try:
+                if not self._store.heartbeat(*self._args):
+                    self.lost.set()
+                    return
+            except ImaginizeError:
+                continue  # a slow lock this round; the lease is many beats long
+
+
+def within(seconds: float, work: Callable[[], T], name: str) -> T:
+    """`work()`, run in a thread so that work past its deadline is given up on without
+    waiting for it; the abandoned thread ends with its request's own timeout."""
+    outcome: list[T | BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise ProviderError(f"timed out after {seconds:g}s", retryable=True)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def record_failure(
+    store: ManifestStore,
+    claim: mf.Claim,
+    max_attempts: int,
+    problem: Exception,
+    sink: EventSink,
+) -> None:
+    """Mark the claimed unit failed. A `ProviderError` says whether a retry can help and how
+    long to wait; anything else is a bug met on this unit, not worth repeating."""
+    if isinstance(problem, ProviderError):
+        reason, retryable, wait = str(problem), problem.retryable, problem.retry_after
+    else:
+        reason, retryable, wait = f"internal error: {problem!r}", False, None
+    if wait is None:
+        wait = backoff_delay(claim.attempt)
+    store.fail(
+        claim.number, claim.token, reason, retryable=retryable, retry_at=store.clock() + wait
+    )
+    if retryable and claim.attempt < max_attempts:
+        sink(ChapterRetry(claim.number, claim.attempt, reason, wait))
+    else:
+        sink(ChapterFailed(claim.number, reason))

@@ -1,0 +1,178 @@
+"""--images: one illustration per scene, each a unit of work claimed like a chapter.
+
+Image units live in their own manifest (`.imaginize.images.json`, same format and rules as the
+chapters' one, its own lock), numbered chapter * 1000 + scene. A unit appears once its chapter
+is done. A finished image is `images/chapter_NNN_scene_M.<ext>`, the extension read from the
+bytes the server sent; its prompt, model and size are recorded in the chapter's result file,
+which is what the guides are made from. A finished image is never made again unless --force.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from imaginize.errors import ProviderError
+from imaginize.guides import MergedElement, merge_elements, normalise_name
+from imaginize.model import ChapterResult, ImageRecord, Scene
+from imaginize.results import CorruptResult, load_results, read_result, result_path, write_result
+from imaginize.store import ManifestStore
+
+IMAGES_DIR = "images"
+UNIT_BASE = 1000
+DEFAULT_IMAGE_MODEL = "gpt-image-1"
+# Longest prompt each model accepts, in characters (OpenAI's documented limits).
+PROMPT_LIMITS = {"gpt-image-1": 32_000, "dall-e-3": 4_000, "dall-e-2": 1_000}
+DEFAULT_PROMPT_LIMIT = 4_000
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpg"),
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    model: str = DEFAULT_IMAGE_MODEL
+    size: str | None = None
+    quality: str | None = None
+
+
+def unit_id(chapter: int, scene: int) -> int:
+    return chapter * UNIT_BASE + scene
+
+
+def unit_parts(unit: int) -> tuple[int, int]:
+    return divmod(unit, UNIT_BASE)
+
+
+def units_of(result: ChapterResult) -> list[tuple[int, str]]:
+    return [
+        (unit_id(result.chapter, index), f"Chapter {result.chapter}, scene {index}")
+        for index in range(1, min(len(result.scenes), UNIT_BASE - 1) + 1)
+    ]
+
+
+def image_stem(chapter: int, scene: int) -> str:
+    return f"chapter_{chapter:03d}_scene_{scene}"
+
+
+def detect_extension(data: bytes) -> str:
+    """The file type the bytes really are, not the one asked for."""
+    for magic, ext in _MAGIC:
+        if data.startswith(magic):
+            return ext
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    raise ProviderError("the server sent an image in an unknown format", retryable=True)
+
+
+def existing_image(out_dir: Path, unit: int) -> Path | None:
+    stem = image_stem(*unit_parts(unit))
+    for ext in ("png", "jpg", "webp"):
+        path = Path(out_dir) / IMAGES_DIR / f"{stem}.{ext}"
+        if path.exists():
+            return path
+    return None
+
+
+class ImageStore(ManifestStore):
+    manifest_name = ".imaginize.images.json"
+    lock_name = ".imaginize.images.lock"
+    results_dir = IMAGES_DIR
+
+    def _finished(self, numbers: Iterable[int]) -> dict[int, int]:
+        return {n: 0 for n in numbers if existing_image(self.out_dir, n) is not None}
+
+    def _result_files(self, number: int) -> list[Path]:
+        found = existing_image(self.out_dir, number)
+        return [found] if found else []
+
+
+def expected_units(out_dir: Path) -> list[tuple[int, str]]:
+    """Every image unit the finished chapters call for."""
+    results, _ = load_results(out_dir)
+    return [unit for number in sorted(results) for unit in units_of(results[number])]
+
+
+# --- prompts ------------------------------------------------------------------------------
+
+
+def elements_in(scene: Scene, merged: Iterable[MergedElement]) -> list[MergedElement]:
+    """The book's elements that appear in this scene: named among its characters, or named
+    in its quote or setting."""
+    named = {normalise_name(c) for c in scene.characters}
+    text = f" {normalise_name(scene.quote + ' ' + scene.setting)} "
+    present = []
+    for element in merged:
+        keys = {normalise_name(n) for n in (element.name, *element.aliases)} - {""}
+        if keys & named or any(f" {key} " in text for key in keys):
+            present.append(element)
+    return present
+
+
+def build_prompt(scene: Scene, merged: Iterable[MergedElement], model: str) -> str:
+    """The scene's prompt plus the book-wide look of everything in it, so a character looks
+    the same from chapter to chapter; cut at a sentence end to fit the model's limit."""
+    base = (scene.image_prompt or scene.description or scene.quote).strip()
+    sentences = [base if base.endswith((".", "!", "?")) else base + "."]
+    for element in elements_in(scene, merged):
+        if element.description:
+            look = element.description.rstrip(".")
+            sentences.append(f"{element.name} ({element.kind.value}): {look}.")
+    limit = PROMPT_LIMITS.get(model, DEFAULT_PROMPT_LIMIT)
+    return fit(" ".join(sentences), limit)
+
+
+def fit(text: str, limit: int) -> str:
+    """`text` cut at the last sentence end that fits in `limit` characters (at a word end when
+    even the first sentence is too long)."""
+    if len(text) <= limit:
+        return text
+    kept = ""
+    for sentence in _SENTENCE_END.split(text):
+        candidate = f"{kept} {sentence}".strip()
+        if len(candidate) > limit:
+            break
+        kept = candidate
+    if kept:
+        return kept
+    return text[:limit].rsplit(" ", 1)[0]
+
+
+def prompt_for(out_dir: Path, unit: int, model: str) -> tuple[ChapterResult, str]:
+    chapter, scene = unit_parts(unit)
+    result = read_result(result_path(out_dir, chapter))
+    if scene > len(result.scenes):
+        raise ProviderError(f"chapter {chapter} has no scene {scene} any more")
+    results, _ = load_results(out_dir)
+    merged = merge_elements(results.values())
+    return result, build_prompt(result.scenes[scene - 1], merged, model)
+
+
+def record_image(out_dir: Path, chapter: int, record: ImageRecord) -> None:
+    """Add (or replace) the record of one scene's image in the chapter's result file. Called
+    under the image manifest's lock, so two images of one chapter never overwrite each other."""
+    try:
+        result = read_result(result_path(out_dir, chapter))
+    except CorruptResult:
+        return
+    images = [i for i in result.images if i.scene != record.scene] + [record]
+    write_result(out_dir, replace(result, images=tuple(sorted(images, key=lambda i: i.scene))))
+
+
+def write_prompt_files(out_dir: Path, model: str) -> list[Path]:
+    """For the offline analyzer: the prompt each scene's image would get, as text files."""
+    folder = Path(out_dir) / IMAGES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    results, _ = load_results(out_dir)
+    merged = merge_elements(results.values())
+    written = []
+    for number in sorted(results):
+        for index, scene in enumerate(results[number].scenes, start=1):
+            path = folder / f"{image_stem(number, index)}.txt"
+            path.write_text(build_prompt(scene, merged, model) + "\n", encoding="utf-8")
+            written.append(path)
+    return written
