@@ -482,6 +482,7 @@ class Zygote:
         if self.process.stdin is not None:
             self.process.stdin.close()
         self.process.wait(timeout=10)
+        self._reader.join(timeout=10)  # every "exit" line read
 
 
 # === 1. stress ===================================================================================
