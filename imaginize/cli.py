@@ -18,6 +18,7 @@ from imaginize.autoscale import DEFAULT_MAX_WORKERS
 from imaginize.errors import ConfigError, ExitCode, ImaginizeError, Incomplete
 from imaginize.estimate import DEFAULT_LATENCY
 from imaginize.events import RunFinished
+from imaginize.images import DEFAULT_IMAGE_MODEL, ImageOptions
 from imaginize.live import LiveProgress
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.manifest import DEFAULT_LEASE
@@ -189,6 +190,21 @@ def cli() -> None:
     help="Seconds before a chapter is given up as timed out.",
 )
 @click.option(
+    "--images",
+    is_flag=True,
+    help="Also make an illustration of every scene (images API; offline: prompts only).",
+)
+@click.option(
+    "--image-model",
+    default=DEFAULT_IMAGE_MODEL,
+    show_default=True,
+    help="gpt-image-1, dall-e-3 or dall-e-2.",
+)
+@click.option("--image-size", help="e.g. 1024x1024, 1536x1024 [default: 1024x1024].")
+@click.option(
+    "--image-quality", help="e.g. low, medium, high (gpt-image-1); standard, hd (dall-e-3)."
+)
+@click.option(
     "--estimate",
     "--dry-run",
     "estimate_only",
@@ -228,6 +244,10 @@ def run(
     batch_delay: float | None,
     rpm: float | None,
     chapter_timeout: float,
+    images: bool,
+    image_model: str,
+    image_size: str | None,
+    image_quality: str | None,
     estimate_only: bool,
     assume_latency: float,
     quiet: bool,
@@ -260,6 +280,7 @@ def run(
         poll=min(1.0, lease / 4),
         limits=_limits(config, tier, batch_size, batch_delay, rpm),
         chapter_timeout=chapter_timeout,
+        images=ImageOptions(image_model, image_size, image_quality) if images else None,
     )
     single = len(books) == 1 and not books[0].is_dir()
     if estimate_only:
@@ -279,7 +300,7 @@ def run(
     finally:
         if isinstance(view, LiveProgress):
             view.close()
-    if any(done.failures for done in summaries):
+    if any(done.failures or done.image_failures for done in summaries):
         raise SystemExit(ExitCode.CHAPTERS_FAILED)
     if skipped:
         names = ", ".join(str(path) for path in skipped)

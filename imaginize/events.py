@@ -47,6 +47,16 @@ class ChapterFinished:
 
 
 @dataclass(frozen=True)
+class ImageFinished:
+    chapter: int
+    scene: int
+    file: str
+    seconds: float
+    worker: str = ""
+    book: str = ""
+
+
+@dataclass(frozen=True)
 class ChapterSkipped:
     number: int
     reason: str
@@ -116,6 +126,8 @@ class RunFinished:
     # US dollars for the tokens used, when every model's price is known.
     cost: float | None = None
     title: str = ""
+    # --images: scenes whose image failed for good, by "chapter N, scene M", with the reason.
+    image_failures: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,7 @@ Event = (
     | Notice
     | ChapterStarted
     | ChapterFinished
+    | ImageFinished
     | ChapterSkipped
     | ChapterRetry
     | ChapterFailed

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imaginize.atomic import write_atomic
-from imaginize.model import ChapterResult, Element, ElementKind, Scene, Usage
+from imaginize.model import ChapterResult, Element, ElementKind, ImageRecord, Scene, Usage
 from imaginize.pricing import format_cost, total_cost
 
 CONTENTS = "Contents.md"
@@ -156,13 +156,16 @@ def render_chapters(book: BookInfo, results: Mapping[int, ChapterResult]) -> str
         if result is None:
             lines += ["*Not analysed yet.*", ""]
             continue
+        images = {image.scene: image for image in result.images}
         for index, scene in enumerate(result.scenes, start=1):
-            lines += _render_scene(index, scene)
+            lines += _render_scene(index, scene, images.get(index))
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _render_scene(index: int, scene: Scene) -> list[str]:
+def _render_scene(index: int, scene: Scene, image: ImageRecord | None = None) -> list[str]:
     lines = [f"### Scene {index}", ""]
+    if image is not None:
+        lines += [f"![Scene {index}]({image.file})", ""]
     lines += [*_blockquote(scene.quote), ""]
     lines += [f"**Visual description:** {scene.description}", ""]
     details = [
@@ -177,6 +180,8 @@ def _render_scene(index: int, scene: Scene) -> list[str]:
         lines.append("")
     if scene.image_prompt:
         lines += [f"**Image prompt:** {scene.image_prompt}", ""]
+    if image is not None:
+        lines += [f"*Image: {image.model}, {image.size}.*", ""]
     return lines
 
 
@@ -232,6 +237,9 @@ def render_contents(
     lines += ["", "## Analysis", ""]
     lines.append(f"- Chapters analysed: {len(results)} of {len(book.chapters)}")
     lines.append(f"- Scenes: {sum(len(r.scenes) for r in results.values())}")
+    drawn = sum(len(r.images) for r in results.values())
+    if drawn:
+        lines.append(f"- Images: {drawn}")
     lines.append(f"- Provider: {', '.join(providers) or 'none yet'}")
     lines.append(
         f"- Tokens used: {usage.total_tokens:,} "

@@ -10,10 +10,12 @@ which is what the guides are made from. A finished image is never made again unl
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from imaginize import manifest as mf
+from imaginize.atomic import write_atomic
 from imaginize.errors import ProviderError
 from imaginize.guides import MergedElement, merge_elements, normalise_name
 from imaginize.model import ChapterResult, ImageRecord, Scene
@@ -89,6 +91,25 @@ class ImageStore(ManifestStore):
     def _result_files(self, number: int) -> list[Path]:
         found = existing_image(self.out_dir, number)
         return [found] if found else []
+
+    def add_units(self, units: list[tuple[int, str]]) -> None:
+        """List units that are not listed yet (a chapter just finished); changes nothing
+        else. A no-op without a manifest (images were not asked for on this book)."""
+        if not units or not self.path.exists():
+            return
+        known = self.read()
+        if known is not None and {n for n, _ in units} <= {e.number for e in known.chapters}:
+            return  # the common case, decided without the lock
+        self.transact(lambda m: (_with_units(m, units, self._finished), None))
+
+
+def _with_units(
+    manifest: mf.Manifest,
+    units: list[tuple[int, str]],
+    finished: Callable[[Iterable[int]], dict[int, int]],
+) -> mf.Manifest:
+    numbers = {e.number for e in manifest.chapters} | {n for n, _ in units}
+    return mf.reconcile(manifest, units, finished(numbers))
 
 
 def expected_units(out_dir: Path) -> list[tuple[int, str]]:
@@ -173,6 +194,6 @@ def write_prompt_files(out_dir: Path, model: str) -> list[Path]:
     for number in sorted(results):
         for index, scene in enumerate(results[number].scenes, start=1):
             path = folder / f"{image_stem(number, index)}.txt"
-            path.write_text(build_prompt(scene, merged, model) + "\n", encoding="utf-8")
+            write_atomic(path, build_prompt(scene, merged, model) + "\n")
             written.append(path)
     return written

@@ -140,6 +140,8 @@ def _summary(event: RunFinished) -> str:
     lines += [f"  {path.name}" for path in event.guides]
     for number, reason in sorted(event.failures.items()):
         lines.append(f"  chapter {number} failed: {reason}")
+    for unit, reason in event.image_failures.items():
+        lines.append(f"  image of {unit} failed: {reason}")
     return "\n".join(lines)
 
 

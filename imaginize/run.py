@@ -19,13 +19,21 @@ from imaginize.errors import BookError
 from imaginize.estimate import DEFAULT_LATENCY, Estimate, estimate
 from imaginize.events import EventSink, LibraryFinished, Notice, RunFinished, RunStarted, ignore
 from imaginize.guides import BookInfo, ChapterInfo, write_guides
+from imaginize.images import (
+    IMAGES_DIR,
+    ImageOptions,
+    ImageStore,
+    expected_units,
+    unit_parts,
+    write_prompt_files,
+)
 from imaginize.launcher import Launcher, warm_up
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book
 from imaginize.pacing import Limits, pace_dir
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.pricing import total_cost
-from imaginize.providers import ProviderConfig, resolve_provider
+from imaginize.providers import ProviderConfig, ProviderKind, resolve_provider
 from imaginize.results import load_results
 from imaginize.store import ManifestStore
 from imaginize.watch import ManifestWatcher
@@ -54,6 +62,8 @@ class RunOptions:
     in_process: bool = False
     limits: Limits | None = None
     chapter_timeout: float = DEFAULT_CHAPTER_TIMEOUT
+    # --images: an illustration per scene (openai provider); prompts only when offline.
+    images: ImageOptions | None = None
 
 
 def default_out_dir(book_path: Path) -> Path:
@@ -96,16 +106,46 @@ def _prepare(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSin
     for warning in book.warnings:
         sink(Notice(f"{book_path}: {warning}"))
     store = ManifestStore(out_dir, lock_lifetime=options.lock_lifetime)
+    sha256 = book_fingerprint(book_path)
     store.join(
         book_path=str(book_path.resolve()),
-        sha256=book_fingerprint(book_path),
+        sha256=sha256,
         title=book.title,
         chapters=[(c.number, c.title) for c in book.chapters],
         force=wanted if options.force else (),
         retry_failed=wanted if options.retry_failed else None,
     )
     spec = _spec(book_path, out_dir, wanted, options)
+    if options.images is not None:
+        if config.kind is ProviderKind.OPENAI:
+            _join_images(spec, sha256, book, options, wanted)
+        else:
+            sink(
+                Notice(
+                    "--images with the offline analyzer writes each scene's image prompt to "
+                    f"{out_dir / IMAGES_DIR}/*.txt; it makes no images"
+                )
+            )
     return _Prepared(book_path, book, out_dir, wanted, store, spec)
+
+
+def _join_images(
+    spec: WorkerSpec, sha256: str, book: Book, options: RunOptions, wanted: list[int]
+) -> None:
+    """Create or rejoin the image manifest; --force and --retry-failed reach images too."""
+    images = ImageStore(Path(spec.out_dir), lock_lifetime=options.lock_lifetime)
+    listed = images.read()
+    selected = set(wanted)
+    ours = [e.number for e in listed.chapters] if listed else []
+    ours = [n for n in ours if unit_parts(n)[0] in selected]
+    images.join(
+        book_path=spec.book_path,
+        sha256=sha256,
+        title=book.title,
+        chapters=expected_units(Path(spec.out_dir)),
+        force=ours if options.force else (),
+        retry_failed=ours if options.retry_failed else None,
+    )
 
 
 def run_book(
@@ -228,6 +268,7 @@ def _spec(book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions
         limits=options.limits,
         pace_dir=_pace_dir(options.provider) if options.limits else None,
         chapter_timeout=options.chapter_timeout,
+        images=options.images,
     )
 
 
@@ -278,6 +319,11 @@ def _finish(job: _Prepared) -> RunFinished:
                 failures[entry.number] = entry.error or "failed"
             elif entry.status is not mf.Status.COMPLETED:
                 unfinished += 1
+    image_failures: dict[str, str] = {}
+    if job.spec.images is not None and job.spec.provider.kind is not ProviderKind.OPENAI:
+        write_prompt_files(out_dir, job.spec.images.model)
+    elif job.spec.images is not None:
+        image_failures = _image_failures(out_dir, job.spec.max_attempts)
     guides = write_guides(out_dir, book_info(book), results, failures)
     done = [n for n in wanted if n in results]
     tokens = sum(r.usage.total_tokens for r in results.values())
@@ -291,7 +337,19 @@ def _finish(job: _Prepared) -> RunFinished:
         unfinished,
         total_cost(results.values()) if tokens else None,
         book.title,
+        image_failures,
     )
+
+
+def _image_failures(out_dir: Path, max_attempts: int) -> dict[str, str]:
+    listed = ImageStore(out_dir).read()
+    if listed is None:
+        return {}
+    return {
+        e.title: e.error or "failed"
+        for e in listed.chapters
+        if e.status is mf.Status.FAILED and not (e.retryable and e.attempts < max_attempts)
+    }
 
 
 def _selected(book: Book, spec: str | None) -> list[int]:

@@ -26,7 +26,7 @@ from imaginize.analysis.base import Analyzer
 from imaginize.atomic import write_json_atomic
 from imaginize.book import read_book
 from imaginize.claims import Heartbeat, Stop, record_failure, within
-from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError, ProviderError
+from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
 from imaginize.events import (
     ChapterFinished,
     ChapterStarted,
@@ -34,6 +34,8 @@ from imaginize.events import (
     Notice,
     ignore,
 )
+from imaginize.image_worker import ImageJob, prepare_images, work_on_image
+from imaginize.images import ImageOptions, expected_units, unit_parts, units_of
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book, Chapter
 from imaginize.pacing import Limits, Pacer
@@ -67,6 +69,8 @@ class WorkerSpec:
     limits: Limits | None = None
     pace_dir: str | None = None
     chapter_timeout: float = DEFAULT_CHAPTER_TIMEOUT
+    # --images: one illustration per scene once its chapter is done (openai provider only).
+    images: ImageOptions | None = None
     # Diagnostics: a file that gets "number token owner" appended for each published result.
     journal: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -83,9 +87,11 @@ class WorkerSpec:
         provider["kind"] = ProviderKind(provider["kind"])
         chapters = data.pop("chapters")
         limits = data.pop("limits")
+        images = data.pop("images", None)
         return cls(
             provider=ProviderConfig(**provider),
             limits=None if limits is None else Limits(**limits),
+            images=None if images is None else ImageOptions(**images),
             chapters=None if chapters is None else tuple(chapters),
             **data,
         )
@@ -121,17 +127,21 @@ class _Job:
     store: ManifestStore
     book: Book
     analyzer: Analyzer
+    images: ImageJob | None = None
 
 
 def _prepare(spec: WorkerSpec, book: Book | None, analyzer: Analyzer | None) -> _Job:
     book = book or read_book(spec.book_path)
+    pacer = None
+    if spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI:
+        pacer = Pacer(Path(spec.pace_dir or spec.out_dir), spec.limits)
     if analyzer is None:
-        pacer = None
-        if spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI:
-            pacer = Pacer(Path(spec.pace_dir or spec.out_dir), spec.limits)
         analyzer = make_analyzer(spec.provider, book, pacer)
     store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
-    return _Job(spec, store, book, analyzer)
+    images = None
+    if spec.images is not None and spec.provider.kind is ProviderKind.OPENAI:
+        images = prepare_images(spec, spec.images, pacer)
+    return _Job(spec, store, book, analyzer, images)
 
 
 def run_jobs(
@@ -172,39 +182,70 @@ def _step(
     job: _Job, owner: str, worker_id: str, sink: EventSink, should_stop: Callable[[], bool]
 ) -> bool | float | None:
     """One look at one book: None when it is settled, a wait in seconds when nothing is
-    claimable yet, else whether a chapter was published (False: claimed and failed, lost,
-    or given back)."""
-    spec, store = job.spec, job.store
+    claimable yet, else whether a unit was published (False: claimed and failed, lost, or
+    given back). Chapters come first; a book's images once their chapters are done."""
+    spec = job.spec
+    got = _claim_next(job.store, spec, owner, spec.chapters, should_stop)
+    if isinstance(got, mf.Claim):
+        if got.reason not in ("pending", "retry"):
+            sink(Notice(f"chapter {got.number}: taken over ({got.reason})"))
+        chapter = next(c for c in job.book.chapters if c.number == got.number)
+        return _work_on(job, chapter, got, worker_id, sink)
+    if got is False or job.images is None:
+        return got
+    chapters_wait = got
+    if chapters_wait is None and not job.images.synced:
+        # Units of chapters finished before --images was asked for, or by a worker that died
+        # between publishing a chapter and listing its scenes.
+        job.images.store.add_units(expected_units(Path(spec.out_dir)))
+        job.images.synced = True
+    image = _claim_next(job.images.store, spec, owner, _drawable(job), should_stop)
+    if isinstance(image, mf.Claim):
+        return work_on_image(spec, job.images, image, worker_id, sink)
+    if image is False:
+        return False
+    if chapters_wait is None:
+        return image  # settled only when the images are too
+    return chapters_wait if image is None else min(chapters_wait, image)
+
+
+def _drawable(job: _Job) -> tuple[int, ...]:
+    """Image units whose chapter is done: a unit of a chapter being redone (--force) waits."""
+    assert job.images is not None
+    chapters, units = job.store.read(), job.images.store.read()
+    if chapters is None or units is None:
+        return ()
+    done = {e.number for e in chapters.chapters if e.status is mf.Status.COMPLETED}
+    return tuple(e.number for e in units.chapters if unit_parts(e.number)[0] in done)
+
+
+def _claim_next(
+    store: ManifestStore,
+    spec: WorkerSpec,
+    owner: str,
+    wanted: tuple[int, ...] | None,
+    should_stop: Callable[[], bool],
+) -> mf.Claim | float | bool | None:
+    """A claim; or None when these units are settled, a wait when none is claimable yet,
+    False when the claim was given straight back because the worker is stopping."""
     # Look before locking: an idle worker reads the manifest without the lock and takes it
     # only when there is something to claim.
     current = store.read()
-    if current is None or mf.settled(current, spec.max_attempts, spec.chapters):
+    if current is None or mf.settled(current, spec.max_attempts, wanted):
         return None
-    if not _anything_claimable(current, spec, store.clock()):
+    if not _anything_claimable(current, spec, store.clock(), wanted):
         return _idle_wait(current, spec, store.clock())
-    claim = store.claim(
-        owner, lease=spec.lease, max_attempts=spec.max_attempts, wanted=spec.chapters
-    )
+    claim = store.claim(owner, lease=spec.lease, max_attempts=spec.max_attempts, wanted=wanted)
     if claim is None:
         return 0.0
     if should_stop():
         store.release(claim.number, claim.token)
         return False
-    if claim.reason not in ("pending", "retry"):
-        sink(Notice(f"chapter {claim.number}: taken over ({claim.reason})"))
-    chapter = next(c for c in job.book.chapters if c.number == claim.number)
-    return _work_on(spec, store, chapter, claim, job.analyzer, worker_id, sink)
+    return claim
 
 
-def _work_on(
-    spec: WorkerSpec,
-    store: ManifestStore,
-    chapter: Chapter,
-    claim: mf.Claim,
-    analyzer: Analyzer,
-    worker_id: str,
-    sink: EventSink,
-) -> bool:
+def _work_on(job: _Job, chapter: Chapter, claim: mf.Claim, worker_id: str, sink: EventSink) -> bool:
+    spec, store, analyzer = job.spec, job.store, job.analyzer
     number, token = claim.number, claim.token
     sink(ChapterStarted(number, chapter.title, worker_id))
     started = time.monotonic()
@@ -225,15 +266,8 @@ def _work_on(
         # Not the chapter's fault: give it back without counting the attempt.
         store.release(number, token)
         raise
-    except ProviderError as exc:
-        record_failure(
-            spec.max_attempts, store, claim, str(exc), exc.retryable, exc.retry_after, sink
-        )
-        return False
-    except Exception as exc:  # a bug met on this chapter must not take the worker down
-        record_failure(
-            spec.max_attempts, store, claim, f"internal error: {exc!r}", False, None, sink
-        )
+    except Exception as exc:  # the chapter failed; a bug met on it must not end the worker
+        record_failure(store, claim, spec.max_attempts, exc, sink)
         return False
     staged = Path(spec.out_dir) / CHAPTERS_DIR / f".{number:03d}.{token}.json"
     write_json_atomic(staged, result.to_json())
@@ -243,16 +277,20 @@ def _work_on(
     if spec.journal:
         with open(spec.journal, "a", encoding="utf-8") as journal:
             journal.write(f"{number} {token} {mf.owner_id(worker_id)}\n")
+    if job.images is not None:
+        job.images.store.add_units(units_of(result))
     sink(ChapterFinished(result, time.monotonic() - started, worker_id))
     return True
 
 
-def _anything_claimable(current: mf.Manifest, spec: WorkerSpec, now: float) -> bool:
-    wanted = None if spec.chapters is None else set(spec.chapters)
+def _anything_claimable(
+    current: mf.Manifest, spec: WorkerSpec, now: float, wanted: tuple[int, ...] | None
+) -> bool:
+    allowed = None if wanted is None else set(wanted)
     return any(
         mf.claimable_reason(e, now, spec.lease, spec.max_attempts, mf.owner_is_dead) is not None
         for e in current.chapters
-        if wanted is None or e.number in wanted
+        if allowed is None or e.number in allowed
     )
 
 

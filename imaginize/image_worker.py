@@ -1,0 +1,97 @@
+"""A worker's image work (--images): one claimed scene in, one image file out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from imaginize.analysis.openai_images import ImageGenerator
+from imaginize.atomic import write_atomic
+from imaginize.claims import Heartbeat, Stop, record_failure, within
+from imaginize.errors import AuthenticationError
+from imaginize.events import EventSink, ImageFinished, Notice
+from imaginize.images import (
+    IMAGES_DIR,
+    ImageOptions,
+    ImageStore,
+    detect_extension,
+    image_stem,
+    prompt_for,
+    record_image,
+    unit_parts,
+)
+from imaginize.manifest import Claim
+from imaginize.model import ImageRecord
+from imaginize.pacing import Pacer
+
+if TYPE_CHECKING:
+    from imaginize.worker import WorkerSpec
+
+
+@dataclass
+class ImageJob:
+    """One book's image units as a worker sees them."""
+
+    store: ImageStore
+    generator: ImageGenerator
+    # Whether this worker has made sure every finished chapter's units are listed.
+    synced: bool = False
+
+
+def prepare_images(spec: WorkerSpec, options: ImageOptions, pacer: Pacer | None) -> ImageJob:
+    generator = ImageGenerator(
+        model=options.model,
+        api_key=spec.provider.api_key,
+        base_url=spec.provider.base_url,
+        size=options.size,
+        quality=options.quality,
+        timeout=spec.chapter_timeout,
+        pacer=pacer,
+    )
+    store = ImageStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+    return ImageJob(store, generator)
+
+
+def work_on_image(
+    spec: WorkerSpec, job: ImageJob, claim: Claim, worker_id: str, sink: EventSink
+) -> bool:
+    """Make the claimed scene's image and publish it; False when it failed or was lost."""
+    chapter, scene = unit_parts(claim.number)
+    started = time.monotonic()
+    beats = ImageStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+    model = job.generator.model
+
+    def make() -> tuple[str, bytes]:
+        _, prompt = prompt_for(Path(spec.out_dir), claim.number, model)
+        return prompt, job.generator.generate(prompt)
+
+    try:
+        with Heartbeat(beats, claim.number, claim.token, spec.heartbeat):
+            prompt, data = within(spec.chapter_timeout, make, f"image-{claim.number}")
+        ext = detect_extension(data)
+    except (KeyboardInterrupt, Stop, AuthenticationError):
+        job.store.release(claim.number, claim.token)
+        raise
+    except Exception as exc:  # this image failed; the worker goes on with the next unit
+        record_failure(job.store, claim, spec.max_attempts, exc, sink)
+        return False
+    stem = image_stem(chapter, scene)
+    folder = Path(spec.out_dir) / IMAGES_DIR
+    staged = folder / f".{stem}.{claim.token}.{ext}"
+    write_atomic(staged, data)
+    record = ImageRecord(scene, f"{IMAGES_DIR}/{stem}.{ext}", prompt, model, job.generator.size)
+    published = job.store.publish(
+        claim.number,
+        claim.token,
+        staged,
+        0,
+        final=folder / f"{stem}.{ext}",
+        then=lambda: record_image(Path(spec.out_dir), chapter, record),
+    )
+    if not published:
+        sink(Notice(f"image {stem}: claim {claim.token} was taken over; image discarded"))
+        return False
+    sink(ImageFinished(chapter, scene, record.file, time.monotonic() - started, worker_id))
+    return True

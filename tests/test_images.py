@@ -1,0 +1,157 @@
+"""--images: units of work like chapters, files typed by their bytes, prompts within limits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imaginize.errors import ProviderError
+from imaginize.guides import MergedElement
+from imaginize.images import (
+    build_prompt,
+    detect_extension,
+    elements_in,
+    fit,
+    unit_id,
+    unit_parts,
+)
+from imaginize.model import ElementKind, Scene
+from tests.fake_openai import FakeOpenAI, error, image, make_jpeg, make_png
+from tests.replies import answer
+from tests.test_cli import SAMPLE, imaginize
+
+
+def test_units_number_chapter_and_scene() -> None:
+    assert unit_id(3, 2) == 3002
+    assert unit_parts(12007) == (12, 7)
+
+
+def test_extension_comes_from_the_bytes() -> None:
+    assert detect_extension(make_png(2, 2)) == "png"
+    assert detect_extension(make_jpeg(2, 2)) == "jpg"
+    assert detect_extension(b"RIFF\x10\x00\x00\x00WEBPVP8 ") == "webp"
+    with pytest.raises(ProviderError):
+        detect_extension(b"<html>oops</html>")
+
+
+def test_fit_cuts_at_sentence_ends() -> None:
+    text = "One two three. Four five six. Seven eight nine."
+    assert fit(text, 100) == text
+    assert fit(text, 30) == "One two three. Four five six."
+    assert fit(text, 20) == "One two three."
+    assert fit("a very long sentence without an end", 12) == "a very long"
+
+
+WREN = MergedElement(
+    "Wren Ashby", ElementKind.CHARACTER, "a girl with copper hair in a yellow oilskin", ["Wren"]
+)
+VALE = MergedElement("Captain Orrin Vale", ElementKind.CHARACTER, "a silver-bearded keeper")
+KEY = MergedElement("brass key", ElementKind.ITEM, "a small key whose bow is a lighthouse")
+
+
+def test_prompts_carry_the_look_of_what_is_in_the_scene() -> None:
+    scene = Scene(
+        quote="Wren held up the brass key.",
+        description="Wren in the lamp room",
+        characters=("Wren",),
+        image_prompt="storybook painting of a girl holding a key in a lamp room",
+    )
+    assert [e.name for e in elements_in(scene, [WREN, VALE, KEY])] == ["Wren Ashby", "brass key"]
+    prompt = build_prompt(scene, [WREN, VALE, KEY], "dall-e-3")
+    assert prompt.startswith("storybook painting of a girl holding a key in a lamp room.")
+    assert "copper hair in a yellow oilskin" in prompt and "bow is a lighthouse" in prompt
+    assert "silver-bearded" not in prompt
+    long = MergedElement("Wren", ElementKind.CHARACTER, "tall. " * 400, [])
+    assert len(build_prompt(scene, [long], "dall-e-2")) <= 1000
+    assert len(build_prompt(scene, [long], "dall-e-3")) <= 4000
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Path:
+    copy = tmp_path / "sample.epub"
+    shutil.copy(SAMPLE, copy)
+    return copy
+
+
+def image_requests(server: FakeOpenAI) -> list[dict]:
+    return [r for r in server.requests if r["endpoint"] == "images"]
+
+
+def run_images(book: Path, server: FakeOpenAI, *extra: str) -> tuple[int, str]:
+    result = imaginize(
+        book,
+        "-o",
+        book.parent / "out",
+        "--base-url",
+        server.url,
+        "--images",
+        "--image-size",
+        "32x32",
+        "--batch-delay",
+        "0",
+        "-j",
+        "2",
+        *extra,
+    )
+    return result.returncode, result.stderr
+
+
+def test_images_end_to_end(fake_openai: FakeOpenAI, book: Path) -> None:
+    fake_openai.script(responder=answer, image_default=image("png"))
+    fake_openai.enqueue(image("jpeg"), endpoint="images")
+    code, stderr = run_images(book, fake_openai, "--chapters", "1-3")
+    assert code == 0, stderr
+    out = book.parent / "out"
+    files = sorted(p.name for p in (out / "images").iterdir() if not p.name.startswith("."))
+    assert len(files) == 3 and len(image_requests(fake_openai)) == 3  # one scene a chapter
+    assert sum(f.endswith(".jpg") for f in files) == 1  # typed by the bytes, not assumed
+    for name in files:
+        data = (out / "images" / name).read_bytes()
+        assert name.endswith("." + detect_extension(data))
+    result = json.loads((out / "chapters" / "001.json").read_text())
+    record = result["images"][0]
+    assert record["file"].startswith("images/chapter_001_scene_1.")
+    assert record["model"] == "gpt-image-1" and record["size"] == "32x32"
+    sent = image_requests(fake_openai)[0]["body"]
+    assert sent["prompt"] in {
+        json.loads((out / "chapters" / f"00{n}.json").read_text())["images"][0]["prompt"]
+        for n in (1, 2, 3)
+    }
+    assert "response_format" not in sent  # gpt-image-1 refuses it
+    assert "](images/chapter_001_scene_1." in (out / "Chapters.md").read_text()
+
+    # Finished images are never made again...
+    code, stderr = run_images(book, fake_openai, "--chapters", "1-3")
+    assert code == 0, stderr
+    assert len(image_requests(fake_openai)) == 3
+    # ...unless forced, and then only the chapters asked for.
+    code, stderr = run_images(book, fake_openai, "--chapters", "2", "--force")
+    assert code == 0, stderr
+    assert len(image_requests(fake_openai)) == 4
+
+
+def test_a_safety_rejection_fails_that_scene_only(fake_openai: FakeOpenAI, book: Path) -> None:
+    fake_openai.script(responder=answer, image_default=image("png"))
+    fake_openai.enqueue(
+        error(
+            400, "Your request was rejected by our safety system.", code="content_policy_violation"
+        ),
+        endpoint="images",
+    )
+    code, stderr = run_images(book, fake_openai, "--chapters", "1-2", "-j", "1")
+    assert code == 1
+    assert "image of Chapter 1, scene 1 failed: rejected by the safety system" in stderr
+    assert len(image_requests(fake_openai)) == 2  # not retried; the other scene went on
+    assert len(list((book.parent / "out" / "images").glob("chapter_*"))) == 1
+
+
+def test_offline_writes_prompts_only(book: Path) -> None:
+    result = imaginize(book, "-o", book.parent / "out", "--images", "--chapters", "1")
+    assert result.returncode == 0, result.stderr
+    assert "makes no images" in result.stderr
+    prompts = list((book.parent / "out" / "images").glob("*.txt"))
+    assert [p.name for p in prompts] == ["chapter_001_scene_1.txt"]
+    assert prompts[0].read_text().strip()
