@@ -27,10 +27,12 @@ from imaginize import manifest as mf
 from imaginize.autoscale import AutoScaler, process_rss
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
 from imaginize.events import ChapterFinished, Event, EventSink, Notice
+from imaginize.images import ImageStore
 from imaginize.model import Book
 from imaginize.pacing import Pacer
+from imaginize.providers import ProviderKind
 from imaginize.store import ManifestStore
-from imaginize.watch import ManifestWatcher
+from imaginize.watch import ImageWatcher, ManifestWatcher
 from imaginize.worker import WorkerSpec, process_main
 
 RESTARTS_PER_WORKER = 4
@@ -94,6 +96,13 @@ class Launcher:
         self.stores = [
             ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime) for spec, _ in jobs
         ]
+        # Each book's image units when --images asks for them (None otherwise).
+        self.image_stores = [
+            ImageStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+            if spec.images is not None and spec.provider.kind is ProviderKind.OPENAI
+            else None
+            for spec, _ in jobs
+        ]
         self._workers: dict[str, _Worker] = {}
         self._next_id = 0
         self._restarts = 0
@@ -107,9 +116,14 @@ class Launcher:
         """Until the wanted chapters are settled, or Ctrl-C. Raises `Interrupted` after a
         Ctrl-C and `AuthenticationError` when a worker's key was refused."""
         label = len(self.jobs) > 1
-        watchers = [
+        watchers: list[ManifestWatcher | ImageWatcher] = [
             ManifestWatcher(store, self.sink, spec.chapters, spec.max_attempts, label=label)
             for store, (spec, _) in zip(self.stores, self.jobs, strict=True)
+        ]
+        watchers += [
+            ImageWatcher(store, self.sink, spec.max_attempts)
+            for store, (spec, _) in zip(self.image_stores, self.jobs, strict=True)
+            if store is not None
         ]
         previous = self._install_sigint()
         try:
@@ -211,10 +225,11 @@ class Launcher:
                     self._start()
 
     def _work_left(self) -> bool:
-        for store, (spec, _) in zip(self.stores, self.jobs, strict=True):
-            current = store.read()
-            if current is not None and not mf.settled(current, spec.max_attempts, spec.chapters):
-                return True
+        for store, images, (spec, _) in zip(self.stores, self.image_stores, self.jobs, strict=True):
+            for units, wanted in ((store, spec.chapters), (images, None)):
+                current = units.read() if units is not None else None
+                if current is not None and not mf.settled(current, spec.max_attempts, wanted):
+                    return True
         return False
 
     def _signal_all(self, signum: int) -> None:

@@ -12,6 +12,7 @@ from imaginize.events import (
     ChapterSkipped,
     ChapterStarted,
     Event,
+    ImageFinished,
     LibraryFinished,
     Notice,
     RunFinished,
@@ -97,6 +98,8 @@ class PlainProgress:
                     f"{_count(len(r.scenes), 'scene')}, {_count(len(r.elements), 'element')} "
                     f"({event.seconds:.1f}s)"
                 )
+            case ImageFinished():
+                return f"image of chapter {event.chapter}, scene {event.scene} -> {event.file}"
             case ChapterRetry():
                 return (
                     f"chapter {event.number}: attempt {event.attempt} failed ({event.reason}); "

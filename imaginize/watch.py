@@ -16,6 +16,7 @@ from imaginize.events import (
     ChapterSkipped,
     ChapterStarted,
     EventSink,
+    ImageFinished,
     Notice,
 )
 from imaginize.results import CorruptResult, read_result, result_path
@@ -130,3 +131,45 @@ class ManifestWatcher:
         seconds = max(0.0, (entry.completed_at or started) - started)
         owner = old.owner if old is not None and old.owner else ""
         self._sink(ChapterFinished(result, seconds, owner, book=self._book))
+
+
+class ImageWatcher:
+    """The image manifest's changes (--images) as events: a finished image, a failed one."""
+
+    def __init__(self, store: ManifestStore, sink: EventSink, max_attempts: int) -> None:
+        self._store = store
+        self._sink = sink
+        self._max_attempts = max_attempts
+        self._last: dict[int, mf.Entry] | None = None
+
+    def poll(self) -> None:
+        try:
+            current = self._store.read()
+        except ManifestError:
+            return
+        if current is None:
+            return
+        first = self._last is None
+        last = self._last or {}
+        for entry in current.chapters:
+            old = last.get(entry.number)
+            if first or entry == old:
+                continue
+            if entry.status is mf.Status.COMPLETED and (old is None or old.status != entry.status):
+                self._finished(entry)
+            elif entry.status is mf.Status.FAILED and not (
+                entry.retryable and entry.attempts < self._max_attempts
+            ):
+                self._sink(Notice(f"image of {entry.title} failed: {entry.error or 'failed'}"))
+        self._last = {e.number: e for e in current.chapters}
+
+    def _finished(self, entry: mf.Entry) -> None:
+        from imaginize.images import existing_image, unit_parts
+
+        found = existing_image(self._store.out_dir, entry.number)
+        if found is None:
+            return
+        chapter, scene = unit_parts(entry.number)
+        seconds = max(0.0, (entry.completed_at or 0.0) - (entry.claimed_at or 0.0))
+        relative = f"{found.parent.name}/{found.name}"
+        self._sink(ImageFinished(chapter, scene, relative, seconds))
