@@ -19,8 +19,10 @@ types dominate), so:
 - stress workers run `imaginize.worker.main` behind a file barrier: each imports, says it is
   ready, and waits for a "go" file; the test creates it once all 8 are ready, so the claims
   race for real instead of trickling in one import at a time;
-- chaos workers (dozens of restarts) are forked from a pre-imported parent (`_zygote_main`);
-  each is still its own OS process running `imaginize.worker.main`, killed with SIGKILL;
+- chaos workers (dozens of restarts) are forked from a parent that has imported the worker
+  and parsed the book (`_zygote_main`); each is still its own OS process running
+  `imaginize.worker.main`, killed with SIGKILL; the fresh run that finishes the book is
+  `run_book` (a launcher and its worker processes) with the journal on;
 - the CLI tests run `python -m imaginize` exactly as a user would.
 
 The fake server (tests/fake_openai.py) runs as its own process; the responders below make
