@@ -176,7 +176,7 @@ EXAMPLE = """\
 # max_output_tokens = 4096
 
 [run]
-# pages_per_image = 3      # one scene per this many pages of 300 words
+# pages_per_image = 1.5    # one scene per this many pages of 300 words
 # max_chunk_tokens = 12000 # longer chapters are split
 # max_attempts = 3         # tries per chapter, across all processes
 # chapter_timeout = 300    # seconds before a chapter is given up

@@ -7,7 +7,7 @@ from imaginize.chunking import scene_count, share_scenes, split_chapter
 from imaginize.guides import normalise_name
 from imaginize.model import Chapter, ChapterResult, Element, Usage
 
-DEFAULT_PAGES_PER_IMAGE = 3.0
+DEFAULT_PAGES_PER_IMAGE = 1.5
 DEFAULT_MAX_CHUNK_TOKENS = 12_000
 
 

@@ -94,6 +94,8 @@ def run_images(book: Path, server: FakeOpenAI, *extra: str) -> tuple[int, str]:
         "0",
         "-j",
         "2",
+        "--pages-per-image",
+        "3",  # one scene a chapter of the sample
         *extra,
     )
     return result.returncode, result.stderr
