@@ -1,26 +1,35 @@
 """Timing instrumentation for benchmarks/speedup.py, without touching imaginize/.
 
     IMAGINIZE_BENCH_TIMINGS=t.jsonl python -m benchmarks.instrument cli BOOK [run options]
-    IMAGINIZE_BENCH_TIMINGS=t.jsonl python -m benchmarks.instrument worker w1  # spec on stdin
 
-`cli` is `python -m imaginize` with the patches below, and makes the launcher start its
-workers as `python -m benchmarks.instrument worker wN`, which is `python -m imaginize.worker`
-with the same patches. Every process appends its events to the timings file as JSON lines
-(one write per process, at exit): {"proc", "pid", "ev", "t" (time.monotonic(), comparable
-across processes on one machine), "dur" (seconds, for spans), ...}.
+`cli` is `python -m imaginize` with the patches below. Workers are not separate
+`python -m imaginize.worker` programs any more: the launcher forks them from a
+`multiprocessing` forkserver, a fresh interpreter that imports `launcher.PRELOAD` and then
+forks one child per worker, so patches made in the CLI process never reach them. `cli`
+therefore appends `benchmarks.instrument_worker` to `launcher.PRELOAD` before the forkserver
+starts (`run_book` starts it via `warm_up()`, after this has run): the forkserver imports it
+next to `imaginize.worker`, that import patches the modules already loaded there, and every
+worker forked afterwards inherits the patched functions. (The forkserver ignores a preload
+module that fails to import, so speedup.py checks that worker events did arrive.)
+
+Every process appends its events to the timings file as JSON lines (one write per process,
+at exit; a worker writes when `process_main` returns, since forkserver children leave with
+`os._exit` and skip atexit): {"proc", "pid", "ev", "t" (time.monotonic(), comparable across
+processes on one machine), "dur" (seconds, for spans), ...}.
 
 Patched, by wrapping (the wrapped code runs unchanged):
 - `ManifestStore.transact` and `.join`: one "txn" event each, `op` the caller (claim,
   publish, heartbeat, release, fail, join), `wait` for the lock, `dur` the whole transaction
   (lock wait + read + change + write + unlock);
-- `Pacer._update` (the shared request-pacing file, if imaginize has one): one "pace" event
-  each, `op` the caller (slot, pause);
-- worker: `read_book` ("read_book"), `make_analyzer` ("make_analyzer"), each
-  `Analyzer.analyze` ("analyze": the HTTP round trip plus reply checks), each idle sleep of the
-  worker loop ("idle_sleep"), the end of `run_worker` ("worker_done");
-- launcher: each worker start ("spawn", with the worker id) and each worker seen gone
-  ("reaped"); run_book's `read_book` and `_finish` (guides); "start"/"imported"/"exit" for
-  every process (module start, after importing imaginize, at exit).
+- `Pacer._update` (the shared request-pacing file): one "pace" event each, `op` the caller
+  (slot, pause);
+- worker: `process_main` ("start": the forked child runs; "exit"), `make_analyzer`
+  ("make_analyzer"), each `Analyzer.analyze` ("analyze": the HTTP round trip plus reply
+  checks), each idle sleep of the worker loop ("idle_sleep"), the end of `run_jobs`
+  ("worker_done");
+- launcher: `warm_up` ("warm_up": starting the forkserver), each worker start ("spawn", with
+  the worker id) and each worker seen gone ("reaped"); run_book's `read_book` and `_finish`
+  (guides); "start"/"imported"/"exit" for the CLI process.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from functools import wraps  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
 TIMINGS_ENV = "IMAGINIZE_BENCH_TIMINGS"
+WORKER_PATCH = "benchmarks.instrument_worker"
 F = TypeVar("F", bound=Callable[..., Any])
 
 _events: list[dict[str, Any]] = []
@@ -125,9 +135,9 @@ def _patch_pacer() -> None:
 
 
 def _patch_worker() -> None:
+    """In the forkserver (through `benchmarks.instrument_worker`): the worker's functions."""
     from imaginize import worker
 
-    worker.read_book = _timed("read_book", worker.read_book)
     original_make = worker.make_analyzer
 
     def make_analyzer(*args: Any, **kwargs: Any) -> Any:
@@ -138,16 +148,37 @@ def _patch_worker() -> None:
         return analyzer
 
     worker.make_analyzer = make_analyzer
-    original_run = worker.run_worker
+    original_run = worker.run_jobs
 
-    def run_worker(*args: Any, **kwargs: Any) -> int:
+    def run_jobs(*args: Any, **kwargs: Any) -> int:
         kwargs.setdefault("sleep", _timed("idle_sleep", time.sleep))
         try:
             return original_run(*args, **kwargs)
         finally:
             record("worker_done", time.monotonic())
 
-    worker.run_worker = run_worker
+    worker.run_jobs = run_jobs
+    original_main = worker.process_main
+
+    def process_main(jobs: Any, worker_id: str, errors: Any) -> None:
+        global _proc
+        _events.clear()  # nothing the forkserver recorded belongs to this worker
+        _proc = worker_id
+        record("start", time.monotonic())
+        code: object = 1
+        try:
+            original_main(jobs, worker_id, errors)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+            raise
+        finally:
+            record("exit", time.monotonic(), code=code)
+            _dump()
+
+    # The launcher pickles its target by name (imaginize.worker.process_main); the child
+    # looks that name up in this module, so it finds the wrapper.
+    worker.process_main = process_main
 
 
 def _patch_launcher() -> None:
@@ -155,13 +186,13 @@ def _patch_launcher() -> None:
 
     run.read_book = _timed("read_book", run.read_book)
     run._finish = _timed("finish", run._finish)  # type: ignore[attr-defined]
-    original_init = launcher.Launcher.__init__
+    run.warm_up = _timed("warm_up", run.warm_up)
+    # Workers are forked from a forkserver that imports these modules; this one patches them
+    # there (see the module docstring). In place: launcher._context() reads the list.
+    if WORKER_PATCH not in launcher.PRELOAD:
+        launcher.PRELOAD.append(WORKER_PATCH)
     original_start = launcher.Launcher._start
     original_reap = launcher.Launcher._reap
-
-    def init(self: launcher.Launcher, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("command", [sys.executable, "-m", "benchmarks.instrument", "worker"])
-        original_init(self, *args, **kwargs)
 
     def start(self: launcher.Launcher) -> None:
         started = time.monotonic()
@@ -175,7 +206,6 @@ def _patch_launcher() -> None:
         for worker_id in before - set(self._workers):
             record("reaped", now, worker=worker_id)
 
-    launcher.Launcher.__init__ = init  # type: ignore[method-assign]
     launcher.Launcher._start = start  # type: ignore[method-assign]
     launcher.Launcher._reap = reap  # type: ignore[method-assign]
 
@@ -192,28 +222,27 @@ def _dump() -> None:
         os.close(fd)
 
 
+def install_in_forkserver() -> None:
+    """What importing `benchmarks.instrument_worker` does in the forkserver."""
+    _patch_store()
+    _patch_worker()
+
+
 def main(argv: list[str]) -> int:
     global _proc
-    if not argv or argv[0] not in ("cli", "worker"):
+    if not argv or argv[0] != "cli":
         print(__doc__, file=sys.stderr)
         return 2
-    mode, rest = argv[0], argv[1:]
-    _proc = "cli" if mode == "cli" else (rest[0] if rest else "w1")
+    rest = argv[1:]
+    _proc = "cli"
     record("start", T_START)
     code = 1
     try:
-        if mode == "cli":
-            from imaginize.cli import main as entry
+        from imaginize.cli import main as entry
 
-            record("imported", time.monotonic())
-            _patch_store()
-            _patch_launcher()
-        else:
-            from imaginize.worker import main as entry  # type: ignore[assignment]
-
-            record("imported", time.monotonic())
-            _patch_store()
-            _patch_worker()
+        record("imported", time.monotonic())
+        _patch_store()
+        _patch_launcher()
         code = entry(rest)
     finally:
         record("exit", time.monotonic(), code=code)

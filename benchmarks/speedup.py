@@ -150,7 +150,9 @@ def run_cli(
     tag = f"{book.stem}-n{workers}-{'inst' if instrumented else 'plain'}-{time.monotonic_ns()}"
     out_dir = workdir / tag
     timings = workdir / f"{tag}.timings.jsonl"
-    env = {**os.environ, "PYTHONPATH": path}
+    # Its own cache folder, so the request pace (kept per API key under
+    # $XDG_CACHE_HOME/imaginize/pace/) starts fresh and is shared with no other run.
+    env = {**os.environ, "PYTHONPATH": path, "XDG_CACHE_HOME": str(workdir / f"{tag}.cache")}
     env.pop(TIMINGS_ENV, None)
     entry = ["-m", "imaginize"]
     if instrumented:
@@ -205,13 +207,15 @@ class Breakdown:
     txn_wait: float  # of which waiting for the lock
     txn_count: int
     pace_total: float  # time inside request-pacing transactions, summed over every process
-    cli_ready: float  # CLI launched -> first worker started (interpreter, imports, parse, join)
+    cli_ready: float  # CLI launched -> first worker asked for (imports, parse, join)
     cli_imports: float  # of which interpreter start + imports
-    worker_boot: float  # worker started -> its first claim (mean over workers)
+    cli_book: float  # of which read_book
+    first_spawn: float  # Process.start() of the first worker (waits for the forkserver)
+    worker_fork: float  # Process.start() called -> the child runs process_main (mean)
+    worker_fork_max: float
+    worker_boot: float  # Process.start() called -> the worker's first claim (mean)
     worker_boot_max: float
-    worker_imports: float  # of which interpreter start + imports (mean)
-    worker_book: float  # of which read_book (mean)
-    worker_analyzer: float  # of which make_analyzer (mean; imports openai)
+    worker_analyzer: float  # of which make_analyzer (mean; openai is preloaded)
     analyze: float  # mean Analyzer.analyze (HTTP round trip + reply checks), first ones excluded
     first_analyze: float  # mean of each worker's first Analyzer.analyze (lazy imports, connect)
     chapter_extra: float  # mean claim start -> publish end, minus analyze
@@ -219,6 +223,8 @@ class Breakdown:
     tail_poll: float  # last chapter published -> last worker's loop ended
     tail_exit: float  # -> launcher saw the last worker gone
     tail_finish: float  # -> CLI exited (guides and interpreter exit)
+    guides: float  # of which run._finish (load results, write the guides)
+    teardown: float  # of which the CLI's main() returned -> the process ended
 
     @property
     def txn_share(self) -> float:
@@ -231,9 +237,15 @@ def breakdown(run: Run) -> Breakdown:
         by_proc[event["proc"]].append(event)
     txns = [e for e in run.events if e["ev"] == "txn"]
     cli = by_proc["cli"]
-    spawns = {e["worker"]: e["t"] for e in cli if e["ev"] == "spawn"}
+    spawn_events = {e["worker"]: e for e in cli if e["ev"] == "spawn"}
+    spawns = {worker: e["t"] for worker, e in spawn_events.items()}
     first_spawn = min(spawns.values())
-    boots, imports, books, analyzers, extras, analyses, firsts = [], [], [], [], [], [], []
+    if not any(by_proc.get(worker) for worker in spawns):
+        raise RuntimeError(
+            "no timings from any worker: the forkserver did not import "
+            "benchmarks.instrument_worker (it ignores preload modules that fail to import)"
+        )
+    boots, forks, analyzers, extras, analyses, firsts = [], [], [], [], [], []
     publishes: list[float] = []
     done_times: list[float] = []
     for worker, spawned in spawns.items():
@@ -245,8 +257,7 @@ def breakdown(run: Run) -> Breakdown:
             first.setdefault(event["ev"] if event["ev"] != "txn" else event["op"], event)
         if "claim" in first:
             boots.append(first["claim"]["t"] - spawned)
-        imports.append(first["imported"]["t"] - spawned)
-        books.append(first["read_book"]["dur"])
+        forks.append(first["start"]["t"] - spawned)
         analyzers.append(first["make_analyzer"]["dur"])
         claim_start: float | None = None
         analyzed = 0.0
@@ -276,10 +287,12 @@ def breakdown(run: Run) -> Breakdown:
         pace_total=sum(e["dur"] for e in run.events if e["ev"] == "pace"),
         cli_ready=first_spawn - run.launched,
         cli_imports=next(e["t"] for e in cli if e["ev"] == "imported") - run.launched,
+        cli_book=sum(e["dur"] for e in cli if e["ev"] == "read_book"),
+        first_spawn=min(spawn_events.values(), key=lambda e: e["t"])["dur"],
+        worker_fork=statistics.mean(forks),
+        worker_fork_max=max(forks),
         worker_boot=statistics.mean(boots),
         worker_boot_max=max(boots),
-        worker_imports=statistics.mean(imports),
-        worker_book=statistics.mean(books),
         worker_analyzer=statistics.mean(analyzers),
         analyze=statistics.mean(analyses or firsts),
         first_analyze=statistics.mean(firsts),
@@ -288,6 +301,8 @@ def breakdown(run: Run) -> Breakdown:
         tail_poll=max(done_times) - last_publish,
         tail_exit=reaped - max(done_times),
         tail_finish=run.launched + run.wall - reaped,
+        guides=sum(e["dur"] for e in cli if e["ev"] == "finish"),
+        teardown=run.launched + run.wall - max(e["t"] for e in cli if e["ev"] == "exit"),
     )
 
 
@@ -345,9 +360,9 @@ def report(
     )
     header = (
         f"{'N':>3} {'wall':>6} {'txn':>6} {'lockwait':>8} {'#txn':>5} {'pace':>5} {'cli→spawn':>9} "
-        f"{'(imports)':>9} {'boot':>5} {'(max)':>6} {'imports':>7} {'book':>5} "
-        f"{'client':>6} {'1st req':>7} {'analyze':>7} {'+/chap':>6} {'idle':>6} {'poll':>5} "
-        f"{'exit':>5} {'finish':>6}"
+        f"{'(imports)':>9} {'(book)':>6} {'1st start':>9} {'fork':>5} {'(max)':>5} "
+        f"{'boot':>5} {'(max)':>5} {'client':>6} {'1st req':>7} {'analyze':>7} {'+/chap':>6} "
+        f"{'idle':>6} {'poll':>5} {'exit':>5} {'finish':>6} {'(guides)':>8} {'(teardown)':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -356,23 +371,27 @@ def report(
         print(
             f"{workers:>3} {b.wall:>6.2f} {b.txn_total:>6.3f} {b.txn_wait:>8.3f} "
             f"{b.txn_count:>5} {b.pace_total:>5.2f} {b.cli_ready:>9.2f} {b.cli_imports:>9.2f} "
-            f"{b.worker_boot:>5.2f} {b.worker_boot_max:>6.2f} {b.worker_imports:>7.2f} "
-            f"{b.worker_book:>5.2f} {b.worker_analyzer:>6.2f} {b.first_analyze:>7.3f} "
+            f"{b.cli_book:>6.2f} {b.first_spawn:>9.2f} {b.worker_fork:>5.2f} "
+            f"{b.worker_fork_max:>5.2f} {b.worker_boot:>5.2f} {b.worker_boot_max:>5.2f} "
+            f"{b.worker_analyzer:>6.3f} {b.first_analyze:>7.3f} "
             f"{b.analyze:>7.3f} "
             f"{b.chapter_extra:>6.3f} {b.idle_sleep:>6.2f} {b.tail_poll:>5.2f} "
-            f"{b.tail_exit:>5.2f} {b.tail_finish:>6.2f}"
+            f"{b.tail_exit:>5.2f} {b.tail_finish:>6.2f} {b.guides:>8.2f} {b.teardown:>10.2f}"
         )
     print("\nmean time per transaction, ms (lock wait in brackets; count)")
     for workers, run in inst.items():
         print(f"{workers:>3} " + "  ".join(_per_op(run)))
     print(
-        "cli→spawn: CLI launched -> first worker started (imports: of which interpreter + "
-        "imports);\nboot: worker started -> its first claim, mean and max (imports, book = "
-        "read_book, client = make_analyzer: of which);\n1st req: mean of each worker's first "
+        "cli→spawn: CLI launched -> first worker asked for (of which interpreter + imports, "
+        "and read_book);\n1st start: the first Process.start() (waits for the forkserver's "
+        "preload); fork: Process.start() called -> the child runs, mean and max;\nboot: "
+        "Process.start() called -> the worker's first claim, mean and max (client = "
+        "make_analyzer, of which);\n1st req: mean of each worker's first "
         "Analyzer.analyze; analyze: mean of the others (reply latency, client, pacing file); "
         "+/chap: mean claim-to-publish time beyond analyze (claim, stage, publish);\n"
         "idle: time workers slept in the poll loop, summed; tail: last publish -> last worker "
-        "loop ended (poll) -> launcher saw it gone (exit) -> CLI exited (finish)."
+        "loop ended (poll) -> launcher saw it gone (exit) -> CLI exited (finish: of which "
+        "run._finish writing the guides, and the CLI process's end after main() returned)."
     )
 
 
