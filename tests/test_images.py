@@ -154,6 +154,6 @@ def test_offline_writes_prompts_only(book: Path) -> None:
     result = imaginize(book, "-o", book.parent / "out", "--images", "--chapters", "1")
     assert result.returncode == 0, result.stderr
     assert "makes no images" in result.stderr
-    prompts = list((book.parent / "out" / "images").glob("*.txt"))
-    assert [p.name for p in prompts] == ["chapter_001_scene_1.txt"]
+    prompts = sorted((book.parent / "out" / "images").glob("*.txt"))
+    assert [p.name for p in prompts] == ["chapter_001_scene_1.txt", "chapter_001_scene_2.txt"]
     assert prompts[0].read_text().strip()
