@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imaginize import manifest as mf
+from imaginize.analysis.catalogue import look_of
 from imaginize.atomic import write_atomic
 from imaginize.errors import ProviderError
 from imaginize.guides import MergedElement, merge_elements, normalise_name
@@ -140,8 +141,8 @@ def build_prompt(scene: Scene, merged: Iterable[MergedElement], model: str) -> s
     base = (scene.image_prompt or scene.description or scene.quote).strip()
     sentences = [base if base.endswith((".", "!", "?")) else base + "."]
     for element in elements_in(scene, merged):
-        if element.description:
-            look = element.description.rstrip(".")
+        look = look_of(element.description).rstrip(".")
+        if look:
             sentences.append(f"{element.name} ({element.kind.value}): {look}.")
     limit = PROMPT_LIMITS.get(model, DEFAULT_PROMPT_LIMIT)
     return fit(" ".join(sentences), limit)

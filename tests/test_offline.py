@@ -320,6 +320,62 @@ def test_sentence_starts_are_not_names() -> None:
     assert not names & {"Suddenly", "Nobody", "Perhaps", "Later", "Meanwhile"}
 
 
+def test_a_name_that_owns_its_body_parts_is_a_creature() -> None:
+    text = "\n\n".join(
+        [
+            "Mira Quill walked into the wood. Under the ferns lay the Gloamer, asleep.",
+            '"Hrrm," said the Gloamer. The Gloamer lifted its head and looked at Mira.',
+            "The Gloamer put its snout into the basket. Mira laughed and said nothing.",
+            "The Gloamer chewed with its eyes closed, and Mira waited by the oak.",
+        ]
+    )
+    elements = by_name(OfflineAnalyzer().analyze(Chapter(1, "Wood", text), 1))
+    assert elements["Gloamer"].kind == ElementKind.CREATURE
+    assert elements["Mira Quill"].kind == ElementKind.CHARACTER
+
+
+def test_names_that_show_no_sign_of_a_person_are_left_out() -> None:
+    """Book titles, rivers and magazines are no characters; names that speak or act stay."""
+    text = "\n\n".join(
+        [
+            "Mira Quill read Paradise Lost by the fire, near the roar of the Arve.",
+            '"I love Paradise Lost," said Mira. She put it on the shelf by the window.',
+            "Later Mira walked down to the Arve with Tom, and Tom ran ahead.",
+            "A copy of Paradise Lost was open on the table when Tom came home.",
+        ]
+    )
+    elements = by_name(OfflineAnalyzer().analyze(Chapter(1, "Books", text), 1))
+    assert {"Mira Quill", "Tom"} <= set(elements)
+    assert "Paradise Lost" not in elements
+    assert elements.get("Arve") is None or elements["Arve"].kind != ElementKind.CHARACTER
+
+
+def test_no_look_stays_out_of_image_prompts() -> None:
+    from imaginize.analysis.catalogue import NO_LOOK, look_of
+    from imaginize.guides import MergedElement
+    from imaginize.images import build_prompt
+    from imaginize.model import Scene
+
+    text = "Tom walked to Gannet Rock. Tom sat on Gannet Rock and waited for the boat."
+    result = OfflineAnalyzer().analyze(Chapter(1, "Rock", text), 1)
+    rock = by_name(result)["Gannet Rock"]
+    # The guide still says so in words ...
+    assert rock.description.endswith(NO_LOOK)
+    assert look_of(rock.description) == ""
+    # ... but the prompt gets nothing from it, while a real look goes in.
+    merged = [
+        MergedElement(rock.name, rock.kind, rock.description),
+        MergedElement("Tom", ElementKind.CHARACTER, "A man: red scarf."),
+    ]
+    scene = Scene(quote="Tom sat on Gannet Rock.", description="", characters=("Tom",))
+    prompt = build_prompt(scene, merged, "dall-e-3")
+    assert "no physical description" not in prompt.lower()
+    assert "Gannet Rock (place)" not in prompt
+    assert "Tom (character): A man: red scarf." in prompt
+    for scene in result.scenes:
+        assert "no physical description" not in scene.image_prompt.lower()
+
+
 # --- other scripts and scale -----------------------------------------------------------------
 
 

@@ -63,6 +63,9 @@ _MAX_DESCRIPTION_PHRASES = 4
 # What a place looks like is told by its scenery, not by the boats moored in it.
 _SCENERY = SETTING_NOUNS | EVERYDAY_THINGS
 _FIGURES = (ElementKind.CHARACTER, ElementKind.CREATURE)
+# The sentence that closes a description with no looks in it. It tells the reader of the
+# guide that the text describes nothing; prompt builders drop it (`look_of`).
+NO_LOOK = "The text gives no physical description."
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,8 +293,14 @@ def _description(lead: str, phrases: Sequence[str], kind: ElementKind) -> str:
         head = _article(lead) if lead else {ElementKind.CHARACTER: "A character"}.get(kind, "It")
     head = head[:1].upper() + head[1:]
     if not phrases:
-        return f"{head}; the text gives no physical description."
+        return f"{head}. {NO_LOOK}"
     return f"{head}: {'; '.join(phrases)}."
+
+
+def look_of(description: str) -> str:
+    """What of a description may go into an image prompt: nothing when it says the text
+    gives no look (a bare "A rock." or "A male character." only adds noise there)."""
+    return "" if description.endswith(NO_LOOK) else description
 
 
 def _descriptor(name: str, lead: str, phrases: Sequence[str]) -> str:

@@ -124,7 +124,7 @@ BODY = words(
     face faces eyes eye hair beard moustache mustache whiskers lips mouth teeth nose cheeks
     cheek brow forehead chin neck shoulders hands hand fingers arms skin complexion figure
     features head ears tail paws claws wings fur mane horns feet foot legs leg knees
-    shoulder lap
+    shoulder lap snout muzzle beak tusks antlers hooves flanks haunches fins tongue
     """
 )
 
@@ -511,6 +511,9 @@ CREATURES = words(
     caterpillar butterfly moth beetle bee wasp spider ant fly gnat griffin gryphon
     unicorn phoenix troll ogre goblin giant elf dwarf fairy pixie imp ghost
     phantom spectre specter vampire werewolf mermaid centaur sphinx hydra kraken
+    panther jaguar cheetah elephant camel monkey ape gorilla zebra giraffe walrus porpoise
+    dolphin eel salmon trout oyster sparrow nightingale cuckoo vulture buffalo bison moose
+    elk reindeer llama
     """
 )
 

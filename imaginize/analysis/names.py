@@ -17,6 +17,7 @@ from imaginize.analysis.lexicon import (
     ACTION_VERBS,
     ARTICLES,
     BARE_HONORIFICS,
+    BODY,
     CREATURE_VERBS,
     CREATURES,
     HONORIFICS,
@@ -47,6 +48,7 @@ _OF_AFTER = frozenset(HONORIFICS) | PLACE_TYPES | {"Knave", "Jack", "Isle"}
 NOUN_CAPITALS_SHARE = 0.13
 _COPULAS = words("was is were are had has seemed")
 _GAZE_VERBS = words("looked glanced stared smiled nodded waved turned came went")
+_DETERMINERS = words("the a an this that his her my your our their")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +242,9 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
         if len(ms) < min_count:
             continue
         group_votes = sum((votes[k] for k in keys), Counter())
-        groups.append(_make_group(sentences, keys, ms, by_key, _decide_gender(group_votes, 1)))
+        group = _make_group(sentences, keys, ms, by_key, _decide_gender(group_votes, 1))
+        if group is not None:
+            groups.append(group)
     groups.sort(key=lambda g: (-g.count, g.name))
     return groups
 
@@ -431,12 +435,15 @@ def _make_group(
     mentions: list[Mention],
     by_key: dict[Key, list[Mention]],
     gender: str | None,
-) -> NameGroup:
+) -> NameGroup | None:
+    """The group of these keys, or None when it names nothing worth drawing."""
     displays = {k: _display(sentences, by_key[k]) for k in keys}
     counts = {k: len(by_key[k]) for k in keys}
     best = _best_key(keys, counts)
     aliases = [displays[k] for k in sorted(keys, key=lambda k: (-counts[k], k)) if k != best]
-    kind = classify(sentences, keys, mentions)
+    kind, person = _classify(sentences, keys, mentions)
+    if kind == ElementKind.CHARACTER and not _is_person(person, gender, len(mentions)):
+        return None
     return NameGroup(displays[best], kind, keys, aliases[:8], gender, mentions)
 
 
@@ -467,16 +474,28 @@ def classify(
     sentences: Sequence[Sentence], keys: list[Key], mentions: list[Mention]
 ) -> ElementKind:
     """Weigh the evidence of the name's words and of the words around each mention."""
+    return _classify(sentences, keys, mentions)[0]
+
+
+def _classify(
+    sentences: Sequence[Sentence], keys: list[Key], mentions: list[Mention]
+) -> tuple[ElementKind, float]:
+    """The kind, and how much the words around the mentions say "a person" (speech verbs,
+    titles, person verbs: see `_score_mention`)."""
+    score: Counter[ElementKind] = Counter()
+    for m in mentions:
+        _score_mention(sentences, m, score)
+    # Someone does things: "Alice ran", "Alice followed" count a little too.
+    person = score[ElementKind.CHARACTER] + 0.5 * sum(1 for m in mentions if _acts(sentences, m))
     # The head noun decides outright: a talking "White Rabbit" is still a rabbit.
     longest = max(keys, key=lambda k: (len(core(k)), k))
     if core(longest)[-1].lower() in CREATURES or (
         len(core(longest)) == 1 and any(core(k)[-1].lower() in CREATURES for k in keys)
     ):
-        return ElementKind.CREATURE
+        return ElementKind.CREATURE, person
     # A person's title decides too: "Captain Orrin Vale" is no vale.
     if any(k[0] in HONORIFICS and k[0] not in ("St", "Saint") and len(k) > 1 for k in keys):
-        return ElementKind.CHARACTER
-    score: Counter[ElementKind] = Counter()
+        return ElementKind.CHARACTER, max(person, 3.0)
     # "West Egg Village", "Mount Doom", or a place word used as a name ("the Sound").
     if any(k[-1] in PLACE_TYPES or k[0] in PLACE_PREFIXES for k in keys if len(k) > 1) or all(
         len(k) == 1 and k[0] in PLACE_TYPES for k in keys
@@ -484,15 +503,36 @@ def classify(
         score[ElementKind.PLACE] += max(8, len(mentions))
     if any(k[-1].lower() in ITEMS for k in keys):
         score[ElementKind.ITEM] += max(6, len(mentions))
-    for m in mentions:
-        _score_mention(sentences, m, score)
     order = [ElementKind.CHARACTER, ElementKind.PLACE, ElementKind.CREATURE, ElementKind.ITEM]
     best = max(order, key=lambda k: (score[k], -order.index(k)))
     # A stray "in Gregor" among hundreds of mentions proves nothing: other kinds need
     # evidence from a fair share of the mentions; recurring names are mostly people.
     if best != ElementKind.CHARACTER and score[best] < 0.08 * len(mentions):
-        return ElementKind.CHARACTER
-    return best
+        return ElementKind.CHARACTER, person
+    return best, person
+
+
+def _acts(sentences: Sequence[Sentence], m: Mention) -> bool:
+    """Whether the mention is followed by a verb, as the subject of a clause."""
+    toks = sentences[m.sentence].tokens
+    if m.last + 1 >= len(toks) or toks[m.last].possessive:
+        return False
+    prev = toks[m.first - 1].lower if m.first > 0 else ""
+    nxt = toks[m.last + 1].lower
+    if (
+        nxt in _COPULAS
+        or prev in PLACE_PREPOSITIONS
+        or _quote_between(sentences[m.sentence], m.last)
+    ):
+        return False
+    return _verb_like(nxt)
+
+
+def _is_person(person: float, gender: str | None, count: int) -> bool:
+    """Whether a name taken for a character shows any sign of being someone: a he or a she,
+    or speech, titles and person verbs around a fair share of its mentions. Book titles,
+    rivers and magazines ("Paradise Lost", "the Arve", "Town Tattle") show none."""
+    return gender is not None or person >= min(1.5, 0.3 * count)
 
 
 def _score_mention(sentences: Sequence[Sentence], m: Mention, score: Counter[ElementKind]) -> None:
@@ -503,7 +543,7 @@ def _score_mention(sentences: Sequence[Sentence], m: Mention, score: Counter[Ele
     prev = toks[back - 1].lower if back > 0 else ""
     prev2 = toks[back - 2].lower if back > 1 else ""
     nxt = toks[m.last + 1].lower if m.last + 1 < len(toks) else ""
-    if m.key[0] in HONORIFICS and len(m.key) > 1:
+    if m.key[0] in HONORIFICS and m.key[0] not in ("St", "Saint") and len(m.key) > 1:
         score[ElementKind.CHARACTER] += 3
     if prev in SPEECH_VERBS or (nxt in SPEECH_VERBS and not _quote_between(s, m.last)):
         score[ElementKind.CHARACTER] += 2
@@ -515,6 +555,8 @@ def _score_mention(sentences: Sequence[Sentence], m: Mention, score: Counter[Ele
         # "The Mossback lifted its head": something that acts but is an "it".
         if _verb_like(nxt) and nxt not in _COPULAS and _next_pronoun(sentences, m) == "n":
             score[ElementKind.CREATURE] += 1.5
+    if _its_body(toks, m.last):
+        score[ElementKind.CREATURE] += 3
     if toks[m.last].possessive:
         score[ElementKind.CHARACTER] += 0.3
     if _vocative(s, m):
@@ -536,6 +578,19 @@ def _score_mention(sentences: Sequence[Sentence], m: Mention, score: Counter[Ele
     found = appositive_noun(toks, m.last)
     if found is not None:
         score[found[0]] += 3
+
+
+def _its_body(toks: Sequence[Token], last: int) -> bool:
+    """ "The Mossback lifted its head", "chewed with its eyes closed": a body part that the
+    name owns as an "it" is an animal's. Nothing but a verb (and a preposition) may come
+    between, so "took the bottle by its neck" says nothing about who took it."""
+    for k in range(last + 1, min(len(toks) - 1, last + 4)):
+        w = toks[k].lower
+        if w == "its":
+            return toks[k + 1].lower in BODY and k > last + 1
+        if w in _DETERMINERS or w in SUBJECT_PRONOUNS or is_capitalised(toks[k]):
+            return False
+    return False
 
 
 def _glued(s: Sentence, a: int, b: int) -> bool:
