@@ -36,6 +36,7 @@ from typing import Any
 
 from imaginize.atomic import write_json_atomic
 from imaginize.locking import acquire, manifest_lock
+from imaginize.manifest import owner_id, owner_is_dead
 
 RATE_NAME = ".imaginize.rate.json"
 RATE_LOCK_NAME = ".imaginize.rate.lock"
@@ -124,11 +125,18 @@ def next_send_time(state: PaceState, limits: Limits, now: float) -> float:
 
 
 def reserve(
-    state: PaceState, limits: Limits, now: float, ticket: str
+    state: PaceState,
+    limits: Limits,
+    now: float,
+    ticket: str,
+    is_dead: Callable[[str], bool] = lambda ticket: False,
 ) -> tuple[PaceState, float | None]:
     """Try to take a send slot for `ticket`. Returns the new state and None when the request
-    may go at once, or the unchanged state and how long to wait before asking again."""
-    live = {k: v for k, v in state.in_flight.items() if v > now}
+    may go at once, or the unchanged state and how long to wait before asking again.
+
+    A request under way holds its place until it finishes, its process is seen dead
+    (`is_dead(ticket)`; tickets are `host:pid:random`), or `in_flight_ttl` passes."""
+    live = {k: v for k, v in state.in_flight.items() if v > now and not is_dead(k)}
     if limits.max_in_flight is not None and len(live) >= limits.max_in_flight:
         soonest = min(live.values()) - now
         return state, max(0.0, min(soonest, 0.25))
@@ -208,9 +216,11 @@ class Pacer:
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Wait for a send slot, hold it while the request runs, give it back after."""
-        ticket = secrets.token_hex(8)
+        ticket = owner_id(secrets.token_hex(6))
         while True:
-            wait = self._update(lambda s: reserve(s, self.limits, self._clock(), ticket))
+            wait = self._update(
+                lambda s: reserve(s, self.limits, self._clock(), ticket, owner_is_dead)
+            )
             if wait is None:
                 break
             self._sleep(max(wait, 0.001))

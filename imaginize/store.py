@@ -154,7 +154,18 @@ class ManifestStore:
                 updated = mf.retry_failed(updated, retry_failed)
             if updated != base:
                 self._write(updated)
+            self._sweep_staged(updated)
             return updated
+
+    def _sweep_staged(self, manifest: mf.Manifest) -> None:
+        """Remove results staged by workers that died before publishing them: a staged file
+        (`.<unit>.<token>.<ext>`) whose token no live claim holds can never be published."""
+        held = {e.token for e in manifest.chapters if e.status is mf.Status.IN_PROGRESS}
+        for staged in (self.out_dir / self.results_dir).glob(".*.*"):
+            parts = staged.name.split(".")
+            if len(parts) == 4 and parts[2].isdigit() and int(parts[2]) not in held:
+                with suppress(FileNotFoundError):
+                    staged.unlink()
 
     def _finished(self, numbers: Iterable[int]) -> dict[int, int]:
         """Chapters among `numbers` with a readable result file, and the tokens it used."""

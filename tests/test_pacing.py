@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from imaginize.manifest import owner_is_dead
 from imaginize.pacing import Limits, Pacer, PaceState, Tier, finish, next_send_time, pause, reserve
 
 
@@ -133,3 +137,21 @@ def test_a_corrupt_pace_file_is_started_over(tmp_path: Path) -> None:
     with pacer.slot():
         pass
     assert pacer.read().sends == 1
+
+
+def test_a_place_held_by_a_dead_process_is_freed_at_once(tmp_path: Path) -> None:
+    """A worker killed mid-request must not hold the free tier's only place for ten minutes."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    limits = Limits(batch_size=10, batch_delay=0.0, max_in_flight=1, in_flight_ttl=600.0)
+    stale = PaceState(in_flight={f"{host}:{dead.pid}:abc123": 2000.0})
+    assert reserve(stale, limits, 1000.0, "b")[1] is not None  # by age alone: still held
+    state, wait = reserve(stale, limits, 1000.0, "b", owner_is_dead)
+    assert wait is None and list(state.in_flight) == ["b"]
+    alive = PaceState(in_flight={f"{host}:{os.getpid()}:abc123": 2000.0})
+    assert reserve(alive, limits, 1000.0, "b", owner_is_dead)[1] is not None
+    pacer = Pacer(tmp_path, limits)
+    pacer.path.write_text(json.dumps(stale.to_json()))
+    with pacer.slot():
+        pass

@@ -666,3 +666,18 @@ def test_sweep_removes_only_old_temp_files(tmp_path: Path) -> None:
     assert {k for k, p in files.items() if p.exists()} == {"fresh", "visible", "staged", "lock"}
     assert nested.exists()  # one folder at a time
     assert sweep_temp_files(tmp_path / "missing", now=now) == 0
+
+
+def test_join_sweeps_results_staged_by_dead_workers(tmp_path: Path) -> None:
+    store = ManifestStore(tmp_path)
+    store.join(book_path="b", sha256="s", title="T", chapters=[(1, "One"), (2, "Two")])
+    claim = store.claim("host:1:w1", lease=600, max_attempts=3)
+    assert claim is not None
+    chapters = tmp_path / "chapters"
+    live = chapters / f".001.{claim.token}.json"
+    orphan = chapters / ".002.99.json"
+    live.write_text("{}")
+    orphan.write_text("{}")
+    store.join(book_path="b", sha256="s", title="T", chapters=[(1, "One"), (2, "Two")])
+    assert live.exists()  # its claim may still publish it
+    assert not orphan.exists()
