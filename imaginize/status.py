@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imaginize import manifest as mf
 from imaginize.errors import ManifestError
+from imaginize.images import ImageStore
 from imaginize.locking import LockHolder, break_lock, lock_holder
 from imaginize.progress import format_duration
 from imaginize.store import LOCK_NAME, ManifestStore
@@ -21,6 +22,8 @@ class StatusReport:
     manifest: mf.Manifest
     lock: LockHolder | None
     now: float
+    # The image units' manifest, when --images was used on this book.
+    images: mf.Manifest | None = None
 
 
 def status_report(out_dir: Path, now: float | None = None) -> StatusReport:
@@ -29,17 +32,20 @@ def status_report(out_dir: Path, now: float | None = None) -> StatusReport:
     if current is None:
         raise ManifestError(f"{store.path}: no manifest (has this book been run yet?)")
     now = time.time() if now is None else now
-    return StatusReport(current, lock_holder(store.lock_path, now), now)
+    images = ImageStore(out_dir).read()
+    return StatusReport(current, lock_holder(store.lock_path, now), now, images)
 
 
 def render_status(report: StatusReport, *, as_json: bool = False) -> str:
     m = report.manifest
-    totals = Counter(e.status.value for e in m.chapters)
+    totals = _totals(m)
     if as_json:
         data = m.to_json()
         data["totals"] = {s.value: totals.get(s.value, 0) for s in mf.Status}
         data["tokensUsed"] = sum(e.tokens for e in m.chapters)
         data["lock"] = None if report.lock is None else vars(report.lock)
+        if report.images is not None:
+            data["images"] = {s.value: _totals(report.images).get(s.value, 0) for s in mf.Status}
         return json.dumps(data, indent=2)
     header = ("#", "title", "status", "owner", "tries", "age", "error")
     rows = [header]
@@ -58,9 +64,22 @@ def render_status(report: StatusReport, *, as_json: bool = False) -> str:
     summary = ", ".join(f"{totals.get(s.value, 0)} {s.value}" for s in mf.Status)
     lines += ["", f"{m.title}: {len(m.chapters)} chapters: {summary}"]
     lines.append(f"tokens used: {sum(e.tokens for e in m.chapters):,}")
+    if report.images is not None:
+        counts = _totals(report.images)
+        shown = ", ".join(f"{counts.get(s.value, 0)} {s.value}" for s in mf.Status)
+        lines.append(f"images: {len(report.images.chapters)} scenes: {shown}")
+        lines += [
+            f"  {e.title}: {e.error}"
+            for e in report.images.chapters
+            if e.status is mf.Status.FAILED and e.error
+        ]
     if report.lock is not None:
         lines.append(f"lock: {report.lock.describe()}")
     return "\n".join(lines)
+
+
+def _totals(manifest: mf.Manifest) -> Counter[str]:
+    return Counter(e.status.value for e in manifest.chapters)
 
 
 def break_stuck_lock(out_dir: Path, confirm: Callable[[str], bool]) -> str:

@@ -148,6 +148,9 @@ def test_a_safety_rejection_fails_that_scene_only(fake_openai: FakeOpenAI, book:
     assert "image of Chapter 1, scene 1 failed: rejected by the safety system" in stderr
     assert len(image_requests(fake_openai)) == 2  # not retried; the other scene went on
     assert len(list((book.parent / "out" / "images").glob("chapter_*"))) == 1
+    status = imaginize("status", book, "-o", book.parent / "out")
+    assert "images: 2 scenes: 0 pending, 0 in_progress, 1 completed, 1 failed" in status.stdout
+    assert "Chapter 1, scene 1: rejected by the safety system" in status.stdout
 
 
 def test_offline_writes_prompts_only(book: Path) -> None:
