@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+from benchmarks.machine import LoadMonitor
 from benchmarks.source import REPO_ROOT, describe, exported, pythonpath
 from imaginize.atomic import write_json_atomic
 from imaginize.results import CHAPTERS_DIR
@@ -255,10 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     print(os.environ.get(SOURCE_ENV) or describe(None))
     counts = [int(n) for n in args.procs.split(",")]
     levels = []
-    with tempfile.TemporaryDirectory(prefix="imaginize-claims-") as root:
+    with LoadMonitor() as load, tempfile.TemporaryDirectory(prefix="imaginize-claims-") as root:
         for procs in counts:
             levels.append(run_level(procs, args.chapters, ops, Path(root)))
     print_table(levels, args.chapters)
+    print(f"machine: {load.describe()}")
     return 0
 
 

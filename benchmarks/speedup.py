@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.instrument import TIMINGS_ENV
+from benchmarks.machine import LoadMonitor
 from benchmarks.slow_replies import DELAY_ENV
 from benchmarks.source import REPO_ROOT, describe, exported, pythonpath
 from tests.epubs import build_epub
@@ -76,15 +77,18 @@ def build_book(path: Path, chapters: int) -> Path:
 
 
 @contextmanager
-def fake_server(workdir: Path, delay: float, path: str) -> Iterator[tuple[str, Path]]:
-    """tests/fake_openai.py as its own process; yields (base URL, request log path)."""
+def fake_server(
+    workdir: Path, delay: float, path: str, extra: Sequence[str] = ()
+) -> Iterator[tuple[str, Path]]:
+    """tests/fake_openai.py as its own process (`extra`: more of its options, e.g. --rpm);
+    yields (base URL, request log path)."""
     script = workdir / "server-script.json"
     script.write_text(json.dumps({"responder": "benchmarks.slow_replies:answer"}))
     log = workdir / "requests.jsonl"
     env = {**os.environ, DELAY_ENV: str(delay), "PYTHONPATH": path}
     env.pop(TIMINGS_ENV, None)
     command = [sys.executable, "-m", "tests.fake_openai", "--port", "0"]
-    command += ["--script", str(script), "--log", str(log)]
+    command += ["--script", str(script), "--log", str(log), *extra]
     with open(workdir / "server.stderr", "wb") as stderr:
         server = subprocess.Popen(
             command,
@@ -444,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     source = describe(args.snapshot)
     print(source, file=sys.stderr, flush=True)
     with (
+        LoadMonitor() as load,
         tempfile.TemporaryDirectory(prefix="imaginize-speedup-") as tmp,
         exported(args.snapshot) as src,
     ):
@@ -478,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                         inst[workers] = go(book, chapters, workers, instrumented=True)
     print(f"\n{source}; request pacing {'as the CLI defaults' if args.paced else 'off'}")
     report(chapters, args.delay, startup_walls, plain, inst)
+    print(f"machine: {load.describe()}")
     return 0
 
 
