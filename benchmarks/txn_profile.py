@@ -1,0 +1,162 @@
+"""Where one chapter's coordination time goes: a cProfile of claim -> stage -> publish plus the
+two request-pacing transactions, in one process (no contention: the floor per chapter).
+
+    python -m benchmarks.txn_profile [--chapters 40] [--cycles 200] [--snapshot REV]
+
+Builds a manifest of --chapters chapters in a temp folder, then repeats --cycles times what a
+worker does around one request: `ManifestStore.claim`, `Pacer.slot()` (one `_update` to
+reserve, one to finish), `write_json_atomic` of a staged result of realistic size, and
+`ManifestStore.publish`. Prints milliseconds per cycle spent in (cumulative, i.e. including
+what they call) the functions that make up a transaction, and the wall time per cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.source import REPO_ROOT, describe, exported, pythonpath
+
+SOURCE_ENV = "IMAGINIZE_BENCH_SOURCE"
+
+# (label, file suffix, function name) as cProfile names them; the first match of each counts.
+WATCHED = [
+    ("transactions (lock + read + write)", "store.py", "transact"),
+    ("lock files (manifest and pace): acquire", "locking.py", "acquire"),
+    ("lock files (manifest and pace): release", "filelock/_api.py", "release"),
+    ("  manifest read (json.loads + from_json)", "store.py", "read"),
+    ("    Manifest.from_json (and its entries)", "manifest.py", "from_json"),
+    ("  manifest write (write_json_atomic)", "store.py", "_write"),
+    ("    Manifest.to_json (and its entries)", "manifest.py", "to_json"),
+    ("staged result write (write_json_atomic)", "benchmarks/txn_profile.py", "stage"),
+    ("pacer transactions (Pacer._update)", "pacing.py", "_update"),
+    ("all json.dumps", "json/__init__.py", "dumps"),
+    ("all os.fsync (files)", "~", "<built-in method posix.fsync>"),
+    ("all fsync_dir (folders)", "atomic.py", "fsync_dir"),
+    ("all tempfile.mkstemp", "tempfile.py", "mkstemp"),
+    ("all os.replace", "~", "<built-in method posix.replace>"),
+]
+
+RESULT = {
+    "chapter": 0,
+    "scenes": [
+        {
+            "quote": "Wren lifted the tin lantern above the wet grass of the orchard. " * 2,
+            "description": "An illustration of the orchard at night " * 3,
+            "imagePrompt": "storybook painting, lantern light in an orchard " * 3,
+        }
+    ]
+    * 2,
+    "elements": [{"name": "Wren Ashby", "description": "a girl in an oilskin " * 5}] * 3,
+    "usage": {"prompt_tokens": 900, "completion_tokens": 400},
+}
+
+
+def stage(path: Path, data: dict[str, object]) -> None:
+    from imaginize.atomic import write_json_atomic
+
+    write_json_atomic(path, data)
+
+
+def profile(chapters: int, cycles: int, root: Path) -> None:
+    from imaginize.pacing import Limits, Pacer
+    from imaginize.results import CHAPTERS_DIR
+    from imaginize.store import ManifestStore
+
+    store = ManifestStore(root / "out")
+    store.join(
+        book_path=str(root / "book.epub"),
+        sha256="0" * 64,
+        title="Benchmark",
+        chapters=[(n, f"Chapter {n}") for n in range(1, chapters + 1)],
+    )
+    pacer = Pacer(root / "pace", Limits(1000, 0.0))
+    owner = f"bench:{os.getpid()}:w1"
+
+    def again() -> None:
+        store.join(
+            book_path=str(root / "book.epub"),
+            sha256="0" * 64,
+            title="Benchmark",
+            chapters=[(n, f"Chapter {n}") for n in range(1, chapters + 1)],
+            force=range(1, chapters + 1),
+        )
+
+    def one_cycle() -> None:
+        claim = store.claim(owner, lease=600.0, max_attempts=3)
+        assert claim is not None
+        with pacer.slot():
+            pass
+        staged = root / "out" / CHAPTERS_DIR / f".{claim.number:03d}.{claim.token}.json"
+        stage(staged, {**RESULT, "chapter": claim.number})
+        if not store.publish(claim.number, claim.token, staged, 1300):
+            raise RuntimeError(f"chapter {claim.number}: claim lost")
+
+    def run(profiler: cProfile.Profile | None) -> float:
+        """Seconds for `cycles` cycles, the book started over (unmeasured) when done."""
+        spent = 0.0
+        for index in range(cycles):
+            if index and index % chapters == 0:
+                again()
+            started = time.perf_counter()
+            if profiler:
+                profiler.enable()
+            one_cycle()
+            if profiler:
+                profiler.disable()
+            spent += time.perf_counter() - started
+        again()
+        return spent
+
+    plain = run(None)
+    profiler = cProfile.Profile()
+    wall = run(profiler)
+    stats = pstats.Stats(profiler)
+    # The outermost function of each name: Manifest.from_json calls Entry.from_json, and the
+    # cumulative times of the two must not be added up.
+    table: dict[tuple[str, str], tuple[int, float]] = {}
+    for (filename, _line, name), (_cc, calls, _tt, cumtime, _callers) in stats.stats.items():
+        for _label, suffix, func in WATCHED:
+            matches = name == func and (filename == suffix or filename.endswith(suffix))
+            if matches and cumtime > table.get((suffix, func), (0, 0.0))[1]:
+                table[(suffix, func)] = (calls, cumtime)
+    print(
+        f"{cycles} cycles of claim + 2 pacer updates + stage + publish on a {chapters}-chapter "
+        f"manifest, one process ({os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')})"
+    )
+    print(f"{'':<44} {'ms/cycle':>9} {'calls/cycle':>12}")
+    for label, suffix, func in WATCHED:
+        count, total = table.get((suffix, func), (0, 0.0))
+        print(f"{label:<44} {1000 * total / cycles:>9.2f} {count / cycles:>12.1f}")
+    print(f"{'wall time per cycle (profiler on)':<44} {1000 * wall / cycles:>9.2f}")
+    print(f"{'wall time per cycle (profiler off)':<44} {1000 * plain / cycles:>9.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chapters", type=int, default=40)
+    parser.add_argument("--cycles", type=int, default=200)
+    parser.add_argument("--snapshot", metavar="REV", help="measure imaginize/ as of REV")
+    args = parser.parse_args(argv)
+    if args.snapshot:
+        with exported(args.snapshot) as src:
+            env = {**os.environ, "PYTHONPATH": pythonpath(src), SOURCE_ENV: describe(args.snapshot)}
+            command = [sys.executable, "-m", "benchmarks.txn_profile"]
+            command += ["--chapters", str(args.chapters), "--cycles", str(args.cycles)]
+            return subprocess.run(command, env=env, cwd=REPO_ROOT).returncode
+    print(os.environ.get(SOURCE_ENV) or describe(None))
+    with tempfile.TemporaryDirectory(prefix="imaginize-txn-") as tmp:
+        profile(args.chapters, args.cycles, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
