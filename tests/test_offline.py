@@ -376,6 +376,89 @@ def test_no_look_stays_out_of_image_prompts() -> None:
         assert "no physical description" not in scene.image_prompt.lower()
 
 
+def test_nickname_aside_and_a_rich_predicate_describe_one_person() -> None:
+    text = "\n\n".join(
+        [
+            "A door opened on the quay. Tobias Marsh\u2014Tib to everyone except his "
+            "grandmother\u2014was twelve, tall and thin as a broom handle, and always dusted "
+            "with flour somewhere.",
+            '"Wait," said Tib. Tib ran down the lane after Mira Quill.',
+            "Tib looked at the boats, and Mira laughed at young Marsh.",
+        ]
+    )
+    elements = by_name(OfflineAnalyzer().analyze(Chapter(1, "Quay", text), 1))
+    tib = elements["Tib"]
+    assert "Marsh" in tib.aliases
+    assert "tall and thin as a broom handle" in tib.description
+    assert "dusted with flour" in tib.description
+    assert "Marsh" not in elements
+
+
+def test_possessive_place_names_stay_whole() -> None:
+    text = "\n\n".join(
+        [
+            "Mira ran past Marsh's Bakery and down to the quay.",
+            "Smoke rose from the chimney of Marsh's Bakery, and Mira waved to Tom Marsh.",
+            "Tom Marsh stood in the door of Marsh's Bakery. He waved back.",
+        ]
+    )
+    elements = by_name(OfflineAnalyzer().analyze(Chapter(1, "Bakery", text), 1))
+    assert elements["Marsh's Bakery"].kind == ElementKind.PLACE
+    assert elements["Tom Marsh"].kind == ElementKind.CHARACTER
+    assert "Bakery" not in elements
+
+
+def test_reference_quotes_prefer_narration_and_drop_stray_quote_marks() -> None:
+    text = "\n\n".join(
+        [
+            '"We must find Captain Vale. Captain Vale will know what to do," said Mira.',
+            "Mira climbed the stairs to the lamp room.",
+            "Captain Vale stood by the window. He was tall and gaunt, with a long silver "
+            "beard and a navy greatcoat.",
+            '"Captain Vale is old," said Tom. "Nobody listens to Captain Vale any more.',
+            'But Captain Vale knows the sea."',
+        ]
+    )
+    vale = by_name(OfflineAnalyzer().analyze(Chapter(1, "Lamp", text), 1))["Captain Vale"]
+    # The mention runs on into the sentence that describes him.
+    assert vale.quotes[0] == (
+        "Captain Vale stood by the window. He was tall and gaunt, with a long silver beard "
+        "and a navy greatcoat."
+    )
+    for quote in vale.quotes:
+        assert quote.count('"') % 2 == 0, quote
+    assert "silver beard" in vale.description
+
+
+def test_place_descriptions_come_from_the_place_not_its_neighbours() -> None:
+    text = "\n\n".join(
+        [
+            "Far out stood Gannet Rock: a black tooth of stone with white birds around it.",
+            "They climbed the long green hill to where the dark line of Hollowmere Wood began.",
+            "Mira walked to Gannet Rock again, and Tom walked into Hollowmere Wood.",
+            "Across the bay the white palaces of Brindlehook glittered. Tom lived in Brindlehook.",
+        ]
+    )
+    elements = by_name(OfflineAnalyzer().analyze(Chapter(1, "Coast", text), 1))
+    assert "black tooth of stone" in elements["Gannet Rock"].description
+    assert "hill" not in elements["Hollowmere Wood"].description
+    assert "white palaces" in elements["Brindlehook"].description
+
+
+def test_an_animal_is_described_through_its() -> None:
+    text = "\n\n".join(
+        [
+            "The Gloamer lifted its head. It was huge, with shaggy brown fur.",
+            "Mira watched the Gloamer, and the Gloamer lowered its great mossy back.",
+            "Then the Gloamer put its snout into the basket.",
+        ]
+    )
+    gloamer = by_name(OfflineAnalyzer().analyze(Chapter(1, "Wood", text), 1))["Gloamer"]
+    assert gloamer.kind == ElementKind.CREATURE
+    assert "shaggy brown fur" in gloamer.description
+    assert "great mossy back" in gloamer.description
+
+
 # --- other scripts and scale -----------------------------------------------------------------
 
 

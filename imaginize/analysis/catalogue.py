@@ -7,14 +7,16 @@ described the same way in every chapter.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from imaginize.analysis.describe import (
+    described_run,
     mention_phrases,
     phrases_at,
-    phrases_near,
+    place_phrases_at,
     rank_phrases,
 )
 from imaginize.analysis.lexicon import (
@@ -22,7 +24,6 @@ from imaginize.analysis.lexicon import (
     BARE_HONORIFICS,
     COLOURS,
     CREATURES,
-    EVERYDAY_THINGS,
     HONORIFICS,
     ITEMS,
     MATERIALS_SHAPES,
@@ -30,7 +31,6 @@ from imaginize.analysis.lexicon import (
     PERSON_NOUNS,
     PLACE_PREFIXES,
     PLACE_TYPES,
-    SETTING_NOUNS,
     VISUAL_ADJECTIVES,
     words,
 )
@@ -42,10 +42,10 @@ from imaginize.analysis.names import (
     core,
     group_names,
     is_capitalised,
+    name_word,
 )
 from imaginize.analysis.text import (
     Sentence,
-    in_lexicon,
     normalize_ws,
     quoted_shares,
     split_text,
@@ -60,8 +60,6 @@ _DEFINITE = words("the this that his her my its their your our")
 _GENERIC_CREATURES = words("animal animals creature creatures beast beasts thing")
 _PLACE_LEADS = {"Mount": "mountain", "Mt": "mountain", "Mont": "mountain", "Isle": "island"}
 _MAX_DESCRIPTION_PHRASES = 4
-# What a place looks like is told by its scenery, not by the boats moored in it.
-_SCENERY = SETTING_NOUNS | EVERYDAY_THINGS
 _FIGURES = (ElementKind.CHARACTER, ElementKind.CREATURE)
 # The sentence that closes a description with no looks in it. It tells the reader of the
 # guide that the text describes nothing; prompt builders drop it (`look_of`).
@@ -76,7 +74,7 @@ class Entry:
     name: str
     kind: ElementKind
     aliases: tuple[str, ...]
-    gender: str | None
+    gender: str | None  # "m", "f", "n" (an animal's "it") or unknown
     count: int
     description: str
     descriptor: str
@@ -113,6 +111,7 @@ class Catalogue:
         groups = group_names(sentences)
         dialogue = [q > 0.5 for q in quoted_shares(sentences)]
         figures = {w for g in groups if g.kind in _FIGURES for k in g.keys for w in core(k)}
+        self.figures: frozenset[str] = frozenset(figures)
         entries = [_name_entry(sentences, g, dialogue, figures) for g in groups]
         taken = {w.lower() for g in groups for k in g.keys for w in k}
         entries += _common_entries(sentences, taken)
@@ -127,7 +126,7 @@ class Catalogue:
                 else:
                     self._names[k[0]].append((k, i))
         for cands in self._names.values():
-            cands.sort(key=lambda c: (-len(c[0]), c[1]))
+            cands.sort(key=_longest)
 
     def sentences(self, text: str) -> list[Sentence]:
         """The sentences of `text`, reusing the split of a catalogued text."""
@@ -151,9 +150,15 @@ class Catalogue:
 
     def _match_name(self, si: int, s: Sentence, i: int) -> Hit | None:
         toks = s.tokens
-        for key, entry in self._names.get(toks[i].base, ()):
+        first = toks[i]
+        cands = self._names.get(first.base, [])
+        if first.possessive:
+            cands = sorted([*cands, *self._names.get(name_word(first, False), ())], key=_longest)
+        for key, entry in cands:
             n = len(key)
-            if i + n <= len(toks) and all(toks[i + j].base == key[j] for j in range(1, n)):
+            if i + n <= len(toks) and all(
+                name_word(toks[i + j], j == n - 1) == key[j] for j in range(n)
+            ):
                 if n == 1 and _inside_longer_name(s, i, self._name_words):
                     return None  # "Ashby" in "Marta Ashby" is not Wren Ashby
                 return Hit(si, entry, i, i + n - 1)
@@ -170,6 +175,10 @@ class Catalogue:
         if j == i - 1 and (j < 0 or toks[j].lower not in _DETERMINERS):
             return None  # "to watch", "ring the bell": the noun needs an article or adjective
         return Hit(si, entry, i, i)
+
+
+def _longest(cand: tuple[Key, int]) -> tuple[int, int]:
+    return -len(cand[0]), cand[1]
 
 
 def _inside_longer_name(s: Sentence, i: int, name_words: Collection[str]) -> bool:
@@ -201,7 +210,7 @@ def _name_entry(
     if g.kind == ElementKind.PLACE:
         phrases = _place_phrases(sentences, g.mentions, dialogue)
     else:
-        phrases = mention_phrases(sentences, g.mentions, g.gender, dialogue, figures)
+        phrases = mention_phrases(sentences, g.mentions, _pronouns(g), dialogue, figures)
     ranked = rank_phrases(phrases, _MAX_DESCRIPTION_PHRASES)
     lead = _lead(sentences, g)
     if g.kind == ElementKind.CHARACTER and lead in ("", "man", "woman", "male", "female"):
@@ -210,7 +219,7 @@ def _name_entry(
         name=g.name,
         kind=g.kind,
         aliases=tuple(g.aliases),
-        gender=g.gender,
+        gender=_pronouns(g),
         count=g.count,
         description=_description(lead, ranked, g.kind),
         descriptor=_descriptor(g.name, lead, ranked),
@@ -219,18 +228,21 @@ def _name_entry(
     )
 
 
+def _pronouns(g: NameGroup) -> str | None:
+    """Which pronouns go on about the element: he, she, or an animal's "it"."""
+    if g.gender is None and g.kind == ElementKind.CREATURE:
+        return "n"
+    return g.gender
+
+
 def _place_phrases(
     sentences: Sequence[Sentence], mentions: Sequence[Mention], dialogue: Sequence[bool]
 ) -> list[str]:
-    """What the narration shows next to the place's name: "white palaces" of East Egg."""
+    """What the narration says the place looks like: "white palaces" of East Egg."""
     out: list[str] = []
     for m in mentions:
         if not dialogue[m.sentence]:
-            out.extend(
-                p
-                for p in phrases_near(sentences[m.sentence], m.first, m.last)
-                if in_lexicon(p.split()[-1].lower(), _SCENERY)
-            )
+            out.extend(place_phrases_at(sentences[m.sentence], m.first, m.last))
     return out
 
 
@@ -407,39 +419,95 @@ def chunk_elements(
         for i in sorted(by_entry, key=lambda i: (-len(by_entry[i]), i))
         if not catalogue.entries[i].common or len(by_entry[i]) >= 2
     ][:limit]
+    dialogue = [q > 0.5 for q in quoted_shares(sentences)]
     out: list[Element] = []
     for i in chosen:
         e = catalogue.entries[i]
+        quotes = _reference_quotes(sentences, by_entry[i], e.gender, dialogue, catalogue.figures)
         out.append(
             Element(
                 name=e.name,
                 kind=e.kind,
                 description=e.description,
                 aliases=e.aliases,
-                quotes=tuple(_reference_quotes(sentences, by_entry[i], e.gender)),
+                quotes=tuple(quotes),
             )
         )
     return out
 
 
+_MAX_QUOTE_WORDS = 70
+
+
 def _reference_quotes(
-    sentences: Sequence[Sentence], hits: Sequence[Hit], gender: str | None
+    sentences: Sequence[Sentence],
+    hits: Sequence[Hit],
+    gender: str | None,
+    dialogue: Sequence[bool],
+    figures: Collection[str] = (),
 ) -> list[str]:
-    """Up to three sentences mentioning the element, those that describe it first (the
-    first mention when none does), in text order."""
-    scored: list[tuple[float, int]] = []
+    """Up to three passages mentioning the element, those that describe it first (the
+    first mention when none does), in text order. A mention may run on into the sentences
+    that go on describing it ("... sat Wren Ashby. She was eleven, with short copper-brown
+    hair"). Narration comes before dialogue, where a sentence is often a scrap of someone's
+    speech ('"Captain Vale will fix it.')."""
+    scored: dict[tuple[int, int], float] = {}
     for h in hits:
         s = sentences[h.sentence]
         words = word_length(s.text)
         described = len(phrases_at(s, h.first, h.last, gender))
-        visual = sum(1 for t in s.tokens if t.lower in VISUAL_ADJECTIVES)
-        fit = 1.0 if 6 <= words <= 60 else 0.3
-        scored.append(((3 * described + min(visual, 4) + 0.5) * fit, h.sentence))
-    best = sorted(set(scored), key=lambda x: (-x[0], x[1]))
-    picked: list[int] = []
-    for score, si in best:
-        if si not in picked and (score >= 3 or not picked):
-            picked.append(si)
+        end = h.sentence
+        if not dialogue[h.sentence]:
+            last, more = described_run(sentences, h.sentence, gender, dialogue, figures)
+            run_words = word_length(s.source[s.start : sentences[last].end])
+            if more and run_words <= _MAX_QUOTE_WORDS:
+                end, described, words = last, described + more, run_words
+        visual = sum(
+            1
+            for i in range(h.sentence, end + 1)
+            for t in sentences[i].tokens
+            if t.lower in VISUAL_ADJECTIVES
+        )
+        fit = 1.0 if 6 <= words <= _MAX_QUOTE_WORDS else 0.3
+        spoken = 0.3 if dialogue[h.sentence] else 1.0
+        score = (3 * described + min(visual, 4) + 0.5) * fit * spoken
+        span = (h.sentence, end)
+        scored[span] = max(score, scored.get(span, 0.0))
+    best = sorted(scored.items(), key=lambda x: (-x[1], x[0]))
+    picked: list[tuple[int, int]] = []
+    for (a, b), score in best:
+        if any(a <= d and c <= b for c, d in picked):
+            continue  # overlaps a passage already taken
+        if score >= 3 or not picked:
+            picked.append((a, b))
         if len(picked) == 3:
             break
-    return [normalize_ws(sentences[si].text) for si in sorted(picked)]
+    return [_quote_text(sentences, a, b) for a, b in sorted(picked)]
+
+
+def _quote_text(sentences: Sequence[Sentence], a: int, b: int) -> str:
+    s = sentences[a]
+    return _without_stray_quote_marks(normalize_ws(s.source[s.start : sentences[b].end]))
+
+
+_CLOSING_SINGLE_RE = re.compile("\u2019(?!\\w)")
+
+
+def _without_stray_quote_marks(text: str) -> str:
+    """A sentence cut out of a longer speech keeps a quotation mark that is never closed
+    ('"Nell had one friend.') or never opened: drop it, so the quote reads whole."""
+    whole = text
+    first, last = text[:1], text[-1:]
+    if (
+        (first == "\u201c" and "\u201d" not in text)
+        or (first == "\u2018" and not _CLOSING_SINGLE_RE.search(text))
+        or (first == '"' and text.count('"') == 1)
+    ):
+        text = text[1:].lstrip()
+    if (
+        (last == "\u201d" and "\u201c" not in text)
+        or (last == "\u2019" and "\u2018" not in text and text[-2:-1] in ".,!?;:\u2014")
+        or (last == '"' and text.count('"') == 1)
+    ):
+        text = text[:-1].rstrip()
+    return text or whole

@@ -22,8 +22,6 @@ from imaginize.analysis.lexicon import (
     MATERIALS,
     NOT_NAMES,
     PERSON_NOUNS,
-    PRONOUNS_F,
-    PRONOUNS_M,
     SETTING_NOUNS,
     VISUAL_ADJECTIVES,
     words,
@@ -36,15 +34,38 @@ _INTENSIFIERS = words("very rather quite so too extremely most exceedingly alway
 _DANGLING = NOT_NAMES | words(
     """
     against along among around behind beneath beside between beyond like near over past
-    through toward towards under with within
+    through toward towards under with within somewhere everywhere anywhere
     """
 )
+# Ages and counts a predicate may open with: "was twelve, tall and thin".
+_NUMBER_WORDS = words(
+    """
+    one two three four five six seven eight nine ten eleven twelve thirteen fourteen
+    fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy
+    eighty ninety hundred
+    """
+)
+# Participles of something on the skin or clothes: "dusted with flour", "caked in mud".
+_COATED = words(
+    """
+    dusted covered stained smeared streaked spattered splashed caked daubed flecked
+    powdered plastered crusted splattered blackened
+    """
+)
+_ASIDE_OPEN = ("\u2014", "\u2013", "(", "--")
+_ASIDE_CLOSE = ("\u2014", "\u2013", ")", "--")
+_ASIDE_REACH = 14
+# Subject and owner pronouns by gender; "n" is an animal's "it".
+_PERSONAL = {"m": ("he", "his"), "f": ("she", "her"), "n": ("it", "its")}
+# Body words that say something only with an owner: "its great mossy back".
+_OWNED_ONLY = words("back belly side sides")
 _HAVE = words("had has")
 _CLAUSE_WORDS = words("is was are were not be and or said")
 # Predicate adjectives: how something looks, not shapes ("Alice looked round").
 _PREDICATE_ADJECTIVES = APPEARANCE_ADJECTIVES | COLOURS
 _WEAR = words("wore wearing dressed clad")
 _ARTICLES = words("a an the")
+_DETERMINERS = _ARTICLES | words("this that its their our his her my your")
 _PHRASE_STOPS = frozenset(',.;:!?—–()“”"‘’[]')  # noqa: RUF001
 _NOUN_STOPS = NOT_NAMES | words(
     """
@@ -57,6 +78,8 @@ _WEARABLE = BODY | CLOTHING
 _VIVID = COLOURS | MATERIALS
 _COMPOUND_LOOKS = words("coloured colored haired eyed faced skinned cheeked tinted striped spotted")
 _THINGS = ITEMS | EVERYDAY_THINGS
+# What a place looks like is told by its scenery, not by the boats moored in it.
+_SCENERY = SETTING_NOUNS | EVERYDAY_THINGS
 _CONCRETE = (
     SETTING_NOUNS | ITEMS | BODY | CLOTHING | CREATURES | PERSON_NOUNS | EVERYDAY_THINGS | MATERIALS
 )
@@ -74,7 +97,10 @@ def _visual(word: str) -> bool:
 
 
 def _wearable(word: str) -> bool:
-    return in_lexicon(word, _WEARABLE) or in_lexicon(word.rsplit("-", 1)[-1], _WEARABLE)
+    """A body or clothing word; compounds by any part ("tail-tip", "waistcoat-pocket")."""
+    return in_lexicon(word, _WEARABLE) or (
+        "-" in word and any(in_lexicon(p, _WEARABLE) for p in word.split("-"))
+    )
 
 
 def _gap(s: Sentence, a: Token, b: Token) -> str:
@@ -135,6 +161,10 @@ def _after(s: Sentence, last: int) -> list[str]:
     k = last + 1
     if k >= len(toks):
         return []
+    resume = _aside_end(s, last)
+    if resume is not None:
+        # "Tobias Marsh—Tib to everyone—was twelve": the aside says nothing of the looks.
+        return _after_verb(s, resume)
     word = toks[k].lower
     if toks[last].comma_after and word in ("a", "an"):
         return _appositive(s, k)
@@ -142,6 +172,14 @@ def _after(s: Sentence, last: int) -> list[str]:
         return []
     if toks[last].possessive:
         return _owned_feature(s, k)
+    return _after_verb(s, k)
+
+
+def _after_verb(s: Sentence, k: int) -> list[str]:
+    """Phrases after the verb at token k that follows a mention: "was tall", "had red hair",
+    "wore a grey coat"."""
+    toks = s.tokens
+    word = toks[k].lower
     if word in _COPULAS:
         return _predicate(s, k + 1)
     if word in _HAVE or word == "with":
@@ -150,6 +188,21 @@ def _after(s: Sentence, last: int) -> list[str]:
         start = k + 2 if k + 1 < len(toks) and toks[k + 1].lower == "in" else k + 1
         return _feature_clause(s, start, need_visual=False)
     return []
+
+
+def _aside_end(s: Sentence, last: int) -> int | None:
+    """The token after a dash or bracket aside that follows token `last`, when the aside
+    closes within a few words."""
+    toks = s.tokens
+    if last + 1 >= len(toks) or _gap(s, toks[last], toks[last + 1]).strip() not in _ASIDE_OPEN:
+        return None
+    for j in range(last + 1, min(len(toks) - 1, last + _ASIDE_REACH)):
+        gap = _gap(s, toks[j], toks[j + 1]).strip()
+        if gap in _ASIDE_CLOSE:
+            return j + 1
+        if gap:
+            return None
+    return None
 
 
 def _appositive(s: Sentence, start: int) -> list[str]:
@@ -171,25 +224,89 @@ def _is_name(t: Token) -> bool:
 
 
 def _predicate(s: Sentence, start: int) -> list[str]:
-    """ "was very tall and thin" -> "tall and thin"; "was dressed in white" -> the dress."""
+    """ "was very tall and thin" -> "tall and thin"; "was dressed in white" -> the dress;
+    "was twelve, tall and thin as a broom handle, and always dusted with flour" -> "tall and
+    thin as a broom handle", "dusted with flour"."""
     toks = s.tokens
-    k = start
-    while k < len(toks) and toks[k].lower in _INTENSIFIERS:
-        k += 1
+    k = _skip(toks, start, _INTENSIFIERS)
     if k < len(toks) and toks[k].lower in _WEAR:
         return _feature_clause(s, k, need_visual=False)
+    k = _skip_age(s, k)
+    out: list[str] = []
     end = k - 1
     while end + 1 < len(toks) and (
-        toks[end + 1].lower in _PREDICATE_ADJECTIVES or (toks[end + 1].lower == "and" and end >= k)
+        toks[end + 1].lower in _PREDICATE_ADJECTIVES
+        or (toks[end + 1].lower == "and" and end >= k)
+        or (
+            toks[end + 1].lower in _INTENSIFIERS
+            and end >= k
+            and end + 2 < len(toks)
+            and toks[end + 2].lower in _PREDICATE_ADJECTIVES
+        )
     ):
         if not _plain_gap_or_comma(s, end, end + 1) and end >= k:
             break
         end += 1
     while end >= k and toks[end].lower == "and":
         end -= 1
-    if end < k or (toks[k].lower not in COLOURS and not _striking(toks[k : end + 1])):
-        return []
-    return [_slice(s, k, end)]
+    if end >= k and (toks[k].lower in COLOURS or _striking(toks[k : end + 1])):
+        end = _simile_end(s, end)
+        out.append(_slice(s, k, end))
+    coated = _coating(s, max(end + 1, k))
+    if coated:
+        out.append(coated)
+    return out
+
+
+def _skip(toks: Sequence[Token], k: int, skipped: Collection[str]) -> int:
+    while k < len(toks) and toks[k].lower in skipped:
+        k += 1
+    return k
+
+
+def _skip_age(s: Sentence, k: int) -> int:
+    """Past an age or count opening a predicate: "twelve,", "eleven years old and"."""
+    toks = s.tokens
+    if k >= len(toks) or not (toks[k].lower in _NUMBER_WORDS or toks[k].text.isdigit()):
+        return k
+    j = k + 1
+    if j + 1 < len(toks) and toks[j].lower in ("years", "year") and toks[j + 1].lower == "old":
+        j += 2
+    if j < len(toks) and toks[j].lower == "and":
+        j += 1
+    elif j >= len(toks) or _gap(s, toks[j - 1], toks[j]).strip() != ",":
+        return k
+    return j
+
+
+def _simile_end(s: Sentence, end: int) -> int:
+    """ "thin as a broom handle": the comparison belongs to the picture."""
+    toks = s.tokens
+    if (
+        end + 3 < len(toks)
+        and toks[end + 1].lower == "as"
+        and toks[end + 2].lower in _ARTICLES
+        and _plain_gap(s, toks[end], toks[end + 3])
+    ):
+        return clause_end(s, end + 3, 3)
+    return end
+
+
+def _coating(s: Sentence, k: int) -> str:
+    """ ", and always dusted with flour" -> "dusted with flour"."""
+    toks = s.tokens
+    if k > 0 and k < len(toks) and _gap(s, toks[k - 1], toks[k]).strip() not in ("", ","):
+        return ""
+    k = _skip(toks, _skip(toks, k, ("and",)), _INTENSIFIERS)
+    if (
+        k + 2 >= len(toks)
+        or toks[k].lower not in _COATED
+        or toks[k + 1].lower not in ("with", "in")
+    ):
+        return ""
+    if not _plain_gap(s, toks[k], toks[k + 2]):
+        return ""
+    return _slice(s, k, clause_end(s, k + 2, 4))
 
 
 def _striking(words: Sequence[Token]) -> bool:
@@ -217,12 +334,16 @@ def _feature_clause(s: Sentence, start: int, need_visual: bool) -> list[str]:
 def _owned_feature(s: Sentence, start: int) -> list[str]:
     """ "Gatsby's tanned skin" -> "tanned skin"."""
     toks = s.tokens
+
+    def owned(word: str) -> bool:
+        return _wearable(word) or word in _OWNED_ONLY
+
     end = start
-    while end < len(toks) and end - start < 3 and not _wearable(toks[end].lower):
+    while end < len(toks) and end - start < 3 and not owned(toks[end].lower):
         if not _visual(toks[end].lower):
             return []
         end += 1
-    if end >= len(toks) or end == start or not _wearable(toks[end].lower):
+    if end >= len(toks) or end == start or not owned(toks[end].lower):
         return []
     return [_slice(s, start, end)]
 
@@ -230,15 +351,15 @@ def _owned_feature(s: Sentence, start: int) -> list[str]:
 def _pronoun_features(s: Sentence, last: int, gender: str | None) -> list[str]:
     """ "Daisy ... her white dress": his/her + visual words + a body or clothing word, in the
     same sentence and before any other name."""
-    if gender is None:
+    if gender not in _PERSONAL:
         return []
-    pronouns = PRONOUNS_M if gender == "m" else PRONOUNS_F
+    owner = _PERSONAL[gender][1]
     toks = s.tokens
     for k in range(last + 1, min(len(toks), last + 25)):
         t = toks[k]
         if is_capitalised(t) and not t.initial and t.lower not in NOT_NAMES:
             return []
-        if t.lower in ("his", "her") and t.lower in pronouns:
+        if t.lower == owner:
             found = _owned_feature(s, k + 1)
             if found:
                 return found
@@ -273,6 +394,10 @@ def visual_noun_spans(s: Sentence, narrated: Sequence[bool] | None = None) -> li
         while j + 1 < len(toks) and _visual(toks[j + 1].lower) and _plain_gap_or_comma(s, j, j + 1):
             j += 1
         noun = _noun_after(s, j)
+        if noun is None and j > i and toks[j].lower in MATERIALS and not toks[j].initial:
+            out.append((i, j))  # "shaggy brown fur", "white silk": the material is the noun
+            i = j + 1
+            continue
         if noun is None:
             i = j + 1
             continue
@@ -397,9 +522,9 @@ def _following(
     """ "Gatsby came in. He wore a pink suit. His face was pale." - the next few narrated
     sentences that open with the matching he/his or she/her, until another figure is named
     or the narration moves on (dialogue, or more than one paragraph later)."""
-    if gender is None:
+    if gender not in _PERSONAL:
         return []
-    subject, owner = ("he", "his") if gender == "m" else ("she", "her")
+    subject, owner = _PERSONAL[gender]
     out: list[str] = []
     for j in range(at + 1, min(len(sentences), at + 1 + _FOLLOW)):
         nxt = sentences[j]
@@ -413,6 +538,36 @@ def _following(
         if opening in (subject, owner):
             out.extend(_worn(nxt))
     return out
+
+
+def described_run(
+    sentences: Sequence[Sentence],
+    at: int,
+    gender: str | None,
+    dialogue: Sequence[bool],
+    figures: Collection[str],
+) -> tuple[int, int]:
+    """The last of the sentences right after `at`, in its paragraph, that go on describing
+    the figure ("Madame Corvo sat at her stall. She was small and very old, with white
+    hair ..."), and how many phrases they give."""
+    if gender not in _PERSONAL:
+        return at, 0
+    subject, owner = _PERSONAL[gender]
+    last, found = at, 0
+    for j in range(at + 1, min(len(sentences), at + 1 + _FOLLOW)):
+        nxt = sentences[j]
+        if dialogue[j] or nxt.para != sentences[at].para or not nxt.tokens:
+            break
+        if _other_figures(nxt, -1, -1, figures):
+            break
+        opening = nxt.tokens[0].lower
+        got = _after(nxt, 0) if opening == subject else []
+        if opening in (subject, owner):
+            got += _worn(nxt)
+        if not got:
+            break
+        last, found = j, found + len(got)
+    return last, found
 
 
 def _other_figures(s: Sentence, first: int, last: int, figures: Collection[str]) -> bool:
@@ -430,8 +585,36 @@ def _worn(s: Sentence, after: int = -1) -> list[str]:
     ]
 
 
-def phrases_near(s: Sentence, first: int, last: int, reach: int = 8) -> list[str]:
-    """Visual noun phrases within `reach` words of tokens first..last."""
-    return [
-        _slice(s, a, b) for a, b in visual_noun_spans(s) if a <= last + reach and b >= first - reach
-    ]
+def place_phrases_at(s: Sentence, first: int, last: int) -> list[str]:
+    """How the text shows a place named at tokens first..last: an appositive ("Gannet Rock:
+    a black tooth of stone with white birds wheeling around it"), "the white palaces of
+    East Egg", "Brindlehook was grey and steep". Scenery merely near the name ("up the long
+    green hill to where ... Hollowmere Wood began") is some other place."""
+    toks = s.tokens
+    out: list[str] = []
+    pre = _adjectives_before(s, first)
+    if pre:
+        det = first - len(pre.split()) - 1
+        # "the dark Rhine", not "before them rose Mont Blanc".
+        if det >= 0 and toks[det].lower in _DETERMINERS:
+            out.append(pre)
+    k = last + 1
+    if k < len(toks) and toks[k].lower in _COPULAS and _plain_gap(s, toks[last], toks[k]):
+        out.extend(_predicate(s, k + 1))
+    if (
+        k < len(toks)
+        and _gap(s, toks[last], toks[k]).strip() in (",", ":", "\u2014")
+        and toks[k].lower in _ARTICLES
+    ):
+        end = clause_end(s, k, 12)
+        span = [t.lower for t in toks[k : end + 1]]
+        if any(map(_visual, span)) and not any(_is_name(t) for t in toks[k : end + 1]):
+            out.append(_slice(s, k, end))
+    for a, b in visual_noun_spans(s):
+        if not in_lexicon(toks[b].lower, _SCENERY):
+            continue  # "the tragic eyes and short upper lips of southeastern Europe"
+        if b + 2 <= first and toks[b + 1].lower == "of" and first - (b + 2) <= 2:
+            between = toks[b + 2 : first]
+            if all(t.text[:1].islower() for t in between) and _plain_gap(s, toks[b], toks[first]):
+                out.append(_slice(s, a, b))
+    return out

@@ -153,7 +153,8 @@ APPEARANCE_ADJECTIVES = words(
     beautiful lovely ugly hideous plain grim stern gentle haggard wrinkled weathered
     bearded bald curly curled straight wild shaggy sleek neat elegant shabby ragged
     hunchbacked lame muscular delicate frail pale dark fair grey gray white red black
-    golden blue green brown pink yellow silver
+    golden blue green brown pink yellow silver mossy furry feathered scaly bushy woolly
+    hairy spotted striped freckled floury dusty muddy sooty grimy
     """
 )
 

@@ -8,6 +8,7 @@ place, creature or item from the words around its mentions across the whole book
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ _OF_AFTER = frozenset(HONORIFICS) | PLACE_TYPES | {"Knave", "Jack", "Isle"}
 NOUN_CAPITALS_SHARE = 0.13
 _COPULAS = words("was is were are had has seemed")
 _GAZE_VERBS = words("looked glanced stared smiled nodded waved turned came went")
+_NICKNAME_AUDIENCE = words(
+    "everyone everybody all his her their friends family the most us me them"
+)
 _DETERMINERS = words("the a an this that his her my your our their")
 
 
@@ -122,7 +126,8 @@ def find_mentions(sentences: Sequence[Sentence], stats: _Stats) -> list[Mention]
                 i += 1
                 continue
             j = _run_end(s, i)
-            out.append(Mention(si, i, j, tuple(t.base for t in toks[i : j + 1])))
+            key = tuple(name_word(t, k == j) for k, t in enumerate(toks[i : j + 1], start=i))
+            out.append(Mention(si, i, j, key))
             i = j + 1
     return out
 
@@ -142,7 +147,7 @@ def _run_end(s: Sentence, i: int) -> int:
     """Index of the last token of the name starting at token i."""
     toks = s.tokens
     j = i
-    while not toks[j].possessive and j + 1 < len(toks):
+    while j + 1 < len(toks) and (not toks[j].possessive or _owned_place(toks[j + 1])):
         if not _joined(s, toks[j], toks[j + 1]):
             break
         nxt = toks[j + 1]
@@ -153,6 +158,17 @@ def _run_end(s: Sentence, i: int) -> int:
         else:
             break
     return j
+
+
+def name_word(tok: Token, last: bool) -> str:
+    """A token as a word of a name key: possessives inside a name keep their "'s" ("Marsh's
+    Bakery" is no Marsh), a possessive at the end drops it ("Vale's" is Vale)."""
+    return f"{tok.base}'s" if tok.possessive and not last else tok.base
+
+
+def _owned_place(tok: Token) -> bool:
+    """ "Marsh's Bakery", "St. Paul's Cathedral": a possessive inside a place's name."""
+    return tok.base in PLACE_TYPES and is_capitalised(tok) and not tok.possessive
 
 
 def _joined(s: Sentence, a: Token, b: Token) -> bool:
@@ -235,7 +251,7 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
         by_key = _drop_common_nouns(sentences, by_key)
     votes = {k: _gender_votes(sentences, k, ms) for k, ms in by_key.items()}
     genders = {k: _decide_gender(v, 2) for k, v in votes.items()}
-    clusters = _cluster(by_key, genders)
+    clusters = _cluster(by_key, genders, _nicknames(sentences, mentions))
     groups: list[NameGroup] = []
     for keys in clusters:
         ms = sorted((m for k in keys for m in by_key[k]), key=lambda m: (m.sentence, m.first))
@@ -249,9 +265,30 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
     return groups
 
 
-def _cluster(by_key: dict[Key, list[Mention]], genders: dict[Key, str | None]) -> list[list[Key]]:
+def _nicknames(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> list[tuple[Key, Key]]:
+    """Pairs of names the text says are one: "Tobias Marsh—Tib to everyone", "Elizabeth
+    (Lizzy to her sisters)", "Robert, Bob to his friends"."""
+    out: list[tuple[Key, Key]] = []
+    for a, b in itertools.pairwise(mentions):
+        if a.sentence != b.sentence or b.first != a.last + 1:
+            continue
+        s = sentences[a.sentence]
+        toks = s.tokens
+        gap = s.source[toks[a.last].end : toks[b.first].start].strip()
+        if gap not in ("\u2014", "\u2013", "(", ",", "--") or b.last + 2 >= len(toks):
+            continue
+        if toks[b.last + 1].lower == "to" and toks[b.last + 2].lower in _NICKNAME_AUDIENCE:
+            out.append((a.key, b.key))
+    return out
+
+
+def _cluster(
+    by_key: dict[Key, list[Mention]],
+    genders: dict[Key, str | None],
+    links: Sequence[tuple[Key, Key]] = (),
+) -> list[list[Key]]:
     """Merge keys naming the same thing: same core, or a single word that is the first (or
-    the only possible last) word of longer names."""
+    the only possible last) word of longer names, or names `links` says are one."""
     by_core: dict[Key, list[Key]] = defaultdict(list)
     for k in sorted(by_key):
         by_core[core(k)].append(k)
@@ -269,6 +306,10 @@ def _cluster(by_key: dict[Key, list[Mention]], genders: dict[Key, str | None]) -
                 ra, rb = find(c), find(p)
                 if ra != rb:
                     parent[max(ra, rb)] = min(ra, rb)
+    for a, b in links:
+        ra, rb = find(core(a)), find(core(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
     lasts = _index_lasts(by_core, core_count)
     root_gender = _root_genders(by_core, genders, find)
     clusters: dict[Key, list[Key]] = defaultdict(list)
@@ -441,7 +482,7 @@ def _make_group(
     counts = {k: len(by_key[k]) for k in keys}
     best = _best_key(keys, counts)
     aliases = [displays[k] for k in sorted(keys, key=lambda k: (-counts[k], k)) if k != best]
-    kind, person = _classify(sentences, keys, mentions)
+    kind, person = _classify(sentences, keys, mentions, gender)
     if kind == ElementKind.CHARACTER and not _is_person(person, gender, len(mentions)):
         return None
     return NameGroup(displays[best], kind, keys, aliases[:8], gender, mentions)
@@ -478,7 +519,10 @@ def classify(
 
 
 def _classify(
-    sentences: Sequence[Sentence], keys: list[Key], mentions: list[Mention]
+    sentences: Sequence[Sentence],
+    keys: list[Key],
+    mentions: list[Mention],
+    gender: str | None = None,
 ) -> tuple[ElementKind, float]:
     """The kind, and how much the words around the mentions say "a person" (speech verbs,
     titles, person verbs: see `_score_mention`)."""
@@ -496,9 +540,12 @@ def _classify(
     # A person's title decides too: "Captain Orrin Vale" is no vale.
     if any(k[0] in HONORIFICS and k[0] not in ("St", "Saint") and len(k) > 1 for k in keys):
         return ElementKind.CHARACTER, max(person, 3.0)
-    # "West Egg Village", "Mount Doom", or a place word used as a name ("the Sound").
-    if any(k[-1] in PLACE_TYPES or k[0] in PLACE_PREFIXES for k in keys if len(k) > 1) or all(
-        len(k) == 1 and k[0] in PLACE_TYPES for k in keys
+    # "West Egg Village", "Mount Doom", or a place word used as a name ("the Sound"); but
+    # a he or she who acts like a person is only named like a place ("Tom Marsh").
+    someone = gender is not None and person > score[ElementKind.PLACE]
+    if not someone and (
+        any(k[-1] in PLACE_TYPES or k[0] in PLACE_PREFIXES for k in keys if len(k) > 1)
+        or all(len(k) == 1 and k[0] in PLACE_TYPES for k in keys)
     ):
         score[ElementKind.PLACE] += max(8, len(mentions))
     if any(k[-1].lower() in ITEMS for k in keys):
