@@ -459,6 +459,19 @@ def test_an_animal_is_described_through_its() -> None:
     assert "great mossy back" in gloamer.description
 
 
+def test_a_monster_called_several_names_is_one_creature() -> None:
+    sentences = [
+        "The fiend watched me from the rocks.",
+        "I saw the monster again at dusk.",
+        "The dæmon laughed in the dark.",
+    ]
+    text = "\n\n".join(" ".join(sentences) for _ in range(8))
+    elements = by_name(OfflineAnalyzer().analyze(Chapter(1, "Ice", text), 1))
+    creatures = [e for e in elements.values() if e.kind == ElementKind.CREATURE]
+    assert len(creatures) == 1
+    assert {creatures[0].name, *creatures[0].aliases} == {"fiend", "monster", "dæmon"}
+
+
 # --- other scripts and scale -----------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from imaginize.analysis.lexicon import (
     BARE_HONORIFICS,
     COLOURS,
     CREATURES,
+    EPITHETS,
     HONORIFICS,
     ITEMS,
     MATERIALS_SHAPES,
@@ -358,16 +359,31 @@ def _common_entries(sentences: Sequence[Sentence], taken: set[str]) -> list[Entr
             st.definite += det in _DEFINITE
             for w in (tk.lower for tk in toks[j + 1 : i]):
                 st.modifiers[w] += 1
+    # "the fiend", "the monster", "the dæmon": one being called names, not three.
+    epithets = sorted(
+        (n for n in stats if n in EPITHETS), key=lambda n: (-len(stats[n].mentions), n)
+    )
+    if len(epithets) > 1:
+        head = stats[epithets[0]]
+        for other in epithets[1:]:
+            st = stats.pop(other)
+            head.mentions.extend(st.mentions)
+            head.definite += st.definite
+            head.modifiers.update(st.modifiers)
+        head.mentions.sort(key=lambda m: (m.sentence, m.first))
     entries: list[Entry] = []
     for noun in sorted(stats):
         st = stats[noun]
-        entry = _common_entry(sentences, noun, st)
+        names = [noun, *epithets[1:]] if epithets and noun == epithets[0] else [noun]
+        entry = _common_entry(sentences, names, st)
         if entry is not None:
             entries.append(entry)
     return entries
 
 
-def _common_entry(sentences: Sequence[Sentence], noun: str, st: _NounStats) -> Entry | None:
+def _common_entry(sentences: Sequence[Sentence], nouns: list[str], st: _NounStats) -> Entry | None:
+    """The entry of a common noun (`nouns[0]`; any others are other words for the same)."""
+    noun = nouns[0]
     creature = noun in CREATURES
     need = 12 if noun in _GENERIC_CREATURES else 6 if creature else 3
     if st.definite < need or len(st.mentions) < need + 1:
@@ -386,15 +402,16 @@ def _common_entry(sentences: Sequence[Sentence], noun: str, st: _NounStats) -> E
     ]
     ranked = rank_phrases(phrases, _MAX_DESCRIPTION_PHRASES)
     kind = ElementKind.CREATURE if creature else ElementKind.ITEM
+    aliases = [n for n in nouns if n != name]
     return Entry(
         name=name,
         kind=kind,
-        aliases=(noun,) if name != noun else (),
+        aliases=tuple(aliases),
         gender=None,
         count=len(st.mentions),
         description=_description(noun, ranked, kind),
         descriptor=_descriptor(name, "", ranked),
-        keys=((noun,),),
+        keys=tuple((n,) for n in nouns),
         common=True,
     )
 

@@ -518,6 +518,9 @@ CREATURES = words(
     """
 )
 
+# Names for a monstrous being that a book mostly gives to one and the same creature.
+EPITHETS = words("monster fiend demon daemon dæmon devil")
+
 # Verbs that suggest an animal when they follow a name: "Flint trotted over it lightly".
 CREATURE_VERBS = words(
     """
