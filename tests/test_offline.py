@@ -472,6 +472,47 @@ def test_a_monster_called_several_names_is_one_creature() -> None:
     assert {creatures[0].name, *creatures[0].aliases} == {"fiend", "monster", "dæmon"}
 
 
+FIRST_PERSON = "\n\n".join(
+    [
+        "I walked down to the harbour in the evening. I wore a long red coat, and the wind "
+        "pulled at it.",
+        '"Won\u2019t you come in, Nick?" said Daisy. "Come in, Nick." I shook my head.',
+        "I climbed the grey stone stairs to the lighthouse, and the great lamp burned gold "
+        "above the black water.",
+        '"Good night, Nick," said Daisy, and she closed the door. I stood in the dark garden.',
+    ]
+)
+
+
+def test_a_named_first_person_narrator_is_a_character_in_scenes() -> None:
+    result = OfflineAnalyzer().analyze(Chapter(1, "Harbour", FIRST_PERSON), 2)
+    nick = by_name(result)["Nick"]
+    assert nick.kind == ElementKind.CHARACTER
+    assert 'the narrator ("I")' in nick.description
+    assert "long red coat" in nick.description
+    stairs = next(s for s in result.scenes if "stairs" in s.quote)
+    assert "Nick" in stairs.characters
+    assert "Nick climbed the grey stone stairs" in stairs.description
+
+
+def test_an_unnamed_narrator_is_still_an_element() -> None:
+    text = FIRST_PERSON.replace(", Nick", "").replace(" Nick", "")
+    result = OfflineAnalyzer().analyze(Chapter(1, "Harbour", text), 2)
+    narrator = by_name(result)["the narrator"]
+    assert narrator.kind == ElementKind.CHARACTER
+    assert "long red coat" in narrator.description
+    assert narrator.quotes
+    assert_verbatim(result, text)
+
+
+def test_third_person_stories_have_no_narrator() -> None:
+    book = make_book(LIGHTHOUSE)
+    analyzer = OfflineAnalyzer(book)
+    assert analyzer.catalogue is not None and analyzer.catalogue.narrator is None
+    for chapter in book.chapters:
+        assert "the narrator" not in by_name(analyzer.analyze(chapter, 2))
+
+
 # --- other scripts and scale -----------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from imaginize.analysis.describe import (
     described_run,
+    first_person_phrases,
     mention_phrases,
     phrases_at,
     place_phrases_at,
@@ -41,12 +42,15 @@ from imaginize.analysis.names import (
     NameGroup,
     appositive_noun,
     core,
+    first_person_share,
     group_names,
     is_capitalised,
     name_word,
+    narrator_group,
 )
 from imaginize.analysis.text import (
     Sentence,
+    narrated_tokens,
     normalize_ws,
     quoted_shares,
     split_text,
@@ -65,6 +69,9 @@ _FIGURES = (ElementKind.CHARACTER, ElementKind.CREATURE)
 # The sentence that closes a description with no looks in it. It tells the reader of the
 # guide that the text describes nothing; prompt builders drop it (`look_of`).
 NO_LOOK = "The text gives no physical description."
+NARRATOR = "the narrator"  # the name of a first-person narrator nobody names
+# Share of the narration that is "I" from which a story is told in the first person.
+FIRST_PERSON_SHARE = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,7 @@ class Entry:
     descriptor: str
     keys: tuple[Key, ...]
     common: bool
+    narrator: bool = False  # the "I" of a first-person story
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +121,22 @@ class Catalogue:
         dialogue = [q > 0.5 for q in quoted_shares(sentences)]
         figures = {w for g in groups if g.kind in _FIGURES for k in g.keys for w in core(k)}
         self.figures: frozenset[str] = frozenset(figures)
-        entries = [_name_entry(sentences, g, dialogue, figures) for g in groups]
+        # A first-person story: who "I" is, by name when the others address them by one.
+        narrated = narrated_tokens(sentences)
+        first_person = first_person_share(sentences, narrated) >= FIRST_PERSON_SHARE
+        teller = narrator_group(sentences, groups, narrated) if first_person else None
+        own = first_person_phrases(sentences, narrated, dialogue) if first_person else []
+        entries = [
+            _name_entry(sentences, g, dialogue, figures, own if g is teller else None)
+            for g in groups
+        ]
         taken = {w.lower() for g in groups for k in g.keys for w in k}
         entries += _common_entries(sentences, taken)
+        if first_person and teller is None:
+            entries.append(_unnamed_narrator(own, sentences, narrated))
         entries.sort(key=lambda e: (-e.count, e.name))
         self.entries: tuple[Entry, ...] = tuple(entries)
+        self.narrator = next((i for i, e in enumerate(self.entries) if e.narrator), None)
         self._names: dict[str, list[tuple[Key, int]]] = defaultdict(list)
         self._common: dict[str, int] = {}
         for i, e in enumerate(self.entries):
@@ -147,7 +166,27 @@ class Catalogue:
                     continue
                 hits.append(hit)
                 i = hit.last + 1
-        return hits
+        return self._with_narrator(sentences, hits)
+
+    def _with_narrator(self, sentences: Sequence[Sentence], hits: list[Hit]) -> list[Hit]:
+        """The hits plus each narrated "I" as a mention of the narrator, in a chunk told in
+        the first person (and naming the narrator, when they have a name: another part of
+        the book may be told by someone else)."""
+        n = self.narrator
+        if n is None or not sentences:
+            return hits
+        if self.entries[n].keys and not any(h.entry == n for h in hits):
+            return hits
+        narrated = narrated_tokens(sentences)
+        if first_person_share(sentences, narrated) < FIRST_PERSON_SHARE:
+            return hits
+        mine = [
+            Hit(si, n, k, k)
+            for si, (s, flags) in enumerate(zip(sentences, narrated, strict=True))
+            for k, (t, flag) in enumerate(zip(s.tokens, flags, strict=True))
+            if flag and t.text == "I"
+        ]
+        return sorted([*hits, *mine], key=lambda h: (h.sentence, h.first))
 
     def _match_name(self, si: int, s: Sentence, i: int) -> Hit | None:
         toks = s.tokens
@@ -206,26 +245,61 @@ def _inside_longer_name(s: Sentence, i: int, name_words: Collection[str]) -> boo
 
 
 def _name_entry(
-    sentences: Sequence[Sentence], g: NameGroup, dialogue: Sequence[bool], figures: set[str]
+    sentences: Sequence[Sentence],
+    g: NameGroup,
+    dialogue: Sequence[bool],
+    figures: set[str],
+    own: Sequence[str] | None = None,
 ) -> Entry:
+    """The entry of a named element; `own` are the phrases "I" says of themselves when
+    this is the narrator of a first-person story."""
     if g.kind == ElementKind.PLACE:
         phrases = _place_phrases(sentences, g.mentions, dialogue)
     else:
         phrases = mention_phrases(sentences, g.mentions, _pronouns(g), dialogue, figures)
-    ranked = rank_phrases(phrases, _MAX_DESCRIPTION_PHRASES)
+    ranked = rank_phrases([*phrases, *(own or ())], _MAX_DESCRIPTION_PHRASES)
     lead = _lead(sentences, g)
     if g.kind == ElementKind.CHARACTER and lead in ("", "man", "woman", "male", "female"):
         lead = _person_noun(ranked) or lead
+    narrator = own is not None
     return Entry(
         name=g.name,
         kind=g.kind,
         aliases=tuple(g.aliases),
         gender=_pronouns(g),
         count=g.count,
-        description=_description(lead, ranked, g.kind),
+        description=_description(lead, ranked, g.kind, narrator),
         descriptor=_descriptor(g.name, lead, ranked),
         keys=tuple(g.keys),
         common=False,
+        narrator=narrator,
+    )
+
+
+def _unnamed_narrator(
+    own: Sequence[str], sentences: Sequence[Sentence], narrated: Sequence[Sequence[bool]]
+) -> Entry:
+    """The "I" of a first-person story whose name nobody says."""
+    ranked = rank_phrases(own, _MAX_DESCRIPTION_PHRASES)
+    count = sum(
+        1
+        for s, flags in zip(sentences, narrated, strict=True)
+        for t, flag in zip(s.tokens, flags, strict=True)
+        if flag and t.text == "I"
+    )
+    head = "The narrator, never named"
+    look = f"{head}: {'; '.join(ranked)}." if ranked else f"{head}. {NO_LOOK}"
+    return Entry(
+        name=NARRATOR,
+        kind=ElementKind.CHARACTER,
+        aliases=(),
+        gender=None,
+        count=count,
+        description=look,
+        descriptor=_descriptor(NARRATOR, "", ranked),
+        keys=(),
+        common=False,
+        narrator=True,
     )
 
 
@@ -299,12 +373,16 @@ def _person_noun(phrases: Sequence[str]) -> str:
     return ""
 
 
-def _description(lead: str, phrases: Sequence[str], kind: ElementKind) -> str:
+def _description(
+    lead: str, phrases: Sequence[str], kind: ElementKind, narrator: bool = False
+) -> str:
     if lead in ("male", "female"):
         head = f"a {lead} character"
     else:
         head = _article(lead) if lead else {ElementKind.CHARACTER: "A character"}.get(kind, "It")
     head = head[:1].upper() + head[1:]
+    if narrator:
+        head += ', the narrator ("I")'
     if not phrases:
         return f"{head}. {NO_LOOK}"
     return f"{head}: {'; '.join(phrases)}."

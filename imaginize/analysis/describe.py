@@ -56,7 +56,7 @@ _ASIDE_OPEN = ("\u2014", "\u2013", "(", "--")
 _ASIDE_CLOSE = ("\u2014", "\u2013", ")", "--")
 _ASIDE_REACH = 14
 # Subject and owner pronouns by gender; "n" is an animal's "it".
-_PERSONAL = {"m": ("he", "his"), "f": ("she", "her"), "n": ("it", "its")}
+_PERSONAL = {"m": ("he", "his"), "f": ("she", "her"), "n": ("it", "its"), "i": ("i", "my")}
 # Body words that say something only with an owner: "its great mossy back".
 _OWNED_ONLY = words("back belly side sides")
 _HAVE = words("had has")
@@ -537,6 +537,21 @@ def _following(
             out.extend(_after(nxt, 0))
         if opening in (subject, owner):
             out.extend(_worn(nxt))
+    return out
+
+
+def first_person_phrases(
+    sentences: Sequence[Sentence], narrated: Sequence[Sequence[bool]], dialogue: Sequence[bool]
+) -> list[str]:
+    """What a first-person narrator says of their own looks: "I was tall and thin", "I wore
+    a grey coat", "my red hair"."""
+    out: list[str] = []
+    for s, flags, spoken in zip(sentences, narrated, dialogue, strict=True):
+        if spoken:
+            continue
+        for k, (t, flag) in enumerate(zip(s.tokens, flags, strict=True)):
+            if flag and t.text == "I":
+                out.extend(phrases_at(s, k, k, "i"))
     return out
 
 

@@ -59,7 +59,9 @@ class OfflineAnalyzer:
         hits = catalogue.find(sentences)
         per_sentence: list[list[int]] = [[] for _ in sentences]
         for h in hits:
-            per_sentence[h.sentence].append(h.entry)
+            # "I" is everywhere in a first-person story: it makes no passage more visual.
+            if h.entry != catalogue.narrator:
+                per_sentence[h.sentence].append(h.entry)
         feats = sentence_features(sentences)
         windows = candidate_windows(sentences, feats, per_sentence)
         chosen = pick_windows(windows, max(scenes, 0), len(sentences))

@@ -324,6 +324,10 @@ class SceneBuilder:
                     continue
                 start = _subject_start(s, h.first)
                 end = clause_end(s, k, 10)
+                if s.tokens[h.first].text == "I":
+                    # The narrator: "I hurried down ..." -> "Nick hurried down ...".
+                    rest = s.source[s.tokens[h.first].end : s.tokens[end].end]
+                    return normalize_ws(self.entries[h.entry].name + rest)
                 return normalize_ws(s.source[s.tokens[start].start : s.tokens[end].end])
         return ""
 
