@@ -513,6 +513,32 @@ def test_third_person_stories_have_no_narrator() -> None:
         assert "the narrator" not in by_name(analyzer.analyze(chapter, 2))
 
 
+def test_a_pronoun_goes_on_past_figures_it_cannot_mean() -> None:
+    text = "\n\n".join(
+        [
+            "The Gloamer came out of the fog like a hill on the move. It stopped beside "
+            "Mira, until its great mossy back was level with her shoulders.",
+            "Mira climbed up, and she held on. The Gloamer lifted its head and ran.",
+            "The Gloamer put its snout into the basket. Mira laughed, and she sang.",
+        ]
+    )
+    gloamer = by_name(OfflineAnalyzer().analyze(Chapter(1, "Fog", text), 1))["Gloamer"]
+    assert "great mossy back" in gloamer.description
+
+
+def test_figurative_settings_and_prepositions() -> None:
+    text = (
+        "At dawn the square was a forest of striped awnings, red and white and gold, over "
+        "silver fish and yellow cheese."
+    )
+    scene = OfflineAnalyzer().analyze(Chapter(1, "Market", text), 1).scenes[0]
+    assert "forest" not in scene.setting
+    hill = "Slowly the old green hill rose under the grey sky, and the wind blew cold."
+    scene = OfflineAnalyzer().analyze(Chapter(1, "Hill", hill), 1).scenes[0]
+    assert "hill" in scene.setting
+    assert f"on {scene.setting}" in scene.image_prompt
+
+
 # --- other scripts and scale -----------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from imaginize.analysis.describe import (
@@ -119,8 +119,8 @@ class Catalogue:
         self._name_words = {t.base for s in sentences for t in s.tokens if t.lower not in common}
         groups = group_names(sentences)
         dialogue = [q > 0.5 for q in quoted_shares(sentences)]
-        figures = {w for g in groups if g.kind in _FIGURES for k in g.keys for w in core(k)}
-        self.figures: frozenset[str] = frozenset(figures)
+        figures = _figure_words(groups)
+        self.figures: dict[str, str | None] = figures
         # A first-person story: who "I" is, by name when the others address them by one.
         narrated = narrated_tokens(sentences)
         first_person = first_person_share(sentences, narrated) >= FIRST_PERSON_SHARE
@@ -248,7 +248,7 @@ def _name_entry(
     sentences: Sequence[Sentence],
     g: NameGroup,
     dialogue: Sequence[bool],
-    figures: set[str],
+    figures: Mapping[str, str | None],
     own: Sequence[str] | None = None,
 ) -> Entry:
     """The entry of a named element; `own` are the phrases "I" says of themselves when
@@ -301,6 +301,19 @@ def _unnamed_narrator(
         common=False,
         narrator=True,
     )
+
+
+def _figure_words(groups: Sequence[NameGroup]) -> dict[str, str | None]:
+    """Each word of a character's or creature's name, with the pronoun gender that goes
+    with it (None when unknown, or when names of different genders share the word)."""
+    out: dict[str, str | None] = {}
+    for g in groups:
+        if g.kind not in _FIGURES:
+            continue
+        gender = _pronouns(g)
+        for w in {w for k in g.keys for w in core(k)}:
+            out[w] = gender if out.get(w, gender) == gender else None
+    return out
 
 
 def _pronouns(g: NameGroup) -> str | None:
@@ -539,7 +552,7 @@ def _reference_quotes(
     hits: Sequence[Hit],
     gender: str | None,
     dialogue: Sequence[bool],
-    figures: Collection[str] = (),
+    figures: Mapping[str, str | None] | None = None,
 ) -> list[str]:
     """Up to three passages mentioning the element, those that describe it first (the
     first mention when none does), in text order. A mention may run on into the sentences
@@ -553,7 +566,7 @@ def _reference_quotes(
         described = len(phrases_at(s, h.first, h.last, gender))
         end = h.sentence
         if not dialogue[h.sentence]:
-            last, more = described_run(sentences, h.sentence, gender, dialogue, figures)
+            last, more = described_run(sentences, h.sentence, gender, dialogue, figures or {})
             run_words = word_length(s.source[s.start : sentences[last].end])
             if more and run_words <= _MAX_QUOTE_WORDS:
                 end, described, words = last, described + more, run_words

@@ -9,7 +9,7 @@ fixed patterns (adjectives before the name, appositives, "X was tall", "X had re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from imaginize.analysis.lexicon import (
     APPEARANCE_ADJECTIVES,
@@ -491,12 +491,13 @@ def mention_phrases(
     mentions: Sequence[Mention],
     gender: str | None,
     dialogue: Sequence[bool],
-    figures: Collection[str],
+    figures: Mapping[str, str | None],
 ) -> list[str]:
     """All descriptive phrases found around the mentions, in text order. Sentences flagged
     in `dialogue` are skipped: what characters say about each other is rarely a portrait.
-    `figures` are the words of other characters' and creatures' names: a sentence naming
-    one of them may be describing that one instead."""
+    `figures` are the words of characters' and creatures' names (with the pronoun gender
+    of each, None when unknown or shared): a sentence naming another one of them may be
+    describing that one instead."""
     out: list[str] = []
     for m in mentions:
         if dialogue[m.sentence]:
@@ -517,27 +518,42 @@ def _following(
     at: int,
     gender: str | None,
     dialogue: Sequence[bool],
-    figures: Collection[str],
+    figures: Mapping[str, str | None],
 ) -> list[str]:
     """ "Gatsby came in. He wore a pink suit. His face was pale." - the next few narrated
     sentences that open with the matching he/his or she/her, until another figure is named
     or the narration moves on (dialogue, or more than one paragraph later)."""
     if gender not in _PERSONAL:
         return []
-    subject, owner = _PERSONAL[gender]
     out: list[str] = []
     for j in range(at + 1, min(len(sentences), at + 1 + _FOLLOW)):
         nxt = sentences[j]
         if dialogue[j] or nxt.para > sentences[at].para + 1 or not nxt.tokens:
             break
-        if _other_figures(nxt, -1, -1, figures):
+        got = _continued(nxt, gender, figures)
+        if got is None:
             break
-        opening = nxt.tokens[0].lower
-        if opening == subject:
-            out.extend(_after(nxt, 0))
-        if opening in (subject, owner):
-            out.extend(_worn(nxt))
+        out.extend(got)
     return out
+
+
+def _continued(s: Sentence, gender: str, figures: Mapping[str, str | None]) -> list[str] | None:
+    """The phrases of a sentence that goes on about a figure by pronoun ("She wore a grey
+    coat", "Its eyes were amber"), or None when it names another figure the pronoun may
+    mean. A figure the pronoun cannot mean (Wren, for an "it") leaves the pronoun's own
+    phrases: "It stopped beside Wren, until its great mossy back was level with her"."""
+    subject, owner = _PERSONAL[gender]
+    opening = s.tokens[0].lower
+    others = {figures[t.base] for t in s.tokens if t.base in figures}
+    if others and (gender in others or None in others):
+        return None
+    got = _after(s, 0) if opening == subject else []
+    if opening not in (subject, owner):
+        return got
+    if not others:
+        return got + _worn(s)
+    owned = [k + 1 for k, t in enumerate(s.tokens) if t.lower == owner]
+    return got + [p for k in owned for p in _owned_feature(s, k)]
 
 
 def first_person_phrases(
@@ -560,32 +576,26 @@ def described_run(
     at: int,
     gender: str | None,
     dialogue: Sequence[bool],
-    figures: Collection[str],
+    figures: Mapping[str, str | None],
 ) -> tuple[int, int]:
     """The last of the sentences right after `at`, in its paragraph, that go on describing
     the figure ("Madame Corvo sat at her stall. She was small and very old, with white
     hair ..."), and how many phrases they give."""
     if gender not in _PERSONAL:
         return at, 0
-    subject, owner = _PERSONAL[gender]
     last, found = at, 0
     for j in range(at + 1, min(len(sentences), at + 1 + _FOLLOW)):
         nxt = sentences[j]
         if dialogue[j] or nxt.para != sentences[at].para or not nxt.tokens:
             break
-        if _other_figures(nxt, -1, -1, figures):
-            break
-        opening = nxt.tokens[0].lower
-        got = _after(nxt, 0) if opening == subject else []
-        if opening in (subject, owner):
-            got += _worn(nxt)
+        got = _continued(nxt, gender, figures)
         if not got:
             break
         last, found = j, found + len(got)
     return last, found
 
 
-def _other_figures(s: Sentence, first: int, last: int, figures: Collection[str]) -> bool:
+def _other_figures(s: Sentence, first: int, last: int, figures: Mapping[str, str | None]) -> bool:
     """Whether the sentence names a figure besides the mention at first..last."""
     return any(t.base in figures and not first <= i <= last for i, t in enumerate(s.tokens))
 

@@ -87,6 +87,20 @@ _LOCATIVE = words("in at on into inside near across through over under along")
 _SECONDARY_LIGHT = words("shadow shadows glow glitter gleam dark gloom")
 _SUN_GOING = words("set setting sank sinking sunk")
 _LIGHT_ORDER = {w: i for i, w in enumerate(LIGHTING_PHRASES)}
+# Settings one is on or beside rather than in ("on the hill", "by the river").
+_PLACE_PREPOSITIONS = (
+    (
+        "on",
+        words(
+            """
+            hill mountain cliff shore beach bridge deck platform terrace porch veranda
+            balcony quay wharf pier jetty causeway island roof lawn road street lane path
+            track glacier bank riverbank steps plain moor
+            """
+        ),
+    ),
+    ("by", words("sea ocean lake pool river stream brook waterfall harbour-wall")),
+)
 
 
 @lru_cache(maxsize=65536)
@@ -512,11 +526,26 @@ def _noun_phrases(s: Sentence, narrated: Sequence[bool]) -> list[tuple[int, int]
             continue
         if k > 0 and (toks[k - 1].lower in _NUMBERS or toks[k - 1].text.isdigit()):
             continue  # "a hundred yards" is a distance, not a yard
+        if _figurative(s, k):
+            continue  # "a forest of striped awnings" is no forest
         start = k
         while start > 0 and toks[start - 1].lower in VISUAL_ADJECTIVES:
             start -= 1
         out.append((start, k))
     return out
+
+
+def _figurative(s: Sentence, k: int) -> bool:
+    """ "a forest of awnings", "a sea of faces": a setting noun right after "a" and right
+    before "of" counts or compares things; it does not place the scene."""
+    toks = s.tokens
+    return (
+        k > 0
+        and toks[k - 1].lower in ("a", "an")
+        and k + 1 < len(toks)
+        and toks[k + 1].lower == "of"
+        and not s.source[toks[k].end : toks[k + 1].start].strip()
+    )
 
 
 def _locative(toks: Sequence[Token], first: int) -> bool:
@@ -547,10 +576,16 @@ def _combine_lights(words: Sequence[str]) -> list[str]:
 
 
 def _where(setting: str) -> str:
-    """ "in the long hall", or "by the table" as it stands."""
+    """ "in the long hall", "on the hill", "by the stream", or "by the table" as it stands."""
     if not setting:
         return ""
-    return setting if setting.startswith("by ") else f"in {setting}"
+    if setting.startswith("by "):
+        return setting
+    head = setting.split(",")[0].split()[-1].lower()
+    for preposition, nouns in _PLACE_PREPOSITIONS:
+        if any(v in nouns for v in stem_variants(head, False)):
+            return f"{preposition} {setting}"
+    return f"in {setting}"
 
 
 def _join(names: Sequence[str]) -> str:
