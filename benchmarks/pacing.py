@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,9 +89,8 @@ class Result:
             return math.nan
         return 60.0 * (len(times) - 1) / (times[-1] - times[0])
 
-    def min_gap(self) -> float:
-        gaps = [b - a for a, b in zip(self.accepted, self.accepted[1:], strict=False)]
-        return min(gaps) if gaps else math.nan
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.accepted, self.accepted[1:], strict=False)]
 
 
 def run_setup(
@@ -165,7 +165,8 @@ def report(results: list[Result], args: argparse.Namespace, chapters: int) -> No
     )
     header = (
         f"{'processes':<24} {'wall s':>7} {'done':>5} {'exit':>6} {'200s':>5} {'429s':>5} "
-        f"{'rpm all':>8} {'rpm steady':>11} {'of limit':>9} {'min gap s':>10} {'load':>5} "
+        f"{'rpm all':>8} {'rpm steady':>11} {'of limit':>9} {'1st gap':>8} {'min gap (#)':>12} "
+        f"{'median':>7} {'load':>5} "
         f"{'target':>7}"
     )
     print(header)
@@ -175,17 +176,22 @@ def report(results: list[Result], args: argparse.Namespace, chapters: int) -> No
         share = steady / args.rpm
         met = 0.9 <= share <= 1.0 and not r.limited
         codes = ",".join(str(c) for c in r.exit_codes)
+        gaps = r.gaps() or [math.nan]
+        smallest = min(range(len(gaps)), key=gaps.__getitem__)
+        least = f"{gaps[smallest]:.3f} ({smallest + 1})"
         print(
             f"{r.setup.label:<24} {r.wall:>7.1f} {r.chapters_done:>5} {codes:>6} "
             f"{len(r.accepted):>5} {len(r.limited):>5} {r.rate(r.accepted):>8.2f} "
-            f"{steady:>11.2f} {share:>9.3f} {r.min_gap():>10.3f} {r.load:>5.1f} "
+            f"{steady:>11.2f} {share:>9.3f} {gaps[0]:>8.3f} {least:>12} "
+            f"{statistics.median(gaps):>7.3f} {r.load:>5.1f} "
             f"{'met' if met else 'MISSED':>7}"
         )
     print(
         f"rpm all: accepted requests per minute, first to last; rpm steady: the same without "
         f"the first and last {TRIM:.0%} of them;\nof limit: rpm steady / limit (target "
-        f"0.9-1.0, and no 429); min gap: shortest time between two accepted requests at the "
-        f"server (pacing spaces sends {60 / args.rpm:.3f} s apart);\nload: 1-minute load "
+        f"0.9-1.0, and no 429); gaps between accepted requests as the server received them, "
+        f"s: the first (requests 1-2), the shortest (n: between requests n and n+1), the "
+        f"median (pacing spaces reservations {60 / args.rpm:.3f} s apart);\nload: 1-minute load "
         "average at the end of the run."
     )
     for r in results:

@@ -224,6 +224,7 @@ class Breakdown:
     first_analyze: float  # mean of each worker's first Analyzer.analyze (lazy imports, connect)
     chapter_extra: float  # mean claim start -> publish end, minus analyze
     idle_sleep: float  # summed over workers
+    work: float  # first claim (any worker) -> last chapter published
     tail_poll: float  # last chapter published -> last worker's loop ended
     tail_exit: float  # -> launcher saw the last worker gone
     tail_finish: float  # -> CLI exited (guides and interpreter exit)
@@ -283,6 +284,7 @@ def breakdown(run: Run) -> Breakdown:
                 done_times.append(event["t"])
     reaped = max(e["t"] for e in cli if e["ev"] == "reaped")
     last_publish = max(publishes)
+    first_claim = min(e["t"] for e in txns if e["op"] == "claim")
     return Breakdown(
         wall=run.wall,
         txn_total=sum(e["dur"] for e in txns),
@@ -302,6 +304,7 @@ def breakdown(run: Run) -> Breakdown:
         first_analyze=statistics.mean(firsts),
         chapter_extra=statistics.mean(extras),
         idle_sleep=sum(e["dur"] for e in run.events if e["ev"] == "idle_sleep"),
+        work=last_publish - first_claim,
         tail_poll=max(done_times) - last_publish,
         tail_exit=reaped - max(done_times),
         tail_finish=run.launched + run.wall - reaped,
@@ -366,12 +369,14 @@ def report(
         f"{'N':>3} {'wall':>6} {'txn':>6} {'lockwait':>8} {'#txn':>5} {'pace':>5} {'cli→spawn':>9} "
         f"{'(imports)':>9} {'(book)':>6} {'1st start':>9} {'fork':>5} {'(max)':>5} "
         f"{'boot':>5} {'(max)':>5} {'client':>6} {'1st req':>7} {'analyze':>7} {'+/chap':>6} "
-        f"{'idle':>6} {'poll':>5} {'exit':>5} {'finish':>6} {'(guides)':>8} {'(teardown)':>10}"
+        f"{'work':>6} {'eff':>5} {'idle':>6} {'poll':>5} {'exit':>5} {'finish':>6} "
+        f"{'(guides)':>8} {'(teardown)':>10}"
     )
     print(header)
     print("-" * len(header))
     for workers, run in inst.items():
         b = breakdown(run)
+        ideal = math.ceil(chapters / workers) * delay
         print(
             f"{workers:>3} {b.wall:>6.2f} {b.txn_total:>6.3f} {b.txn_wait:>8.3f} "
             f"{b.txn_count:>5} {b.pace_total:>5.2f} {b.cli_ready:>9.2f} {b.cli_imports:>9.2f} "
@@ -379,7 +384,8 @@ def report(
             f"{b.worker_fork_max:>5.2f} {b.worker_boot:>5.2f} {b.worker_boot_max:>5.2f} "
             f"{b.worker_analyzer:>6.3f} {b.first_analyze:>7.3f} "
             f"{b.analyze:>7.3f} "
-            f"{b.chapter_extra:>6.3f} {b.idle_sleep:>6.2f} {b.tail_poll:>5.2f} "
+            f"{b.chapter_extra:>6.3f} {b.work:>6.2f} {ideal / b.work:>5.2f} "
+            f"{b.idle_sleep:>6.2f} {b.tail_poll:>5.2f} "
             f"{b.tail_exit:>5.2f} {b.tail_finish:>6.2f} {b.guides:>8.2f} {b.teardown:>10.2f}"
         )
     print("\nmean time per transaction, ms (lock wait in brackets; count)")
@@ -393,6 +399,8 @@ def report(
         "make_analyzer, of which);\n1st req: mean of each worker's first "
         "Analyzer.analyze; analyze: mean of the others (reply latency, client, pacing file); "
         "+/chap: mean claim-to-publish time beyond analyze (claim, stage, publish);\n"
+        "work: first claim -> last publish, eff: ideal / work (efficiency without start and "
+        "end);\n"
         "idle: time workers slept in the poll loop, summed; tail: last publish -> last worker "
         "loop ended (poll) -> launcher saw it gone (exit) -> CLI exited (finish: of which "
         "run._finish writing the guides, and the CLI process's end after main() returned)."
