@@ -539,6 +539,19 @@ def test_figurative_settings_and_prepositions() -> None:
     assert f"on {scene.setting}" in scene.image_prompt
 
 
+def test_owned_body_parts_with_a_predicate() -> None:
+    text = "\n\n".join(
+        [
+            "Mira Quill stood at the door. Her eyes were dark and wild.",
+            "Mira Quill ran, and she laughed. Her coat was covered in mud.",
+            '"Come," said Mira, and she went out.',
+        ]
+    )
+    mira = by_name(OfflineAnalyzer().analyze(Chapter(1, "Door", text), 1))["Mira Quill"]
+    assert "dark and wild eyes" in mira.description
+    assert "coat covered in mud" in mira.description
+
+
 # --- other scripts and scale -----------------------------------------------------------------
 
 

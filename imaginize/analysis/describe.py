@@ -343,9 +343,28 @@ def _owned_feature(s: Sentence, start: int) -> list[str]:
         if not _visual(toks[end].lower):
             return []
         end += 1
-    if end >= len(toks) or end == start or not owned(toks[end].lower):
+    if end >= len(toks) or not owned(toks[end].lower):
         return []
+    if end == start:
+        return _body_predicate(s, start)
     return [_slice(s, start, end)]
+
+
+def _body_predicate(s: Sentence, k: int) -> list[str]:
+    """ "her eyes were dark" -> "dark eyes"; "his eyes were bright and tired" -> "bright and
+    tired eyes" (the words of the text, the noun put after them); "her coat was covered in
+    mud" -> "coat covered in mud"."""
+    toks = s.tokens
+    if k + 1 >= len(toks) or toks[k + 1].lower not in ("was", "were", "is", "are"):
+        return []
+    if not _plain_gap(s, toks[k], toks[k + 1]):
+        return []
+    looks = _predicate(s, k + 2)
+    if not looks or _wearable(looks[0].split()[-1].lower()):
+        return []
+    if looks[0].split()[0].lower() in _COATED:
+        return [f"{toks[k].text} {looks[0]}"]  # "coat covered in mud"
+    return [f"{looks[0]} {toks[k].text}"]
 
 
 def _pronoun_features(s: Sentence, last: int, gender: str | None) -> list[str]:
@@ -548,6 +567,8 @@ def _continued(s: Sentence, gender: str, figures: Mapping[str, str | None]) -> l
     if others and (gender in others or None in others):
         return None
     got = _after(s, 0) if opening == subject else []
+    if opening == owner:
+        got += _owned_feature(s, 1)  # "Its eyes were large and amber."
     if opening not in (subject, owner):
         return got
     if not others:
