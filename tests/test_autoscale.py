@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 from imaginize.autoscale import WINDOW, AutoScaler, initial_workers, process_rss
+from tests.fake_openai import FakeOpenAI, rate_limited
+from tests.replies import answer
+from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
 
 
 def warmed(target: int = 3, baseline: float = 1.0, **kwargs: int) -> AutoScaler:
@@ -67,3 +74,40 @@ def test_rss_of_this_process_is_known_on_linux() -> None:
     if os.path.exists("/proc/self/statm"):
         assert process_rss(os.getpid()) > 1024 * 1024
     assert process_rss(2**22 + 12345) == 0
+
+
+def test_auto_pool_finishes_a_book_through_a_429(tmp_path: Path) -> None:
+    """Through the CLI: --concurrent auto starts its pool and, with a 429 on the way (which
+    the controller answers by shrinking when it has workers to spare), every chapter is
+    still done exactly once."""
+    book = tmp_path / "sample.epub"
+    shutil.copy(SAMPLE, book)
+    with FakeOpenAI(responder=answer) as server:
+        server.enqueue(rate_limited(0.5))
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "imaginize",
+                str(book),
+                "-o",
+                str(tmp_path / "out"),
+                "--base-url",
+                server.url,
+                "-j",
+                "auto",
+                "--max-workers",
+                "3",
+                "--batch-delay",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=CLEAN_ENV,
+            cwd=ROOT,
+        )
+        assert result.returncode == 0, result.stderr
+        ok = [r for r in server.requests if r["endpoint"] == "chat" and r["status"] == 200]
+        assert len(ok) == 8
+    assert len(list((tmp_path / "out" / "chapters").glob("*.json"))) == 8
