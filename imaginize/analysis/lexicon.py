@@ -124,7 +124,7 @@ BODY = words(
     face faces eyes eye hair beard moustache mustache whiskers lips mouth teeth nose cheeks
     cheek brow forehead chin neck shoulders hands hand fingers arms skin complexion figure
     features head ears tail paws claws wings fur mane horns feet foot legs leg knees
-    shoulder lap snout muzzle beak tusks antlers hooves flanks haunches fins tongue
+    shoulder lap snout muzzle beak tusks antlers hooves flanks haunches fins
     """
 )
 
