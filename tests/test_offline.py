@@ -490,6 +490,9 @@ def test_a_named_first_person_narrator_is_a_character_in_scenes() -> None:
     assert nick.kind == ElementKind.CHARACTER
     assert 'the narrator ("I")' in nick.description
     assert "long red coat" in nick.description
+    # Quoted where the others name him or where "I" tells of his looks, not at every "I".
+    assert nick.quotes
+    assert all("Nick" in q or "red coat" in q for q in nick.quotes)
     stairs = next(s for s in result.scenes if "stairs" in s.quote)
     assert "Nick" in stairs.characters
     assert "Nick climbed the grey stone stairs" in stairs.description

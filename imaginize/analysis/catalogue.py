@@ -531,7 +531,10 @@ def chunk_elements(
     out: list[Element] = []
     for i in chosen:
         e = catalogue.entries[i]
-        quotes = _reference_quotes(sentences, by_entry[i], e.gender, dialogue, catalogue.figures)
+        found = by_entry[i]
+        if e.narrator:
+            found = _narrator_quote_hits(sentences, found)
+        quotes = _reference_quotes(sentences, found, e.gender, dialogue, catalogue.figures)
         out.append(
             Element(
                 name=e.name,
@@ -545,6 +548,19 @@ def chunk_elements(
 
 
 _MAX_QUOTE_WORDS = 70
+
+
+def _narrator_quote_hits(sentences: Sequence[Sentence], hits: Sequence[Hit]) -> list[Hit]:
+    """Where to quote a narrator from: where the others call them by name, and where "I"
+    tells of their own looks, not every sentence with an "I" in it."""
+    named = [h for h in hits if sentences[h.sentence].tokens[h.first].text != "I"]
+    looks = [
+        h
+        for h in hits
+        if sentences[h.sentence].tokens[h.first].text == "I"
+        and phrases_at(sentences[h.sentence], h.first, h.last, "i")
+    ]
+    return sorted([*named, *looks], key=lambda h: (h.sentence, h.first)) or list(hits)
 
 
 def _reference_quotes(
