@@ -15,8 +15,13 @@ Figures printed:
   ideal / wall ("raw") and ideal / (wall - startup) ("excl. startup");
 - coordination: each N is run once more through benchmarks/instrument.py, which times every
   manifest transaction (lock wait + read + write) in every process; printed as the sum over
-  processes divided by wall time, and divided by N x wall time (per worker), with a breakdown of
-  where the rest of the wall time goes.
+  processes divided by wall time, and divided by N x wall time (per worker); "+pace" adds the
+  request-pacing file's transactions (`Pacer._update`, two per request). Then a breakdown of
+  where the rest of the wall time goes, and "work"/"eff": first claim -> last publish and
+  ideal / work, the efficiency of the chapter phase alone.
+
+Each CLI run gets its own $XDG_CACHE_HOME (the request pace lives under it, per API key), so
+no run shares pacing state with another or with the user's.
 
 Everything runs in one invocation, plain and instrumented runs side by side, so compare rows
 with each other: the machine may be shared and absolute times drift.
@@ -342,7 +347,8 @@ def report(
     )
     header = (
         f"{'N':>3} {'wall s':>7} {'speedup':>8} {'ideal s':>8} {'eff raw':>8} "
-        f"{'eff -startup':>13} {'txn/wall':>9} {'txn/(N*wall)':>13} {'requests':>9}"
+        f"{'eff -startup':>13} {'txn/wall':>9} {'txn/(N*wall)':>13} {'+pace/(N*wall)':>15} "
+        f"{'requests':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -350,13 +356,14 @@ def report(
         wall = _median([r.wall for r in runs])
         ideal = math.ceil(chapters / workers) * delay
         speedup = f"{base / wall:.2f}" if base else "-"
-        shares = "", ""
+        shares = "", "", ""
         if workers in inst:
             b = breakdown(inst[workers])
-            shares = f"{b.txn_share:.1%}", f"{b.txn_share / workers:.1%}"
+            coordination = (b.txn_total + b.pace_total) / (workers * b.wall)
+            shares = f"{b.txn_share:.1%}", f"{b.txn_share / workers:.1%}", f"{coordination:.1%}"
         print(
             f"{workers:>3} {wall:>7.2f} {speedup:>8} {ideal:>8.1f} {ideal / wall:>8.2f} "
-            f"{ideal / (wall - startup):>13.2f} {shares[0]:>9} {shares[1]:>13} "
+            f"{ideal / (wall - startup):>13.2f} {shares[0]:>9} {shares[1]:>13} {shares[2]:>15} "
             f"{runs[0].requests:>9}"
         )
     if not inst:

@@ -38,7 +38,7 @@ WATCHED = [
     ("staged result write (write_json_atomic)", "benchmarks/txn_profile.py", "stage"),
     ("pacer transactions (Pacer._update)", "pacing.py", "_update"),
     ("all json.dumps", "json/__init__.py", "dumps"),
-    ("all os.fsync (files)", "~", "<built-in method posix.fsync>"),
+    ("all os.fsync (files and folders)", "~", "<built-in method posix.fsync>"),
     ("all fsync_dir (folders)", "atomic.py", "fsync_dir"),
     ("all tempfile.mkstemp", "tempfile.py", "mkstemp"),
     ("all os.replace", "~", "<built-in method posix.replace>"),
