@@ -555,6 +555,22 @@ def test_owned_body_parts_with_a_predicate() -> None:
     assert "coat covered in mud" in mira.description
 
 
+def test_an_animal_given_a_name_keeps_its_species_and_looks() -> None:
+    text = "\n\n".join(
+        [
+            "Something moved in the ferns. It was a fox, small and quick. Its eyes were "
+            "large and amber.",
+            "The fox looked at Mira, and she smiled.",
+            '"I\u2019m going to call him Flint," Mira decided. The fox flicked one ear.',
+            "Flint trotted ahead through the wood, and Flint sat down by the gate.",
+        ]
+    )
+    flint = by_name(OfflineAnalyzer().analyze(Chapter(1, "Ferns", text), 1))["Flint"]
+    assert flint.kind == ElementKind.CREATURE
+    assert flint.description.startswith("A fox")
+    assert "large and amber eyes" in flint.description
+
+
 # --- other scripts and scale -----------------------------------------------------------------
 
 

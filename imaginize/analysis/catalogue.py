@@ -253,12 +253,19 @@ def _name_entry(
 ) -> Entry:
     """The entry of a named element; `own` are the phrases "I" says of themselves when
     this is the narrator of a first-person story."""
+    species, seen = _named_animal(sentences, g) if g.kind == ElementKind.CREATURE else ("", [])
     if g.kind == ElementKind.PLACE:
         phrases = _place_phrases(sentences, g.mentions, dialogue)
     else:
         phrases = mention_phrases(sentences, g.mentions, _pronouns(g), dialogue, figures)
+    if seen:
+        # The animal before (and after) it got its name: "It was a fox ... Its eyes were
+        # large and amber." ... "I'm going to call him Flint."
+        phrases += [" ".join(_modifiers_at(sentences, m)) for m in seen]
+        phrases += mention_phrases(sentences, seen, "n", dialogue, figures)
+        phrases = [p for p in phrases if p]
     ranked = rank_phrases([*phrases, *(own or ())], _MAX_DESCRIPTION_PHRASES)
-    lead = _lead(sentences, g)
+    lead = species or _lead(sentences, g)
     if g.kind == ElementKind.CHARACTER and lead in ("", "man", "woman", "male", "female"):
         lead = _person_noun(ranked) or lead
     narrator = own is not None
@@ -274,6 +281,55 @@ def _name_entry(
         common=False,
         narrator=narrator,
     )
+
+
+_NAMING_VERBS = words("call calls called name names named christened dubbed")
+_NAMING_REACH = 6  # sentences before a naming in which to look for the animal named
+_SPECIES_REACH = 40  # sentences around the naming in which that animal is the named one
+
+
+def _named_animal(sentences: Sequence[Sentence], g: NameGroup) -> tuple[str, list[Mention]]:
+    """A name given to an animal the text has been calling "the fox" ("I'm going to call him
+    Flint"): that noun, and its mentions near the naming (another fox fifty pages on is
+    likely another fox)."""
+    for m in g.mentions:
+        toks = sentences[m.sentence].tokens
+        if m.first < 2 or toks[m.first - 2].lower not in _NAMING_VERBS:
+            continue
+        if toks[m.first - 1].lower not in ("him", "her", "it"):
+            continue
+        order = [m.sentence - d for d in range(0, _NAMING_REACH + 1)] + [m.sentence + 1]
+        for si in order:
+            if not 0 <= si < len(sentences):
+                continue
+            noun = next((n for n, _ in _animal_nouns(sentences[si], si)), "")
+            if noun:
+                lo, hi = m.sentence - _SPECIES_REACH, m.sentence + _SPECIES_REACH
+                seen = [
+                    a
+                    for i in range(max(0, lo), min(len(sentences), hi))
+                    for n, a in _animal_nouns(sentences[i], i)
+                    if n == noun
+                ]
+                return noun, seen
+    return "", []
+
+
+def _animal_nouns(s: Sentence, si: int) -> list[tuple[str, Mention]]:
+    """Specific animal nouns with an article or adjectives: "the little fox", "a fox"."""
+    toks = s.tokens
+    out: list[tuple[str, Mention]] = []
+    for i, t in enumerate(toks):
+        if t.lower not in CREATURES or t.lower in _GENERIC_CREATURES or t.lower in EPITHETS:
+            continue
+        if not t.text[:1].islower():
+            continue
+        j = i - 1
+        while j >= 0 and toks[j].lower in VISUAL_ADJECTIVES:
+            j -= 1
+        if j >= 0 and toks[j].lower in _DETERMINERS:
+            out.append((t.lower, Mention(si, j + 1, i, (t.lower,))))
+    return out
 
 
 def _unnamed_narrator(

@@ -142,7 +142,7 @@ CLOTHING = words(
     hat cap bonnet hood veil scarf shawl gloves glove boots shoes slippers apron uniform
     robe robes tie collar ribbon ribbons crown jewels necklace pearls ring rings spectacles
     greatcoat overcoat raincoat oilskin petticoat bodice stockings sandals trousers
-    glasses tunic armour armor
+    glasses tunic armour armor bib
     """
 )
 
