@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from imaginize import manifest as mf
 from imaginize.backoff import backoff_delay
+from imaginize.cancel import bind
 from imaginize.errors import ImaginizeError, ProviderError
 from imaginize.events import ChapterFailed, ChapterRetry, EventSink
 from imaginize.store import ManifestStore
@@ -27,12 +28,20 @@ class Heartbeat:
     sharing one across threads would let both threads into the critical section at once.
     """
 
-    def __init__(self, store: ManifestStore, number: int, token: int, interval: float) -> None:
+    def __init__(
+        self,
+        store: ManifestStore,
+        number: int,
+        token: int,
+        interval: float,
+        on_lost: threading.Event | None = None,
+    ) -> None:
         self._store = store
         self._args = (number, token)
         self._interval = interval
+        # Set when the claim turns out to be someone else's: the work can stop spending.
+        self.lost = on_lost or threading.Event()
         self._done = threading.Event()
-        self.lost = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Heartbeat:
@@ -49,16 +58,21 @@ class Heartbeat:
                 if not self._store.heartbeat(*self._args):
                     self.lost.set()
                     return
-            except ImaginizeError:
-                continue  # a slow lock this round; the lease is many beats long
+            except (ImaginizeError, OSError):
+                continue  # a slow lock or a full disk this round; the lease is many beats long
 
 
-def within(seconds: float, work: Callable[[], T], name: str) -> T:
+def within(
+    seconds: float, work: Callable[[], T], name: str, cancel: threading.Event | None = None
+) -> T:
     """`work()`, run in a thread so that work past its deadline is given up on without
-    waiting for it; the abandoned thread ends with its request's own timeout."""
+    waiting for it. The thread's cancel token is set then (and may be set earlier by the
+    caller, e.g. when the claim is lost), so the abandoned work sends no further request."""
     outcome: list[T | BaseException] = []
+    token = cancel or threading.Event()
 
     def target() -> None:
+        bind(token)
         try:
             outcome.append(work())
         except BaseException as exc:
@@ -68,6 +82,7 @@ def within(seconds: float, work: Callable[[], T], name: str) -> T:
     thread.start()
     thread.join(seconds)
     if not outcome:
+        token.set()
         raise ProviderError(f"timed out after {seconds:g}s", retryable=True)
     if isinstance(outcome[0], BaseException):
         raise outcome[0]

@@ -34,6 +34,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from imaginize import cancel
 from imaginize.atomic import write_json_atomic
 from imaginize.locking import acquire, manifest_lock
 from imaginize.manifest import owner_id, owner_is_dead
@@ -218,6 +219,7 @@ class Pacer:
         """Wait for a send slot, hold it while the request runs, give it back after."""
         ticket = owner_id(secrets.token_hex(6))
         while True:
+            cancel.check()  # an abandoned analysis must not queue for a slot
             wait = self._update(
                 lambda s: reserve(s, self.limits, self._clock(), ticket, owner_is_dead)
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imaginize import cancel
 from imaginize.analysis.base import Analyzer
 from imaginize.chunking import scene_count, share_scenes, split_chapter
 from imaginize.guides import normalise_name
@@ -25,6 +26,7 @@ def analyze_chapter(
     usage = Usage()
     dropped = 0
     for chunk, wanted in zip(chunks, shares, strict=True):
+        cancel.check()
         part = analyzer.analyze(chunk, wanted)
         scenes.extend(part.scenes)
         elements.extend(part.elements)

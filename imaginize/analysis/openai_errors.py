@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import openai
 
+from imaginize import cancel
 from imaginize.backoff import backoff_delay, retry_after_seconds
 from imaginize.errors import AuthenticationError, ProviderError
 from imaginize.pacing import Pacer
@@ -59,7 +60,9 @@ def _code(exc: openai.APIStatusError) -> str:
 
 @contextmanager
 def translated(pacer: Pacer | None) -> Iterator[None]:
-    """Run one API call in a pacer slot and turn the client's exceptions into ours."""
+    """Run one API call in a pacer slot and turn the client's exceptions into ours. Work
+    that was given up on (see `cancel`) sends nothing more."""
+    cancel.check()
     try:
         with pacer.slot() if pacer else nullcontext():
             yield

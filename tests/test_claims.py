@@ -1,0 +1,66 @@
+"""Work on a claimed unit: deadlines that stop the spending, not just the waiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from imaginize import cancel
+from imaginize.analysis.openai_chat import OpenAIAnalyzer
+from imaginize.claims import within
+from imaginize.errors import ProviderError
+from imaginize.model import Chapter
+from imaginize.pacing import Limits, Pacer
+from imaginize.pipeline import analyze_chapter
+from tests.fake_openai import FakeOpenAI
+from tests.replies import answer
+
+
+def test_work_past_its_deadline_is_cancelled_at_its_next_step() -> None:
+    steps: list[int] = []
+    stopped = threading.Event()
+
+    def work() -> None:
+        try:
+            for step in range(100):
+                cancel.check()
+                steps.append(step)
+                time.sleep(0.05)
+        finally:
+            stopped.set()
+
+    with pytest.raises(ProviderError, match="timed out"):
+        within(0.2, work, "slow")
+    assert stopped.wait(2.0), "the abandoned work kept going"
+    assert len(steps) < 10
+
+
+def test_an_earlier_cancel_from_the_caller_stops_it_too() -> None:
+    token = threading.Event()
+    token.set()
+    with pytest.raises(cancel.Cancelled):
+        within(5.0, cancel.check, "cancelled-early", token)
+
+
+def test_a_timed_out_chapter_sends_no_more_requests(tmp_path: Path) -> None:
+    """A long chapter in many chunks against a slow server: after the deadline, the thread
+    left behind must not go on through the remaining chunks."""
+    text = "\n\n".join(
+        f"Paragraph {n}: the lantern swung over the grey harbour wall at dusk." for n in range(200)
+    )
+    chapter = Chapter(1, "Long", text)
+    with FakeOpenAI(responder=lambda body: {**answer(body), "delay": 0.4}) as server:
+        pacer = Pacer(tmp_path, Limits(batch_size=100, batch_delay=0.0))
+        analyzer = OpenAIAnalyzer(model="m", api_key="k", base_url=server.url, pacer=pacer)
+        with pytest.raises(ProviderError, match="timed out"):
+            within(
+                0.6,
+                lambda: analyze_chapter(chapter, analyzer, max_chunk_tokens=500),
+                "chapter-1",
+            )
+        time.sleep(1.5)  # long enough for several more chunks, had it gone on
+        sent = len(server.requests)
+    assert 1 <= sent <= 3
