@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -125,7 +126,7 @@ class Launcher:
             for store, (spec, _) in zip(self.image_stores, self.jobs, strict=True)
             if store is not None
         ]
-        previous = self._install_sigint()
+        previous = self._install_stop_signals()
         try:
             for _ in range(self.count):
                 self._start()
@@ -144,7 +145,8 @@ class Launcher:
             for watcher in watchers:
                 watcher.poll()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self._signal_all(signal.SIGKILL)
         if self._auth_error:
             raise AuthenticationError(self._auth_error)
@@ -180,11 +182,20 @@ class Launcher:
             worker.retiring = True
             _send(worker.process, signal.SIGUSR1)
 
-    def _install_sigint(self) -> Callable[..., object] | int | None:
-        def on_sigint(signum: int, frame: FrameType | None) -> None:
+    def _install_stop_signals(self) -> dict[int, Callable[..., object] | int | None]:
+        """Ctrl-C, and a SIGTERM or SIGHUP (a closed terminal, a service manager) the same
+        way: the first asks the workers to give their chapters back, the second kills them.
+        Off the main thread (an embedding program) the caller keeps its own handlers."""
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
             self._interrupts += 1
 
-        return signal.signal(signal.SIGINT, on_sigint)
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {
+            signum: signal.signal(signum, on_stop)
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
 
     def _start(self) -> None:
         self._next_id += 1

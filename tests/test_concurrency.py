@@ -865,9 +865,11 @@ def test_two_cli_runs_share_one_book(tmp_path: Path, processes: Processes) -> No
 # === 4. Ctrl-C ===================================================================================
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_gives_chapters_back_and_a_rerun_finishes(
-    tmp_path: Path, processes: Processes
+    tmp_path: Path, processes: Processes, signum: int
 ) -> None:
+    """Ctrl-C, or a SIGTERM to the launcher (a service manager, `kill`): the same stop."""
     count = 6
     book = make_book(tmp_path / "book.epub", count)
     out = tmp_path / "out"
@@ -891,7 +893,7 @@ def test_ctrl_c_gives_chapters_back_and_a_rerun_finishes(
         done, busy = wait_for(chapters_done_and_fresh_claims, 60, "chapters done, two in hand")
         before = read_manifest(out)
         interrupted_at = time.monotonic()
-        run.send_signal(signal.SIGINT)
+        run.send_signal(signum)
         code = wait_exit(run, 15)
         took = time.monotonic() - interrupted_at
     assert code == 130, processes.output("run")
