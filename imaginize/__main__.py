@@ -1,5 +1,5 @@
 import sys
 
-from imaginize.cli import main
+from imaginize.entry import main
 
 sys.exit(main())

@@ -391,12 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     except ImaginizeError as exc:
         click.echo(f"imaginize: error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("imaginize: interrupted", err=True)
         return ExitCode.INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo("imaginize: interrupted", err=True)
-        return ExitCode.INTERRUPTED
+    except OSError as exc:
+        # The output folder is a file, read-only, full...: the OS's reason, on one line.
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"imaginize: error: {where}{exc.strerror or exc}", err=True)
+        return ExitCode.BAD_INPUT
     except click.ClickException as exc:
         exc.show()
         return ExitCode.BAD_INPUT

@@ -53,11 +53,21 @@ def _context() -> multiprocessing.context.BaseContext:
 def warm_up() -> None:
     """Start the forkserver now (it imports in the background) so that it is ready by the
     time the book is parsed and the first worker is wanted."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        _context()
-        from multiprocessing import forkserver
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    _context()
+    from multiprocessing import forkserver
 
+    if threading.current_thread() is not threading.main_thread():
         forkserver.ensure_running()
+        return
+    # The server (and every worker it forks) starts with Ctrl-C ignored: it would otherwise
+    # die with a traceback mid-import; the launcher decides how workers stop.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Interrupted(ImaginizeError):
