@@ -15,11 +15,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
@@ -73,7 +72,6 @@ class WorkerSpec:
     images: ImageOptions | None = None
     # Diagnostics: a file that gets "number token owner" appended for each published result.
     journal: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         data = asdict(self)
