@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from imaginize.events import EventSink, RunFinished, ignore
-from imaginize.pacing import Limits, Tier
-from imaginize.providers import ProviderKind, resolve_provider
+from imaginize.providers import ProviderKind, limits_for, resolve_provider
 from imaginize.run import RunOptions, run_book
 
 
@@ -56,10 +55,7 @@ def analyze_book(
         env=os.environ if use_environment else {},
     )
     auto = concurrent == "auto"
-    limits = None
-    if config.kind is ProviderKind.OPENAI:
-        chosen = Tier(tier) if tier else Tier.FREE if config.model.endswith(":free") else Tier.PAID
-        limits = Limits.for_tier(chosen)
+    limits = limits_for(config, tier)
     run_options = replace(
         RunOptions(),
         out_dir=Path(output_dir) if output_dir else None,

@@ -22,10 +22,10 @@ from imaginize.images import DEFAULT_IMAGE_MODEL, ImageOptions
 from imaginize.live import LiveProgress
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.manifest import DEFAULT_LEASE
-from imaginize.pacing import Limits, Tier
+from imaginize.pacing import Tier
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.progress import PlainProgress, render_estimate
-from imaginize.providers import ProviderConfig, ProviderKind, resolve_provider
+from imaginize.providers import ProviderKind, limits_for, resolve_provider
 from imaginize.run import (
     RunOptions,
     default_out_dir,
@@ -278,7 +278,7 @@ def run(
         heartbeat=min(heartbeat, lease / 3),
         lock_lifetime=lock_lifetime,
         poll=min(1.0, lease / 4),
-        limits=_limits(config, tier, batch_size, batch_delay, rpm),
+        limits=limits_for(config, tier, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm),
         chapter_timeout=chapter_timeout,
         images=ImageOptions(image_model, image_size, image_quality) if images else None,
     )
@@ -309,19 +309,6 @@ def run(
     if unfinished:
         # E.g. every worker crashed past the restart cap: say so, never exit 0 on half a book.
         raise Incomplete(f"{unfinished} chapters were left unfinished; re-run to resume")
-
-
-def _limits(
-    config: ProviderConfig,
-    tier: str | None,
-    batch_size: int | None,
-    batch_delay: float | None,
-    rpm: float | None,
-) -> Limits | None:
-    if config.kind is not ProviderKind.OPENAI:
-        return None
-    chosen = Tier(tier) if tier else (Tier.FREE if config.model.endswith(":free") else Tier.PAID)
-    return Limits.for_tier(chosen, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm)
 
 
 def _out_dir(book: Path, output_dir: Path | None) -> Path:

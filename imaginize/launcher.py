@@ -39,7 +39,15 @@ from imaginize.worker import WorkerSpec, process_main
 RESTARTS_PER_WORKER = 4
 WATCH_INTERVAL = 0.1
 # Imported once in the forkserver, inherited by every worker it forks.
-PRELOAD = ["imaginize.worker", "imaginize.analysis.openai_chat", "imaginize.analysis.offline"]
+PRELOAD = [
+    "imaginize.worker",
+    "imaginize.analysis.openai_chat",
+    "imaginize.analysis.openai_images",
+    "imaginize.analysis.offline",
+    # The client imports these on first use: inside a pacer slot, late for the server's count.
+    "openai.resources.chat",
+    "openai.resources.images",
+]
 
 
 def _context() -> multiprocessing.context.BaseContext:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from imaginize.analysis.base import Analyzer
 from imaginize.errors import ConfigError
 from imaginize.model import Book
-from imaginize.pacing import Pacer
+from imaginize.pacing import Limits, Pacer, Tier
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -105,3 +105,19 @@ def make_analyzer(config: ProviderConfig, book: Book, pacer: Pacer | None = None
         book_title=book.title,
         pacer=pacer,
     )
+
+
+def limits_for(
+    config: ProviderConfig,
+    tier: str | None = None,
+    *,
+    batch_size: int | None = None,
+    batch_delay: float | None = None,
+    rpm: float | None = None,
+) -> Limits | None:
+    """The pace for this provider: none offline; else the tier's (free for OpenRouter's
+    ':free' models unless said otherwise, paid by default) with any overrides."""
+    if config.kind is not ProviderKind.OPENAI:
+        return None
+    chosen = Tier(tier) if tier else Tier.FREE if config.model.endswith(":free") else Tier.PAID
+    return Limits.for_tier(chosen, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm)

@@ -19,8 +19,6 @@ from imaginize.errors import ProviderError
 from imaginize.model import Analysis, Chapter, Usage
 from imaginize.pacing import Pacer
 
-_RETRYABLE_STATUS = {408, 409, 429}
-
 
 class OpenAIAnalyzer:
     provider = "openai"
@@ -40,6 +38,8 @@ class OpenAIAnalyzer:
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
         )
+        # Built on first use otherwise, which would happen inside the first pacer slot.
+        self._completions = self._client.chat.completions
         self._max_output_tokens = max_output_tokens
         self._book_title = book_title
         self._pacer = pacer
@@ -73,7 +73,7 @@ class OpenAIAnalyzer:
         return self._request(params)
 
     def _request(self, params: dict[str, Any]) -> tuple[str, str, Usage]:
-        completion = call(self._pacer, lambda: self._client.chat.completions.create(**params))
+        completion = call(self._pacer, lambda: self._completions.create(**params))
         try:
             choice = completion.choices[0]
             content = choice.message.content or ""
