@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: `python -m imaginize.worker` and the CLI's --help stay quick.
+    # Imported on first use: `import imaginize` alone stays light.
     if name == "analyze_book":
         from imaginize.api import analyze_book
 

@@ -5,8 +5,9 @@
     def show(event):
         print(type(event).__name__, event)
 
-    finished = analyze_book("book.epub", output_dir="guides", concurrent=2, on_event=show)
-    print(finished.completed, "of", finished.total, "chapters;", finished.tokens, "tokens")
+    if __name__ == "__main__":  # worker processes import the main module again
+        finished = analyze_book("book.epub", output_dir="guides", concurrent=2, on_event=show)
+        print(finished.completed, "of", finished.total, "chapters;", finished.tokens, "tokens")
 
 `on_event` receives the structured events of `imaginize.events` (RunStarted, ChapterStarted,
 ChapterFinished with the chapter's result, ChapterRetry, ChapterFailed, BookProgress with
