@@ -232,7 +232,7 @@ def _claim_next(
     if current is None or mf.settled(current, spec.max_attempts, wanted):
         return None
     if not _anything_claimable(current, spec, store.clock(), wanted):
-        return _idle_wait(current, spec, store.clock())
+        return _idle_wait(current, spec, store.clock(), wanted)
     claim = store.claim(owner, lease=spec.lease, max_attempts=spec.max_attempts, wanted=wanted)
     if claim is None:
         return 0.0
@@ -292,12 +292,21 @@ def _anything_claimable(
     )
 
 
-def _idle_wait(current: mf.Manifest, spec: WorkerSpec, now: float) -> float:
-    """Sleep until the next retry is due, but never longer than the poll interval."""
+def _idle_wait(
+    current: mf.Manifest, spec: WorkerSpec, now: float, wanted: tuple[int, ...] | None
+) -> float:
+    """Sleep until the next retry is due, but never longer than the poll interval. Only a
+    retry this worker may still claim counts: one out of attempts (failed for good) or
+    outside `wanted` would make it poll every few milliseconds."""
+    allowed = None if wanted is None else set(wanted)
     due = [
         e.retry_at - now
         for e in current.chapters
-        if e.status is mf.Status.FAILED and e.retryable and e.retry_at is not None
+        if e.status is mf.Status.FAILED
+        and e.retryable
+        and e.attempts < spec.max_attempts
+        and e.retry_at is not None
+        and (allowed is None or e.number in allowed)
     ]
     return max(0.01, min([spec.poll, *due]))
 
