@@ -252,6 +252,9 @@ def estimate_book(
 
 
 def _spec(book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions) -> WorkerSpec:
+    """The workers' spec. Derived settings are made here, for every caller: a claim beats
+    three times per lease and an idle worker looks four times per lease, so a short lease
+    (a library caller's `lease=1`) is never outlived by a live worker's silence."""
     return WorkerSpec(
         book_path=str(book_path.resolve()),
         out_dir=str(out_dir.resolve()),
@@ -261,9 +264,9 @@ def _spec(book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions
         max_chunk_tokens=options.max_chunk_tokens,
         max_attempts=options.max_attempts,
         lease=options.lease,
-        heartbeat=options.heartbeat,
+        heartbeat=min(options.heartbeat, options.lease / 3),
         lock_lifetime=options.lock_lifetime,
-        poll=options.poll,
+        poll=min(options.poll, options.lease / 4),
         journal=str(options.journal) if options.journal else None,
         limits=options.limits,
         pace_dir=_pace_dir(options.provider) if options.limits else None,

@@ -7,10 +7,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from imaginize.providers import ProviderConfig, ProviderKind
+from imaginize.run import RunOptions, run_book
+from imaginize.store import ManifestStore
 from tests.epubs import build_epub
 from tests.fake_openai import FakeOpenAI
-from tests.replies import answer
+from tests.replies import answer, chapter_text
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
 
 STORY = (
@@ -88,3 +92,31 @@ def test_the_pace_is_shared_across_books(fake_openai: FakeOpenAI, tmp_path: Path
     # Batches of two over both books together, 0.8 s after each batch's last send.
     for first, third in zip(sends, sends[2:], strict=False):
         assert third - first >= 0.8 - 0.1
+
+
+SLOW = "<p>The tide crept slowly over the black rocks while the gulls wheeled and cried above.</p>"
+
+
+def test_a_short_lease_is_kept_alive_for_library_callers(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # Chapter 2 takes 2 s, twice the lease; the worker done with chapter 1 keeps looking.
+    # The heartbeat and the idle poll follow the lease for every caller, not the CLI's only,
+    # so chapter 2's claim stays live and nobody takes it over.
+    def replies(body: Any) -> dict[str, Any]:
+        step = answer(body)
+        return step | {"delay": 2.0} if "slowly" in chapter_text(body) else step
+
+    fake_openai.script(responder=replies)
+    book = build_epub(
+        tmp_path / "tides.epub", [("Chapter 1", STORY), ("Chapter 2", SLOW)], title="Tides"
+    )
+    provider = ProviderConfig(ProviderKind.OPENAI, "fake", api_key="test", base_url=fake_openai.url)
+    options = RunOptions(out_dir=tmp_path / "out", provider=provider, concurrent=2, lease=1.0)
+    assert options.heartbeat > options.lease  # the defaults alone would lose the claim
+    finished = run_book(book, options)
+    assert finished.completed == 2
+    assert len([r for r in fake_openai.requests if r["endpoint"] == "chat"]) == 2
+    manifest = ManifestStore(tmp_path / "out").read()
+    assert manifest is not None
+    assert [e.attempts for e in manifest.chapters] == [1, 1]
