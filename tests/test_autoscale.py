@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from imaginize.autoscale import WINDOW, AutoScaler, initial_workers, process_rss
 from tests.fake_openai import FakeOpenAI, rate_limited
 from tests.replies import answer
-from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+from tests.test_cli import SAMPLE, imaginize
 
 
 def warmed(target: int = 3, baseline: float = 1.0, **kwargs: int) -> AutoScaler:
@@ -84,28 +82,18 @@ def test_auto_pool_finishes_a_book_through_a_429(tmp_path: Path) -> None:
     shutil.copy(SAMPLE, book)
     with FakeOpenAI(responder=answer) as server:
         server.enqueue(rate_limited(0.5))
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "imaginize",
-                str(book),
-                "-o",
-                str(tmp_path / "out"),
-                "--base-url",
-                server.url,
-                "-j",
-                "auto",
-                "--max-workers",
-                "3",
-                "--batch-delay",
-                "0",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=CLEAN_ENV,
-            cwd=ROOT,
+        result = imaginize(
+            book,
+            "-o",
+            tmp_path / "out",
+            "--base-url",
+            server.url,
+            "-j",
+            "auto",
+            "--max-workers",
+            "3",
+            "--batch-delay",
+            "0",
         )
         assert result.returncode == 0, result.stderr
         ok = [r for r in server.requests if r["endpoint"] == "chat" and r["status"] == 200]

@@ -28,11 +28,24 @@ CLEAN_ENV = {
 
 
 def imaginize(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would, in a real process, to the end."""
     return subprocess.run(
         [sys.executable, "-m", "imaginize", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=CLEAN_ENV,
+        cwd=ROOT,
+    )
+
+
+def start_imaginize(*args: str | Path) -> subprocess.Popen[str]:
+    """Start the CLI in a real process and return at once (for signals and races)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "imaginize", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=CLEAN_ENV,
         cwd=ROOT,
     )

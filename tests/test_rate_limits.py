@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI, hang, rate_limited
 from tests.replies import answer
-from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+from tests.test_cli import SAMPLE, start_imaginize
 
 
 @pytest.fixture
@@ -25,25 +24,7 @@ def book(tmp_path: Path) -> Path:
 
 
 def start(book: Path, url: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imaginize",
-            str(book),
-            "-o",
-            str(book.parent / "out"),
-            "--base-url",
-            url,
-            "-q",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=CLEAN_ENV,
-        cwd=ROOT,
-    )
+    return start_imaginize(book, "-o", book.parent / "out", "--base-url", url, "-q", *args)
 
 
 def finish(procs: list[subprocess.Popen[str]], timeout: float = 120) -> list[int]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI
 from tests.replies import answer
-from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+from tests.test_cli import SAMPLE, start_imaginize
 
 
 @pytest.mark.parametrize("delay", [0.15, 0.4, 0.8, 1.3, 2.0])
@@ -21,24 +19,8 @@ def test_ctrl_c_during_start_up(tmp_path: Path, delay: float) -> None:
     book = tmp_path / "sample.epub"
     shutil.copy(SAMPLE, book)
     with FakeOpenAI(responder=lambda body: {**answer(body), "delay": 1.0}) as server:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "imaginize",
-                str(book),
-                "-o",
-                str(tmp_path / "out"),
-                "--base-url",
-                server.url,
-                "-j",
-                "2",
-                "-q",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=CLEAN_ENV,
-            cwd=ROOT,
+        proc = start_imaginize(
+            book, "-o", tmp_path / "out", "--base-url", server.url, "-j", "2", "-q"
         )
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
