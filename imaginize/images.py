@@ -113,10 +113,32 @@ def _with_units(
     return mf.reconcile(manifest, units, finished(numbers))
 
 
-def expected_units(out_dir: Path) -> list[tuple[int, str]]:
-    """Every image unit the finished chapters call for."""
+def expected_units(out_dir: Path, chapters: Iterable[int] | None = None) -> list[tuple[int, str]]:
+    """Every image unit the finished chapters (among `chapters`, None: all) call for."""
     results, _ = load_results(out_dir)
-    return [unit for number in sorted(results) for unit in units_of(results[number])]
+    selected = None if chapters is None else set(chapters)
+    return [
+        unit
+        for number in sorted(results)
+        if selected is None or number in selected
+        for unit in units_of(results[number])
+    ]
+
+
+def wanted_units(
+    listed: mf.Manifest | ManifestStore | None, chapters: Iterable[int] | None
+) -> tuple[int, ...] | None:
+    """The listed image units of `chapters`, as `wanted` for the manifest's functions
+    (`settled`, `claim`); None (every unit) when `chapters` is None. `listed` is the image
+    manifest or its store (read without the lock); with neither there are no units."""
+    if chapters is None:
+        return None
+    if isinstance(listed, ManifestStore):
+        listed = listed.read()
+    if listed is None:
+        return ()
+    selected = set(chapters)
+    return tuple(e.number for e in listed.chapters if unit_parts(e.number)[0] in selected)
 
 
 # --- prompts ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from imaginize.images import (
     ImageOptions,
     ImageStore,
     expected_units,
-    unit_parts,
+    wanted_units,
     write_prompt_files,
 )
 from imaginize.launcher import Launcher, warm_up
@@ -132,17 +132,15 @@ def _prepare(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSin
 def _join_images(
     spec: WorkerSpec, sha256: str, book: Book, options: RunOptions, wanted: list[int]
 ) -> None:
-    """Create or rejoin the image manifest; --force and --retry-failed reach images too."""
+    """Create or rejoin the image manifest, listing the units of the selected chapters that
+    are done; --force and --retry-failed reach those chapters' images too."""
     images = ImageStore(Path(spec.out_dir), lock_lifetime=options.lock_lifetime)
-    listed = images.read()
-    selected = set(wanted)
-    ours = [e.number for e in listed.chapters] if listed else []
-    ours = [n for n in ours if unit_parts(n)[0] in selected]
+    ours = wanted_units(images, wanted) or ()
     images.join(
         book_path=spec.book_path,
         sha256=sha256,
         title=book.title,
-        chapters=expected_units(Path(spec.out_dir)),
+        chapters=expected_units(Path(spec.out_dir), wanted),
         force=ours if options.force else (),
         retry_failed=ours if options.retry_failed else None,
     )
@@ -326,7 +324,7 @@ def _finish(job: _Prepared) -> RunFinished:
     if job.spec.images is not None and job.spec.provider.kind is not ProviderKind.OPENAI:
         write_prompt_files(out_dir, job.spec.images.model)
     elif job.spec.images is not None:
-        image_failures = _image_failures(out_dir, job.spec.max_attempts)
+        image_failures = _image_failures(out_dir, job.spec.max_attempts, wanted)
     guides = write_guides(out_dir, book_info(book), results, failures)
     done = [n for n in wanted if n in results]
     tokens = sum(r.usage.total_tokens for r in results.values())
@@ -344,14 +342,18 @@ def _finish(job: _Prepared) -> RunFinished:
     )
 
 
-def _image_failures(out_dir: Path, max_attempts: int) -> dict[str, str]:
+def _image_failures(out_dir: Path, max_attempts: int, chapters: list[int]) -> dict[str, str]:
+    """The selected chapters' images that failed for good."""
     listed = ImageStore(out_dir).read()
     if listed is None:
         return {}
+    ours = set(wanted_units(listed, chapters) or ())
     return {
         e.title: e.error or "failed"
         for e in listed.chapters
-        if e.status is mf.Status.FAILED and not (e.retryable and e.attempts < max_attempts)
+        if e.number in ours
+        and e.status is mf.Status.FAILED
+        and not (e.retryable and e.attempts < max_attempts)
     }
 
 

@@ -34,7 +34,7 @@ from imaginize.events import (
     ignore,
 )
 from imaginize.image_worker import ImageJob, prepare_images, work_on_image
-from imaginize.images import ImageOptions, expected_units, unit_parts, units_of
+from imaginize.images import ImageOptions, expected_units, unit_parts, units_of, wanted_units
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book, Chapter
 from imaginize.pacing import Limits, Pacer
@@ -195,7 +195,7 @@ def _step(
     if chapters_wait is None and not job.images.synced:
         # Units of chapters finished before --images was asked for, or by a worker that died
         # between publishing a chapter and listing its scenes.
-        job.images.store.add_units(expected_units(Path(spec.out_dir)))
+        job.images.store.add_units(expected_units(Path(spec.out_dir), spec.chapters))
         job.images.synced = True
     image = _claim_next(job.images.store, spec, owner, _drawable(job), should_stop)
     if isinstance(image, mf.Claim):
@@ -208,13 +208,16 @@ def _step(
 
 
 def _drawable(job: _Job) -> tuple[int, ...]:
-    """Image units whose chapter is done: a unit of a chapter being redone (--force) waits."""
+    """Image units of the selected chapters (--chapters) that are done: a unit of a chapter
+    being redone (--force) waits."""
     assert job.images is not None
     chapters, units = job.store.read(), job.images.store.read()
     if chapters is None or units is None:
         return ()
     done = {e.number for e in chapters.chapters if e.status is mf.Status.COMPLETED}
-    return tuple(e.number for e in units.chapters if unit_parts(e.number)[0] in done)
+    wanted = wanted_units(units, job.spec.chapters)
+    listed = [e.number for e in units.chapters] if wanted is None else wanted
+    return tuple(n for n in listed if unit_parts(n)[0] in done)
 
 
 def _claim_next(

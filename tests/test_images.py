@@ -8,15 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from imaginize import manifest as mf
 from imaginize.errors import ProviderError
 from imaginize.guides import MergedElement
 from imaginize.images import (
+    ImageStore,
     build_prompt,
     detect_extension,
     elements_in,
     fit,
     unit_id,
     unit_parts,
+    wanted_units,
 )
 from imaginize.model import ElementKind, Scene
 from tests.fake_openai import FakeOpenAI, error, image, make_jpeg, make_png
@@ -160,3 +163,42 @@ def test_offline_writes_prompts_only(book: Path) -> None:
     prompts = sorted((book.parent / "out" / "images").glob("*.txt"))
     assert [p.name for p in prompts] == ["chapter_001_scene_1.txt", "chapter_001_scene_2.txt"]
     assert prompts[0].read_text().strip()
+
+
+def test_images_follow_the_chapters_asked_for(fake_openai: FakeOpenAI, book: Path) -> None:
+    fake_openai.script(responder=answer, image_default=image("png"))
+    out = book.parent / "out"
+    first = imaginize(
+        book,
+        "-o",
+        out,
+        "--base-url",
+        fake_openai.url,
+        "--batch-delay",
+        "0",
+        "-j",
+        "2",
+        "--pages-per-image",
+        "3",
+    )
+    assert first.returncode == 0, first.stderr
+    code, stderr = run_images(book, fake_openai, "--chapters", "1")
+    assert code == 0, stderr
+    assert len(image_requests(fake_openai)) == 1  # chapter 1's one scene, not all 8 chapters'
+    assert [p.name for p in (out / "images").glob("chapter_*")] == ["chapter_001_scene_1.png"]
+    listed = ImageStore(out).read()
+    assert listed is not None and [e.number for e in listed.chapters] == [1001]
+    # A unit of another chapter already listed (as by an earlier run) is not drawn either.
+    ImageStore(out).add_units([(2001, "Chapter 2, scene 1")])
+    code, stderr = run_images(book, fake_openai, "--chapters", "1")
+    assert code == 0, stderr
+    assert len(image_requests(fake_openai)) == 1
+    listed = ImageStore(out).read()
+    assert listed is not None and listed.entry(2001).status is mf.Status.PENDING
+
+
+def test_wanted_units_are_the_listed_units_of_the_chapters() -> None:
+    listed = mf.new_manifest("b", "0", "B", [(1001, ""), (1002, ""), (2001, ""), (3001, "")], 0)
+    assert wanted_units(listed, [1, 3]) == (1001, 1002, 3001)
+    assert wanted_units(listed, None) is None
+    assert wanted_units(None, [1]) == ()
