@@ -16,6 +16,8 @@ next fenced call tells it the claim is gone; its result is then discarded.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import socket
 from collections.abc import Callable, Iterable
@@ -68,21 +70,28 @@ class Entry:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Entry:
+    def from_json(cls, data: Any) -> Entry:
+        """Parse one chapter entry; a ValueError names the first field of the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"must be an object, not {_show(data)}")
+        status = _field(data, "status", str)
+        if status not in {s.value for s in Status}:
+            known = ", ".join(s.value for s in Status)
+            raise ValueError(f"status: must be one of {known}, not {_show(status)}")
         return cls(
-            number=int(data["number"]),
-            title=str(data["title"]),
-            status=Status(data["status"]),
-            owner=data.get("owner"),
-            claimed_at=data.get("claimedAt"),
-            heartbeat_at=data.get("heartbeatAt"),
-            attempts=int(data.get("attempts", 0)),
-            token=int(data.get("token", 0)),
-            completed_at=data.get("completedAt"),
-            error=data.get("error"),
-            retryable=bool(data.get("retryable", False)),
-            retry_at=data.get("retryAt"),
-            tokens=int(data.get("tokens", 0)),
+            number=_count(data, "number"),
+            title=_field(data, "title", str),
+            status=Status(status),
+            owner=_field(data, "owner", str, None),
+            claimed_at=_time(data, "claimedAt", None),
+            heartbeat_at=_time(data, "heartbeatAt", None),
+            attempts=_count(data, "attempts", 0),
+            token=_count(data, "token", 0),
+            completed_at=_time(data, "completedAt", None),
+            error=_field(data, "error", str, None),
+            retryable=_field(data, "retryable", bool, False),
+            retry_at=_time(data, "retryAt", None),
+            tokens=_count(data, "tokens", 0),
         )
 
 
@@ -117,19 +126,104 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Manifest:
-        if data.get("format") != FORMAT:
-            raise ValueError(f"unsupported manifest format {data.get('format')!r}")
-        book = data["book"]
+    def from_json(cls, data: Any) -> Manifest:
+        """Parse a manifest; a ValueError names the first field that does not follow the
+        format (manifest-format.md): a wrong type, an unknown status, a negative count, a
+        chapter number given twice."""
+        if not isinstance(data, dict):
+            raise ValueError(f"must be an object, not {_show(data)}")
+        version = data.get("format")
+        if type(version) is not int or version != FORMAT:
+            raise ValueError(f"unsupported manifest format {version!r}")
+        book = _field(data, "book", dict)
+        try:
+            book_path = _field(book, "path", str)
+            book_sha256 = _field(book, "sha256", str)
+            title = _field(book, "title", str, "")
+        except ValueError as exc:
+            raise ValueError(f"book.{exc}") from None
+        chapters: list[Entry] = []
+        seen: set[int] = set()
+        for index, item in enumerate(_field(data, "chapters", list)):
+            try:
+                entry = Entry.from_json(item)
+            except ValueError as exc:
+                raise ValueError(f"chapters[{index}]: {exc}") from None
+            if entry.number in seen:
+                raise ValueError(f"chapters[{index}]: number {entry.number} appears twice")
+            seen.add(entry.number)
+            chapters.append(entry)
+        next_token = _count(data, "nextToken")
+        if next_token < 1:
+            raise ValueError(f"nextToken: must be at least 1, not {next_token}")
+        # Rule 4: every claim takes a token no earlier claim had.
+        highest = max((e.token for e in chapters), default=0)
+        if next_token <= highest:
+            raise ValueError(f"nextToken: {next_token} is not above the token {highest} in use")
         return cls(
-            book_path=str(book["path"]),
-            book_sha256=str(book["sha256"]),
-            title=str(book.get("title", "")),
-            chapters=tuple(Entry.from_json(e) for e in data["chapters"]),
-            next_token=int(data["nextToken"]),
-            created_at=float(data.get("createdAt", 0.0)),
-            updated_at=float(data.get("updatedAt", 0.0)),
+            book_path=book_path,
+            book_sha256=book_sha256,
+            title=title,
+            chapters=tuple(chapters),
+            next_token=next_token,
+            created_at=_time(data, "createdAt", 0.0, nullable=False) or 0.0,
+            updated_at=_time(data, "updatedAt", 0.0, nullable=False) or 0.0,
         )
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+_REQUIRED: Any = object()
+_KINDS = {str: "a string", bool: "true or false", dict: "an object", list: "an array"}
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _field(data: dict[str, Any], key: str, kind: type, default: Any = _REQUIRED) -> Any:
+    """`data[key]` when it is of `kind`; `default` when absent (and when null if the default
+    is None, i.e. the field is nullable); otherwise a ValueError naming the field."""
+    if key not in data:
+        if default is _REQUIRED:
+            raise ValueError(f"{key}: missing")
+        return default
+    value = data[key]
+    if value is None and default is None:
+        return None
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        nullable = " or null" if default is None else ""
+        raise ValueError(f"{key}: must be {_KINDS[kind]}{nullable}, not {_show(value)}")
+    return value
+
+
+def _time(
+    data: dict[str, Any], key: str, default: float | None, *, nullable: bool = True
+) -> float | None:
+    """A finite number (int or float, never a bool), or null where the field allows it."""
+    value = data.get(key, default)
+    if value is None and nullable:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    wanted = "a finite number or null" if nullable else "a finite number"
+    raise ValueError(f"{key}: must be {wanted}, not {_show(value)}")
+
+
+def _count(data: dict[str, Any], key: str, default: int | None = None) -> int:
+    """A non-negative integer (never a bool or a float)."""
+    if key not in data and default is None:
+        raise ValueError(f"{key}: missing")
+    value = data.get(key, default)
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{key}: must be a non-negative integer, not {_show(value)}")
+    return value
 
 
 # --- owners -------------------------------------------------------------------------------

@@ -436,6 +436,31 @@ def test_unknown_format_is_refused() -> None:
         Manifest.from_json(data)
 
 
+def test_from_json_accepts_what_the_format_allows() -> None:
+    data = mixed().to_json()
+    # Whole-second times are numbers too; nullable fields may be null or left out.
+    data["createdAt"], data["updatedAt"] = 1795393200, 1795393260
+    data["chapters"][3]["heartbeatAt"] = 1795393281
+    data["chapters"][0]["error"] = None
+    for key in ("owner", "claimedAt", "completedAt", "error", "retryable", "retryAt", "tokens"):
+        data["chapters"][4].pop(key, None)
+    back = Manifest.from_json(data)
+    assert back.created_at == 1795393200.0 and isinstance(back.created_at, float)
+    assert back.entry(4).heartbeat_at == 1795393281.0
+    assert back.entry(5) == Entry(5, "C5")
+    assert Manifest.from_json(back.to_json()) == back
+
+
+def test_from_json_names_the_bad_field() -> None:
+    # Each kind of bad field, through ManifestStore.read, is in tests/test_store.py.
+    data = mixed().to_json()
+    data["chapters"][3]["heartbeatAt"] = "x"
+    with pytest.raises(ValueError, match=r"^chapters\[3\]: heartbeatAt: must be a finite number"):
+        Manifest.from_json(data)
+    with pytest.raises(ValueError, match=r"^status: must be one of pending, in_progress"):
+        Entry.from_json({"number": 1, "title": "A", "status": "paused"})
+
+
 # --- owners -----------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,6 +206,94 @@ def test_unreadable_manifest_is_a_clear_error(tmp_path: Path) -> None:
         ManifestStore(tmp_path).read()
     (tmp_path / MANIFEST_NAME).write_text('{"format": 7}', encoding="utf-8")
     with pytest.raises(ManifestError, match=r"invalid manifest"):
+        ManifestStore(tmp_path).read()
+
+
+DELETE = object()
+
+
+def _set(path: str, value: object) -> Callable[[dict], None]:
+    """A change to a manifest's JSON: `path` like "chapters.0.heartbeatAt" or "book"."""
+
+    def change(data: dict) -> None:
+        *parents, last = path.split(".")
+        target: Any = data
+        for key in parents:
+            target = target[int(key)] if key.isdigit() else target[key]
+        if value is DELETE:
+            del target[int(last) if last.isdigit() else last]
+        else:
+            target[int(last) if last.isdigit() else last] = value
+
+    return change
+
+
+# (what is wrong, the change, what the message must name)
+BAD_FIELDS: list[tuple[str, Callable[[dict], None], str]] = [
+    ("a time as text", _set("chapters.0.heartbeatAt", "x"), "chapters[0]: heartbeatAt"),
+    ("a time as a bool", _set("chapters.0.claimedAt", True), "chapters[0]: claimedAt"),
+    ("a time not finite", _set("chapters.1.completedAt", float("nan")), "completedAt"),
+    ("a time as an array", _set("chapters.1.retryAt", []), "chapters[1]: retryAt"),
+    ("an unknown status", _set("chapters.0.status", "done"), "chapters[0]: status"),
+    ("a status as a number", _set("chapters.0.status", 1), "chapters[0]: status"),
+    ("a missing status", _set("chapters.0.status", DELETE), "chapters[0]: status"),
+    ("a number as text", _set("chapters.0.number", "1"), "chapters[0]: number"),
+    ("a number as a float", _set("chapters.0.number", 1.0), "chapters[0]: number"),
+    ("a number as a bool", _set("chapters.0.number", True), "chapters[0]: number"),
+    ("a negative number", _set("chapters.0.number", -1), "chapters[0]: number"),
+    ("a missing number", _set("chapters.0.number", DELETE), "chapters[0]: number"),
+    ("a negative token", _set("chapters.2.token", -3), "chapters[2]: token"),
+    ("a null token", _set("chapters.2.token", None), "chapters[2]: token"),
+    ("attempts as a float", _set("chapters.2.attempts", 1.5), "chapters[2]: attempts"),
+    ("tokens as text", _set("chapters.3.tokens", "9"), "chapters[3]: tokens"),
+    ("a title as null", _set("chapters.0.title", None), "chapters[0]: title"),
+    ("an owner as a number", _set("chapters.0.owner", 5), "chapters[0]: owner"),
+    ("an error as an object", _set("chapters.0.error", {}), "chapters[0]: error"),
+    ("retryable as text", _set("chapters.0.retryable", "yes"), "chapters[0]: retryable"),
+    ("retryable as null", _set("chapters.0.retryable", None), "chapters[0]: retryable"),
+    ("an entry not an object", _set("chapters.1", "two"), "chapters[1]"),
+    ("chapters not a list", _set("chapters", {"1": {}}), "chapters"),
+    ("a chapter number twice", _set("chapters.1.number", 1), "number 1 appears twice"),
+    ("nextToken as text", _set("nextToken", "2"), "nextToken"),
+    ("nextToken zero", _set("nextToken", 0), "nextToken"),
+    ("nextToken not above a token", _set("chapters.0.token", 99), "nextToken"),
+    ("createdAt null", _set("createdAt", None), "createdAt"),
+    ("updatedAt as text", _set("updatedAt", "now"), "updatedAt"),
+    ("book not an object", _set("book", "b.epub"), "book"),
+    ("book.path as a number", _set("book.path", 5), "book.path"),
+    ("book.sha256 missing", _set("book.sha256", DELETE), "book.sha256"),
+    ("book.title as a list", _set("book.title", ["B"]), "book.title"),
+    ("format as text", _set("format", "1"), "format"),
+    ("format as a bool", _set("format", True), "format"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"), [c[1:] for c in BAD_FIELDS], ids=[c[0] for c in BAD_FIELDS]
+)
+def test_a_field_of_the_wrong_kind_is_an_invalid_manifest(
+    tmp_path: Path, change: Callable[[dict], None], field: str
+) -> None:
+    store = joined(tmp_path)
+    claimed = store.claim("h:1:w1", lease=LEASE, max_attempts=3)
+    assert claimed is not None  # so chapter 1 has a token and an owner
+    path = tmp_path / MANIFEST_NAME
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ManifestError) as caught:
+        store.read()
+    message = str(caught.value)
+    assert message.startswith(f"{path}: invalid manifest (")
+    assert field in message
+    # The writers read through the same path, so none of them acts on it either.
+    with pytest.raises(ManifestError):
+        store.heartbeat(1, claimed.token)
+
+
+def test_a_manifest_that_is_not_an_object_is_invalid(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"invalid manifest \(must be an object"):
         ManifestStore(tmp_path).read()
 
 
