@@ -19,7 +19,6 @@ from imaginize.images import (
     detect_extension,
     image_stem,
     prompt_for,
-    record_image,
     unit_parts,
 )
 from imaginize.manifest import Claim
@@ -82,16 +81,11 @@ def work_on_image(
     staged = folder / f".{stem}.{claim.token}.{ext}"
     write_atomic(staged, data)
     record = ImageRecord(scene, f"{IMAGES_DIR}/{stem}.{ext}", prompt, model, job.generator.size)
-    published = job.store.publish(
-        claim.number,
-        claim.token,
-        staged,
-        0,
-        final=folder / f"{stem}.{ext}",
-        then=lambda: record_image(Path(spec.out_dir), chapter, record),
+    lost = job.store.publish_image(
+        claim.number, claim.token, staged, folder / f"{stem}.{ext}", record
     )
-    if not published:
-        sink(Notice(f"image {stem}: claim {claim.token} was taken over; image discarded"))
+    if lost is not None:
+        sink(Notice(f"image {stem}: {lost}; image discarded"))
         return False
     sink(ImageFinished(chapter, scene, record.file, time.monotonic() - started, worker_id))
     return True

@@ -9,14 +9,15 @@ which is what the guides are made from. A finished image is never made again unl
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imaginize import manifest as mf
 from imaginize.analysis.catalogue import look_of
-from imaginize.atomic import write_atomic
+from imaginize.atomic import fsync_dir, write_atomic
 from imaginize.errors import ProviderError
 from imaginize.guides import MergedElement, merge_elements, normalise_name
 from imaginize.model import ChapterResult, ImageRecord, Scene
@@ -102,6 +103,157 @@ class ImageStore(ManifestStore):
         if known is not None and {n for n, _ in units} <= {e.number for e in known.chapters}:
             return  # the common case, decided without the lock
         self.transact(lambda m: (_with_units(m, units, self._finished), None))
+
+    def sync_units(self, chapters: Iterable[int]) -> None:
+        """Make each chapter's units exactly those its result file calls for (a chapter just
+        finished, maybe with fewer scenes than before): the missing ones are added, the others
+        dropped unless in progress. A chapter without a readable result (being redone) is left
+        as it is. The results are read under the lock, so the last sync wins with the newest
+        result. A no-op without a manifest (images were not asked for on this book)."""
+        chapters = sorted(set(chapters))
+        if not chapters or not self.path.exists():
+            return
+        known = self.read()
+        if known is not None and all(self._listed_as_expected(known, c) for c in chapters):
+            return  # the common case, decided without the lock
+
+        def change(current: mf.Manifest) -> tuple[mf.Manifest, None]:
+            expected = {c: self._expected(c) for c in chapters}
+            found = {c: units for c, units in expected.items() if units is not None}
+            return with_chapter_units(current, found, self._finished), None
+
+        self.transact(change)
+
+    def _expected(self, chapter: int) -> list[tuple[int, str]] | None:
+        """The units the chapter's result file calls for; None without a readable one."""
+        try:
+            return units_of(read_result(result_path(self.out_dir, chapter)))
+        except CorruptResult:
+            return None
+
+    def _listed_as_expected(self, manifest: mf.Manifest, chapter: int) -> bool:
+        units = self._expected(chapter)
+        listed = {e.number for e in manifest.chapters if unit_parts(e.number)[0] == chapter}
+        return units is None or listed == {n for n, _ in units}
+
+    def _scene_gone(self, unit: int) -> bool:
+        """Whether the unit's chapter has a readable result without this scene."""
+        units = self._expected(unit_parts(unit)[0])
+        return units is not None and unit not in {n for n, _ in units}
+
+    # Fenced calls on a unit that was dropped (its scene is gone) find no entry: the claim is
+    # lost, as when another token holds it.
+
+    def heartbeat(self, number: int, token: int) -> bool:
+        return self.transact(
+            lambda m: _if_listed(m, number, lambda: mf.heartbeat(m, number, token, self.clock()))
+        )
+
+    def release(self, number: int, token: int) -> bool:
+        return self.transact(lambda m: _if_listed(m, number, lambda: mf.release(m, number, token)))
+
+    def fail(
+        self,
+        number: int,
+        token: int,
+        error: str,
+        *,
+        retryable: bool = False,
+        retry_at: float | None = None,
+    ) -> bool:
+        """Mark the claimed unit failed; a unit whose scene is gone from its chapter's result
+        is dropped instead, as the chapter's sync would have dropped it."""
+
+        def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
+            updated, ok = _if_listed(
+                current,
+                number,
+                lambda: mf.fail(
+                    current,
+                    number,
+                    token,
+                    self.clock(),
+                    error,
+                    retryable=retryable,
+                    retry_at=retry_at,
+                ),
+            )
+            if ok and self._scene_gone(number):
+                updated = _without(updated, number)
+            return updated, ok
+
+        return self.transact(change)
+
+    def publish_image(
+        self, number: int, token: int, staged: Path, final: Path, record: ImageRecord
+    ) -> str | None:
+        """Make the staged image the scene's image, record it in the chapter's result file and
+        mark the unit completed, all in one critical section, if the claim is still ours and
+        the scene still exists; otherwise discard the staged file. None when published, else
+        why not. A unit whose scene is gone is dropped; one whose chapter has no result any
+        more (being redone) is given back, to be drawn from the new result."""
+        chapter, scene = unit_parts(number)
+
+        def change(current: mf.Manifest) -> tuple[mf.Manifest, str | None]:
+            entry = next((e for e in current.chapters if e.number == number), None)
+            if entry is None or entry.status is not mf.Status.IN_PROGRESS or entry.token != token:
+                return current, f"claim {token} was taken over"
+            try:
+                result = read_result(result_path(self.out_dir, chapter))
+            except CorruptResult:
+                updated, _ = mf.release(current, number, token)
+                return updated, f"chapter {chapter} has no result to record it in (being redone?)"
+            if not 1 <= scene <= len(result.scenes):
+                return _without(current, number), f"chapter {chapter} has no scene {scene} any more"
+            updated, _ = mf.complete(current, number, token, self.clock(), 0)
+            os.replace(staged, final)
+            fsync_dir(final.parent)
+            write_result(self.out_dir, with_image(result, record))
+            return updated, None
+
+        try:
+            return self.transact(change)
+        finally:
+            if staged.exists():
+                staged.unlink()
+
+    def _drop_results(self, numbers: set[int], manifest: mf.Manifest) -> None:
+        listed = {e.number for e in manifest.chapters}
+        super()._drop_results(numbers & listed, manifest)
+
+
+def _if_listed(
+    manifest: mf.Manifest, number: int, change: Callable[[], tuple[mf.Manifest, bool]]
+) -> tuple[mf.Manifest, bool]:
+    if all(e.number != number for e in manifest.chapters):
+        return manifest, False
+    return change()
+
+
+def _without(manifest: mf.Manifest, number: int) -> mf.Manifest:
+    return replace(manifest, chapters=tuple(e for e in manifest.chapters if e.number != number))
+
+
+def with_chapter_units(
+    manifest: mf.Manifest,
+    units: Mapping[int, list[tuple[int, str]]],
+    finished: Callable[[Iterable[int]], dict[int, int]],
+) -> mf.Manifest:
+    """The image manifest with each chapter's units (`units` by chapter) exactly those given:
+    the missing ones added (one whose image file is there is completed), the chapter's others
+    dropped unless in progress. An in-progress unit stays for its worker's fenced calls, which
+    drop it when they find its scene gone (`ImageStore.fail`, `ImageStore.publish_image`).
+    Chapters not in `units` keep theirs."""
+    keep = {n for listed in units.values() for n, _ in listed}
+    kept = tuple(
+        e
+        for e in manifest.chapters
+        if unit_parts(e.number)[0] not in units
+        or e.number in keep
+        or e.status is mf.Status.IN_PROGRESS
+    )
+    added = [unit for chapter in sorted(units) for unit in units[chapter]]
+    return _with_units(replace(manifest, chapters=kept), added, finished)
 
 
 def _with_units(
@@ -196,15 +348,12 @@ def prompt_for(out_dir: Path, unit: int, model: str) -> tuple[ChapterResult, str
     return result, build_prompt(result.scenes[scene - 1], merged, model)
 
 
-def record_image(out_dir: Path, chapter: int, record: ImageRecord) -> None:
-    """Add (or replace) the record of one scene's image in the chapter's result file. Called
-    under the image manifest's lock, so two images of one chapter never overwrite each other."""
-    try:
-        result = read_result(result_path(out_dir, chapter))
-    except CorruptResult:
-        return
+def with_image(result: ChapterResult, record: ImageRecord) -> ChapterResult:
+    """The chapter's result with the record of one scene's image added (or replaced). Written
+    under the image manifest's lock (`ImageStore.publish_image`), so two images of one chapter
+    never overwrite each other's record."""
     images = [i for i in result.images if i.scene != record.scene] + [record]
-    write_result(out_dir, replace(result, images=tuple(sorted(images, key=lambda i: i.scene))))
+    return replace(result, images=tuple(sorted(images, key=lambda i: i.scene)))
 
 
 def write_prompt_files(out_dir: Path, model: str) -> list[Path]:

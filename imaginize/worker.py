@@ -34,7 +34,7 @@ from imaginize.events import (
     ignore,
 )
 from imaginize.image_worker import ImageJob, prepare_images, work_on_image
-from imaginize.images import ImageOptions, expected_units, unit_parts, units_of, wanted_units
+from imaginize.images import ImageOptions, unit_parts, wanted_units
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book, Chapter
 from imaginize.pacing import Limits, Pacer
@@ -195,7 +195,8 @@ def _step(
     if chapters_wait is None and not job.images.synced:
         # Units of chapters finished before --images was asked for, or by a worker that died
         # between publishing a chapter and listing its scenes.
-        job.images.store.add_units(expected_units(Path(spec.out_dir), spec.chapters))
+        selected = spec.chapters or [c.number for c in job.book.chapters]
+        job.images.store.sync_units(selected)
         job.images.synced = True
     image = _claim_next(job.images.store, spec, owner, _drawable(job), should_stop)
     if isinstance(image, mf.Claim):
@@ -279,7 +280,8 @@ def _work_on(job: _Job, chapter: Chapter, claim: mf.Claim, worker_id: str, sink:
         with open(spec.journal, "a", encoding="utf-8") as journal:
             journal.write(f"{number} {token} {mf.owner_id(worker_id)}\n")
     if job.images is not None:
-        job.images.store.add_units(units_of(result))
+        # Exactly the scenes of this result: a chapter redone with fewer scenes drops the rest.
+        job.images.store.sync_units([number])
     sink(ChapterFinished(result, time.monotonic() - started, worker_id))
     return True
 

@@ -20,8 +20,10 @@ from imaginize.images import (
     unit_id,
     unit_parts,
     wanted_units,
+    with_chapter_units,
 )
-from imaginize.model import ElementKind, Scene
+from imaginize.model import ChapterResult, ElementKind, ImageRecord, Scene
+from imaginize.results import read_result, result_path, write_result
 from tests.fake_openai import FakeOpenAI, error, image, make_jpeg, make_png
 from tests.replies import answer
 from tests.test_cli import SAMPLE, imaginize
@@ -202,3 +204,104 @@ def test_wanted_units_are_the_listed_units_of_the_chapters() -> None:
     assert wanted_units(listed, [1, 3]) == (1001, 1002, 3001)
     assert wanted_units(listed, None) is None
     assert wanted_units(None, [1]) == ()
+
+
+def test_a_forced_chapter_with_fewer_scenes_drops_the_rest(
+    fake_openai: FakeOpenAI, book: Path
+) -> None:
+    fake_openai.script(responder=answer, image_default=image("png"))
+    out = book.parent / "out"
+    code, stderr = run_images(book, fake_openai, "--chapters", "1", "--pages-per-image", "0.5")
+    assert code == 0, stderr
+    many = len(list((out / "images").glob("chapter_001_scene_*")))
+    assert many > 1
+    code, stderr = run_images(
+        book, fake_openai, "--chapters", "1", "--force", "--pages-per-image", "10"
+    )
+    assert code == 0, stderr
+    assert "no scene" not in stderr
+    assert [p.name for p in (out / "images").glob("chapter_*")] == ["chapter_001_scene_1.png"]
+    listed = ImageStore(out).read()
+    assert listed is not None and [e.number for e in listed.chapters] == [1001]
+    assert len(image_requests(fake_openai)) == many + 1
+
+
+def scene(n: int) -> Scene:
+    return Scene(quote=f"Quote {n}.", description=f"Scene {n}")
+
+
+def result_with(chapter: int, scenes: int) -> ChapterResult:
+    return ChapterResult(
+        chapter, f"Chapter {chapter}", 100, "openai", "fake", tuple(map(scene, range(scenes))), ()
+    )
+
+
+def entry(number: int, status: mf.Status, token: int = 0) -> mf.Entry:
+    owner = "host:1:w1" if status is mf.Status.IN_PROGRESS else None
+    return mf.Entry(number, f"unit {number}", status, owner=owner, token=token)
+
+
+def test_a_chapters_units_become_exactly_those_of_its_result() -> None:
+    listed = mf.Manifest(
+        "b",
+        "0",
+        "B",
+        (
+            entry(1001, mf.Status.COMPLETED),
+            entry(1002, mf.Status.PENDING),
+            entry(1003, mf.Status.IN_PROGRESS, token=4),
+            entry(1004, mf.Status.FAILED),
+            entry(2001, mf.Status.PENDING),
+            entry(2005, mf.Status.FAILED),
+        ),
+        next_token=5,
+    )
+    units = {1: [(1001, "Chapter 1, scene 1"), (1002, "x")], 3: [(3001, "Chapter 3, scene 1")]}
+    synced = with_chapter_units(listed, units, lambda numbers: {1001: 0})
+    # 1003 is in progress: its worker's fenced calls find it (and drop it, its scene gone).
+    assert [(e.number, e.status) for e in synced.chapters] == [
+        (1001, mf.Status.COMPLETED),
+        (1002, mf.Status.PENDING),
+        (1003, mf.Status.IN_PROGRESS),
+        (2001, mf.Status.PENDING),
+        (2005, mf.Status.FAILED),  # chapter 2 is not being synced
+        (3001, mf.Status.PENDING),
+    ]
+
+
+def test_an_in_progress_unit_of_a_dropped_scene_is_dropped_by_its_worker(tmp_path: Path) -> None:
+    write_result(tmp_path, result_with(1, 3))
+    store = ImageStore(tmp_path)
+    store.join(book_path="b", sha256="0", title="B", chapters=[(1001, ""), (1002, ""), (1003, "")])
+    owner = mf.owner_id("w1")
+    claims = [store.claim(owner, lease=60, max_attempts=3) for _ in range(3)]
+    assert all(c is not None for c in claims)
+    c1, c2, c3 = (c for c in claims if c is not None)
+    # The chapter is redone with one scene: units 2 and 3 stay while their workers hold them.
+    write_result(tmp_path, result_with(1, 1))
+    store.sync_units([1])
+    listed = store.read()
+    assert listed is not None and [e.number for e in listed.chapters] == [1001, 1002, 1003]
+    # Unit 2's worker fails ("no scene 2 any more"): dropped, not failed for good.
+    assert store.fail(c2.number, c2.token, "chapter 1 has no scene 2 any more")
+    # Unit 3's worker publishes: dropped, its image discarded, nothing recorded.
+    folder = tmp_path / "images"
+    staged = folder / f".chapter_001_scene_3.{c3.token}.png"
+    staged.write_bytes(make_png(2, 2))
+    record = ImageRecord(3, "images/chapter_001_scene_3.png", "p", "m", "2x2")
+    final = folder / "chapter_001_scene_3.png"
+    lost = store.publish_image(c3.number, c3.token, staged, final, record)
+    assert lost == "chapter 1 has no scene 3 any more"
+    assert not staged.exists() and not final.exists()
+    # Its other fenced calls find the claim lost instead of failing.
+    assert not store.heartbeat(c3.number, c3.token) and not store.release(c3.number, c3.token)
+    # Scene 1 is published and recorded as before.
+    staged = folder / f".chapter_001_scene_1.{c1.token}.png"
+    staged.write_bytes(make_png(2, 2))
+    record = ImageRecord(1, "images/chapter_001_scene_1.png", "p", "m", "2x2")
+    final = folder / "chapter_001_scene_1.png"
+    assert store.publish_image(c1.number, c1.token, staged, final, record) is None
+    assert final.exists() and read_result(result_path(tmp_path, 1)).images == (record,)
+    listed = store.read()
+    assert listed is not None
+    assert [(e.number, e.status) for e in listed.chapters] == [(1001, mf.Status.COMPLETED)]
