@@ -128,6 +128,9 @@ class RunFinished:
     title: str = ""
     # --images: scenes whose image failed for good, by "chapter N, scene M", with the reason.
     image_failures: dict[str, str] = field(default_factory=dict)
+    # --images: images of selected, finished chapters neither made nor failed for good when
+    # this run stopped (left to other processes, or their workers died); re-run to resume.
+    unfinished_images: int = 0
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from imaginize.images import (
     ImageOptions,
     ImageStore,
     expected_units,
+    unit_parts,
     wanted_units,
     write_prompt_files,
 )
@@ -321,10 +322,13 @@ def _finish(job: _Prepared) -> RunFinished:
             elif entry.status is not mf.Status.COMPLETED:
                 unfinished += 1
     image_failures: dict[str, str] = {}
+    unfinished_images = 0
     if job.spec.images is not None and job.spec.provider.kind is not ProviderKind.OPENAI:
         write_prompt_files(out_dir, job.spec.images.model)
     elif job.spec.images is not None:
-        image_failures = _image_failures(out_dir, job.spec.max_attempts, wanted)
+        image_failures, unfinished_images = _images_left(
+            out_dir, job.spec.max_attempts, wanted, current
+        )
     guides = write_guides(out_dir, book_info(book), results, failures)
     done = [n for n in wanted if n in results]
     tokens = sum(r.usage.total_tokens for r in results.values())
@@ -339,22 +343,35 @@ def _finish(job: _Prepared) -> RunFinished:
         total_cost(results.values()) if tokens else None,
         book.title,
         image_failures,
+        unfinished_images,
     )
 
 
-def _image_failures(out_dir: Path, max_attempts: int, chapters: list[int]) -> dict[str, str]:
-    """The selected chapters' images that failed for good."""
+def _images_left(
+    out_dir: Path, max_attempts: int, wanted: list[int], chapters: mf.Manifest | None
+) -> tuple[dict[str, str], int]:
+    """The selected chapters' images that failed for good, and how many images of selected
+    chapters that are done are still to be made (pending, in progress, or failed with a retry
+    left): the units the workers would have drawn had they not stopped."""
     listed = ImageStore(out_dir).read()
     if listed is None:
-        return {}
-    ours = set(wanted_units(listed, chapters) or ())
-    return {
-        e.title: e.error or "failed"
-        for e in listed.chapters
-        if e.number in ours
-        and e.status is mf.Status.FAILED
-        and not (e.retryable and e.attempts < max_attempts)
-    }
+        return {}, 0
+    ours = set(wanted_units(listed, wanted) or ())
+    done: set[int] = set()
+    if chapters is not None:
+        done = {e.number for e in chapters.chapters if e.status is mf.Status.COMPLETED}
+    failures: dict[str, str] = {}
+    unfinished = 0
+    for entry in listed.chapters:
+        if entry.number not in ours or entry.status is mf.Status.COMPLETED:
+            continue
+        if entry.status is mf.Status.FAILED and not (
+            entry.retryable and entry.attempts < max_attempts
+        ):
+            failures[entry.title] = entry.error or "failed"
+        elif unit_parts(entry.number)[0] in done:
+            unfinished += 1
+    return failures, unfinished
 
 
 def _selected(book: Book, spec: str | None) -> list[int]:

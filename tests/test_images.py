@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from imaginize import manifest as mf
+from imaginize import run
 from imaginize.errors import ProviderError
+from imaginize.events import ignore
 from imaginize.guides import MergedElement
 from imaginize.images import (
+    ImageOptions,
     ImageStore,
     build_prompt,
     detect_extension,
@@ -23,7 +27,9 @@ from imaginize.images import (
     with_chapter_units,
 )
 from imaginize.model import ChapterResult, ElementKind, ImageRecord, Scene
+from imaginize.providers import ProviderKind, resolve_provider
 from imaginize.results import read_result, result_path, write_result
+from imaginize.run import RunOptions, run_book
 from tests.fake_openai import FakeOpenAI, error, image, make_jpeg, make_png
 from tests.replies import answer
 from tests.test_cli import SAMPLE, imaginize
@@ -305,3 +311,22 @@ def test_an_in_progress_unit_of_a_dropped_scene_is_dropped_by_its_worker(tmp_pat
     listed = store.read()
     assert listed is not None
     assert [(e.number, e.status) for e in listed.chapters] == [(1001, mf.Status.COMPLETED)]
+
+
+def test_images_left_to_make_leave_the_run_unfinished(book: Path) -> None:
+    # Chapters 1 and 2 done (offline); then a run with --images for chapter 1 whose workers
+    # stopped before drawing anything (as when they are killed): its images are unfinished.
+    out = book.parent / "out"
+    offline = RunOptions(
+        out_dir=out, provider=resolve_provider(ProviderKind.OFFLINE), chapters="1-2"
+    )
+    assert run_book(book, replace(offline, in_process=True)).completed == 2
+    online = resolve_provider(ProviderKind.OPENAI, base_url="http://127.0.0.1:9/v1")
+    options = RunOptions(out_dir=out, provider=online, chapters="1", images=ImageOptions())
+    job = run._prepare(book, out, options, ignore)
+    listed = ImageStore(out).read()
+    assert listed is not None and [e.number for e in listed.chapters] == [1001, 1002]
+    ImageStore(out).add_units([(2001, "Chapter 2, scene 1")])  # not selected: not counted
+    finished = run._finish(job)
+    assert (finished.unfinished, finished.failures, finished.image_failures) == (0, {}, {})
+    assert finished.unfinished_images == 2
