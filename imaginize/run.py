@@ -15,7 +15,7 @@ from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
 from imaginize.autoscale import DEFAULT_MAX_WORKERS, AutoScaler, initial_workers
 from imaginize.book import book_fingerprint, chapter_selection, read_book
-from imaginize.errors import BookError
+from imaginize.errors import BookError, ManifestError
 from imaginize.estimate import DEFAULT_LATENCY, Estimate, estimate
 from imaginize.events import EventSink, LibraryFinished, Notice, RunFinished, RunStarted, ignore
 from imaginize.guides import BookInfo, ChapterInfo, write_guides
@@ -177,21 +177,25 @@ def run_books(
 ) -> LibraryFinished:
     """Analyse many books with one pool of workers (folders stand for the EPUBs in them).
 
-    Each book gets its own output folder and manifest (under `options.out_dir` when given);
-    the request pace is shared per API key. A book that cannot be read is reported and
-    skipped; the others go on.
+    Each book gets its own output folder and manifest (`library_out_dirs`); the request pace
+    is shared per API key. A book that cannot be read, or whose manifest cannot be joined
+    (its folder belongs to another book, the manifest is damaged), is reported and skipped;
+    the others go on.
     """
     options = options or RunOptions()
     warm_up()
     jobs: list[_Prepared] = []
     skipped: dict[Path, str] = {}
-    for path in expand_books(paths):
-        out_dir = Path(options.out_dir) / f"imaginize_{path.stem}" if options.out_dir else None
+    books = expand_books(paths)
+    for path, out_dir in zip(books, library_out_dirs(books, options.out_dir), strict=True):
         try:
-            jobs.append(_prepare(path, out_dir or default_out_dir(path), options, sink))
+            jobs.append(_prepare(path, out_dir, options, sink))
         except BookError as exc:
             skipped[path] = exc.reason
             sink(Notice(f"skipping {exc}"))
+        except ManifestError as exc:
+            skipped[path] = str(exc)
+            sink(Notice(f"skipping {path}: {exc}"))
     finished: list[RunFinished] = []
     try:
         if jobs:
@@ -203,6 +207,24 @@ def run_books(
     library = LibraryFinished(tuple(finished), skipped)
     sink(library)
     return library
+
+
+def library_out_dirs(books: list[Path], out_dir: Path | None) -> list[Path]:
+    """Each book's output folder in a library run: `imaginize_<name>` inside `out_dir`, or
+    beside the book when None. A folder an earlier book already has (two books called
+    book.epub) gets `-2`, `-3`, ... in argument order, so no two books share a manifest."""
+    taken: set[str] = set()
+    folders: list[Path] = []
+    for book in books:
+        base = Path(out_dir) / f"imaginize_{book.stem}" if out_dir else default_out_dir(book)
+        folder, suffix = base, 1
+        # Case-insensitive, as the folder names are on some file systems.
+        while str(folder.resolve()).casefold() in taken:
+            suffix += 1
+            folder = base.with_name(f"{base.name}-{suffix}")
+        taken.add(str(folder.resolve()).casefold())
+        folders.append(folder)
+    return folders
 
 
 def expand_books(paths: list[Path | str]) -> list[Path]:

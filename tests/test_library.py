@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from imaginize.providers import ProviderConfig, ProviderKind
-from imaginize.run import RunOptions, run_book
+from imaginize.run import RunOptions, library_out_dirs, run_book
 from imaginize.store import ManifestStore
 from tests.epubs import build_epub
 from tests.fake_openai import FakeOpenAI
@@ -120,3 +120,47 @@ def test_a_short_lease_is_kept_alive_for_library_callers(
     manifest = ManifestStore(tmp_path / "out").read()
     assert manifest is not None
     assert [e.attempts for e in manifest.chapters] == [1, 1]
+
+
+def test_books_with_one_name_get_folders_of_their_own(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(SAMPLE, tmp_path / "a" / "book.epub")
+    build_epub(tmp_path / "b" / "book.epub", [("Chapter 1", STORY)], title="Kites")
+    out = tmp_path / "out"
+    result = run(tmp_path / "a" / "book.epub", tmp_path / "b" / "book.epub", "-o", out)
+    assert result.returncode == 0, result.stderr
+    for folder, title, chapters in (
+        ("imaginize_book", "Lanternfruit", 8),
+        ("imaginize_book-2", "Kites", 1),
+    ):
+        assert (
+            title
+            in json.loads((out / folder / ".imaginize.manifest.json").read_text())["book"]["title"]
+        )
+        assert len(list((out / folder / "chapters").glob("*.json"))) == chapters
+
+
+def test_folder_names_are_unique_in_argument_order(tmp_path: Path) -> None:
+    books = [tmp_path / "a" / "book.epub", tmp_path / "b" / "book.epub", tmp_path / "book-2.epub"]
+    names = [p.name for p in library_out_dirs(books, tmp_path / "out")]
+    assert names == ["imaginize_book", "imaginize_book-2", "imaginize_book-2-2"]
+    beside = library_out_dirs([tmp_path / "a" / "book.epub", tmp_path / "b" / "book.epub"], None)
+    assert beside == [tmp_path / "a" / "imaginize_book", tmp_path / "b" / "imaginize_book"]
+
+
+def test_a_book_whose_manifest_cannot_be_joined_is_skipped(tmp_path: Path) -> None:
+    shelf = library(tmp_path)
+    (shelf / "c-broken.epub").unlink()
+    out = tmp_path / "out"
+    # The orchard's folder already belongs to another book.
+    taken = out / "imaginize_a-orchard"
+    shutil.copytree(tmp_path / "shelf", tmp_path / "other")
+    first = run(tmp_path / "other" / "b-kites.epub", "-o", taken)
+    assert first.returncode == 0, first.stderr
+    result = run(shelf, "-o", out)
+    assert result.returncode == 2, result.stderr  # a skipped book is reported as such
+    assert "Traceback" not in result.stderr
+    assert "skipping" in result.stderr and "belongs to a different book" in result.stderr
+    assert len(list((out / "imaginize_b-kites" / "chapters").glob("*.json"))) == 3
+    assert (out / "imaginize_b-kites" / "Contents.md").is_file()
