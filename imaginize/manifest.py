@@ -297,6 +297,18 @@ def is_stale(entry: Entry, now: float, lease: float, is_dead: DeadCheck) -> str 
     return None
 
 
+def retry_pending(entry: Entry, max_attempts: int) -> bool:
+    """Failed, but to be tried again (now or once `retry_at` passes): retryable, and with
+    attempts left for a claimant allowing `max_attempts`."""
+    return entry.status is Status.FAILED and entry.retryable and entry.attempts < max_attempts
+
+
+def failed_for_good(entry: Entry, max_attempts: int) -> bool:
+    """Failed, and no claimant allowing `max_attempts` will try it again (only the user's
+    --retry-failed or --force reopens it)."""
+    return entry.status is Status.FAILED and not retry_pending(entry, max_attempts)
+
+
 def claimable_reason(
     entry: Entry, now: float, lease: float, max_attempts: int, is_dead: DeadCheck
 ) -> str | None:
@@ -304,9 +316,7 @@ def claimable_reason(
         return "pending"
     if entry.status is Status.FAILED:
         ready = entry.retry_at is None or entry.retry_at <= now
-        if entry.retryable and entry.attempts < max_attempts and ready:
-            return "retry"
-        return None
+        return "retry" if retry_pending(entry, max_attempts) and ready else None
     return is_stale(entry, now, lease, is_dead)
 
 
@@ -500,11 +510,7 @@ def settled(manifest: Manifest, max_attempts: int, wanted: Iterable[int] | None 
     for entry in manifest.chapters:
         if allowed is not None and entry.number not in allowed:
             continue
-        if entry.status is Status.COMPLETED:
-            continue
-        if entry.status is Status.FAILED and not (
-            entry.retryable and entry.attempts < max_attempts
-        ):
+        if entry.status is Status.COMPLETED or failed_for_good(entry, max_attempts):
             continue
         return False
     return True

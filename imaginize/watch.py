@@ -74,12 +74,7 @@ class ManifestWatcher:
         done = sum(1 for e in entries.values() if e.status is mf.Status.COMPLETED)
         if self._done_at_start is None:
             self._done_at_start = done
-        failed = sum(
-            1
-            for e in entries.values()
-            if e.status is mf.Status.FAILED
-            and not (e.retryable and e.attempts < self._max_attempts)
-        )
+        failed = sum(1 for e in entries.values() if mf.failed_for_good(e, self._max_attempts))
         working = tuple(
             (e.number, e.title, e.owner or "", e.claimed_at or 0.0)
             for e in entries.values()
@@ -111,7 +106,7 @@ class ManifestWatcher:
         elif entry.status is mf.Status.FAILED and (
             old is None or old.token != entry.token or old.status is not mf.Status.FAILED
         ):
-            if entry.retryable and entry.attempts < self._max_attempts:
+            if mf.retry_pending(entry, self._max_attempts):
                 wait = max(0.0, (entry.retry_at or 0) - time.time())
                 self._sink(
                     ChapterRetry(
@@ -157,9 +152,7 @@ class ImageWatcher:
                 continue
             if entry.status is mf.Status.COMPLETED and (old is None or old.status != entry.status):
                 self._finished(entry)
-            elif entry.status is mf.Status.FAILED and not (
-                entry.retryable and entry.attempts < self._max_attempts
-            ):
+            elif mf.failed_for_good(entry, self._max_attempts):
                 self._sink(Notice(f"image of {entry.title} failed: {entry.error or 'failed'}"))
         self._last = {e.number: e for e in current.chapters}
 

@@ -401,6 +401,21 @@ def test_settled() -> None:
     assert mf.settled(m, MAX, [])
 
 
+def test_failed_for_good_and_retry_pending() -> None:
+    m = mixed()
+    # 2 failed retryable with 1 attempt, 3 failed not retryable; the others did not fail.
+    assert [n for n in range(1, 6) if mf.retry_pending(m.entry(n), MAX)] == [2]
+    assert [n for n in range(1, 6) if mf.failed_for_good(m.entry(n), MAX)] == [3]
+    # A retryable failure is for good once the claimant's attempts are used up.
+    assert mf.failed_for_good(m.entry(2), 1) and not mf.retry_pending(m.entry(2), 1)
+    for n in range(1, 6):
+        e = m.entry(n)
+        for limit in (1, MAX):
+            failed = mf.retry_pending(e, limit) or mf.failed_for_good(e, limit)
+            assert failed == (e.status is Status.FAILED)
+            assert not (mf.retry_pending(e, limit) and mf.failed_for_good(e, limit))
+
+
 # --- JSON -------------------------------------------------------------------------------------
 
 
