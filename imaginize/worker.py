@@ -1,9 +1,12 @@
 """The worker loop: claim a chapter, analyse it, publish its result, repeat until none is left.
 
-A worker is one OS process (`python -m imaginize.worker`, spec as JSON on stdin) or, for
-library callers and tests, a function call. It stays until every chapter it was asked for is
-settled, polling while other processes still hold claims, so that if one of them dies this
-worker takes its chapter over (at once when the dead owner is on this host, else after the lease).
+A worker is normally an OS process forked from the launcher's forkserver (`process_main`),
+which receives its books as (spec, Book) pairs pickled, so it neither imports nor parses
+anything again. `python -m imaginize.worker ID` with the spec as JSON on stdin is the
+stand-alone form (it reads the book itself); `run_worker` runs one in the calling process
+(in-process runs, tests). It stays until every chapter it was asked for is settled, polling
+while other processes still hold claims, so that if one of them dies this worker takes its
+chapter over (at once when the dead owner is on this host, else after the lease).
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ DEFAULT_CHAPTER_TIMEOUT = 300.0
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker process needs; crosses the process boundary as JSON."""
+    """Everything a worker needs to know about one book. The launcher's forked workers get
+    it pickled, with the parsed Book; the stand-alone worker (`python -m imaginize.worker`)
+    reads it as JSON on stdin (`to_json` / `from_json`)."""
 
     book_path: str
     out_dir: str
