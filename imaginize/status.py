@@ -14,7 +14,7 @@ from imaginize.errors import ManifestError
 from imaginize.images import ImageStore
 from imaginize.locking import LockHolder, break_lock, lock_holder
 from imaginize.progress import format_duration
-from imaginize.store import LOCK_NAME, ManifestStore
+from imaginize.store import ManifestStore
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,13 @@ class StatusReport:
     now: float
     # The image units' manifest, when --images was used on this book.
     images: mf.Manifest | None = None
+    # Who holds the image manifest's lock (`.imaginize.images.lock`), when someone does.
+    image_lock: LockHolder | None = None
+
+
+def _lock_paths(out_dir: Path) -> list[Path]:
+    """The chapters' lock and the images' lock: each store coordinates through its own."""
+    return [ManifestStore(out_dir).lock_path, ImageStore(out_dir).lock_path]
 
 
 def status_report(out_dir: Path, now: float | None = None) -> StatusReport:
@@ -32,8 +39,15 @@ def status_report(out_dir: Path, now: float | None = None) -> StatusReport:
     if current is None:
         raise ManifestError(f"{store.path}: no manifest (has this book been run yet?)")
     now = time.time() if now is None else now
-    images = ImageStore(out_dir).read()
-    return StatusReport(current, lock_holder(store.lock_path, now), now, images)
+    image_store = ImageStore(out_dir)
+    images = image_store.read()
+    return StatusReport(
+        current,
+        lock_holder(store.lock_path, now),
+        now,
+        images,
+        lock_holder(image_store.lock_path, now),
+    )
 
 
 def render_status(report: StatusReport, *, as_json: bool = False) -> str:
@@ -44,6 +58,7 @@ def render_status(report: StatusReport, *, as_json: bool = False) -> str:
         data["totals"] = {s.value: totals.get(s.value, 0) for s in mf.Status}
         data["tokensUsed"] = sum(e.tokens for e in m.chapters)
         data["lock"] = None if report.lock is None else vars(report.lock)
+        data["imageLock"] = None if report.image_lock is None else vars(report.image_lock)
         if report.images is not None:
             data["images"] = {s.value: _totals(report.images).get(s.value, 0) for s in mf.Status}
         return json.dumps(data, indent=2)
@@ -75,6 +90,8 @@ def render_status(report: StatusReport, *, as_json: bool = False) -> str:
         ]
     if report.lock is not None:
         lines.append(f"lock: {report.lock.describe()}")
+    if report.image_lock is not None:
+        lines.append(f"image lock: {report.image_lock.describe()}")
     return "\n".join(lines)
 
 
@@ -83,10 +100,16 @@ def _totals(manifest: mf.Manifest) -> Counter[str]:
 
 
 def break_stuck_lock(out_dir: Path, confirm: Callable[[str], bool]) -> str:
-    path = Path(out_dir) / LOCK_NAME
-    holder = lock_holder(path)
-    if holder is None:
-        return f"{path}: not locked"
-    if not confirm(holder.describe()):
-        return f"{path}: left in place"
-    return f"{path}: removed" if break_lock(path) else f"{path}: already gone"
+    """Offer to remove each held lock of the book's folder (the chapters' and the images');
+    `confirm` gets the lock file's name and its holder. One line per lock says what became
+    of it."""
+    lines = []
+    for path in _lock_paths(Path(out_dir)):
+        holder = lock_holder(path)
+        if holder is None:
+            lines.append(f"{path}: not locked")
+        elif not confirm(f"{path.name}, {holder.describe()}"):
+            lines.append(f"{path}: left in place")
+        else:
+            lines.append(f"{path}: removed" if break_lock(path) else f"{path}: already gone")
+    return "\n".join(lines)
