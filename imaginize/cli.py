@@ -275,9 +275,8 @@ def run(
         auto_scale=concurrent is None,
         max_workers=max_workers,
         lease=lease,
-        heartbeat=min(heartbeat, lease / 3),
+        heartbeat=heartbeat,
         lock_lifetime=lock_lifetime,
-        poll=min(1.0, lease / 4),
         limits=limits_for(config, tier, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm),
         chapter_timeout=chapter_timeout,
         images=ImageOptions(image_model, image_size, image_quality) if images else None,
@@ -305,10 +304,10 @@ def run(
     if skipped:
         names = ", ".join(str(path) for path in skipped)
         raise ImaginizeError(f"{len(skipped)} book(s) could not be read and were skipped: {names}")
-    unfinished = sum(done.unfinished for done in summaries)
+    unfinished = sum(done.unfinished + done.unfinished_images for done in summaries)
     if unfinished:
         # E.g. every worker crashed past the restart cap: say so, never exit 0 on half a book.
-        raise Incomplete(f"{unfinished} chapters were left unfinished; re-run to resume")
+        raise Incomplete(f"{unfinished} chapters or images were left unfinished; re-run to resume")
 
 
 def _out_dir(book: Path, output_dir: Path | None) -> Path:

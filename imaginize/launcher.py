@@ -28,7 +28,7 @@ from imaginize import manifest as mf
 from imaginize.autoscale import AutoScaler, process_rss
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
 from imaginize.events import ChapterFinished, Event, EventSink, Notice
-from imaginize.images import ImageStore
+from imaginize.images import ImageStore, wanted_units
 from imaginize.model import Book
 from imaginize.pacing import Pacer
 from imaginize.providers import ProviderKind
@@ -255,10 +255,13 @@ class Launcher:
 
     def _work_left(self) -> bool:
         for store, images, (spec, _) in zip(self.stores, self.image_stores, self.jobs, strict=True):
-            for units, wanted in ((store, spec.chapters), (images, None)):
-                current = units.read() if units is not None else None
-                if current is not None and not mf.settled(current, spec.max_attempts, wanted):
-                    return True
+            chapters = store.read()
+            if chapters is not None and not mf.settled(chapters, spec.max_attempts, spec.chapters):
+                return True
+            units = images.read() if images is not None else None
+            wanted = wanted_units(units, spec.chapters)
+            if units is not None and not mf.settled(units, spec.max_attempts, wanted):
+                return True
         return False
 
     def _signal_all(self, signum: int) -> None:

@@ -58,7 +58,7 @@ class RunOptions:
     lease: float = mf.DEFAULT_LEASE
     heartbeat: float = DEFAULT_HEARTBEAT
     lock_lifetime: float = DEFAULT_LOCK_LIFETIME
-    poll: float = 1.0
+    poll: float = 0.2
     journal: Path | None = None
     in_process: bool = False
     limits: Limits | None = None
