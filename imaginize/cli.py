@@ -329,7 +329,7 @@ def status(book: Path, output_dir: Path | None, as_json: bool) -> None:
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def unlock(book: Path, output_dir: Path | None, yes: bool) -> None:
-    """Remove a stuck manifest lock of BOOK (only when no imaginize is running on it)."""
+    """Remove a stuck lock of BOOK (manifest or images; only when nothing runs on it)."""
     out_dir = _out_dir(book, output_dir)
 
     def confirm(description: str) -> bool:
