@@ -303,7 +303,9 @@ def run(
         raise SystemExit(ExitCode.CHAPTERS_FAILED)
     if skipped:
         names = ", ".join(str(path) for path in skipped)
-        raise ImaginizeError(f"{len(skipped)} book(s) could not be read and were skipped: {names}")
+        raise ImaginizeError(
+            f"{len(skipped)} book(s) could not be read or joined and were skipped: {names}"
+        )
     unfinished = sum(done.unfinished + done.unfinished_images for done in summaries)
     if unfinished:
         # E.g. every worker crashed past the restart cap: say so, never exit 0 on half a book.

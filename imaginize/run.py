@@ -387,9 +387,7 @@ def _images_left(
     for entry in listed.chapters:
         if entry.number not in ours or entry.status is mf.Status.COMPLETED:
             continue
-        if entry.status is mf.Status.FAILED and not (
-            entry.retryable and entry.attempts < max_attempts
-        ):
+        if mf.failed_for_good(entry, max_attempts):
             failures[entry.title] = entry.error or "failed"
         elif unit_parts(entry.number)[0] in done:
             unfinished += 1

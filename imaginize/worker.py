@@ -312,9 +312,7 @@ def _idle_wait(
     due = [
         e.retry_at - now
         for e in current.chapters
-        if e.status is mf.Status.FAILED
-        and e.retryable
-        and e.attempts < spec.max_attempts
+        if mf.retry_pending(e, spec.max_attempts)
         and e.retry_at is not None
         and (allowed is None or e.number in allowed)
     ]
