@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imaginize.analysis.openai_images import ImageGenerator
 from imaginize.atomic import write_atomic
 from imaginize.claims import Heartbeat, Stop, record_failure, within
 from imaginize.errors import AuthenticationError
@@ -26,6 +25,7 @@ from imaginize.model import ImageRecord
 from imaginize.pacing import Pacer
 
 if TYPE_CHECKING:
+    from imaginize.analysis.openai_images import ImageGenerator
     from imaginize.worker import WorkerSpec
 
 
@@ -40,6 +40,9 @@ class ImageJob:
 
 
 def prepare_images(spec: WorkerSpec, options: ImageOptions, pacer: Pacer | None) -> ImageJob:
+    # Imported here: the launcher imports this module, and `openai` costs it a second.
+    from imaginize.analysis.openai_images import ImageGenerator
+
     generator = ImageGenerator(
         model=options.model,
         api_key=spec.provider.api_key,
