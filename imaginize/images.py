@@ -141,17 +141,6 @@ class ImageStore(ManifestStore):
         units = self._expected(unit_parts(unit)[0])
         return units is not None and unit not in {n for n, _ in units}
 
-    # Fenced calls on a unit that was dropped (its scene is gone) find no entry: the claim is
-    # lost, as when another token holds it.
-
-    def heartbeat(self, number: int, token: int) -> bool:
-        return self.transact(
-            lambda m: _if_listed(m, number, lambda: mf.heartbeat(m, number, token, self.clock()))
-        )
-
-    def release(self, number: int, token: int) -> bool:
-        return self.transact(lambda m: _if_listed(m, number, lambda: mf.release(m, number, token)))
-
     def fail(
         self,
         number: int,
@@ -165,18 +154,8 @@ class ImageStore(ManifestStore):
         is dropped instead, as the chapter's sync would have dropped it."""
 
         def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
-            updated, ok = _if_listed(
-                current,
-                number,
-                lambda: mf.fail(
-                    current,
-                    number,
-                    token,
-                    self.clock(),
-                    error,
-                    retryable=retryable,
-                    retry_at=retry_at,
-                ),
+            updated, ok = mf.fail(
+                current, number, token, self.clock(), error, retryable=retryable, retry_at=retry_at
             )
             if ok and self._scene_gone(number):
                 updated = _without(updated, number)
@@ -195,8 +174,7 @@ class ImageStore(ManifestStore):
         chapter, scene = unit_parts(number)
 
         def change(current: mf.Manifest) -> tuple[mf.Manifest, str | None]:
-            entry = next((e for e in current.chapters if e.number == number), None)
-            if entry is None or entry.status is not mf.Status.IN_PROGRESS or entry.token != token:
+            if mf.owned(current, number, token) is None:
                 return current, f"claim {token} was taken over"
             try:
                 result = read_result(result_path(self.out_dir, chapter))
@@ -220,14 +198,6 @@ class ImageStore(ManifestStore):
     def _drop_results(self, numbers: set[int], manifest: mf.Manifest) -> None:
         listed = {e.number for e in manifest.chapters}
         super()._drop_results(numbers & listed, manifest)
-
-
-def _if_listed(
-    manifest: mf.Manifest, number: int, change: Callable[[], tuple[mf.Manifest, bool]]
-) -> tuple[mf.Manifest, bool]:
-    if all(e.number != number for e in manifest.chapters):
-        return manifest, False
-    return change()
 
 
 def _without(manifest: mf.Manifest, number: int) -> mf.Manifest:

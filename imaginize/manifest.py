@@ -366,15 +366,17 @@ def claim(
     return manifest, None
 
 
-def _owned(manifest: Manifest, number: int, token: int) -> Entry | None:
-    entry = manifest.entry(number)
-    if entry.status is Status.IN_PROGRESS and entry.token == token:
-        return entry
+def owned(manifest: Manifest, number: int, token: int) -> Entry | None:
+    """The entry while claim `token` holds it; None when another claim holds it, it is no
+    longer in progress, or it is no longer listed (an image unit whose scene is gone)."""
+    for entry in manifest.chapters:
+        if entry.number == number:
+            return entry if entry.status is Status.IN_PROGRESS and entry.token == token else None
     return None
 
 
 def heartbeat(manifest: Manifest, number: int, token: int, now: float) -> tuple[Manifest, bool]:
-    entry = _owned(manifest, number, token)
+    entry = owned(manifest, number, token)
     if entry is None:
         return manifest, False
     return manifest.with_entry(replace(entry, heartbeat_at=now)), True
@@ -383,7 +385,7 @@ def heartbeat(manifest: Manifest, number: int, token: int, now: float) -> tuple[
 def complete(
     manifest: Manifest, number: int, token: int, now: float, tokens: int = 0
 ) -> tuple[Manifest, bool]:
-    entry = _owned(manifest, number, token)
+    entry = owned(manifest, number, token)
     if entry is None:
         return manifest, False
     done = replace(
@@ -409,7 +411,7 @@ def fail(
     retryable: bool = False,
     retry_at: float | None = None,
 ) -> tuple[Manifest, bool]:
-    entry = _owned(manifest, number, token)
+    entry = owned(manifest, number, token)
     if entry is None:
         return manifest, False
     failed = replace(
@@ -425,7 +427,7 @@ def fail(
 
 def release(manifest: Manifest, number: int, token: int) -> tuple[Manifest, bool]:
     """Give an unfinished claim back (Ctrl-C): the attempt does not count."""
-    entry = _owned(manifest, number, token)
+    entry = owned(manifest, number, token)
     if entry is None:
         return manifest, False
     back = replace(entry, status=Status.PENDING, owner=None, attempts=max(0, entry.attempts - 1))
