@@ -70,8 +70,10 @@ def work_on_image(
         return prompt, job.generator.generate(prompt)
 
     try:
-        with Heartbeat(beats, claim.number, claim.token, spec.heartbeat):
-            prompt, data = within(spec.chapter_timeout, make, f"image-{claim.number}")
+        with Heartbeat(beats, claim.number, claim.token, spec.heartbeat) as beat:
+            prompt, data = within(
+                spec.chapter_timeout, make, f"image-{claim.number}", cancel=beat.lost
+            )
         ext = detect_extension(data)
     except (KeyboardInterrupt, Stop, AuthenticationError):
         job.store.release(claim.number, claim.token)

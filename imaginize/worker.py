@@ -258,7 +258,7 @@ def _work_on(job: _Job, chapter: Chapter, claim: mf.Claim, worker_id: str, sink:
     started = time.monotonic()
     beats = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
     try:
-        with Heartbeat(beats, number, token, spec.heartbeat):
+        with Heartbeat(beats, number, token, spec.heartbeat) as beat:
             result = within(
                 spec.chapter_timeout,
                 lambda: analyze_chapter(
@@ -268,6 +268,7 @@ def _work_on(job: _Job, chapter: Chapter, claim: mf.Claim, worker_id: str, sink:
                     max_chunk_tokens=spec.max_chunk_tokens,
                 ),
                 f"chapter-{number}",
+                cancel=beat.lost,  # a claim taken over stops spending on our side
             )
     except (KeyboardInterrupt, Stop, AuthenticationError):
         # Not the chapter's fault: give it back without counting the attempt.

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from imaginize import cancel
+from imaginize import manifest as mf
 from imaginize.analysis.openai_chat import OpenAIAnalyzer
-from imaginize.claims import within
+from imaginize.claims import Heartbeat, within
 from imaginize.errors import ProviderError
 from imaginize.model import Chapter
 from imaginize.pacing import Limits, Pacer
 from imaginize.pipeline import analyze_chapter
+from imaginize.store import ManifestStore
 from tests.fake_openai import FakeOpenAI
 from tests.replies import answer
 
@@ -64,3 +66,27 @@ def test_a_timed_out_chapter_sends_no_more_requests(tmp_path: Path) -> None:
         time.sleep(1.5)  # long enough for several more chunks, had it gone on
         sent = len(server.requests)
     assert 1 <= sent <= 3
+
+
+def test_a_lost_claim_cancels_the_work(tmp_path: Path) -> None:
+    """The heartbeat finds the claim taken over: the work in hand is told to stop."""
+    store = ManifestStore(tmp_path)
+    store.join(book_path="b", sha256="s", title="T", chapters=[(1, "One")])
+    mine = store.claim("host:1:w1", lease=600, max_attempts=3)
+    assert mine is not None
+    # Another worker takes the chapter over, as it would once our lease had run out.
+    theirs = store.transact(
+        lambda m: mf.claim(m, "host:2:w2", time.time() + 10_000, lease=600, max_attempts=3)
+    )
+    assert theirs is not None and theirs.token > mine.token
+    seen = []
+
+    def work() -> None:
+        for _ in range(200):
+            cancel.check()
+            seen.append(1)
+            time.sleep(0.01)
+
+    with pytest.raises(cancel.Cancelled), Heartbeat(store, 1, mine.token, 0.05) as beat:
+        within(10.0, work, "lost", cancel=beat.lost)
+    assert len(seen) < 100
