@@ -4,9 +4,9 @@
 
 `cli` is `python -m imaginize` with the patches below. Workers are not separate
 `python -m imaginize.worker` programs any more: the launcher forks them from a
-`multiprocessing` forkserver, a fresh interpreter that imports `launcher.PRELOAD` and then
+`multiprocessing` forkserver, a fresh interpreter that imports `forkserver.PRELOAD` and then
 forks one child per worker, so patches made in the CLI process never reach them. `cli`
-therefore appends `benchmarks.instrument_worker` to `launcher.PRELOAD` before the forkserver
+therefore appends `benchmarks.instrument_worker` to `forkserver.PRELOAD` before the forkserver
 starts (`run_book` starts it via `warm_up()`, after this has run): the forkserver imports it
 next to `imaginize.worker`, that import patches the modules already loaded there, and every
 worker forked afterwards inherits the patched functions. (The forkserver ignores a preload
@@ -182,15 +182,15 @@ def _patch_worker() -> None:
 
 
 def _patch_launcher() -> None:
-    from imaginize import launcher, run
+    from imaginize import forkserver, launcher, run
 
     run.read_book = _timed("read_book", run.read_book)
     run._finish = _timed("finish", run._finish)  # type: ignore[attr-defined]
     run.warm_up = _timed("warm_up", run.warm_up)
     # Workers are forked from a forkserver that imports these modules; this one patches them
-    # there (see the module docstring). In place: launcher._context() reads the list.
-    if WORKER_PATCH not in launcher.PRELOAD:
-        launcher.PRELOAD.append(WORKER_PATCH)
+    # there (see the module docstring). In place: forkserver.context() reads the list.
+    if WORKER_PATCH not in forkserver.PRELOAD:
+        forkserver.PRELOAD.append(WORKER_PATCH)
     original_start = launcher.Launcher._start
     original_reap = launcher.Launcher._reap
 

@@ -11,7 +11,6 @@ reports a refused API key, and on Ctrl-C asks its workers to give their chapters
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import threading
@@ -28,6 +27,7 @@ from imaginize import manifest as mf
 from imaginize.autoscale import AutoScaler, process_rss
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
 from imaginize.events import ChapterFinished, Event, EventSink, Notice
+from imaginize.forkserver import context
 from imaginize.images import ImageStore, wanted_units
 from imaginize.model import Book
 from imaginize.pacing import Pacer
@@ -38,44 +38,6 @@ from imaginize.worker import WorkerSpec, process_main
 
 RESTARTS_PER_WORKER = 4
 WATCH_INTERVAL = 0.1
-# Imported once in the forkserver, inherited by every worker it forks.
-PRELOAD = [
-    "imaginize.worker",
-    "imaginize.analysis.openai_chat",
-    "imaginize.analysis.openai_images",
-    "imaginize.analysis.offline",
-    # The client imports these on first use: inside a pacer slot, late for the server's count.
-    "openai.resources.chat",
-    "openai.resources.images",
-]
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-def warm_up() -> None:
-    """Start the forkserver now (it imports in the background) so that it is ready by the
-    time the book is parsed and the first worker is wanted."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return
-    _context()
-    from multiprocessing import forkserver
-
-    if threading.current_thread() is not threading.main_thread():
-        forkserver.ensure_running()
-        return
-    # The server (and every worker it forks) starts with Ctrl-C ignored: it would otherwise
-    # die with a traceback mid-import; the launcher decides how workers stop.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class Interrupted(ImaginizeError):
@@ -110,7 +72,7 @@ class Launcher:
         self.autoscaler = autoscaler
         self.sink = self._observe if autoscaler else sink
         self._outer_sink = sink
-        self._context = _context()
+        self._context = context()
         self.watch_interval = watch_interval
         self.stores = [
             ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime) for spec, _ in jobs

@@ -18,6 +18,7 @@ from imaginize.book import book_fingerprint, chapter_selection, read_book
 from imaginize.errors import BookError, ManifestError
 from imaginize.estimate import DEFAULT_LATENCY, Estimate, estimate
 from imaginize.events import EventSink, LibraryFinished, Notice, RunFinished, RunStarted, ignore
+from imaginize.forkserver import warm_up
 from imaginize.guides import BookInfo, ChapterInfo, write_guides
 from imaginize.images import (
     IMAGES_DIR,
@@ -28,7 +29,7 @@ from imaginize.images import (
     wanted_units,
     write_prompt_files,
 )
-from imaginize.launcher import Launcher, warm_up
+from imaginize.launcher import Launcher
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book
 from imaginize.pacing import Limits, pace_dir
