@@ -32,9 +32,13 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None:
+def write_atomic(
+    path: Path, data: bytes | str, *, durable: bool = True, sync_dir: bool = True
+) -> None:
     """Replace `path` with `data`, all or nothing. `durable=False` skips the fsyncs: still
-    never torn, but the last write may be lost in a power cut (for advisory files)."""
+    never torn, but the last write may be lost in a power cut (for advisory files).
+    `sync_dir=False` keeps the data fsync but leaves the folder's to a later rename of this
+    file that syncs it (a staged result, published by `ManifestStore.publish`)."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
@@ -50,16 +54,16 @@ def write_atomic(path: Path, data: bytes | str, *, durable: bool = True) -> None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    if durable:
+    if durable and sync_dir:
         fsync_dir(path.parent)
 
 
 def write_json_atomic(
-    path: Path, data: Any, *, indent: int | None = 2, durable: bool = True
+    path: Path, data: Any, *, indent: int | None = 2, durable: bool = True, sync_dir: bool = True
 ) -> None:
     # indent=None lets json use its C encoder: several times faster for the manifest.
     text = json.dumps(data, ensure_ascii=False, indent=indent)
-    write_atomic(path, text + "\n", durable=durable)
+    write_atomic(path, text + "\n", durable=durable, sync_dir=sync_dir)
 
 
 def fsync_dir(folder: Path) -> None:

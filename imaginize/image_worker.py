@@ -84,7 +84,7 @@ def work_on_image(
     stem = image_stem(chapter, scene)
     folder = Path(spec.out_dir) / IMAGES_DIR
     staged = folder / f".{stem}.{claim.token}.{ext}"
-    write_atomic(staged, data)
+    write_atomic(staged, data, sync_dir=False)  # publishing renames it and syncs the folder
     record = ImageRecord(scene, f"{IMAGES_DIR}/{stem}.{ext}", prompt, model, job.generator.size)
     lost = job.store.publish_image(
         claim.number, claim.token, staged, folder / f"{stem}.{ext}", record

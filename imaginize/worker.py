@@ -278,7 +278,7 @@ def _work_on(job: _Job, chapter: Chapter, claim: mf.Claim, worker_id: str, sink:
         record_failure(store, claim, spec.max_attempts, exc, sink)
         return False
     staged = Path(spec.out_dir) / CHAPTERS_DIR / f".{number:03d}.{token}.json"
-    write_json_atomic(staged, result.to_json())
+    write_json_atomic(staged, result.to_json(), sync_dir=False)  # publish syncs the folder
     if not store.publish(number, token, staged, result.usage.total_tokens):
         sink(Notice(f"chapter {number}: claim {token} was taken over; result discarded"))
         return False
