@@ -141,27 +141,10 @@ class ImageStore(ManifestStore):
         units = self._expected(unit_parts(unit)[0])
         return units is not None and unit not in {n for n, _ in units}
 
-    def fail(
-        self,
-        number: int,
-        token: int,
-        error: str,
-        *,
-        retryable: bool = False,
-        retry_at: float | None = None,
-    ) -> bool:
-        """Mark the claimed unit failed; a unit whose scene is gone from its chapter's result
-        is dropped instead, as the chapter's sync would have dropped it."""
-
-        def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
-            updated, ok = mf.fail(
-                current, number, token, self.clock(), error, retryable=retryable, retry_at=retry_at
-            )
-            if ok and self._scene_gone(number):
-                updated = _without(updated, number)
-            return updated, ok
-
-        return self.transact(change)
+    def _after_failure(self, manifest: mf.Manifest, number: int) -> mf.Manifest:
+        """A unit whose scene is gone from its chapter's result is dropped, as the chapter's
+        sync would have dropped it."""
+        return _without(manifest, number) if self._scene_gone(number) else manifest
 
     def publish_image(
         self, number: int, token: int, staged: Path, final: Path, record: ImageRecord

@@ -259,11 +259,17 @@ class ManifestStore:
         retryable: bool = False,
         retry_at: float | None = None,
     ) -> bool:
-        return self.transact(
-            lambda m: mf.fail(
-                m, number, token, self.clock(), error, retryable=retryable, retry_at=retry_at
+        def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
+            updated, ok = mf.fail(
+                current, number, token, self.clock(), error, retryable=retryable, retry_at=retry_at
             )
-        )
+            return (self._after_failure(updated, number) if ok else updated), ok
+
+        return self.transact(change)
+
+    def _after_failure(self, manifest: mf.Manifest, number: int) -> mf.Manifest:
+        """What else a failure changes, for units with more rules (see ImageStore)."""
+        return manifest
 
     def release(self, number: int, token: int) -> bool:
         return self.transact(lambda m: mf.release(m, number, token))
