@@ -375,30 +375,39 @@ def owned(manifest: Manifest, number: int, token: int) -> Entry | None:
     return None
 
 
-def heartbeat(manifest: Manifest, number: int, token: int, now: float) -> tuple[Manifest, bool]:
+def _fenced(
+    manifest: Manifest, number: int, token: int, change: Callable[[Entry], Entry]
+) -> tuple[Manifest, bool]:
+    """Apply `change` to the entry only while claim `token` holds it: every fenced
+    transition (heartbeat, complete, fail, release) goes through here."""
     entry = owned(manifest, number, token)
     if entry is None:
         return manifest, False
-    return manifest.with_entry(replace(entry, heartbeat_at=now)), True
+    return manifest.with_entry(change(entry)), True
+
+
+def heartbeat(manifest: Manifest, number: int, token: int, now: float) -> tuple[Manifest, bool]:
+    return _fenced(manifest, number, token, lambda e: replace(e, heartbeat_at=now))
 
 
 def complete(
     manifest: Manifest, number: int, token: int, now: float, tokens: int = 0
 ) -> tuple[Manifest, bool]:
-    entry = owned(manifest, number, token)
-    if entry is None:
-        return manifest, False
-    done = replace(
-        entry,
-        status=Status.COMPLETED,
-        owner=None,
-        completed_at=now,
-        error=None,
-        retryable=False,
-        retry_at=None,
-        tokens=tokens,
+    return _fenced(
+        manifest,
+        number,
+        token,
+        lambda e: replace(
+            e,
+            status=Status.COMPLETED,
+            owner=None,
+            completed_at=now,
+            error=None,
+            retryable=False,
+            retry_at=None,
+            tokens=tokens,
+        ),
     )
-    return manifest.with_entry(done), True
 
 
 def fail(
@@ -411,27 +420,29 @@ def fail(
     retryable: bool = False,
     retry_at: float | None = None,
 ) -> tuple[Manifest, bool]:
-    entry = owned(manifest, number, token)
-    if entry is None:
-        return manifest, False
-    failed = replace(
-        entry,
-        status=Status.FAILED,
-        owner=None,
-        error=error,
-        retryable=retryable,
-        retry_at=retry_at if retryable else None,
+    return _fenced(
+        manifest,
+        number,
+        token,
+        lambda e: replace(
+            e,
+            status=Status.FAILED,
+            owner=None,
+            error=error,
+            retryable=retryable,
+            retry_at=retry_at if retryable else None,
+        ),
     )
-    return manifest.with_entry(failed), True
 
 
 def release(manifest: Manifest, number: int, token: int) -> tuple[Manifest, bool]:
     """Give an unfinished claim back (Ctrl-C): the attempt does not count."""
-    entry = owned(manifest, number, token)
-    if entry is None:
-        return manifest, False
-    back = replace(entry, status=Status.PENDING, owner=None, attempts=max(0, entry.attempts - 1))
-    return manifest.with_entry(back), True
+    return _fenced(
+        manifest,
+        number,
+        token,
+        lambda e: replace(e, status=Status.PENDING, owner=None, attempts=max(0, e.attempts - 1)),
+    )
 
 
 def retry_failed(manifest: Manifest, numbers: Iterable[int] | None = None) -> Manifest:
