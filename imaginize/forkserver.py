@@ -1,6 +1,12 @@
 """The process that forks workers: a multiprocessing forkserver that has imported what
 workers need (see `preload.py`) once, so a new worker is ready in milliseconds instead of
-importing `openai` for a second or more. Falls back to spawn where there is no forkserver."""
+importing for a second or more. Falls back to spawn where there is no forkserver.
+
+What it preloads depends on the analyzer: `openai` alone takes about a second to import, which
+a run of the offline analyzer never needs. The first `context()` or `warm_up()` call of a
+process starts the server and so decides; a worker that finds a module missing imports it
+itself (slower, never wrong).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +15,31 @@ import signal
 import threading
 from multiprocessing.context import BaseContext
 
-# Modules the forkserver imports before forking; benchmarks append to this list in place.
+# Modules every worker needs, imported first; benchmarks append to this list in place.
 PRELOAD = ["imaginize.preload"]
+# What each analyzer adds.
+OFFLINE_PRELOAD = ["imaginize.analysis.offline"]
+SERVER_PRELOAD = ["imaginize.preload_openai"]
 
 
-def context() -> BaseContext:
+def context(server: bool = True) -> BaseContext:
+    """The start method for workers. `server`: whether they will call a server (preload
+    `openai`) or run the offline analyzer."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         chosen = multiprocessing.get_context("forkserver")
-        chosen.set_forkserver_preload(PRELOAD)
+        extra = SERVER_PRELOAD if server else OFFLINE_PRELOAD
+        # The shared list first: instrumentation appended there patches the worker module.
+        chosen.set_forkserver_preload([PRELOAD[0], *extra, *PRELOAD[1:]])
         return chosen
     return multiprocessing.get_context("spawn")
 
 
-def warm_up() -> None:
+def warm_up(server: bool = True) -> None:
     """Start the forkserver now (it imports in the background) so that it is ready by the
     time the book is parsed and the first worker is wanted."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return
-    context()
+    context(server)
     from multiprocessing import forkserver
 
     if threading.current_thread() is not threading.main_thread():

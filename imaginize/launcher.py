@@ -72,7 +72,7 @@ class Launcher:
         self.autoscaler = autoscaler
         self.sink = self._observe if autoscaler else sink
         self._outer_sink = sink
-        self._context = context()
+        self._context = context(any(spec.provider.kind is ProviderKind.OPENAI for spec, _ in jobs))
         self.watch_interval = watch_interval
         self.stores = [
             ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime) for spec, _ in jobs

@@ -1,19 +1,15 @@
-"""Imported once by the forkserver, before it forks any worker: everything a worker would
-otherwise import on its first claim or its first request (inside a pacer slot, where the delay
-counts against the server's rate window)."""
+"""Imported once by the forkserver, before it forks any worker: what every worker needs,
+whatever its analyzer (`forkserver.py` adds the analyzer's own modules)."""
 
 from __future__ import annotations
 
-import openai
+import atexit
+import os
 
-import imaginize.analysis.offline
-import imaginize.analysis.openai_chat
-import imaginize.analysis.openai_images
 import imaginize.worker  # noqa: F401  (imported for its side effect: loaded modules)
 
-# A client's resources and its HTTP stack load lazily on first use; building one here (no
-# connection is made) loads them into the server, and every forked worker inherits them.
-_client = openai.OpenAI(api_key="preload", base_url="http://127.0.0.1:9/v1", max_retries=0)
-_client.chat.completions  # noqa: B018
-_client.images  # noqa: B018
-del _client
+# The forkserver ends when the process that started it does, and a normal interpreter exit
+# would spend ~0.3 s tearing down the modules it loaded while still holding that process's
+# stdout and stderr: anyone reading them through a pipe would wait for it. It has nothing to
+# flush. (Workers forked from it leave through os._exit and never run this.)
+atexit.register(os._exit, 0)

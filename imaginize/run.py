@@ -160,7 +160,7 @@ def run_book(
     book_path = Path(book_path)
     here = options.in_process or analyzer is not None
     if not here:
-        warm_up()  # its imports overlap with parsing the book
+        warm_up(_calls_server(options))  # its imports overlap with parsing the book
     job = _prepare(book_path, Path(options.out_dir or default_out_dir(book_path)), options, sink)
     try:
         if here:
@@ -184,7 +184,7 @@ def run_books(
     the others go on.
     """
     options = options or RunOptions()
-    warm_up()
+    warm_up(_calls_server(options))
     jobs: list[_Prepared] = []
     skipped: dict[Path, str] = {}
     books = expand_books(paths)
@@ -208,6 +208,10 @@ def run_books(
     library = LibraryFinished(tuple(finished), skipped)
     sink(library)
     return library
+
+
+def _calls_server(options: RunOptions) -> bool:
+    return options.provider.kind is ProviderKind.OPENAI
 
 
 def library_out_dirs(books: list[Path], out_dir: Path | None) -> list[Path]:

@@ -1,0 +1,17 @@
+"""Preloaded by the forkserver for runs that call a server: `openai` and a built client,
+everything a worker would otherwise import on its first request (inside a pacer slot, where
+the delay counts against the server's rate window)."""
+
+from __future__ import annotations
+
+import openai
+
+import imaginize.analysis.openai_chat
+import imaginize.analysis.openai_images  # noqa: F401
+
+# A client's resources and its HTTP stack load lazily on first use; building one here (no
+# connection is made) loads them into the server, and every forked worker inherits them.
+_client = openai.OpenAI(api_key="preload", base_url="http://127.0.0.1:9/v1", max_retries=0)
+_client.chat.completions  # noqa: B018
+_client.images  # noqa: B018
+del _client
