@@ -4,14 +4,14 @@ the delay counts against the server's rate window)."""
 
 from __future__ import annotations
 
-import openai
-
 import imaginize.analysis.openai_chat
 import imaginize.analysis.openai_images  # noqa: F401
+from imaginize.analysis import openai_client
 
-# A client's resources and its HTTP stack load lazily on first use; building one here (no
-# connection is made) loads them into the server, and every forked worker inherits them.
-_client = openai.OpenAI(api_key="preload", base_url="http://127.0.0.1:9/v1", max_retries=0)
+# A client's resources load lazily on first use, and its HTTP client (with its TLS context) is
+# shared by the process: building one here (no connection is made) loads them into the server,
+# and every forked worker inherits them.
+_client = openai_client.build("preload", "http://127.0.0.1:9/v1", 10.0)
 _client.chat.completions  # noqa: B018
 _client.images  # noqa: B018
 del _client

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import openai
-
+from imaginize.analysis import openai_client
 from imaginize.analysis.openai_errors import StatusError, call
 from imaginize.analysis.prompt import chapter_messages, repair_messages
 from imaginize.analysis.reply import ReplyError, parse_reply
@@ -35,9 +34,7 @@ class OpenAIAnalyzer:
         pacer: Pacer | None = None,
     ) -> None:
         self.model = model
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
-        )
+        self._client = openai_client.build(api_key, base_url, timeout)
         # Built on first use otherwise, which would happen inside the first pacer slot.
         self._completions = self._client.chat.completions
         self._max_output_tokens = max_output_tokens

@@ -7,8 +7,7 @@ import base64
 import binascii
 from typing import Any
 
-import openai
-
+from imaginize.analysis import openai_client
 from imaginize.analysis.openai_errors import StatusError, call
 from imaginize.errors import ProviderError
 from imaginize.pacing import Pacer
@@ -33,9 +32,7 @@ class ImageGenerator:
         self.size = size or "1024x1024"
         self._quality = quality
         self._pacer = pacer
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
-        )
+        self._client = openai_client.build(api_key, base_url, timeout)
 
     def generate(self, prompt: str) -> bytes:
         """The image's bytes, as the server sent them (PNG, JPEG or WebP)."""
