@@ -6,11 +6,12 @@
 `python -m imaginize.worker` programs any more: the launcher forks them from a
 `multiprocessing` forkserver, a fresh interpreter that imports `forkserver.PRELOAD` and then
 forks one child per worker, so patches made in the CLI process never reach them. `cli`
-therefore appends `benchmarks.instrument_worker` to `forkserver.PRELOAD` before the forkserver
-starts (`run_book` starts it via `warm_up()`, after this has run): the forkserver imports it
-next to `imaginize.worker`, that import patches the modules already loaded there, and every
-worker forked afterwards inherits the patched functions. (The forkserver ignores a preload
-module that fails to import, so speedup.py checks that worker events did arrive.)
+therefore appends `benchmarks.instrument_worker` to `forkserver.PRELOAD` and then starts the
+forkserver itself before the CLI's imports, as the console entry does: the forkserver imports
+it after `imaginize.worker` and the analyzer's modules, that import patches the modules
+already loaded there, and every worker forked afterwards inherits the patched functions.
+(The forkserver ignores a preload module that fails to import, so speedup.py checks that
+worker events did arrive.)
 
 Every process appends its events to the timings file as JSON lines (one write per process,
 at exit; a worker writes when `process_main` returns, since forkserver children leave with
@@ -27,9 +28,9 @@ Patched, by wrapping (the wrapped code runs unchanged):
   ("make_analyzer"), each `Analyzer.analyze` ("analyze": the HTTP round trip plus reply
   checks), each idle sleep of the worker loop ("idle_sleep"), the end of `run_jobs`
   ("worker_done");
-- launcher: `warm_up` ("warm_up": starting the forkserver), each worker start ("spawn", with
-  the worker id) and each worker seen gone ("reaped"); run_book's `read_book` and `_finish`
-  (guides); "start"/"imported"/"exit" for the CLI process.
+- launcher: `warm_up` ("warm_up": starting the forkserver, from `main` here), each worker
+  start ("spawn", with the worker id) and each worker seen gone ("reaped"); run_book's
+  `read_book` and `_finish` (guides); "start"/"imported"/"exit" for the CLI process.
 """
 
 from __future__ import annotations
@@ -238,6 +239,14 @@ def main(argv: list[str]) -> int:
     record("start", T_START)
     code = 1
     try:
+        # As the console entry does (`imaginize.entry`): the forkserver starts before the CLI's
+        # imports, with the preload the run's analyzer wants, and this patch appended.
+        from imaginize import entry as console
+        from imaginize import forkserver
+
+        if WORKER_PATCH not in forkserver.PRELOAD:
+            forkserver.PRELOAD.append(WORKER_PATCH)
+        _timed("warm_up", forkserver.warm_up)(console.calls_server(rest, os.environ))
         from imaginize.cli import main as entry
 
         record("imported", time.monotonic())
