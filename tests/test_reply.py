@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imaginize.analysis.reply import QuoteFinder, ReplyError, extract_json_object, parse_reply
 from imaginize.model import ElementKind, Usage
@@ -116,6 +118,40 @@ def test_quote_finder_rejects_invented_and_tiny_quotes() -> None:
 
 def test_quote_finder_handles_leading_whitespace_in_the_text() -> None:
     assert QuoteFinder("\n\n  Once upon a time.").find("Once upon") == "Once upon"
+
+
+FOLDS = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2014": "-", "\u2013": "-"}
+
+
+def reference_find(text: str, quote: str) -> str | None:
+    """The rule spelt out one character at a time: fold quote marks and dashes, collapse each
+    run of blanks to one space, find the quote's folded form, give back the book's own span."""
+    folded, origin = [], []
+    for index, char in enumerate(text):
+        if char.isspace():
+            if folded and folded[-1] != " ":
+                folded.append(" ")
+                origin.append(index)
+            continue
+        folded.append(FOLDS.get(char, char))
+        origin.append(index)
+    needle = " ".join("".join(FOLDS.get(c, c) for c in quote).split()).strip(" \"'")
+    at = "".join(folded).find(needle)
+    if len(needle) < 3 or at == -1:
+        return None
+    return text[origin[at] : origin[at + len(needle) - 1] + 1]
+
+
+BOOKISH = st.sampled_from(list("ab c.*?(\\\n\t\u00a0'\"-\u2018\u2019\u201c\u201d\u2013\u2014"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(BOOKISH, max_size=60), st.data())
+def test_quote_finder_agrees_with_the_rule_spelt_out(text: str, data: st.DataObject) -> None:
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, len(text)))
+    quote = data.draw(st.one_of(st.just(text[start:end]), st.text(BOOKISH, max_size=12)))
+    assert QuoteFinder(text).find(quote) == reference_find(text, quote)
 
 
 # -- parse_reply -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ stands in the book is kept, so a guide never shows words the author did not writ
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -34,7 +35,12 @@ _KIND_SYNONYMS = {
     "thing": ElementKind.ITEM,
     "artifact": ElementKind.ITEM,
 }
-_FOLD = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2014": "-", "\u2013": "-"}
+_FOLD = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2014": "-", "\u2013": "-"}
+)
+# What a folded character of a quote stands for in the book. Python's \s is str.isspace(),
+# the blanks str.split() splits on.
+_LOOSE = {" ": r"\s+", "'": "['\u2018\u2019]", '"': '["\u201c\u201d]', "-": "[-\u2013\u2014]"}
 
 Text = Annotated[str, Field(default="")]
 
@@ -114,33 +120,18 @@ class QuoteFinder:
 
     def __init__(self, text: str) -> None:
         self._text = text
-        chars: list[str] = []
-        origin: list[int] = []
-        in_space = False
-        for index, char in enumerate(text):
-            if char.isspace():
-                if not in_space and chars:
-                    chars.append(" ")
-                    origin.append(index)
-                in_space = True
-                continue
-            in_space = False
-            chars.append(_FOLD.get(char, char))
-            origin.append(index)
-        self._folded = "".join(chars)
-        self._origin = origin
 
     def find(self, quote: str) -> str | None:
         """The passage as written in the book, or None when the quote is not in it."""
-        needle = " ".join("".join(_FOLD.get(c, c) for c in quote).split())
+        needle = " ".join(quote.translate(_FOLD).split())
         needle = needle.strip(" \"'")
         if len(needle) < 3:
             return None
-        at = self._folded.find(needle)
-        if at == -1:
-            return None
-        end = self._origin[at + len(needle) - 1] + 1
-        return self._text[self._origin[at] : end]
+        # Searched for in the text as written, so that the match is the passage itself: no
+        # folded copy of the chapter and no map back from it to build for every reply.
+        pattern = "".join(_LOOSE.get(char) or re.escape(char) for char in needle)
+        found = re.search(pattern, self._text)
+        return found.group() if found else None
 
 
 def parse_reply(reply: str, text: str, scenes_wanted: int, usage: Usage) -> Analysis:
