@@ -15,11 +15,11 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -474,6 +474,87 @@ def test_from_json_names_the_bad_field() -> None:
         Manifest.from_json(data)
     with pytest.raises(ValueError, match=r"^status: must be one of pending, in_progress"):
         Entry.from_json({"number": 1, "title": "A", "status": "paused"})
+
+
+# Values of every kind a damaged or hand-edited manifest may hold where an entry field goes,
+# the edges each check is about first.
+EDGES = [None, True, False, 0, -1, 1, 0.0, -1.5, 2**63, 2**1100, "", "pending", "paused", [], {}]
+EDGES += [float("inf"), float("-inf"), float("nan")]
+ANY_VALUE = st.one_of(
+    st.sampled_from(EDGES),
+    st.integers(),
+    st.floats(),  # inf, -inf and nan among them
+    st.text(max_size=3),
+    st.lists(st.integers(), max_size=2),
+)
+ENTRY_KEYS = list(Entry(1, "x").to_json())
+
+
+@st.composite
+def entry_like(draw: st.DrawFn) -> object:
+    """A chapter entry as written, with some fields dropped, changed to another kind, or
+    added; sometimes not an object at all."""
+    if draw(st.integers(0, 20)) == 0:
+        return draw(ANY_VALUE)
+    base = mixed().entry(draw(st.integers(1, 5))).to_json()
+    for key in draw(st.lists(st.sampled_from(ENTRY_KEYS), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            del base[key]
+        else:
+            base[key] = draw(ANY_VALUE)
+    if draw(st.integers(0, 5)) == 0:
+        base[draw(st.text(max_size=4))] = draw(ANY_VALUE)
+    return base
+
+
+def test_the_quick_entry_parser_agrees_on_every_edge_of_every_field() -> None:
+    for number in range(1, 6):
+        written = mixed().entry(number).to_json()
+        for key in ENTRY_KEYS:
+            without = {k: v for k, v in written.items() if k != key}
+            check_parsers_agree(without)
+            for value in EDGES:
+                check_parsers_agree({**written, key: value})
+
+
+@settings(max_examples=1500, deadline=None)
+@given(entry_like())
+def test_the_quick_entry_parser_agrees_with_the_careful_one(data: object) -> None:
+    check_parsers_agree(data)
+
+
+def check_parsers_agree(data: object) -> None:
+    """`_plain_entry` (the fast path of every read) only takes what the field-by-field
+    parser takes, and builds the same entry, field types included."""
+    try:
+        careful: Entry | None = mf._checked_entry(data)
+    except ValueError:
+        careful = None
+    quick = mf._plain_entry(data)
+    if quick is not None:
+        assert careful is not None
+        assert vars(quick) == vars(careful)
+        assert [type(v) for v in vars(quick).values()] == [type(v) for v in vars(careful).values()]
+        assert hash(quick) == hash(careful)
+    if careful is None:
+        with pytest.raises(ValueError):
+            Entry.from_json(data)
+    else:
+        assert Entry.from_json(data) == careful
+
+
+def test_the_quick_entry_parser_takes_what_imaginize_writes() -> None:
+    m = replace(mixed(), created_at=1795393200.25, updated_at=1795393260.75)
+    m = mf.heartbeat(m, 4, m.entry(4).token, 1795393281.5)[0]
+    for entry in m.chapters:
+        quick = mf._plain_entry(json.loads(json.dumps(entry.to_json())))
+        assert quick is not None and quick == entry
+        assert set(vars(quick)) == {f.name for f in fields(Entry)}
+    # Whole-second times (a hand edit) take the careful path, with the same result.
+    data = m.entry(4).to_json()
+    data["heartbeatAt"] = 1795393281
+    assert mf._plain_entry(data) is None
+    assert Entry.from_json(data).heartbeat_at == 1795393281.0
 
 
 # --- owners -----------------------------------------------------------------------------------
