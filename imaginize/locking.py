@@ -1,4 +1,5 @@
-"""The manifest lock: a thin wrapper over `filelock.SoftFileLock`.
+"""The locks: the manifest's, a thin wrapper over `filelock.SoftFileLock`, and the pace's, a
+kernel lock.
 
 Guarantees (filelock's, see manifest-format.md): the lock file is created with O_CREAT|O_EXCL
 and records the holder's pid, host and process start token. A waiting process breaks it at
@@ -10,6 +11,10 @@ Limits: age-based expiry can overlap a holder that is alive but frozen for longe
 `lifetime` (a stopped process, a suspended laptop). imaginize's critical sections last
 milliseconds, so the default 10 minutes makes that a holder that is not making progress anyway.
 A holder on another host is never judged dead, only aged out.
+
+The request pace (`pacing.py`) is advice, not a record of work, and its critical sections are
+taken twice per request, so it uses the cheaper `filelock.FileLock` (flock on POSIX): the
+kernel releases it when its holder dies, so it is never stale and never needs breaking.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import SoftFileLock, SoftFileLockLifetimeWarning, Timeout
+from filelock import BaseFileLock, FileLock, SoftFileLock, SoftFileLockLifetimeWarning, Timeout
 
 from imaginize.errors import LockTimeout
 
@@ -36,6 +41,13 @@ def manifest_lock(path: Path, lifetime: float = DEFAULT_LOCK_LIFETIME) -> SoftFi
         return SoftFileLock(
             path, lifetime=lifetime, poll_interval=POLL_INTERVAL, thread_local=False
         )
+
+
+def pace_lock(path: Path) -> FileLock:
+    # Thread-local (filelock's default): each thread opens its own descriptor, and flock
+    # excludes descriptors of one process from each other, so an abandoned analysis thread
+    # still finishing its request and the next one cannot share the critical section.
+    return FileLock(path, poll_interval=POLL_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -70,10 +82,16 @@ def break_lock(path: Path) -> bool:
     return True
 
 
-def acquire(lock: SoftFileLock, timeout: float) -> None:
+def acquire(lock: BaseFileLock, timeout: float) -> None:
     try:
         lock.acquire(timeout=timeout)
     except Timeout:
+        if not isinstance(lock, SoftFileLock):
+            # A kernel lock records no holder and dies with it: someone alive is holding it.
+            raise LockTimeout(
+                f"{lock.lock_file}: could not take the lock in {timeout:g}s "
+                "(held by another running process)"
+            ) from None
         holder = lock_holder(Path(lock.lock_file))
         detail = holder.describe() if holder else "held by another process"
         raise LockTimeout(

@@ -2,9 +2,10 @@
 
 The pace is kept in a small JSON file (`.imaginize.rate.json`) in a folder of its own for each
 API key and server (`pace_dir`: under the user's cache folder), changed only under its own lock
-file, so N processes in M terminals, on one book or many, together send no faster than one
-limit allows. Before each request a worker reserves the next free send time ("slot") and sleeps
-outside the lock until then; a 429 writes a pause that every worker honours.
+(a kernel lock on `.imaginize.pace.lock`, see `locking.py`), so N processes in M terminals, on
+one book or many, together send no faster than one limit allows. Before each request a worker
+reserves the next free send time ("slot") and sleeps outside the lock until then; a 429 writes a
+pause that every worker honours.
 
 Limits, whichever is strictest:
 - batches: up to `batch_size` sends form a batch; the next batch starts no sooner than
@@ -36,11 +37,13 @@ from typing import Any
 
 from imaginize import cancel
 from imaginize.atomic import write_json_atomic
-from imaginize.locking import acquire, manifest_lock
+from imaginize.locking import acquire, pace_lock
 from imaginize.manifest import owner_id, owner_is_dead
 
 RATE_NAME = ".imaginize.rate.json"
-RATE_LOCK_NAME = ".imaginize.rate.lock"
+# Not the `.imaginize.rate.lock` of earlier versions, which was a SoftFileLock marker: an
+# older imaginize would take the kernel lock's file, left in place, for a held marker.
+PACE_LOCK_NAME = ".imaginize.pace.lock"
 
 
 def pace_dir(base_url: str | None, api_key: str, env: dict[str, str] | None = None) -> Path:
@@ -199,7 +202,7 @@ class Pacer:
         self.limits = limits
         self._clock = clock
         self._sleep = sleep
-        self._lock = manifest_lock(Path(folder) / RATE_LOCK_NAME)
+        self._lock = pace_lock(Path(folder) / PACE_LOCK_NAME)
         self._lock_timeout = lock_timeout
 
     def read(self) -> PaceState:

@@ -8,10 +8,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from imaginize.errors import LockTimeout
 from imaginize.manifest import owner_is_dead
 from imaginize.pacing import Limits, Pacer, PaceState, Tier, finish, next_send_time, pause, reserve
 
@@ -155,3 +158,68 @@ def test_a_place_held_by_a_dead_process_is_freed_at_once(tmp_path: Path) -> None
     pacer.path.write_text(json.dumps(stale.to_json()))
     with pacer.slot():
         pass
+
+
+HOLD_PACE_LOCK = """
+import sys, time
+from pathlib import Path
+from imaginize.pacing import Limits, Pacer
+pacer = Pacer(Path(sys.argv[1]), Limits(batch_size=1, batch_delay=0.0))
+pacer._lock.acquire()
+(Path(sys.argv[1]) / "held").touch()
+time.sleep(60)
+"""
+
+
+def test_the_pace_lock_of_a_killed_holder_is_free_at_once(tmp_path: Path) -> None:
+    """The pace lock is a kernel lock: a worker killed inside a pace transaction (kill -9,
+    nothing cleaned up) leaves no lock behind for the others to wait out or break."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_PACE_LOCK, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "held").exists():
+            assert holder.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        pacer = Pacer(tmp_path, Limits(batch_size=1, batch_delay=0.0), lock_timeout=0.3)
+        with pytest.raises(LockTimeout, match="held by another running process"):
+            pacer.pause(1.0, "while held")
+        holder.kill()
+        holder.wait()
+        started = time.monotonic()
+        pacer.pause(1.0, "after the kill")
+        assert time.monotonic() - started < 0.3
+        assert pacer.read().pause_reason == "after the kill"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_threads_of_one_process_take_the_pace_lock_in_turn(tmp_path: Path) -> None:
+    """An analysis thread abandoned at its deadline may still be giving its slot back while
+    the next chapter's thread asks for one, through the same Pacer."""
+    pacer = Pacer(tmp_path, Limits(batch_size=1000, batch_delay=0.0))
+    inside = threading.Event()
+    let_go = threading.Event()
+    order: list[str] = []
+
+    def hold(state: PaceState) -> tuple[PaceState, None]:
+        inside.set()
+        let_go.wait(10)
+        order.append("first out")
+        return state, None
+
+    first = threading.Thread(target=pacer._update, args=(hold,))
+    first.start()
+    assert inside.wait(10)
+
+    def second() -> None:
+        pacer._update(lambda s: (order.append("second in"), (s, None))[1])
+
+    other = threading.Thread(target=second)
+    other.start()
+    time.sleep(0.2)
+    assert order == []  # the second thread waits for the first to leave
+    let_go.set()
+    first.join(10)
+    other.join(10)
+    assert order == ["first out", "second in"]
