@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.source import REPO_ROOT, describe, exported, pythonpath
+from benchmarks.source import describe, exported, pythonpath
 
 SOURCE_ENV = "IMAGINIZE_BENCH_SOURCE"
 
@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             env = {**os.environ, "PYTHONPATH": pythonpath(src), SOURCE_ENV: describe(args.snapshot)}
             command = [sys.executable, "-m", "benchmarks.txn_profile"]
             command += ["--chapters", str(args.chapters), "--cycles", str(args.cycles)]
-            return subprocess.run(command, env=env, cwd=REPO_ROOT).returncode
+            # Not from the repo: `python -m` puts the working folder first on sys.path,
+            # ahead of PYTHONPATH, and the working tree's imaginize would be measured.
+            return subprocess.run(command, env=env, cwd=src).returncode
     print(os.environ.get(SOURCE_ENV) or describe(None))
     with tempfile.TemporaryDirectory(prefix="imaginize-txn-") as tmp:
         profile(args.chapters, args.cycles, Path(tmp))
