@@ -60,7 +60,9 @@ class PlainProgress:
         self._verbose = verbose
         # Per book, keyed by title ("" when the run has one book and events do not name it).
         self._total: dict[str, int] = {}
-        self._seen: dict[str, int] = {}
+        # Chapters reported per book: one redone meanwhile (--force in another terminal) or
+        # failed and then retried counts once, so the count never passes the total.
+        self._seen: dict[str, set[int]] = {}
         self._perf_at: dict[str, int] = {}
         self._last_progress: dict[str, BookProgress] = {}
 
@@ -90,11 +92,12 @@ class PlainProgress:
             case ChapterStarted():
                 return None
             case ChapterSkipped():
-                return f"{self._count(event.book)} chapter {event.number}: {event.reason}"
+                count = self._count(event.book, event.number)
+                return f"{count} chapter {event.number}: {event.reason}"
             case ChapterFinished():
                 r = event.result
                 return (
-                    f"{self._count(event.book)} chapter {r.chapter} {r.title!r}: "
+                    f"{self._count(event.book, r.chapter)} chapter {r.chapter} {r.title!r}: "
                     f"{_count(len(r.scenes), 'scene')}, {_count(len(r.elements), 'element')} "
                     f"({event.seconds:.1f}s)"
                 )
@@ -106,7 +109,8 @@ class PlainProgress:
                     f"retrying in {event.wait:.1f}s"
                 )
             case ChapterFailed():
-                return f"{self._count(event.book)} chapter {event.number} FAILED: {event.reason}"
+                count = self._count(event.book, event.number)
+                return f"{count} chapter {event.number} FAILED: {event.reason}"
             case BookProgress():
                 self._last_progress[event.book] = event
                 if event.done >= self._perf_at.get(event.book, 0) + PERF_EVERY:
@@ -126,10 +130,11 @@ class PlainProgress:
                 return summary
         return None
 
-    def _count(self, book: str) -> str:
-        """`[seen/total]` for this book, counting this event."""
-        self._seen[book] = self._seen.get(book, 0) + 1
-        return f"[{self._seen[book]}/{self._total.get(book, '?')}]"
+    def _count(self, book: str, number: int) -> str:
+        """`[seen/total]` for this book, counting this event's chapter."""
+        seen = self._seen.setdefault(book, set())
+        seen.add(number)
+        return f"[{len(seen)}/{self._total.get(book, '?')}]"
 
 
 def _count(n: int, noun: str) -> str:
