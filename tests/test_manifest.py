@@ -705,7 +705,10 @@ class ManifestMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(w.alive for w in self.workers))
     @rule(data=st.data(), only=st.none() | st.sets(st.integers(1, CHAPTERS), max_size=2))
     def claim(self, data: st.DataObject, only: set[int] | None) -> None:
-        w = data.draw(st.sampled_from(self.live_workers()))
+        self.take(data.draw(st.sampled_from(self.live_workers())), only)
+
+    def take(self, w: Worker, only: set[int] | None) -> mf.Claim | None:
+        """`claim` by `w`, checked against the model."""
         before = self.m
         expected = self.model_claim(w.owner, only)
         self.m, got = mf.claim(
@@ -720,7 +723,7 @@ class ManifestMachine(RuleBasedStateMachine):
         if expected is None:
             assert got is None
             assert self.m.next_token == before.next_token
-            return
+            return None
         assert got is not None and got.number == expected
         assert all(got.token > t for t in self.tokens_issued)
         assert got.token == self.model[expected].token
@@ -728,6 +731,7 @@ class ManifestMachine(RuleBasedStateMachine):
         self.tokens_issued.append(got.token)
         self.all_claims.append((got.number, got.token))
         w.held[got.number] = got.token
+        return got
 
     def pick_held(self, data: st.DataObject) -> tuple[Worker, int, int]:
         w = data.draw(st.sampled_from([w for w in self.live_workers() if w.held]))
@@ -757,7 +761,10 @@ class ManifestMachine(RuleBasedStateMachine):
     @precondition(any_held)
     @rule(data=st.data(), tokens=st.integers(0, 5000))
     def complete(self, data: st.DataObject, tokens: int) -> None:
-        w, n, token = self.pick_held(data)
+        self.finish(*self.pick_held(data), tokens)
+
+    def finish(self, w: Worker, n: int, token: int, tokens: int) -> bool:
+        """`complete` of `w`'s claim on `n`, checked against the model."""
         before = self.m
         self.m, ok = mf.complete(self.m, n, token, self.now, tokens)
         del w.held[n]
@@ -765,6 +772,35 @@ class ManifestMachine(RuleBasedStateMachine):
             self.model[n] = replace(self.model[n], status=Status.COMPLETED, owner=None)
             self.ever_completed.add(n)
             assert self.m.entry(n).tokens == tokens
+        return ok
+
+    @precondition(any_held)
+    @rule(
+        data=st.data(),
+        tokens=st.integers(0, 5000),
+        only=st.none() | st.sets(st.integers(1, CHAPTERS), max_size=2),
+    )
+    def complete_and_claim(self, data: st.DataObject, tokens: int, only: set[int] | None) -> None:
+        """A publish that takes the worker's next chapter (`ManifestStore.publish_and_claim`):
+        its complete, fenced as ever (a claim taken over completes nothing), then a claim by
+        the same worker, applied together as one critical section does."""
+        w, n, token = self.pick_held(data)
+        together, ok, got = mf.complete_and_claim(
+            self.m,
+            n,
+            token,
+            self.now,
+            tokens,
+            w.owner,
+            lease=SM_LEASE,
+            max_attempts=SM_MAX,
+            is_dead=self.is_dead,
+            wanted=only,
+        )
+        # The model's reading: the complete, then the claim (each checked against it).
+        completed = self.finish(w, n, token, tokens)
+        claimed = self.take(w, only)
+        assert (together, ok, got) == (self.m, completed, claimed)
 
     @precondition(any_held)
     @rule(

@@ -574,6 +574,180 @@ def test_claim_completes_a_stale_claim_whose_result_exists(tmp_path: Path) -> No
     assert store.claim("elsewhere:3:w", lease=LEASE, max_attempts=3, wanted=[1]) is None
 
 
+class Counted:
+    """Counts the store's lock acquisitions and manifest writes."""
+
+    def __init__(self, store: ManifestStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.locks = self.writes = 0
+        locked, write = store.locked, store._write
+
+        @contextmanager
+        def counted_locked() -> Iterator[None]:
+            self.locks += 1
+            with locked():
+                yield
+
+        def counted_write(manifest: mf.Manifest) -> None:
+            self.writes += 1
+            write(manifest)
+
+        monkeypatch.setattr(store, "locked", counted_locked)
+        monkeypatch.setattr(store, "_write", counted_write)
+
+
+def test_publish_and_claim_is_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = joined(tmp_path)
+    first = store.claim("h:1:w", lease=LEASE, max_attempts=3)
+    assert first is not None and first.number == 1
+    counted = Counted(store, monkeypatch)
+    staged = stage(tmp_path, 1, first.token)
+    published, following = store.publish_and_claim(
+        1, first.token, staged, 12, "h:1:w", lease=LEASE, max_attempts=3
+    )
+    assert (counted.locks, counted.writes) == (1, 1)
+    assert published and not staged.exists()
+    assert json.loads(result_path(tmp_path, 1).read_text(encoding="utf-8")) == result_json(1)
+    assert following is not None and following.number == 2 and following.token > first.token
+    assert following.reason == "pending" and following.attempt == 1
+    m = store.read()
+    assert m is not None
+    assert (m.entry(1).status, m.entry(1).tokens) == (mf.Status.COMPLETED, 12)
+    two = m.entry(2)
+    assert (two.status, two.owner, two.token) == (mf.Status.IN_PROGRESS, "h:1:w", following.token)
+    assert m.next_token == following.token + 1
+
+
+def test_publish_and_claim_keeps_to_the_wanted_chapters_and_may_find_none(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    first = store.claim("h:1:w", lease=LEASE, max_attempts=3, wanted=[2, 4])
+    assert first is not None and first.number == 2
+    published, following = store.publish_and_claim(
+        2,
+        first.token,
+        stage(tmp_path, 2, first.token),
+        1,
+        "h:1:w",
+        lease=LEASE,
+        max_attempts=3,
+        wanted=[2, 4],
+    )
+    assert published and following is not None and following.number == 4
+    published, following = store.publish_and_claim(
+        4,
+        following.token,
+        stage(tmp_path, 4, following.token),
+        1,
+        "h:1:w",
+        lease=LEASE,
+        max_attempts=3,
+        wanted=[2, 4],
+    )
+    assert published and following is None
+    m = store.read()
+    assert m is not None
+    assert [e.status for e in m.chapters] == [
+        mf.Status.PENDING,
+        mf.Status.COMPLETED,
+        mf.Status.PENDING,
+        mf.Status.COMPLETED,
+    ]
+
+
+def test_publish_and_claim_after_a_takeover_discards_the_result_and_still_claims(
+    tmp_path: Path,
+) -> None:
+    now = [1000.0]
+    store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
+    store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:2])
+    old = store.claim("elsewhere:1:old", lease=LEASE, max_attempts=3)
+    assert old is not None and old.number == 1
+    now[0] += LEASE + 1
+    new = store.claim("elsewhere:2:new", lease=LEASE, max_attempts=3)
+    assert new is not None and new.number == 1
+    staged = stage(tmp_path, 1, old.token)
+    published, following = store.publish_and_claim(
+        1, old.token, staged, 99, "elsewhere:1:old", lease=LEASE, max_attempts=3
+    )
+    assert published is False and not staged.exists()
+    assert not result_path(tmp_path, 1).exists()
+    assert following is not None and following.number == 2
+    m = store.read()
+    assert m is not None
+    one = m.entry(1)
+    assert (one.status, one.owner, one.token) == (
+        mf.Status.IN_PROGRESS,
+        "elsewhere:2:new",
+        new.token,
+    )
+
+
+def test_publish_and_claim_completes_a_stale_claim_whose_result_exists(tmp_path: Path) -> None:
+    """The "result already on disk" path of `claim` holds for the chained claim too."""
+    now = [1000.0]
+    store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
+    store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:3])
+    dead = store.claim("elsewhere:1:w", lease=LEASE, max_attempts=3)
+    assert dead is not None and dead.number == 1
+    write_json_atomic(result_path(tmp_path, 1), result_json(1, 30, 12))  # then it died
+    now[0] += LEASE + 1
+    mine = store.claim("elsewhere:2:w", lease=LEASE, max_attempts=3, wanted=[2])
+    assert mine is not None and mine.number == 2
+    published, following = store.publish_and_claim(
+        2,
+        mine.token,
+        stage(tmp_path, 2, mine.token),
+        5,
+        "elsewhere:2:w",
+        lease=LEASE,
+        max_attempts=3,
+    )
+    assert published and following is not None and following.number == 3
+    m = store.read()
+    assert m is not None
+    assert (m.entry(1).status, m.entry(1).tokens) == (mf.Status.COMPLETED, 42)
+
+
+def test_publish_and_claim_cut_short_before_its_write_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between renaming its result into place and writing the manifest: the
+    manifest is as before, and whoever takes the chapter over finds the result done."""
+    now = [1000.0]
+    store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
+    store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:2])
+    first = store.claim("elsewhere:1:w", lease=LEASE, max_attempts=3)
+    assert first is not None
+    before = manifest_bytes(tmp_path)
+
+    def killed(manifest: mf.Manifest) -> None:
+        raise KeyboardInterrupt  # stands in for the kill: nothing after it runs
+
+    monkeypatch.setattr(store, "_write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.publish_and_claim(
+            1,
+            first.token,
+            stage(tmp_path, 1, first.token),
+            12,
+            "elsewhere:1:w",
+            lease=LEASE,
+            max_attempts=3,
+        )
+    monkeypatch.undo()
+    assert manifest_bytes(tmp_path) == before
+    assert not (tmp_path / LOCK_NAME).exists()
+    assert result_path(tmp_path, 1).exists()
+    now[0] += LEASE + 1
+    got = ManifestStore(tmp_path, clock=lambda: now[0]).claim(
+        "elsewhere:2:w", lease=LEASE, max_attempts=3
+    )
+    assert got is not None and got.number == 2
+    m = store.read()
+    assert m is not None and m.entry(1).status is mf.Status.COMPLETED
+
+
 def test_claim_reclaims_a_stale_chapter_whose_result_is_corrupt(tmp_path: Path) -> None:
     now = [1000.0]
     store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
