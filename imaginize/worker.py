@@ -1,4 +1,5 @@
 """The worker loop: claim a chapter, analyse it, publish its result, repeat until none is left.
+Publishing a chapter claims the next in the same manifest transaction.
 
 A worker is normally an OS process forked from the launcher's forkserver (`process_main`),
 which receives its books as (spec, Book) pairs pickled, so it neither imports nor parses
@@ -39,7 +40,7 @@ from imaginize.events import (
 from imaginize.image_worker import ImageJob, prepare_images, work_on_image
 from imaginize.images import ImageOptions, unit_parts, wanted_units
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
-from imaginize.model import Book, Chapter
+from imaginize.model import Book
 from imaginize.pacing import Limits, Pacer
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE, analyze_chapter
 from imaginize.providers import ProviderConfig, ProviderKind, make_analyzer
@@ -165,13 +166,15 @@ def run_jobs(
         waits: list[float] = []
         worked = False
         for job in prepared:
-            outcome = _step(job, owner, worker_id, sink, should_stop)
-            if outcome is True:
-                published += 1
-            if outcome is not None and not isinstance(outcome, float):
+            # A chapter's publish takes the book's next chapter in the same transaction only
+            # while every book before this one is settled: that is the chapter the loop would
+            # take next anyway.
+            outcome = _step(job, owner, worker_id, sink, should_stop, chain=not waits)
+            if isinstance(outcome, _Worked):
+                published += outcome.published
                 worked = True
                 break
-            if isinstance(outcome, float):
+            if outcome is not None:
                 waits.append(outcome)
         if worked:
             continue
@@ -181,20 +184,40 @@ def run_jobs(
     return published
 
 
+@dataclass(frozen=True)
+class _Worked:
+    """A step that claimed units, and how many of them it published (not the ones that
+    failed, were lost, or were given back)."""
+
+    published: int
+
+
 def _step(
-    job: _Job, owner: str, worker_id: str, sink: EventSink, should_stop: Callable[[], bool]
-) -> bool | float | None:
+    job: _Job,
+    owner: str,
+    worker_id: str,
+    sink: EventSink,
+    should_stop: Callable[[], bool],
+    *,
+    chain: bool,
+) -> _Worked | float | None:
     """One look at one book: None when it is settled, a wait in seconds when nothing is
-    claimable yet, else whether a unit was published (False: claimed and failed, lost, or
-    given back). Chapters come first; a book's images once their chapters are done."""
+    claimable yet, else what was worked on. Chapters come first, one after another while
+    `chain` lets each publish claim the next; a book's images once its chapters are done."""
     spec = job.spec
     got = _claim_next(job.store, spec, owner, spec.chapters, should_stop)
     if isinstance(got, mf.Claim):
-        if got.reason not in ("pending", "retry"):
-            sink(Notice(f"chapter {got.number}: taken over ({got.reason})"))
-        chapter = next(c for c in job.book.chapters if c.number == got.number)
-        return _work_on(job, chapter, got, worker_id, sink)
-    if got is False or job.images is None:
+        published = 0
+        claim: mf.Claim | None = got
+        while claim is not None:
+            if claim.reason not in ("pending", "retry"):
+                sink(Notice(f"chapter {claim.number}: taken over ({claim.reason})"))
+            done, claim = _work_on(job, claim, owner, worker_id, sink, should_stop, chain=chain)
+            published += done
+        return _Worked(published)
+    if got is False:
+        return _Worked(0)
+    if job.images is None:
         return got
     chapters_wait = got
     if chapters_wait is None and not job.images.synced:
@@ -205,9 +228,9 @@ def _step(
         job.images.synced = True
     image = _claim_next(job.images.store, spec, owner, _drawable(job), should_stop)
     if isinstance(image, mf.Claim):
-        return work_on_image(spec, job.images, image, worker_id, sink)
+        return _Worked(int(work_on_image(spec, job.images, image, worker_id, sink)))
     if image is False:
-        return False
+        return _Worked(0)
     if chapters_wait is None:
         return image  # settled only when the images are too
     return chapters_wait if image is None else min(chapters_wait, image)
@@ -251,9 +274,22 @@ def _claim_next(
     return claim
 
 
-def _work_on(job: _Job, chapter: Chapter, claim: mf.Claim, worker_id: str, sink: EventSink) -> bool:
+def _work_on(
+    job: _Job,
+    claim: mf.Claim,
+    owner: str,
+    worker_id: str,
+    sink: EventSink,
+    should_stop: Callable[[], bool],
+    *,
+    chain: bool,
+) -> tuple[bool, mf.Claim | None]:
+    """Analyse the claimed chapter and publish its result. Whether it was published, and,
+    when `chain` and the worker is not stopping, the book's next chapter, claimed by the
+    publish transaction for this worker to work on next."""
     spec, store, analyzer = job.spec, job.store, job.analyzer
     number, token = claim.number, claim.token
+    chapter = next(c for c in job.book.chapters if c.number == number)
     sink(ChapterStarted(number, chapter.title, worker_id))
     started = time.monotonic()
     beats = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
@@ -276,20 +312,46 @@ def _work_on(job: _Job, chapter: Chapter, claim: mf.Claim, worker_id: str, sink:
         raise
     except Exception as exc:  # the chapter failed; a bug met on it must not end the worker
         record_failure(store, claim, spec.max_attempts, exc, sink)
-        return False
+        return False, None
     staged = Path(spec.out_dir) / CHAPTERS_DIR / f".{number:03d}.{token}.json"
     write_json_atomic(staged, result.to_json(), sync_dir=False)  # publish syncs the folder
-    if not store.publish(number, token, staged, result.usage.total_tokens):
-        sink(Notice(f"chapter {number}: claim {token} was taken over; result discarded"))
-        return False
-    if spec.journal:
-        with open(spec.journal, "a", encoding="utf-8") as journal:
-            journal.write(f"{number} {token} {mf.owner_id(worker_id)}\n")
-    if job.images is not None:
-        # Exactly the scenes of this result: a chapter redone with fewer scenes drops the rest.
-        job.images.store.sync_units([number])
-    sink(ChapterFinished(result, time.monotonic() - started, worker_id))
-    return True
+    following: mf.Claim | None = None
+    try:
+        if chain and not should_stop():
+            published, following = store.publish_and_claim(
+                number,
+                token,
+                staged,
+                result.usage.total_tokens,
+                owner,
+                lease=spec.lease,
+                max_attempts=spec.max_attempts,
+                wanted=spec.chapters,
+            )
+        else:
+            published = store.publish(number, token, staged, result.usage.total_tokens)
+        if published:
+            if spec.journal:
+                with open(spec.journal, "a", encoding="utf-8") as journal:
+                    journal.write(f"{number} {token} {owner}\n")
+            if job.images is not None:
+                # Exactly the scenes of this result: a chapter redone with fewer scenes drops
+                # the rest.
+                job.images.store.sync_units([number])
+            sink(ChapterFinished(result, time.monotonic() - started, worker_id))
+        else:
+            sink(Notice(f"chapter {number}: claim {token} was taken over; result discarded"))
+        if following is not None and should_stop():
+            # Asked to stop meanwhile: a claim it will not work on goes back at once. (If a
+            # stop lands between the two lines, the release below finds it released already.)
+            store.release(following.number, following.token)
+            following = None
+    except BaseException:
+        # Stopped (SIGTERM), or the images' sync failed: the next chapter is not worked on.
+        if following is not None:
+            store.release(following.number, following.token)
+        raise
+    return published, following
 
 
 def _anything_claimable(

@@ -1,20 +1,29 @@
-"""The worker loop's pieces that need no processes: its spec, its idle waits."""
+"""The worker loop without processes: its spec, its idle waits, and the loop itself run in
+this process against real manifests, with a stand-in analyzer."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from imaginize import manifest as mf
+from imaginize.events import ChapterFinished, ChapterStarted
 from imaginize.images import ImageOptions
+from imaginize.model import Analysis, Book, Chapter, Usage
 from imaginize.pacing import Limits
 from imaginize.providers import ProviderConfig, ProviderKind
 from imaginize.store import ManifestStore
-from imaginize.worker import WorkerSpec, _claim_next
+from imaginize.worker import WorkerSpec, _claim_next, run_jobs, run_worker
 
 PROVIDER = ProviderConfig(ProviderKind.OPENAI, "fake", api_key="test", base_url="http://x/v1")
+OFFLINE = ProviderConfig(ProviderKind.OFFLINE, "heuristic")
 
 
 def test_the_spec_crosses_as_json_with_only_what_workers_use() -> None:
@@ -71,3 +80,167 @@ def test_an_idle_worker_waits_for_retries_it_may_still_claim(tmp_path: Path) -> 
     # A retry due soon among the wanted ones is.
     wait = _claim_next(store, spec, mf.owner_id("w1"), (1, 2, 4), lambda: False)
     assert isinstance(wait, float) and 0.04 <= wait <= 0.05
+
+
+# --- the loop, in this process, with a stand-in analyzer ----------------------------------------
+
+
+class Quick:
+    """An analyzer that finds nothing, after `hook(chunk)` (a sleep, a stop request)."""
+
+    provider = "test"
+    model = "none"
+
+    def __init__(self, hook: Callable[[Chapter], None] = lambda chunk: None) -> None:
+        self.hook = hook
+
+    def analyze(self, chunk: Chapter, scenes: int) -> Analysis:
+        self.hook(chunk)
+        return Analysis(scenes=(), elements=(), usage=Usage(3, 4))
+
+
+def make_book(tmp_path: Path, name: str, count: int) -> tuple[WorkerSpec, Book]:
+    out = tmp_path / name
+    chapters = tuple(
+        Chapter(n, f"{name} {n}", f"Wren walked the orchard in {name}, part {n}.")
+        for n in range(1, count + 1)
+    )
+    book = Book(tmp_path / f"{name}.epub", name, "A", "en", chapters)
+    ManifestStore(out).join(
+        book_path=str(book.path),
+        sha256=name * 16,
+        title=name,
+        chapters=[(c.number, c.title) for c in chapters],
+    )
+    spec = WorkerSpec(str(book.path), str(out), OFFLINE, journal=str(tmp_path / "journal"))
+    return spec, book
+
+
+def journal(tmp_path: Path) -> list[tuple[int, int]]:
+    lines = (tmp_path / "journal").read_text(encoding="utf-8").split("\n")
+    return [(int(n), int(t)) for n, t, _owner in (line.split() for line in lines if line)]
+
+
+class Transactions:
+    """Counts every ManifestStore transaction (lock taken), and the chained publishes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.all = 0
+        self.chained: list[tuple[str, int]] = []  # (book folder, chapter published)
+        transact, chained = ManifestStore.transact, ManifestStore.publish_and_claim
+
+        def counted_transact(store: ManifestStore, change: Any) -> Any:
+            self.all += 1
+            return transact(store, change)
+
+        def counted_chained(store: ManifestStore, number: int, *args: Any, **kwargs: Any) -> Any:
+            self.chained.append((store.out_dir.name, number))
+            return chained(store, number, *args, **kwargs)
+
+        monkeypatch.setattr(ManifestStore, "transact", counted_transact)
+        monkeypatch.setattr(ManifestStore, "publish_and_claim", counted_chained)
+
+
+def test_each_publish_takes_the_next_chapter_in_the_same_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, book = make_book(tmp_path, "one", 5)
+    counted = Transactions(monkeypatch)
+    assert run_worker(spec, "w1", book=book, analyzer=Quick()) == 5
+    # One claim, then one transaction per chapter: its publish and the next claim.
+    assert counted.all == 6
+    assert counted.chained == [("one", n) for n in range(1, 6)]
+    done = journal(tmp_path)
+    assert [n for n, _ in done] == [1, 2, 3, 4, 5]
+    assert [t for _, t in done] == sorted({t for _, t in done})
+    m = ManifestStore(Path(spec.out_dir)).read()
+    assert m is not None and all(e.status is mf.Status.COMPLETED for e in m.chapters)
+    assert all(e.owner is None and e.tokens == 7 for e in m.chapters)
+
+
+def test_a_worker_told_to_stop_meanwhile_gives_back_the_chapter_its_publish_claimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, book = make_book(tmp_path, "one", 3)
+    stop = threading.Event()
+    chained = ManifestStore.publish_and_claim
+
+    def stopped_during(store: ManifestStore, *args: Any, **kwargs: Any) -> Any:
+        outcome = chained(store, *args, **kwargs)
+        stop.set()  # the signal lands while the transaction runs
+        return outcome
+
+    monkeypatch.setattr(ManifestStore, "publish_and_claim", stopped_during)
+    assert run_worker(spec, "w1", book=book, analyzer=Quick(), should_stop=stop.is_set) == 1
+    m = ManifestStore(Path(spec.out_dir)).read()
+    assert m is not None
+    assert m.entry(1).status is mf.Status.COMPLETED
+    two = m.entry(2)
+    # Claimed by the publish, then given back: pending, the attempt not counted.
+    assert (two.status, two.owner, two.attempts) == (mf.Status.PENDING, None, 0)
+    assert two.token > m.entry(1).token
+    assert m.entry(3).token == 0
+
+
+def test_a_worker_stopping_before_it_publishes_claims_nothing_more(tmp_path: Path) -> None:
+    spec, book = make_book(tmp_path, "one", 3)
+    stop = threading.Event()
+    assert (
+        run_worker(
+            spec, "w1", book=book, analyzer=Quick(lambda c: stop.set()), should_stop=stop.is_set
+        )
+        == 1
+    )
+    m = ManifestStore(Path(spec.out_dir)).read()
+    assert m is not None
+    assert m.entry(1).status is mf.Status.COMPLETED
+    assert [(e.status, e.token) for e in m.chapters[1:]] == [(mf.Status.PENDING, 0)] * 2
+
+
+def test_an_error_after_the_publish_gives_back_the_next_chapter(tmp_path: Path) -> None:
+    spec, book = make_book(tmp_path, "one", 3)
+
+    def sink(event: object) -> None:
+        if isinstance(event, ChapterFinished):
+            raise OSError("the display went away")
+
+    with pytest.raises(OSError, match="display"):
+        run_worker(spec, "w1", book=book, analyzer=Quick(), sink=sink)
+    m = ManifestStore(Path(spec.out_dir)).read()
+    assert m is not None
+    assert m.entry(1).status is mf.Status.COMPLETED
+    assert (m.entry(2).status, m.entry(2).owner) == (mf.Status.PENDING, None)
+    assert not any(e.status is mf.Status.IN_PROGRESS for e in m.chapters)
+
+
+def test_a_chapter_of_an_earlier_book_that_comes_due_goes_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Book order holds across books: a publish claims the next chapter of its own book only
+    while every book before it is settled."""
+    first_spec, first = make_book(tmp_path, "first", 1)
+    second_spec, second = make_book(tmp_path, "second", 2)
+    due = time.time() + 0.3
+    store = ManifestStore(Path(first_spec.out_dir))
+
+    def failed(m: mf.Manifest) -> tuple[mf.Manifest, None]:
+        m, got = mf.claim(m, "elsewhere:1:w", time.time())
+        assert got is not None
+        return mf.fail(m, 1, got.token, time.time(), "503", retryable=True, retry_at=due)[0], None
+
+    store.transact(failed)
+    counted = Transactions(monkeypatch)
+    started: list[str] = []
+
+    def sink(event: object) -> None:
+        if isinstance(event, ChapterStarted):
+            started.append(event.title)
+
+    # The second book's first chapter takes until the first book's retry is due.
+    slow = Quick(lambda chunk: time.sleep(max(0.0, due - time.time()) + 0.1))
+    worked = run_jobs([(first_spec, first), (second_spec, second)], "w1", sink=sink, analyzer=slow)
+    assert worked == 3
+    assert started == ["second 1", "first 1", "second 2"]
+    # The second book's first publish claimed nothing: the first book was waiting for its
+    # retry then. Once it was done, the second book's publishes could.
+    assert counted.chained == [("first", 1), ("second", 2)]
