@@ -1,13 +1,18 @@
-"""Where one chapter's coordination time goes: a cProfile of claim -> stage -> publish plus the
-two request-pacing transactions, in one process (no contention: the floor per chapter).
+"""Where one chapter's coordination time goes: a cProfile of what a worker does around one
+request (claim, pace, stage, publish), in one process (no contention: the floor per chapter).
 
     python -m benchmarks.txn_profile [--chapters 40] [--cycles 200] [--snapshot REV]
 
 Builds a manifest of --chapters chapters in a temp folder, then repeats --cycles times what a
-worker does around one request: `ManifestStore.claim`, `Pacer.slot()` (one `_update` to
-reserve, one to finish), `write_json_atomic` of a staged result of realistic size, and
-`ManifestStore.publish`. Prints milliseconds per cycle spent in (cumulative, i.e. including
-what they call) the functions that make up a transaction, and the wall time per cycle.
+worker does around one request: `Pacer.slot()` (one `_update` to reserve, one to finish),
+`write_json_atomic` of a staged result of realistic size, and `ManifestStore.publish_and_claim`,
+which publishes the chapter and claims the next in one transaction. A chapter not claimed that
+way (a book's first) is claimed as the worker does, by `worker._claim_next`: a look at the
+manifest without the lock, then `ManifestStore.claim`; and the look that finds the book settled
+after its last chapter counts too. A revision without `publish_and_claim` (--snapshot) is
+measured doing what its worker did: `_claim_next` before every chapter, then `publish`.
+Prints milliseconds per cycle spent in (cumulative, i.e. including what they call) the
+functions that make up a transaction, and the wall time per cycle.
 """
 
 from __future__ import annotations
@@ -62,13 +67,17 @@ RESULT = {
 def stage(path: Path, data: dict[str, object]) -> None:
     from imaginize.atomic import write_json_atomic
 
-    write_json_atomic(path, data)
+    # As the worker stages a result: the data fsynced, the folder left to the publish's rename.
+    write_json_atomic(path, data, sync_dir=False)
 
 
 def profile(chapters: int, cycles: int, root: Path) -> None:
+    from imaginize.manifest import Claim
     from imaginize.pacing import Limits, Pacer
+    from imaginize.providers import ProviderConfig, ProviderKind
     from imaginize.results import CHAPTERS_DIR
     from imaginize.store import ManifestStore
+    from imaginize.worker import WorkerSpec, _claim_next
 
     store = ManifestStore(root / "out")
     store.join(
@@ -89,14 +98,29 @@ def profile(chapters: int, cycles: int, root: Path) -> None:
             force=range(1, chapters + 1),
         )
 
+    offline = ProviderConfig(ProviderKind.OFFLINE, "heuristic")
+    spec = WorkerSpec(str(root / "book.epub"), str(root / "out"), offline)
+    chained = hasattr(store, "publish_and_claim")
+    held: list[Claim] = []  # the claim the last publish made, if any
+
     def one_cycle() -> None:
-        claim = store.claim(owner, lease=600.0, max_attempts=3)
-        assert claim is not None
+        claim = held.pop() if held else _claim_next(store, spec, owner, None, lambda: False)
+        assert isinstance(claim, Claim), claim
         with pacer.slot():
             pass
         staged = root / "out" / CHAPTERS_DIR / f".{claim.number:03d}.{claim.token}.json"
         stage(staged, {**RESULT, "chapter": claim.number})
-        if not store.publish(claim.number, claim.token, staged, 1300):
+        if not chained:
+            published = store.publish(claim.number, claim.token, staged, 1300)
+        else:
+            published, following = store.publish_and_claim(
+                claim.number, claim.token, staged, 1300, owner, lease=600.0, max_attempts=3
+            )
+            if following is not None:
+                held.append(following)
+            elif _claim_next(store, spec, owner, None, lambda: False) is not None:
+                raise RuntimeError("nothing claimed, yet the book is not settled")
+        if not published:
             raise RuntimeError(f"chapter {claim.number}: claim lost")
 
     def run(profiler: cProfile.Profile | None) -> float:
@@ -112,6 +136,9 @@ def profile(chapters: int, cycles: int, root: Path) -> None:
             if profiler:
                 profiler.disable()
             spent += time.perf_counter() - started
+        if held:
+            claim = held.pop()
+            store.release(claim.number, claim.token)
         again()
         return spent
 
@@ -128,7 +155,8 @@ def profile(chapters: int, cycles: int, root: Path) -> None:
             if matches and cumtime > table.get((suffix, func), (0, 0.0))[1]:
                 table[(suffix, func)] = (calls, cumtime)
     print(
-        f"{cycles} cycles of claim + 2 pacer updates + stage + publish on a {chapters}-chapter "
+        f"{cycles} cycles of 2 pacer updates + stage + "
+        f"{'publish_and_claim' if chained else 'claim + publish'} on a {chapters}-chapter "
         f"manifest, one process ({os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')})"
     )
