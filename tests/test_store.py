@@ -182,6 +182,37 @@ def test_failed_write_leaves_the_old_manifest_and_no_temp_file(
     assert store.claim("h:1:w", lease=LEASE, max_attempts=3) is not None
 
 
+def test_a_read_of_what_the_store_wrote_last_skips_decoding_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = joined(tmp_path)
+    assert store.claim("h:1:w", lease=LEASE, max_attempts=3) is not None
+    decoded: list[object] = []
+    loads = json.loads
+    monkeypatch.setattr(
+        "imaginize.store.json.loads", lambda text: decoded.append(text) or loads(text)
+    )
+    mine = store.read()
+    assert decoded == []
+    assert mine == ManifestStore(tmp_path).read() and len(decoded) == 1
+    # Another process's write, even of the same length: decoded afresh.
+    other = ManifestStore(tmp_path)
+    assert other.claim("h:2:w", lease=LEASE, max_attempts=3) is not None
+    theirs = store.read()
+    assert theirs is not None and theirs.entry(2).owner == "h:2:w"
+    assert len(decoded) == 3
+    # A manifest damaged after the store's own write is still refused.
+    assert store.heartbeat(1, theirs.entry(1).token)
+    raw = manifest_bytes(tmp_path)
+    assert store.read() is not None
+    (tmp_path / MANIFEST_NAME).write_bytes(raw.replace(b'"attempts": 1', b'"attempts": -', 1))
+    with pytest.raises(ManifestError, match="unreadable"):
+        store.read()
+    (tmp_path / MANIFEST_NAME).write_bytes(raw.replace(b'"owner": "h:1:w"', b'"owner": 17', 1))
+    with pytest.raises(ManifestError, match=r"invalid manifest \(chapters\[0\]: owner"):
+        store.read()
+
+
 def test_an_exception_in_the_change_writes_nothing_and_releases_the_lock(tmp_path: Path) -> None:
     store = joined(tmp_path)
     before = manifest_bytes(tmp_path)
