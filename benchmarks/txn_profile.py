@@ -38,7 +38,7 @@ WATCHED = [
     ("lock files (manifest and pace): release", "filelock/_api.py", "release"),
     ("  manifest read (json.loads + from_json)", "store.py", "read"),
     ("    Manifest.from_json (and its entries)", "manifest.py", "from_json"),
-    ("  manifest write (to_json, dumps, write_atomic)", "store.py", "_write"),
+    ("  manifest write (to_json + dumps + write)", "store.py", "_write"),
     ("    Manifest.to_json (and its entries)", "manifest.py", "to_json"),
     ("staged result write (write_json_atomic)", "benchmarks/txn_profile.py", "stage"),
     ("pacer transactions (Pacer._update)", "pacing.py", "_update"),
