@@ -161,14 +161,14 @@ def _patch_worker() -> None:
     worker.run_jobs = run_jobs
     original_main = worker.process_main
 
-    def process_main(jobs: Any, worker_id: str, errors: Any) -> None:
+    def process_main(jobs: Any, worker_id: str, errors: Any, *rest: Any) -> None:
         global _proc
         _events.clear()  # nothing the forkserver recorded belongs to this worker
         _proc = worker_id
         record("start", time.monotonic())
         code: object = 1
         try:
-            original_main(jobs, worker_id, errors)
+            original_main(jobs, worker_id, errors, *rest)
             code = 0
         except SystemExit as exc:
             code = exc.code

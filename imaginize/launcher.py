@@ -49,6 +49,8 @@ class _Worker:
     worker_id: str
     process: BaseProcess
     errors: Connection
+    # The end of the worker's lifeline this process holds open (see worker.serve).
+    lifeline: Connection
     started: float = field(default_factory=time.monotonic)
     # SIGTERM goes once: a second one could cut short the release the first one started.
     asked_to_stop: bool = False
@@ -181,14 +183,17 @@ class Launcher:
         self._next_id += 1
         worker_id = f"w{self._next_id}"
         reader, writer = self._context.Pipe(duplex=False)
+        # Never written to: the worker sees it close when this process ends, however it ends.
+        lifeline, keep_open = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=process_main,
-            args=(self.jobs, worker_id, writer),
+            args=(self.jobs, worker_id, writer, lifeline),
             name=f"imaginize-{worker_id}",
         )
         process.start()
         writer.close()
-        self._workers[worker_id] = _Worker(worker_id, process, reader)
+        lifeline.close()
+        self._workers[worker_id] = _Worker(worker_id, process, reader, keep_open)
 
     def _reap(self) -> None:
         for worker_id, worker in list(self._workers.items()):
@@ -196,6 +201,7 @@ class Launcher:
             if code is None:
                 continue
             del self._workers[worker_id]
+            worker.lifeline.close()
             errors = _drain(worker.errors)
             worker.process.close()
             if code == ExitCode.OK or self._interrupts:

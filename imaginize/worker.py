@@ -13,6 +13,7 @@ chapter over (at once when the dead owner is on this host, else after the lease)
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -180,8 +181,40 @@ def run_jobs(
             continue
         if not waits:
             break  # every book is settled
-        sleep(min(waits))
+        _nap(min(waits), _watched(prepared), sleep)
     return published
+
+
+# How often an idle worker checks whether a manifest was rewritten: a stat, no read.
+CHANGE_CHECK = 0.02
+
+
+def _watched(prepared: list[_Job]) -> list[Path]:
+    stores = [job.store for job in prepared]
+    stores += [job.images.store for job in prepared if job.images is not None]
+    return [store.path for store in stores]
+
+
+def _nap(seconds: float, manifests: list[Path], sleep: Callable[[float], None]) -> None:
+    """Sleep `seconds`, waking early once any of `manifests` is rewritten (a publish, a
+    release, a reset): the last chapter's publish ends every idle worker's wait at once, and a
+    chapter given back is taken over at once, not at the next poll."""
+    before = [_stamp(path) for path in manifests]
+    # Counted in naps, not read off a clock, so that a test's instant `sleep` still ends.
+    naps = max(1, math.ceil(seconds / CHANGE_CHECK))
+    for _ in range(naps):
+        sleep(seconds / naps)
+        if [_stamp(path) for path in manifests] != before:
+            return
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a manifest is written: every write is a rename (a new inode)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 @dataclass(frozen=True)
@@ -406,12 +439,18 @@ def serve(
     worker_id: str,
     *,
     report: Callable[[str], None] | None = None,
+    lifeline: Connection | None = None,
 ) -> int:
     """A worker process's whole life: signals, the loop, and an exit code. Its one-line error,
-    if any, goes to `report` (the launcher's pipe) or to stderr."""
+    if any, goes to `report` (the launcher's pipe) or to stderr. `lifeline`: a pipe whose
+    other end only the launcher holds; when it closes, the launcher is gone."""
     stop = threading.Event()
     retire = threading.Event()
     _install_signals(stop, retire)
+    if lifeline is not None:
+        threading.Thread(
+            target=_stop_when_closed, args=(lifeline,), name="lifeline", daemon=True
+        ).start()
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         run_jobs(jobs, worker_id, should_stop=lambda: stop.is_set() or retire.is_set())
@@ -426,14 +465,29 @@ def serve(
     return ExitCode.OK
 
 
+def _stop_when_closed(lifeline: Connection) -> None:
+    """Stop this worker as a SIGTERM from its launcher would (claims given back) once the
+    launcher has died: killed with -9, it can no longer stop the workers it started, which
+    would otherwise go on working, and spending, with nobody watching."""
+    try:
+        while not lifeline.poll(None):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def process_main(
-    jobs: list[tuple[WorkerSpec, Book | None]], worker_id: str, errors: Connection
+    jobs: list[tuple[WorkerSpec, Book | None]],
+    worker_id: str,
+    errors: Connection,
+    lifeline: Connection | None = None,
 ) -> None:
     """Entry of a worker started by the launcher (forked from its preloaded server)."""
     # Its own session: a terminal's Ctrl-C reaches the launcher only, which decides how the
     # workers stop.
     os.setsid()
-    code = serve(jobs, worker_id, report=errors.send)
+    code = serve(jobs, worker_id, report=errors.send, lifeline=lifeline)
     errors.close()
     sys.exit(code)
 

@@ -928,6 +928,56 @@ def test_ctrl_c_gives_chapters_back_and_a_rerun_finishes(
     check_results(out, book)
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's new parent may be slow to reap it, or never)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_workers_of_a_launcher_killed_with_9_give_their_chapters_back_and_leave(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """The launcher cannot stop anything once killed with -9: its workers must notice."""
+    count = 6
+    book = make_book(tmp_path / "book.epub", count)
+    out = tmp_path / "out"
+    with server(tmp_path, "tests.test_concurrency:answer_slowly") as slow:
+        run = processes.start(
+            imaginize_cli(book.path, "-o", str(out), "--base-url", slow.url, "--concurrent", "2"),
+            "run",
+        )
+
+        def two_fresh_claims() -> list[mf.Entry] | None:
+            current = ManifestStore(out).read()
+            busy = (
+                [e for e in current.chapters if e.status is mf.Status.IN_PROGRESS]
+                if current
+                else []
+            )
+            fresh = all(time.time() - (e.claimed_at or 0) < SLOW_REPLY / 2 for e in busy)
+            return busy if len(busy) == 2 and fresh else None
+
+        busy = wait_for(two_fresh_claims, 60, "two chapters in hand")
+        workers = {owner_pid(e.owner) for e in busy if e.owner}
+        assert len(workers) == 2 and run.pid not in workers
+        run.kill()
+        run.wait()
+        killed_at = time.monotonic()
+        wait_for(lambda: not any(map(_running, workers)) or None, 15, "the workers to leave")
+        took = time.monotonic() - killed_at
+    assert took < 5.0, f"the orphaned workers took {took:.1f}s to leave"
+    after = read_manifest(out)
+    for entry in busy:
+        now = after.entry(entry.number)
+        # Given back (not left to the 10-minute lease), and the attempt not counted.
+        assert now.status is mf.Status.PENDING, now
+        assert (now.attempts, now.owner) == (entry.attempts - 1, None)
+    assert not any(e.status is mf.Status.IN_PROGRESS for e in after.chapters)
+
+
 # === 5. kill -9 under a 10-minute lease ========================================================
 
 

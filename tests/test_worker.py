@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from imaginize import manifest as mf
+from imaginize import worker
+from imaginize.atomic import write_json_atomic
 from imaginize.events import ChapterFinished, ChapterStarted
 from imaginize.images import ImageOptions
 from imaginize.model import Analysis, Book, Chapter, Usage
@@ -244,3 +246,32 @@ def test_a_chapter_of_an_earlier_book_that_comes_due_goes_first(
     # The second book's first publish claimed nothing: the first book was waiting for its
     # retry then. Once it was done, the second book's publishes could.
     assert counted.chained == [("first", 1), ("second", 2)]
+
+
+# --- idle waits ---------------------------------------------------------------------------------
+
+
+def test_an_idle_wait_ends_when_a_manifest_is_rewritten(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.json"
+    write_json_atomic(manifest, {"v": 1})
+    rewrite = threading.Timer(0.2, lambda: write_json_atomic(manifest, {"v": 2}))
+    started = time.monotonic()
+    rewrite.start()
+    try:
+        worker._nap(30.0, [tmp_path / "absent.json", manifest], time.sleep)
+    finally:
+        rewrite.cancel()
+    # Woken by the rename, not by the end of the 30 s.
+    assert time.monotonic() - started < 10.0
+
+
+def test_an_idle_wait_without_changes_sleeps_it_all_in_short_naps(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.json"
+    write_json_atomic(manifest, {"v": 1})
+    naps: list[float] = []
+    worker._nap(0.2, [manifest], naps.append)
+    assert sum(naps) == pytest.approx(0.2)
+    assert max(naps) <= worker.CHANGE_CHECK
+    naps.clear()
+    worker._nap(0.001, [manifest], naps.append)  # never less than one nap
+    assert naps == [pytest.approx(0.001)]
