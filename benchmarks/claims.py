@@ -8,6 +8,10 @@ a full-size manifest); --quick lets the processes claim only the first 100 of th
     python -m benchmarks.claims [--quick] [--chapters 400] [--ops 400] [--procs 1,2,4,8]
                                 [--snapshot REV]
 
+With --snapshot the script runs itself again with the exported revision on PYTHONPATH (see
+benchmarks/source.py); that process and every claim process report which imaginize they
+imported, and the run stops if it is not the snapshot's.
+
 Prints one row per process count: ops, wall time, ops/s, and the latency of one claim +
 stage + publish cycle (median, p99), with the claim and publish parts and the time spent
 waiting for the lock. All levels run in one invocation, so compare the rows with each other
@@ -21,7 +25,6 @@ import multiprocessing as mp
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,8 +34,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+import imaginize
 from benchmarks.machine import LoadMonitor
-from benchmarks.source import REPO_ROOT, describe, exported, pythonpath
+from benchmarks.source import REPO_ROOT, check, describe, environ, expected, exported, python
 from imaginize.atomic import write_json_atomic
 from imaginize.results import CHAPTERS_DIR
 from imaginize.store import ManifestStore
@@ -112,7 +116,7 @@ def _worker(
         t3 = time.perf_counter()
         samples.append(Sample(t3 - t0, t1 - t0, t3 - t2, sum(waits[waited:])))
     finished = time.perf_counter()
-    results.send((started, finished, samples, log.holds, log.hold_cpu))
+    results.send((started, finished, samples, log.holds, log.hold_cpu, imaginize.__file__))
     results.close()
 
 
@@ -179,6 +183,8 @@ def run_level(procs: int, chapters: int, ops: int, root: Path) -> Level:
                 child.join(timeout=5)
         for pipe in pipes:
             pipe.close()
+    for report in reports:
+        check(report[5], expected(), f"a claim process ({procs} procs)")
     start = min(r[0] for r in reports)
     end = max(r[1] for r in reports)
     samples = [s for r in reports for s in r[2]]
@@ -247,19 +253,22 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < ops <= args.chapters:
         parser.error("--ops must be between 1 and --chapters")
     if args.snapshot:
-        # Run this script again with the exported revision first on the path.
+        # Run this script again with the exported revision first on the path (and, -P, not
+        # the working folder ahead of it: from the repo that was the working tree's imaginize).
         with exported(args.snapshot) as src:
-            env = {**os.environ, "PYTHONPATH": pythonpath(src), SOURCE_ENV: describe(args.snapshot)}
+            env = environ(src, **{SOURCE_ENV: describe(args.snapshot)})
             again = ["--chapters", str(args.chapters), "--ops", str(ops), "--procs", args.procs]
-            command = [sys.executable, "-m", "benchmarks.claims", *again]
+            command = [*python(), "-m", "benchmarks.claims", *again]
             return subprocess.run(command, env=env, cwd=REPO_ROOT).returncode
     print(os.environ.get(SOURCE_ENV) or describe(None))
+    found = check(imaginize.__file__, expected(), "benchmarks.claims")
     counts = [int(n) for n in args.procs.split(",")]
     levels = []
     with LoadMonitor() as load, tempfile.TemporaryDirectory(prefix="imaginize-claims-") as root:
         for procs in counts:
             levels.append(run_level(procs, args.chapters, ops, Path(root)))
     print_table(levels, args.chapters)
+    print(f"imaginize imported from {found} (this process and every claim process checked)")
     print(f"machine: {load.describe()}")
     return 0
 

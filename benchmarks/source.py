@@ -2,7 +2,16 @@
 
 Other people edit imaginize/ while benchmarks run; `--snapshot REV` (e.g. HEAD) measures a
 fixed revision instead: `git archive REV imaginize` is unpacked into a temp folder that goes
-first on PYTHONPATH of every process the benchmark starts (it wins over the editable install).
+first on PYTHONPATH of every process the benchmark starts. The editable install does not get
+in its way (its finder comes after every sys.path entry), but `python -m` and `python -c` put
+the working folder ahead of PYTHONPATH: started from the repository root, a process imports
+the working tree's imaginize whatever PYTHONPATH says. So every measured process is started
+with `python()` (`-P`: no working folder on sys.path), and each benchmark checks which
+imaginize its processes imported (`check`, `verify`) and stops if it is not the one meant.
+
+What comes from where: `imaginize` from the export (or the working tree without
+--snapshot); `tests` and `benchmarks` (book builder, fake server, instrumentation) always
+from the working tree, through the repository's place on PYTHONPATH after the export.
 """
 
 from __future__ import annotations
@@ -10,13 +19,17 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The imaginize/ folder the measured processes must import, for a process that checks itself.
+EXPECT_ENV = "IMAGINIZE_BENCH_EXPECT"
+_PROBE = "import imaginize; print(imaginize.__file__)"
 
 
 @contextmanager
@@ -39,6 +52,59 @@ def pythonpath(source: Path | None) -> str:
     whatever was there."""
     parts = [str(source) if source else "", str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
     return os.pathsep.join(p for p in parts if p)
+
+
+def python() -> list[str]:
+    """The interpreter for a process that imports imaginize from PYTHONPATH: `-P` keeps its
+    working folder (the repository, when that is where it starts) off sys.path. Its
+    multiprocessing children (spawn, forkserver) get the flag and the same sys.path."""
+    return [sys.executable, "-P"]
+
+
+def environ(source: Path | None, **extra: str) -> dict[str, str]:
+    """The environment of a measured process: PYTHONPATH, and where imaginize must come from."""
+    return {
+        **os.environ,
+        "PYTHONPATH": pythonpath(source),
+        EXPECT_ENV: str(package_dir(source)),
+        **extra,
+    }
+
+
+def package_dir(source: Path | None) -> Path:
+    """The imaginize/ folder that processes started with `python()` and `environ(source)`
+    must import: the export's, or the working tree's."""
+    return ((source or REPO_ROOT) / "imaginize").resolve()
+
+
+def expected() -> Path:
+    """In a measured process: the imaginize/ folder it must import (the working tree's when
+    no benchmark set it)."""
+    meant = os.environ.get(EXPECT_ENV)
+    return Path(meant).resolve() if meant else package_dir(None)
+
+
+def check(file: str | None, meant: Path, who: str) -> Path:
+    """`file` (a module's __file__) if it lies in the imaginize/ folder `meant`; otherwise
+    stop the benchmark: its figures would be of other code."""
+    found = Path(file).resolve() if file else None
+    if found is None or not found.is_relative_to(meant):
+        raise SystemExit(
+            f"benchmark stopped: {who} imported imaginize from {found}, not from {meant}; "
+            "its figures would not be of the code meant"
+        )
+    return found.parent if found.name == "__init__.py" else found
+
+
+def verify(cwd: Path, env: Mapping[str, str], who: str) -> Path:
+    """Start an interpreter as the measured processes are started (`python()`, same folder and
+    environment), have it import imaginize, and `check` where from. With `-P`, sys.path is the
+    same whether a process runs `-m imaginize`, `-m benchmarks...` or `-c`."""
+    probe = subprocess.run(
+        [*python(), "-c", _PROBE], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    meant = Path(env[EXPECT_ENV]) if EXPECT_ENV in env else package_dir(None)
+    return check(probe.stdout.strip(), meant, who)
 
 
 def describe(rev: str | None) -> str:
