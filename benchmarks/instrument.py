@@ -31,6 +31,10 @@ Patched, by wrapping (the wrapped code runs unchanged):
 - launcher: `warm_up` ("warm_up": starting the forkserver, from `main` here), each worker
   start ("spawn", with the worker id) and each worker seen gone ("reaped"); run_book's
   `read_book` and `_finish` (guides); "start"/"imported"/"exit" for the CLI process.
+
+The CLI's "imported" event and each worker's "start" carry "imaginize": the `__file__` of the
+imaginize package that process imported, so that speedup.py can check it measured the code
+meant (--snapshot: the export's, not the working tree's).
 """
 
 from __future__ import annotations
@@ -165,7 +169,7 @@ def _patch_worker() -> None:
         global _proc
         _events.clear()  # nothing the forkserver recorded belongs to this worker
         _proc = worker_id
-        record("start", time.monotonic())
+        record("start", time.monotonic(), imaginize=_imaginize_file())
         code: object = 1
         try:
             original_main(jobs, worker_id, errors, *rest)
@@ -211,6 +215,11 @@ def _patch_launcher() -> None:
     launcher.Launcher._reap = reap  # type: ignore[method-assign]
 
 
+def _imaginize_file() -> str | None:
+    module = sys.modules.get("imaginize")
+    return getattr(module, "__file__", None)
+
+
 def _dump() -> None:
     path = os.environ.get(TIMINGS_ENV)
     if not path:
@@ -249,7 +258,7 @@ def main(argv: list[str]) -> int:
         _timed("warm_up", forkserver.warm_up)(console.calls_server(rest, os.environ))
         from imaginize.cli import main as entry
 
-        record("imported", time.monotonic())
+        record("imported", time.monotonic(), imaginize=_imaginize_file())
         _patch_store()
         _patch_launcher()
         code = entry(rest)

@@ -31,6 +31,9 @@ the window to fill at all: the default 70 requests at 60 rpm take ~70 s a run, f
 ~6 minutes. --quick: 30 requests against a 15 s window (15 requests per 15 s: the same
 1 request/s, judged over a shorter window, which is stricter about bunching), and three runs
 (N=1, N=3 concurrent, N=6 terminals), ~2 minutes.
+
+--snapshot REV: the CLIs import imaginize/ as of REV (benchmarks/source.py); before each run an
+interpreter started as they are checks that, and the benchmark stops if not.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.machine import LoadMonitor
-from benchmarks.source import describe, exported, pythonpath
+from benchmarks.source import describe, environ, exported, python, verify
 from benchmarks.speedup import _stop, build_book, fake_server
 from tests.fake_openai import read_log
 
@@ -99,18 +102,21 @@ def run_setup(
     chapters: int,
     root: Path,
     args: argparse.Namespace,
-    path: str,
+    source: Path | None,
 ) -> Result:
     workdir = root / f"n{setup.procs}-{setup.kind}"
     workdir.mkdir()
     per_window = max(1, round(args.rpm * args.window / 60.0))
     server_args = ["--rpm", str(per_window), "--rate-window", str(args.window)]
     out_dir = workdir / "out"
-    env = {**os.environ, "PYTHONPATH": path, "XDG_CACHE_HOME": str(workdir / "cache")}
+    env = environ(source, XDG_CACHE_HOME=str(workdir / "cache"))
+    # Where the CLIs will import imaginize from (--snapshot: the export), checked by an
+    # interpreter started as they are; stops the benchmark if it is not the one meant.
+    verify(workdir, env, f"an interpreter started as the CLIs of '{setup.label}' are")
     clis = 1 if setup.kind == "concurrent" else setup.procs
     each = setup.procs if setup.kind == "concurrent" else 1
-    with fake_server(workdir, args.delay, path, server_args) as (url, log):
-        command = [sys.executable, "-m", "imaginize", str(book), "--base-url", url]
+    with fake_server(workdir, args.delay, server_args) as (url, log):
+        command = [*python(), "-m", "imaginize", str(book), "--base-url", url]
         command += ["-o", str(out_dir), "-q", "--concurrent", str(each), "--rpm", f"{args.rpm:g}"]
         command += ["--batch-size", "1000", "--batch-delay", "0"]
         processes: list[subprocess.Popen[bytes]] = []
@@ -251,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         exported(args.snapshot) as src,
     ):
         root = Path(tmp)
+        imported = verify(root, environ(src), "an interpreter started as the CLIs are")
+        print(f"imaginize imported from {imported}", file=sys.stderr, flush=True)
         book = build_book(root / "book.epub", chapters)
         for setup in setups:
-            result = run_setup(setup, book, chapters, root, args, pythonpath(src))
+            result = run_setup(setup, book, chapters, root, args, src)
             print(
                 f"{setup.label}: {result.wall:.1f} s, {len(result.accepted)} accepted, "
                 f"{len(result.limited)} x 429",
@@ -262,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             results.append(result)
     print(f"\n{source}, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"imaginize imported from {imported} (checked: an interpreter started as the CLIs are)")
     report(results, args, chapters)
     print(f"machine: {load.describe()}")
     return 0

@@ -20,6 +20,12 @@ Figures printed:
   where the rest of the wall time goes, and "work"/"eff": first claim -> last publish and
   ideal / work, the efficiency of the chapter phase alone.
 
+--snapshot REV: the CLI runs (and their forkserver and workers) import imaginize/ as of REV
+(benchmarks/source.py); the fake server, book builder and instrumentation come from the
+working tree. Before the runs, an interpreter started as the CLI is checks where imaginize
+comes from; each instrumented run's CLI and workers report the file they imported; the run
+stops if any is not the snapshot's. The path is printed with the figures.
+
 Each CLI run gets its own $XDG_CACHE_HOME (the request pace lives under it, per API key), so
 no run shares pacing state with another or with the user's.
 
@@ -49,7 +55,17 @@ from typing import Any
 from benchmarks.instrument import TIMINGS_ENV
 from benchmarks.machine import LoadMonitor
 from benchmarks.slow_replies import DELAY_ENV
-from benchmarks.source import REPO_ROOT, describe, exported, pythonpath
+from benchmarks.source import (
+    REPO_ROOT,
+    check,
+    describe,
+    environ,
+    exported,
+    package_dir,
+    python,
+    pythonpath,
+    verify,
+)
 from tests.epubs import build_epub
 
 SENTENCES = (
@@ -83,14 +99,15 @@ def build_book(path: Path, chapters: int) -> Path:
 
 @contextmanager
 def fake_server(
-    workdir: Path, delay: float, path: str, extra: Sequence[str] = ()
+    workdir: Path, delay: float, extra: Sequence[str] = ()
 ) -> Iterator[tuple[str, Path]]:
     """tests/fake_openai.py as its own process (`extra`: more of its options, e.g. --rpm);
-    yields (base URL, request log path)."""
+    yields (base URL, request log path). A fixture, not measured: it and its responder
+    (tests, benchmarks) come from the working tree, and it imports no imaginize."""
     script = workdir / "server-script.json"
     script.write_text(json.dumps({"responder": "benchmarks.slow_replies:answer"}))
     log = workdir / "requests.jsonl"
-    env = {**os.environ, DELAY_ENV: str(delay), "PYTHONPATH": path}
+    env = {**os.environ, DELAY_ENV: str(delay), "PYTHONPATH": pythonpath(None)}
     env.pop(TIMINGS_ENV, None)
     command = [sys.executable, "-m", "tests.fake_openai", "--port", "0"]
     command += ["--script", str(script), "--log", str(log), *extra]
@@ -153,21 +170,23 @@ def run_cli(
     *,
     instrumented: bool,
     extra: Sequence[str] = (),
-    path: str,
+    source: Path | None,
 ) -> Run:
-    """One run of the CLI on a fresh output folder; raises unless every chapter was done."""
+    """One run of the CLI on a fresh output folder, importing imaginize from `source` (an
+    export, or None: the working tree); raises unless every chapter was done, and (when
+    instrumented) stops unless the CLI and every worker imported imaginize from `source`."""
     tag = f"{book.stem}-n{workers}-{'inst' if instrumented else 'plain'}-{time.monotonic_ns()}"
     out_dir = workdir / tag
     timings = workdir / f"{tag}.timings.jsonl"
     # Its own cache folder, so the request pace (kept per API key under
     # $XDG_CACHE_HOME/imaginize/pace/) starts fresh and is shared with no other run.
-    env = {**os.environ, "PYTHONPATH": path, "XDG_CACHE_HOME": str(workdir / f"{tag}.cache")}
+    env = environ(source, XDG_CACHE_HOME=str(workdir / f"{tag}.cache"))
     env.pop(TIMINGS_ENV, None)
     entry = ["-m", "imaginize"]
     if instrumented:
         env[TIMINGS_ENV] = str(timings)
         entry = ["-m", "benchmarks.instrument", "cli"]
-    command = [sys.executable, *entry, str(book), "--base-url", url]
+    command = [*python(), *entry, str(book), "--base-url", url]
     command += ["--concurrent", str(workers), "-o", str(out_dir), "-q", *extra]
     before = _count_lines(log)
     launched = time.monotonic()
@@ -189,7 +208,16 @@ def run_cli(
     events = []
     if instrumented:
         events = [json.loads(line) for line in timings.read_text().splitlines() if line]
+        check_imports(events, source)
     return Run(chapters, workers, instrumented, wall, launched, _count_lines(log) - before, events)
+
+
+def check_imports(events: list[dict[str, Any]], source: Path | None) -> None:
+    """Every process of an instrumented run (the CLI, each worker) reports the imaginize it
+    imported (benchmarks/instrument.py); stop unless each did, from `source`."""
+    reported = {e["proc"]: e["imaginize"] for e in events if "imaginize" in e}
+    for proc in sorted({e["proc"] for e in events}):
+        check(reported.get(proc), package_dir(source), f"process {proc} of an instrumented run")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -468,10 +496,11 @@ def main(argv: list[str] | None = None) -> int:
         exported(args.snapshot) as src,
     ):
         workdir = Path(tmp)
-        path = pythonpath(src)
+        imported = verify(workdir, environ(src), "an interpreter started as the CLI is")
+        print(f"imaginize imported from {imported}", file=sys.stderr, flush=True)
         book = build_book(workdir / "book.epub", chapters)
         single = build_book(workdir / "single.epub", 1)
-        with fake_server(workdir, args.delay, path) as (url, log):
+        with fake_server(workdir, args.delay) as (url, log):
 
             def go(book: Path, count: int, workers: int, instrumented: bool = False) -> Run:
                 run = run_cli(
@@ -483,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                     workdir,
                     instrumented=instrumented,
                     extra=extra,
-                    path=path,
+                    source=src,
                 )
                 label = f"{count} chapters, N={workers}{' instrumented' if instrumented else ''}"
                 print(f"{label}: {run.wall:.2f} s", file=sys.stderr, flush=True)
@@ -497,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
                     if not args.no_instrument and workers not in inst:
                         inst[workers] = go(book, chapters, workers, instrumented=True)
     print(f"\n{source}; request pacing {'as the CLI defaults' if args.paced else 'off'}")
+    checked = "an interpreter started as the CLI is"
+    if not args.no_instrument:
+        checked += "; the CLI and every worker of the instrumented runs"
+    print(f"imaginize imported from {imported} (checked: {checked})")
     report(chapters, args.delay, startup_walls, plain, inst)
     print(f"machine: {load.describe()}")
     return 0
