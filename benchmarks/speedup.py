@@ -269,6 +269,11 @@ class Breakdown:
         return self.txn_total / self.wall
 
 
+# Transactions that publish a chapter: a worker publishes and claims its next chapter in one
+# (store.publish_and_claim, whose time goes to the chapter it publishes), or publishes alone.
+PUBLISH_OPS = ("publish", "publish_and_claim")
+
+
 def breakdown(run: Run) -> Breakdown:
     by_proc: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in run.events:
@@ -308,11 +313,13 @@ def breakdown(run: Run) -> Breakdown:
                     firsts.append(event["dur"])
                 else:
                     analyses.append(event["dur"])
-            elif event["ev"] == "txn" and event["op"] == "publish" and claim_start is not None:
+            elif event["ev"] == "txn" and event["op"] in PUBLISH_OPS and claim_start is not None:
                 end = event["t"] + event["dur"]
                 extras.append(end - claim_start - analyzed)
                 publishes.append(end)
                 claim_start = None
+                if event["op"] == "publish_and_claim":  # claimed the next chapter (if any left)
+                    claim_start, analyzed = end, 0.0
             elif event["ev"] == "worker_done":
                 done_times.append(event["t"])
     reaped = max(e["t"] for e in cli if e["ev"] == "reaped")
@@ -433,7 +440,8 @@ def report(
         "Process.start() called -> the worker's first claim, mean and max (client = "
         "make_analyzer, of which);\n1st req: mean of each worker's first "
         "Analyzer.analyze; analyze: mean of the others (reply latency, client, pacing file); "
-        "+/chap: mean claim-to-publish time beyond analyze (claim, stage, publish);\n"
+        "+/chap: mean claim-to-publish time beyond analyze (claim, stage, publish; a "
+        "publish_and_claim counts to the chapter it publishes);\n"
         "work: first claim -> last publish, eff: ideal / work (efficiency without start and "
         "end);\n"
         "idle: time workers slept in the poll loop, summed; tail: last publish -> last worker "
