@@ -446,13 +446,14 @@ def serve(
     other end only the launcher holds; when it closes, the launcher is gone."""
     stop = threading.Event()
     retire = threading.Event()
-    _install_signals(stop, retire)
-    if lifeline is not None:
-        threading.Thread(
-            target=_stop_when_closed, args=(lifeline,), name="lifeline", daemon=True
-        ).start()
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
     try:
+        # Inside the try: a stop may land as soon as its handler is in place.
+        _install_signals(stop, retire)
+        if lifeline is not None:
+            threading.Thread(
+                target=_stop_when_closed, args=(lifeline,), name="lifeline", daemon=True
+            ).start()
         run_jobs(jobs, worker_id, should_stop=lambda: stop.is_set() or retire.is_set())
     except Stop:
         return ExitCode.INTERRUPTED
