@@ -39,8 +39,9 @@ _FOLD = str.maketrans(
     {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2014": "-", "\u2013": "-"}
 )
 # What a folded character of a quote stands for in the book. Python's \s is str.isspace(),
-# the blanks str.split() splits on.
-_LOOSE = {" ": r"\s+", "'": "['\u2018\u2019]", '"': '["\u201c\u201d]', "-": "[-\u2013\u2014]"}
+# the blanks str.split() splits on; possessive, since what follows a blank in a quote never is
+# one, so there is nothing to give back and no backtracking through long runs of blanks.
+_LOOSE = {" ": r"\s++", "'": "['\u2018\u2019]", '"': '["\u201c\u201d]', "-": "[-\u2013\u2014]"}
 
 Text = Annotated[str, Field(default="")]
 
