@@ -4,7 +4,8 @@ work runs, giving up on work past its deadline, and recording a failure."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 from imaginize import manifest as mf
@@ -19,6 +20,37 @@ T = TypeVar("T")
 
 class Stop(BaseException):
     """Raised in a worker's main thread to abandon the chapter in hand (SIGTERM)."""
+
+
+class Interrupts:
+    """When a stop (SIGTERM) may interrupt a worker's main thread: only while it waits for the
+    work on a claimed unit (`waiting()`, in `within`), whose caller gives the claim back on
+    Stop. Raised anywhere else, say between a claim and the code that would release it, Stop
+    would leave the claim in progress under a dead owner; there a stop is only recorded
+    (`requested`), and the worker loop sees it at its next step."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._waiting = False
+
+    def stop(self) -> None:
+        """From the SIGTERM handler, in the main thread."""
+        self.requested.set()
+        if self._waiting:
+            # Once: a second SIGTERM (the launcher's lifeline closing too, a service manager
+            # signalling every process) must not cut short the release the first one started.
+            self._waiting = False
+            raise Stop
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        self._waiting = True
+        try:
+            if self.requested.is_set():  # it came just before
+                raise Stop
+            yield
+        finally:
+            self._waiting = False
 
 
 class Heartbeat:
@@ -63,11 +95,16 @@ class Heartbeat:
 
 
 def within(
-    seconds: float, work: Callable[[], T], name: str, cancel: threading.Event | None = None
+    seconds: float,
+    work: Callable[[], T],
+    name: str,
+    cancel: threading.Event | None = None,
+    interrupts: Interrupts | None = None,
 ) -> T:
-    """`work()`, run in a thread so that work past its deadline is given up on without
-    waiting for it. The thread's cancel token is set then (and may be set earlier by the
-    caller, e.g. when the claim is lost), so the abandoned work sends no further request."""
+    """`work()`, run in a thread so that work past its deadline, or stopped (`interrupts`), is
+    given up on without waiting for it. The thread's cancel token is set then (and may be set
+    earlier by the caller, e.g. when the claim is lost), so the abandoned work sends no
+    further request."""
     outcome: list[T | BaseException] = []
     token = cancel or threading.Event()
 
@@ -80,7 +117,12 @@ def within(
 
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
-    thread.join(seconds)
+    try:
+        with interrupts.waiting() if interrupts is not None else nullcontext():
+            thread.join(seconds)
+    except BaseException:
+        token.set()
+        raise
     if not outcome:
         token.set()
         raise ProviderError(f"timed out after {seconds:g}s", retryable=True)

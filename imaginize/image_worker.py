@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imaginize.atomic import write_atomic
-from imaginize.claims import Heartbeat, Stop, record_failure, within
+from imaginize.claims import Heartbeat, Interrupts, Stop, record_failure, within
 from imaginize.errors import AuthenticationError
 from imaginize.events import EventSink, ImageFinished, Notice
 from imaginize.images import (
@@ -57,7 +57,12 @@ def prepare_images(spec: WorkerSpec, options: ImageOptions, pacer: Pacer | None)
 
 
 def work_on_image(
-    spec: WorkerSpec, job: ImageJob, claim: Claim, worker_id: str, sink: EventSink
+    spec: WorkerSpec,
+    job: ImageJob,
+    claim: Claim,
+    worker_id: str,
+    sink: EventSink,
+    interrupts: Interrupts | None = None,
 ) -> bool:
     """Make the claimed scene's image and publish it; False when it failed or was lost."""
     chapter, scene = unit_parts(claim.number)
@@ -72,7 +77,11 @@ def work_on_image(
     try:
         with Heartbeat(beats, claim.number, claim.token, spec.heartbeat) as beat:
             prompt, data = within(
-                spec.chapter_timeout, make, f"image-{claim.number}", cancel=beat.lost
+                spec.chapter_timeout,
+                make,
+                f"image-{claim.number}",
+                cancel=beat.lost,
+                interrupts=interrupts,
             )
         ext = detect_extension(data)
     except (KeyboardInterrupt, Stop, AuthenticationError):

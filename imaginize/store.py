@@ -28,14 +28,6 @@ LOCK_NAME = ".imaginize.manifest.lock"
 
 T = TypeVar("T")
 
-# Depth of critical sections in this process: a signal handler that wants to stop the
-# process waits for zero, so a stop never lands between the manifest write and the unlock.
-_critical = threading.local()
-
-
-def in_critical_section() -> bool:
-    return getattr(_critical, "depth", 0) > 0
-
 
 class ManifestStore:
     """The chapters' manifest. Subclasses coordinate other units of work the same way (see
@@ -93,23 +85,21 @@ class ManifestStore:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        _critical.depth = getattr(_critical, "depth", 0) + 1
+        # No stop interrupts a critical section: a worker raises Stop only while it waits for
+        # the work on a unit (claims.Interrupts), never inside a transaction.
+        if not self._threads.acquire(timeout=self._lock_timeout):
+            raise LockTimeout(
+                f"{self.lock_path}: could not take the lock in {self._lock_timeout:g}s "
+                "(held by another thread of this process)"
+            )
         try:
-            if not self._threads.acquire(timeout=self._lock_timeout):
-                raise LockTimeout(
-                    f"{self.lock_path}: could not take the lock in {self._lock_timeout:g}s "
-                    "(held by another thread of this process)"
-                )
+            acquire(self._lock, self._lock_timeout)
             try:
-                acquire(self._lock, self._lock_timeout)
-                try:
-                    yield
-                finally:
-                    self._lock.release()
+                yield
             finally:
-                self._threads.release()
+                self._lock.release()
         finally:
-            _critical.depth -= 1
+            self._threads.release()
 
     def transact(self, change: Callable[[mf.Manifest], tuple[mf.Manifest, T]]) -> T:
         with self.locked():

@@ -29,7 +29,7 @@ from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
 from imaginize.atomic import write_json_atomic
 from imaginize.book import read_book
-from imaginize.claims import Heartbeat, Stop, record_failure, within
+from imaginize.claims import Heartbeat, Interrupts, Stop, record_failure, within
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
 from imaginize.events import (
     ChapterFinished,
@@ -46,7 +46,7 @@ from imaginize.pacing import Limits, Pacer
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE, analyze_chapter
 from imaginize.providers import ProviderConfig, ProviderKind, make_analyzer
 from imaginize.results import CHAPTERS_DIR
-from imaginize.store import ManifestStore, in_critical_section
+from imaginize.store import ManifestStore
 
 DEFAULT_HEARTBEAT = 30.0
 DEFAULT_CHAPTER_TIMEOUT = 300.0
@@ -133,6 +133,8 @@ class _Job:
     book: Book
     analyzer: Analyzer
     images: ImageJob | None = None
+    # The process's stop handling (serve): None in a run_worker of the calling process.
+    interrupts: Interrupts | None = None
 
 
 def _prepare(spec: WorkerSpec, book: Book | None, analyzer: Analyzer | None) -> _Job:
@@ -157,10 +159,13 @@ def run_jobs(
     should_stop: Callable[[], bool] = lambda: False,
     analyzer: Analyzer | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    interrupts: Interrupts | None = None,
 ) -> int:
     """Work on several books, one chapter at a time, in book order: a worker takes the first
     claimable chapter of the first book that has one, and leaves when every book is settled."""
     prepared = [_prepare(spec, book, analyzer) for spec, book in jobs]
+    for job in prepared:
+        job.interrupts = interrupts
     owner = mf.owner_id(worker_id)
     published = 0
     while not should_stop():
@@ -261,7 +266,8 @@ def _step(
         job.images.synced = True
     image = _claim_next(job.images.store, spec, owner, _drawable(job), should_stop)
     if isinstance(image, mf.Claim):
-        return _Worked(int(work_on_image(spec, job.images, image, worker_id, sink)))
+        done = work_on_image(spec, job.images, image, worker_id, sink, job.interrupts)
+        return _Worked(int(done))
     if image is False:
         return _Worked(0)
     if chapters_wait is None:
@@ -338,6 +344,7 @@ def _work_on(
                 ),
                 f"chapter-{number}",
                 cancel=beat.lost,  # a claim taken over stops spending on our side
+                interrupts=job.interrupts,
             )
     except (KeyboardInterrupt, Stop, AuthenticationError):
         # Not the chapter's fault: give it back without counting the attempt.
@@ -418,16 +425,14 @@ def _idle_wait(
 # --- the worker process -------------------------------------------------------------------
 
 
-def _install_signals(stop: threading.Event, retire: threading.Event) -> None:
+def _install_signals(interrupts: Interrupts, retire: threading.Event) -> None:
     # The launcher owns Ctrl-C: it asks workers to stop with SIGTERM, and kills on a second one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        # Interrupt the analysis in hand, never a manifest transaction (that ends in ms and
-        # the loop checks the flag after it).
-        if not in_critical_section():
-            raise Stop
+        # Interrupts the work in hand at once if the worker is waiting for it; else the loop
+        # sees the stop at its next step.
+        interrupts.stop()
 
     signal.signal(signal.SIGTERM, on_term)
     # Fewer workers wanted (--concurrent auto): finish the chapter in hand, then leave.
@@ -444,17 +449,23 @@ def serve(
     """A worker process's whole life: signals, the loop, and an exit code. Its one-line error,
     if any, goes to `report` (the launcher's pipe) or to stderr. `lifeline`: a pipe whose
     other end only the launcher holds; when it closes, the launcher is gone."""
-    stop = threading.Event()
+    interrupts = Interrupts()
     retire = threading.Event()
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
     try:
-        # Inside the try: a stop may land as soon as its handler is in place.
-        _install_signals(stop, retire)
+        _install_signals(interrupts, retire)
         if lifeline is not None:
             threading.Thread(
                 target=_stop_when_closed, args=(lifeline,), name="lifeline", daemon=True
             ).start()
-        run_jobs(jobs, worker_id, should_stop=lambda: stop.is_set() or retire.is_set())
+        run_jobs(
+            jobs,
+            worker_id,
+            should_stop=lambda: interrupts.requested.is_set() or retire.is_set(),
+            interrupts=interrupts,
+        )
+        if interrupts.requested.is_set():
+            return ExitCode.INTERRUPTED
     except Stop:
         return ExitCode.INTERRUPTED
     except ImaginizeError as exc:

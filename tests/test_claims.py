@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from imaginize import cancel
 from imaginize import manifest as mf
 from imaginize.analysis.openai_chat import OpenAIAnalyzer
-from imaginize.claims import Heartbeat, within
+from imaginize.claims import Heartbeat, Interrupts, Stop, within
 from imaginize.errors import ProviderError
 from imaginize.model import Chapter
 from imaginize.pacing import Limits, Pacer
@@ -90,3 +91,48 @@ def test_a_lost_claim_cancels_the_work(tmp_path: Path) -> None:
     with pytest.raises(cancel.Cancelled), Heartbeat(store, 1, mine.token, 0.05) as beat:
         within(10.0, work, "lost", cancel=beat.lost)
     assert len(seen) < 100
+
+
+# --- when a stop may interrupt the main thread -------------------------------------------------
+
+
+def test_a_stop_outside_a_wait_is_only_recorded() -> None:
+    interrupts = Interrupts()
+    interrupts.stop()  # e.g. between a claim and the code that would release it: no raise
+    assert interrupts.requested.is_set()
+
+
+def test_a_stop_during_the_wait_interrupts_it_once() -> None:
+    interrupts = Interrupts()
+    with pytest.raises(Stop), interrupts.waiting():
+        interrupts.stop()
+        pytest.fail("the wait went on")
+    # The release that follows must not be cut short by a second signal.
+    interrupts.stop()
+
+
+def test_a_stop_just_before_the_wait_ends_it_before_it_starts() -> None:
+    interrupts = Interrupts()
+    interrupts.stop()
+    entered = False
+    with pytest.raises(Stop), interrupts.waiting():
+        entered = True
+    assert not entered
+
+
+def test_a_stop_during_within_gives_the_work_up_and_cancels_it() -> None:
+    """As in a worker: the SIGTERM handler (here SIGALRM's) runs in the main thread while it
+    waits in within's join."""
+    interrupts = Interrupts()
+    token = threading.Event()
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: interrupts.stop())
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Stop):
+            within(30, lambda: token.wait(30), "w", cancel=token, interrupts=interrupts)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < 10  # not the 30 s of the work
+    assert token.is_set()  # the abandoned work is told to stop spending

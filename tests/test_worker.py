@@ -16,7 +16,7 @@ import pytest
 from imaginize import manifest as mf
 from imaginize import worker
 from imaginize.atomic import write_json_atomic
-from imaginize.claims import Stop
+from imaginize.claims import Interrupts, Stop
 from imaginize.errors import ExitCode
 from imaginize.events import ChapterFinished, ChapterStarted
 from imaginize.images import ImageOptions
@@ -282,11 +282,11 @@ def test_an_idle_wait_without_changes_sleeps_it_all_in_short_naps(tmp_path: Path
 def test_a_stop_landing_while_the_worker_sets_up_ends_it_quietly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """SIGTERM's handler raises Stop from the moment it is installed, e.g. while the lifeline
-    thread starts: serve must answer with the interrupted status, not a traceback."""
+    """Stop escaping while serve sets up (say the handler is in place and a signal raises):
+    serve must answer with the interrupted status, not a traceback."""
 
-    def installed_then_signalled(stop: threading.Event, retire: threading.Event) -> None:
-        stop.set()
+    def installed_then_signalled(interrupts: Interrupts, retire: threading.Event) -> None:
+        interrupts.requested.set()
         raise Stop
 
     monkeypatch.setattr(worker, "_install_signals", installed_then_signalled)
