@@ -94,6 +94,11 @@ class ImageStore(ManifestStore):
         found = existing_image(self.out_dir, number)
         return [found] if found else []
 
+    def _result_path(self, number: int) -> Path:
+        # An image's file name depends on its bytes, and its chapter's result records it:
+        # the inherited publish / publish_and_claim would write a chapter's result file.
+        raise TypeError("image units are published with publish_image")
+
     def add_units(self, units: list[tuple[int, str]]) -> None:
         """List units that are not listed yet (a chapter just finished); changes nothing
         else. A no-op without a manifest (images were not asked for on this book)."""

@@ -173,11 +173,15 @@ class ManifestStore:
                 with suppress(FileNotFoundError):
                     staged.unlink()
 
+    def _result_path(self, number: int) -> Path:
+        """Where a unit's published result goes (see ImageStore for units without one)."""
+        return result_path(self.out_dir, number)
+
     def _finished(self, numbers: Iterable[int]) -> dict[int, int]:
         """Chapters among `numbers` with a readable result file, and the tokens it used."""
         finished: dict[int, int] = {}
         for number in numbers:
-            path = result_path(self.out_dir, number)
+            path = self._result_path(number)
             if not path.exists():
                 continue
             try:
@@ -188,7 +192,7 @@ class ManifestStore:
 
     def _result_files(self, number: int) -> list[Path]:
         """What a finished unit left behind, for --force to remove."""
-        return [result_path(self.out_dir, number)]
+        return [self._result_path(number)]
 
     def _drop_results(self, numbers: set[int], manifest: mf.Manifest) -> None:
         for number in numbers:
@@ -215,7 +219,7 @@ class ManifestStore:
         def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
             updated, ok = mf.complete(current, number, token, self.clock(), tokens)
             if ok:
-                _put_in_place(staged, final or result_path(self.out_dir, number))
+                _put_in_place(staged, final or self._result_path(number))
                 if then is not None:
                     then()
             return updated, ok
@@ -256,7 +260,7 @@ class ManifestStore:
                 wanted=wanted,
             )
             if ok:
-                _put_in_place(staged, result_path(self.out_dir, number))
+                _put_in_place(staged, self._result_path(number))
             updated, got = self._past_finished(
                 updated, got, owner, now, lease, max_attempts, wanted
             )

@@ -330,3 +330,22 @@ def test_images_left_to_make_leave_the_run_unfinished(book: Path) -> None:
     finished = run._finish(job)
     assert (finished.unfinished, finished.failures, finished.image_failures) == (0, {}, {})
     assert finished.unfinished_images == 2
+
+
+def test_the_chapter_publish_of_an_image_store_refuses_instead_of_writing_a_chapter(
+    tmp_path: Path,
+) -> None:
+    write_result(tmp_path, result_with(1, 1))
+    store = ImageStore(tmp_path)
+    store.join(book_path="b", sha256="0", title="B", chapters=[(1001, "")])
+    claim = store.claim(mf.owner_id("w1"), lease=60, max_attempts=3)
+    assert claim is not None
+    before = result_path(tmp_path, 1).read_bytes()
+    staged = tmp_path / "staged.png"
+    staged.write_bytes(b"not a chapter")
+    with pytest.raises(TypeError, match="publish_image"):
+        store.publish(claim.number, claim.token, staged, 0)
+    # The chapter's result is untouched and the unit still held: nothing was written.
+    assert result_path(tmp_path, 1).read_bytes() == before
+    held = store.read()
+    assert held is not None and held.entry(1001).status is mf.Status.IN_PROGRESS
