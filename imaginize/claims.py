@@ -22,6 +22,21 @@ class Stop(BaseException):
     """Raised in a worker's main thread to abandon the chapter in hand (SIGTERM)."""
 
 
+class Flag:
+    """A flag for signal handlers to set. `threading.Event.set` takes a lock that a second
+    signal, its handler running in the same thread in the middle of the first `set`, would
+    wait on for ever: two SIGTERMs 50-200 µs apart hung a worker with its chapter claimed."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class Interrupts:
     """When a stop (SIGTERM) may interrupt a worker's main thread: only while it waits for the
     work on a claimed unit (`waiting()`, in `within`), whose caller gives the claim back on
@@ -30,7 +45,7 @@ class Interrupts:
     (`requested`), and the worker loop sees it at its next step."""
 
     def __init__(self) -> None:
-        self.requested = threading.Event()
+        self.requested = Flag()
         self._waiting = False
 
     def stop(self) -> None:
@@ -107,6 +122,8 @@ def within(
     further request."""
     outcome: list[T | BaseException] = []
     token = cancel or threading.Event()
+    if interrupts is not None and interrupts.requested.is_set():
+        raise Stop  # not even started: a stopping worker sends no new request
 
     def target() -> None:
         bind(token)

@@ -29,7 +29,7 @@ from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
 from imaginize.atomic import write_json_atomic
 from imaginize.book import read_book
-from imaginize.claims import Heartbeat, Interrupts, Stop, record_failure, within
+from imaginize.claims import Flag, Heartbeat, Interrupts, Stop, record_failure, within
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
 from imaginize.events import (
     ChapterFinished,
@@ -186,7 +186,7 @@ def run_jobs(
             continue
         if not waits:
             break  # every book is settled
-        _nap(min(waits), _watched(prepared), sleep)
+        _nap(min(waits), _watched(prepared), sleep, should_stop)
     return published
 
 
@@ -200,16 +200,21 @@ def _watched(prepared: list[_Job]) -> list[Path]:
     return [store.path for store in stores]
 
 
-def _nap(seconds: float, manifests: list[Path], sleep: Callable[[float], None]) -> None:
+def _nap(
+    seconds: float,
+    manifests: list[Path],
+    sleep: Callable[[float], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
     """Sleep `seconds`, waking early once any of `manifests` is rewritten (a publish, a
     release, a reset): the last chapter's publish ends every idle worker's wait at once, and a
-    chapter given back is taken over at once, not at the next poll."""
+    chapter given back is taken over at once, not at the next poll. A stop ends it too."""
     before = [_stamp(path) for path in manifests]
     # Counted in naps, not read off a clock, so that a test's instant `sleep` still ends.
     naps = max(1, math.ceil(seconds / CHANGE_CHECK))
     for _ in range(naps):
         sleep(seconds / naps)
-        if [_stamp(path) for path in manifests] != before:
+        if should_stop() or [_stamp(path) for path in manifests] != before:
             return
 
 
@@ -425,7 +430,7 @@ def _idle_wait(
 # --- the worker process -------------------------------------------------------------------
 
 
-def _install_signals(interrupts: Interrupts, retire: threading.Event) -> None:
+def _install_signals(interrupts: Interrupts, retire: Flag) -> None:
     # The launcher owns Ctrl-C: it asks workers to stop with SIGTERM, and kills on a second one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -450,7 +455,7 @@ def serve(
     if any, goes to `report` (the launcher's pipe) or to stderr. `lifeline`: a pipe whose
     other end only the launcher holds; when it closes, the launcher is gone."""
     interrupts = Interrupts()
-    retire = threading.Event()
+    retire = Flag()
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         _install_signals(interrupts, retire)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +138,52 @@ def test_a_stop_during_within_gives_the_work_up_and_cancels_it() -> None:
         signal.signal(signal.SIGALRM, previous)
     assert time.monotonic() - started < 10  # not the 30 s of the work
     assert token.is_set()  # the abandoned work is told to stop spending
+
+
+def _stop_twice(at: int) -> tuple[bool, int]:
+    """Call Interrupts.stop() in a thread, and stop() again (the second signal's handler) at
+    its `at`-th traced line (0: never). Whether it finished in 5 s, and how many lines it
+    ran (up to the second call)."""
+    interrupts = Interrupts()
+    seen = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal seen
+        if event == "line":
+            seen += 1
+            if seen == at:
+                sys.settrace(None)
+                interrupts.stop()
+        return tracer
+
+    def first() -> None:
+        sys.settrace(tracer)
+        try:
+            interrupts.stop()
+        finally:
+            sys.settrace(None)
+        done.set()
+
+    done = threading.Event()
+    threading.Thread(target=first, daemon=True).start()
+    finished = done.wait(5)
+    return finished and interrupts.requested.is_set(), seen
+
+
+def test_a_second_stop_landing_anywhere_inside_the_first_does_not_hang() -> None:
+    """Two SIGTERMs microseconds apart: the second handler runs in the same thread, in the
+    middle of the first (threading.Event.set, which takes a lock, hung a worker on it)."""
+    finished, lines = _stop_twice(0)  # at no line: how many lines one stop runs
+    assert finished and lines > 0
+    for at in range(1, lines + 1):
+        finished, _ = _stop_twice(at)
+        assert finished, f"a second stop at line {at} of the first hung it"
+
+
+def test_a_stop_recorded_before_within_starts_no_work() -> None:
+    interrupts = Interrupts()
+    interrupts.stop()
+    started = threading.Event()
+    with pytest.raises(Stop):
+        within(5, started.set, "w", interrupts=interrupts)
+    assert not started.is_set()  # no request sent for a chapter about to be given back

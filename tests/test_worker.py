@@ -16,7 +16,7 @@ import pytest
 from imaginize import manifest as mf
 from imaginize import worker
 from imaginize.atomic import write_json_atomic
-from imaginize.claims import Interrupts, Stop
+from imaginize.claims import Flag, Interrupts, Stop
 from imaginize.errors import ExitCode
 from imaginize.events import ChapterFinished, ChapterStarted
 from imaginize.images import ImageOptions
@@ -285,9 +285,15 @@ def test_a_stop_landing_while_the_worker_sets_up_ends_it_quietly(
     """Stop escaping while serve sets up (say the handler is in place and a signal raises):
     serve must answer with the interrupted status, not a traceback."""
 
-    def installed_then_signalled(interrupts: Interrupts, retire: threading.Event) -> None:
+    def installed_then_signalled(interrupts: Interrupts, retire: Flag) -> None:
         interrupts.requested.set()
         raise Stop
 
     monkeypatch.setattr(worker, "_install_signals", installed_then_signalled)
     assert worker.serve([], "w1") == ExitCode.INTERRUPTED
+
+
+def test_an_idle_wait_ends_when_the_worker_is_asked_to_stop(tmp_path: Path) -> None:
+    naps: list[float] = []
+    worker._nap(150.0, [tmp_path / "m.json"], naps.append, should_stop=lambda: len(naps) >= 3)
+    assert len(naps) == 3  # not the 7,500 naps of 150 s
