@@ -867,32 +867,54 @@ def test_two_cli_runs_share_one_book(tmp_path: Path, processes: Processes) -> No
 # === 4. Ctrl-C ===================================================================================
 
 
+STOPPED_BOOK = 6
+
+
+@contextlib.contextmanager
+def slow_run(
+    tmp_path: Path, processes: Processes
+) -> Iterator[tuple[Book, Path, subprocess.Popen[bytes]]]:
+    """A CLI run with two workers on a book whose replies take SLOW_REPLY seconds."""
+    book = make_book(tmp_path / "book.epub", STOPPED_BOOK)
+    out = tmp_path / "out"
+    with server(tmp_path, "tests.test_concurrency:answer_slowly") as slow:
+        yield (
+            book,
+            out,
+            processes.start(
+                imaginize_cli(
+                    book.path, "-o", str(out), "--base-url", slow.url, "--concurrent", "2"
+                ),
+                "run",
+            ),
+        )
+
+
+def two_fresh_claims(out: Path) -> tuple[set[int], list[mf.Entry]] | None:
+    """The chapters done so far and the two in hand, once both were claimed under a second
+    ago: with replies taking 2 s, neither can finish before the workers hear of a stop."""
+    current = ManifestStore(out).read()
+    if current is None:
+        return None
+    done = {e.number for e in current.chapters if e.status is mf.Status.COMPLETED}
+    busy = [e for e in current.chapters if e.status is mf.Status.IN_PROGRESS]
+    fresh = all(time.time() - (e.claimed_at or 0) < SLOW_REPLY / 2 for e in busy)
+    return (done, busy) if len(busy) == 2 and fresh else None
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_gives_chapters_back_and_a_rerun_finishes(
     tmp_path: Path, processes: Processes, signum: int
 ) -> None:
     """Ctrl-C, or a SIGTERM to the launcher (a service manager, `kill`): the same stop."""
-    count = 6
-    book = make_book(tmp_path / "book.epub", count)
-    out = tmp_path / "out"
-    with server(tmp_path, "tests.test_concurrency:answer_slowly") as slow:
-        run = processes.start(
-            imaginize_cli(book.path, "-o", str(out), "--base-url", slow.url, "--concurrent", "2"),
-            "run",
-        )
+    with slow_run(tmp_path, processes) as (book, out, run):
 
-        def chapters_done_and_fresh_claims() -> tuple[set[int], set[int]] | None:
-            # Two chapters in hand, both claimed under a second ago: with replies taking 2 s,
-            # neither can finish before the workers hear of the Ctrl-C.
-            current = ManifestStore(out).read()
-            if current is None:
-                return None
-            done = {e.number for e in current.chapters if e.status is mf.Status.COMPLETED}
-            busy = [e for e in current.chapters if e.status is mf.Status.IN_PROGRESS]
-            fresh = all(time.time() - (e.claimed_at or 0) < SLOW_REPLY / 2 for e in busy)
-            return (done, {e.number for e in busy}) if done and len(busy) == 2 and fresh else None
+        def chapters_done_and_fresh_claims() -> tuple[set[int], list[mf.Entry]] | None:
+            got = two_fresh_claims(out)
+            return got if got and got[0] else None
 
-        done, busy = wait_for(chapters_done_and_fresh_claims, 60, "chapters done, two in hand")
+        done, in_hand = wait_for(chapters_done_and_fresh_claims, 60, "chapters done, two in hand")
+        busy = {e.number for e in in_hand}
         before = read_manifest(out)
         interrupted_at = time.monotonic()
         run.send_signal(signum)
@@ -923,7 +945,7 @@ def test_ctrl_c_gives_chapters_back_and_a_rerun_finishes(
         assert wait_exit(rerun, 60) == 0, processes.output("rerun")
         requests = fast.requests()
     # Only the chapters not finished before are asked for, each once.
-    assert chat_chapters(requests) == {n: 1 for n in range(1, count + 1) if n not in kept}
+    assert chat_chapters(requests) == {n: 1 for n in range(1, STOPPED_BOOK + 1) if n not in kept}
     assert all(e.status is mf.Status.COMPLETED for e in read_manifest(out).chapters)
     check_results(out, book)
 
@@ -941,26 +963,8 @@ def test_workers_of_a_launcher_killed_with_9_give_their_chapters_back_and_leave(
     tmp_path: Path, processes: Processes
 ) -> None:
     """The launcher cannot stop anything once killed with -9: its workers must notice."""
-    count = 6
-    book = make_book(tmp_path / "book.epub", count)
-    out = tmp_path / "out"
-    with server(tmp_path, "tests.test_concurrency:answer_slowly") as slow:
-        run = processes.start(
-            imaginize_cli(book.path, "-o", str(out), "--base-url", slow.url, "--concurrent", "2"),
-            "run",
-        )
-
-        def two_fresh_claims() -> list[mf.Entry] | None:
-            current = ManifestStore(out).read()
-            busy = (
-                [e for e in current.chapters if e.status is mf.Status.IN_PROGRESS]
-                if current
-                else []
-            )
-            fresh = all(time.time() - (e.claimed_at or 0) < SLOW_REPLY / 2 for e in busy)
-            return busy if len(busy) == 2 and fresh else None
-
-        busy = wait_for(two_fresh_claims, 60, "two chapters in hand")
+    with slow_run(tmp_path, processes) as (_, out, run):
+        _, busy = wait_for(lambda: two_fresh_claims(out), 60, "two chapters in hand")
         workers = {owner_pid(e.owner) for e in busy if e.owner}
         assert len(workers) == 2 and run.pid not in workers
         run.kill()
