@@ -44,13 +44,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.machine import LoadMonitor
-from benchmarks.source import describe, environ, exported, python, verify
+from benchmarks.source import describe, environ, python, verify, workspace
 from benchmarks.speedup import _stop, build_book, fake_server
 from tests.fake_openai import read_log
 
@@ -253,12 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with (
         LoadMonitor() as load,
-        tempfile.TemporaryDirectory(prefix="imaginize-pacing-") as tmp,
-        exported(args.snapshot) as src,
+        workspace(args.snapshot, "imaginize-pacing-", "an interpreter started as the CLIs are") as (
+            root,
+            src,
+            imported,
+        ),
     ):
-        root = Path(tmp)
-        imported = verify(root, environ(src), "an interpreter started as the CLIs are")
-        print(f"imaginize imported from {imported}", file=sys.stderr, flush=True)
         book = build_book(root / "book.epub", chapters)
         for setup in setups:
             result = run_setup(setup, book, chapters, root, args, src)

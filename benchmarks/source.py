@@ -51,6 +51,18 @@ def exported(rev: str | None) -> Iterator[Path | None]:
         yield Path(tmp)
 
 
+@contextmanager
+def workspace(rev: str | None, prefix: str, who: str) -> Iterator[tuple[Path, Path | None, Path]]:
+    """A temp folder, the export to measure (`exported`; None: the working tree), and the
+    imaginize/ an interpreter started as the measured processes are (`who`) imports: checked
+    by `verify`, and said on stderr."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, exported(rev) as src:
+        root = Path(tmp)
+        imported = verify(root, environ(src), who)
+        print(f"imaginize imported from {imported}", file=sys.stderr, flush=True)
+        yield root, src, imported
+
+
 def compiled(source: Path | None) -> None:
     """Write the measured imaginize/'s bytecode, as an installed package has it: pip compiles
     at install, and an editable install writes it on the first import, unless

@@ -43,7 +43,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -60,11 +59,10 @@ from benchmarks.source import (
     check,
     describe,
     environ,
-    exported,
     package_dir,
     python,
     pythonpath,
-    verify,
+    workspace,
 )
 from tests.epubs import build_epub
 
@@ -500,12 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     print(source, file=sys.stderr, flush=True)
     with (
         LoadMonitor() as load,
-        tempfile.TemporaryDirectory(prefix="imaginize-speedup-") as tmp,
-        exported(args.snapshot) as src,
+        workspace(args.snapshot, "imaginize-speedup-", "an interpreter started as the CLI is") as (
+            workdir,
+            src,
+            imported,
+        ),
     ):
-        workdir = Path(tmp)
-        imported = verify(workdir, environ(src), "an interpreter started as the CLI is")
-        print(f"imaginize imported from {imported}", file=sys.stderr, flush=True)
         book = build_book(workdir / "book.epub", chapters)
         single = build_book(workdir / "single.epub", 1)
         with fake_server(workdir, args.delay) as (url, log):
