@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from imaginize.analysis.describe import (
+    adjectives_before,
     described_run,
     first_person_phrases,
     mention_phrases,
@@ -209,9 +210,7 @@ class Catalogue:
         entry = self._common.get(toks[i].lower)
         if entry is None or not toks[i].text[:1].islower():
             return None
-        j = i - 1
-        while j >= 0 and toks[j].lower in VISUAL_ADJECTIVES:
-            j -= 1
+        j = adjectives_before(toks, i) - 1
         if j == i - 1 and (j < 0 or toks[j].lower not in _DETERMINERS):
             return None  # "to watch", "ring the bell": the noun needs an article or adjective
         return Hit(si, entry, i, i)
@@ -324,9 +323,7 @@ def _animal_nouns(s: Sentence, si: int) -> list[tuple[str, Mention]]:
             continue
         if not t.text[:1].islower():
             continue
-        j = i - 1
-        while j >= 0 and toks[j].lower in VISUAL_ADJECTIVES:
-            j -= 1
+        j = adjectives_before(toks, i) - 1
         if j >= 0 and toks[j].lower in _DETERMINERS:
             out.append((t.lower, Mention(si, j + 1, i, (t.lower,))))
     return out
@@ -495,9 +492,7 @@ def _common_entries(sentences: Sequence[Sentence], taken: set[str]) -> list[Entr
                 continue
             if not t.text[:1].islower():
                 continue
-            j = i - 1
-            while j >= 0 and toks[j].lower in VISUAL_ADJECTIVES:
-                j -= 1
+            j = adjectives_before(toks, i) - 1
             det = toks[j].lower if j >= 0 else ""
             if j == i - 1 and det not in _DETERMINERS:
                 continue

@@ -85,6 +85,15 @@ _CONCRETE = (
 )
 
 
+def adjectives_before(tokens: Sequence[Token], i: int) -> int:
+    """Where the run of visual adjectives just before token `i` starts ("the little red fox":
+    the index of "little"); `i` when there is none."""
+    start = i
+    while start > 0 and tokens[start - 1].lower in VISUAL_ADJECTIVES:
+        start -= 1
+    return start
+
+
 def _visual(word: str) -> bool:
     """A looks word; compounds count by their parts ("copper-brown", "mustard-yellow")."""
     if word in VISUAL_ADJECTIVES:

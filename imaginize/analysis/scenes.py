@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from imaginize.analysis.catalogue import Catalogue, Entry, Hit
-from imaginize.analysis.describe import clause_end, concrete_nouns, visual_noun_phrases
+from imaginize.analysis.describe import (
+    adjectives_before,
+    clause_end,
+    concrete_nouns,
+    visual_noun_phrases,
+)
 from imaginize.analysis.lexicon import (
     ACTION_VERBS,
     BODY,
@@ -39,7 +44,6 @@ from imaginize.analysis.lexicon import (
     TIME_OF_DAY,
     UNSEEN_VERBS,
     VISIBLE_VERBS,
-    VISUAL_ADJECTIVES,
     WEATHER,
     words,
 )
@@ -528,10 +532,7 @@ def _noun_phrases(s: Sentence, narrated: Sequence[bool]) -> list[tuple[int, int]
             continue  # "a hundred yards" is a distance, not a yard
         if _figurative(s, k):
             continue  # "a forest of striped awnings" is no forest
-        start = k
-        while start > 0 and toks[start - 1].lower in VISUAL_ADJECTIVES:
-            start -= 1
-        out.append((start, k))
+        out.append((adjectives_before(toks, k), k))
     return out
 
 
