@@ -251,6 +251,9 @@ def render_contents(
     dropped = sum(r.dropped_quotes for r in results.values())
     if dropped:
         lines.append(f"- Quotes dropped as not found in the text: {dropped}")
+    unusable = sum(r.dropped_items for r in results.values())
+    if unusable:
+        lines.append(f"- Scenes and elements dropped as unusable (no quote or name): {unusable}")
     for number in sorted(failures):
         lines.append(f"- Chapter {number} failed: {failures[number]}")
     return "\n".join(lines) + "\n"

@@ -160,6 +160,9 @@ class Analysis:
     usage: Usage = field(default_factory=Usage)
     # Quotes the model returned that are not in the chapter text; they were dropped.
     dropped_quotes: int = 0
+    # Scenes and elements of the reply that could not be used (no quote, no name, unknown
+    # kind); they were dropped.
+    dropped_items: int = 0
 
 
 RESULT_FORMAT = 1
@@ -208,12 +211,18 @@ class ChapterResult:
     elements: tuple[Element, ...]
     usage: Usage = field(default_factory=Usage)
     dropped_quotes: int = 0
+    dropped_items: int = 0
     # Illustrations made so far (--images), in scene order.
     images: tuple[ImageRecord, ...] = ()
+    # sha256 of the EPUB the chapter was analysed from, so that a result left in a folder is
+    # never taken for another book's. Empty: unknown (a file of an older imaginize).
+    book_sha256: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        data = {
-            "format": RESULT_FORMAT,
+        data: dict[str, Any] = {"format": RESULT_FORMAT}
+        if self.book_sha256:
+            data["bookSha256"] = self.book_sha256
+        data |= {
             "chapter": self.chapter,
             "title": self.title,
             "words": self.words,
@@ -224,6 +233,8 @@ class ChapterResult:
             "scenes": [s.to_json() for s in self.scenes],
             "elements": [e.to_json() for e in self.elements],
         }
+        if self.dropped_items:
+            data["droppedItems"] = self.dropped_items
         if self.images:
             data["images"] = [i.to_json() for i in self.images]
         return data
@@ -232,6 +243,9 @@ class ChapterResult:
     def from_json(cls, data: dict[str, Any]) -> ChapterResult:
         if data.get("format") != RESULT_FORMAT:
             raise ValueError(f"unsupported result format {data.get('format')!r}")
+        book_sha256 = data.get("bookSha256") or ""
+        if not isinstance(book_sha256, str):
+            raise ValueError(f"bookSha256 is not a string: {book_sha256!r}")
         return cls(
             chapter=int(data["chapter"]),
             title=str(data["title"]),
@@ -242,5 +256,7 @@ class ChapterResult:
             elements=tuple(Element.from_json(e) for e in data["elements"]),
             usage=Usage.from_json(data.get("usage", {})),
             dropped_quotes=int(data.get("droppedQuotes", 0)),
+            dropped_items=int(data.get("droppedItems", 0)),
             images=tuple(ImageRecord.from_json(i) for i in data.get("images", ())),
+            book_sha256=book_sha256,
         )

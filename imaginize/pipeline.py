@@ -24,7 +24,7 @@ def analyze_chapter(
     scenes = []
     elements: list[Element] = []
     usage = Usage()
-    dropped = 0
+    dropped = dropped_items = 0
     for chunk, wanted in zip(chunks, shares, strict=True):
         cancel.check()
         part = analyzer.analyze(chunk, wanted)
@@ -32,6 +32,7 @@ def analyze_chapter(
         elements.extend(part.elements)
         usage += part.usage
         dropped += part.dropped_quotes
+        dropped_items += part.dropped_items
     return ChapterResult(
         chapter=chapter.number,
         title=chapter.title,
@@ -42,6 +43,7 @@ def analyze_chapter(
         elements=tuple(_dedupe(elements)),
         usage=usage,
         dropped_quotes=dropped,
+        dropped_items=dropped_items,
     )
 
 

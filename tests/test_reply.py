@@ -215,29 +215,133 @@ def test_parse_reply_treats_null_fields_as_missing() -> None:
 @pytest.mark.parametrize(
     ("reply", "message"),
     [
-        ("{}", "field scenes: Field required"),
-        ('{"scenes": {}}', "field scenes: Input should be a valid list"),
-        ('{"scenes": [{"description": "x"}]}', "field scenes.0.quote: Field required"),
-        ('{"scenes": [{"quote": 7}]}', "field scenes.0.quote: Input should be a valid string"),
-        ('{"scenes": [{"quote": ""}]}', "field scenes.0.quote: String should have at least 1"),
-        (
-            '{"scenes": [{"quote": "the gate creaked"}, {"quote": "x", "imagePrompt": []}]}',
-            "field scenes.1.imagePrompt: Input should be a valid string",
-        ),
-        (
-            '{"scenes": [{"quote": "the gate"}], "elements": [{"name": "Mira"}]}',
-            "field elements.0.kind: Field required",
-        ),
-        (
-            '{"scenes": [{"quote": "the gate"}], "elements": [{"name": "M", "kind": "vibe"}]}',
-            "field elements.0.kind: Input should be 'character', 'creature', 'place' or 'item'",
-        ),
+        ("{}", 'no "scenes" list'),
+        ('{"scenes": {}}', "none of the 1 scenes has a quote"),
+        ('{"scenes": [{"description": "x"}]}', "none of the 1 scenes has a quote"),
+        ('{"scenes": [{"quote": ""}, {"quote": null}]}', "none of the 2 scenes has a quote"),
+        ('{"scenes": [{"quote": ["", " "]}]}', "none of the 1 scenes has a quote"),
     ],
 )
-def test_parse_reply_schema_errors_name_the_field(reply: str, message: str) -> None:
-    with pytest.raises(ReplyError) as caught:
+def test_parse_reply_without_a_usable_scene_says_why(reply: str, message: str) -> None:
+    with pytest.raises(ReplyError, match=message):
         parse_reply(reply, CHAPTER, 1, USAGE)
-    assert str(caught.value).startswith(message)
+
+
+def test_one_bad_element_or_scene_is_dropped_and_counted_not_the_chapter() -> None:
+    # Each of these failed the whole chapter (after a repair request) before.
+    reply = json.dumps(
+        {
+            "scenes": [
+                {"quote": "the gate creaked open", "imagePrompt": []},
+                {"description": "no quote at all"},
+                {"quote": 7},
+            ],
+            "elements": [
+                {"name": "Mira"},  # no kind
+                {"name": "M", "kind": "vibe"},  # unknown kind
+                {"kind": "item"},  # no name
+                {"name": "Tobias", "kind": "character"},
+            ],
+        }
+    )
+    analysis = parse_reply(reply, CHAPTER, 3, USAGE)
+    assert [s.quote for s in analysis.scenes] == ["the gate creaked open"]
+    assert analysis.scenes[0].image_prompt == ""
+    assert [e.name for e in analysis.elements] == ["Tobias"]
+    assert analysis.dropped_items == 4
+    # "7" is a quote, just not one from this chapter.
+    assert analysis.dropped_quotes == 1
+
+
+def test_usual_field_variants_are_read() -> None:
+    reply = json.dumps(
+        {
+            "Scenes": [
+                {
+                    "Quote": {"text": "The orchard was dark"},
+                    "Image Prompt": "a dark orchard",
+                    "characters": "Mira, Tobias",
+                    "lighting": None,
+                },
+                {"text": "she asked", "prompt": "a question", "characters": [{"name": "Mira"}]},
+                {"quote": {"quote": "the gate creaked open"}, "imagePrompt": "a gate"},
+            ],
+            "elements": [
+                {"name": "Mira", "type": "Characters", "aliases": "the girl; Miri"},
+                {"name": "the orchard", "category": "LOCATION", "quotes": [{"text": "orchard"}]},
+                {"name": "gate", "kind": "Objects", "quotes": "the gate creaked"},
+            ],
+        }
+    )
+    analysis = parse_reply(reply, CHAPTER, 3, USAGE)
+    first, second, third = analysis.scenes
+    assert first.quote == "The orchard was dark"
+    assert first.image_prompt == "a dark orchard"
+    assert first.characters == ("Mira", "Tobias")
+    assert first.lighting == ""
+    assert (second.quote, second.image_prompt, second.characters) == (
+        "she asked",
+        "a question",
+        ("Mira",),
+    )
+    assert third.image_prompt == "a gate"
+    kinds = {e.name: e.kind for e in analysis.elements}
+    assert kinds == {
+        "Mira": ElementKind.CHARACTER,
+        "the orchard": ElementKind.PLACE,
+        "gate": ElementKind.ITEM,
+    }
+    assert analysis.elements[0].aliases == ("the girl", "Miri")
+    assert analysis.elements[2].quotes == ("the gate creaked",)
+    assert (analysis.dropped_items, analysis.dropped_quotes) == (0, 0)
+
+
+def test_elements_grouped_by_kind_and_a_bare_scene_list_are_read() -> None:
+    grouped = json.dumps(
+        {
+            "scenes": ["she asked"],
+            "characters": [{"name": "Mira", "description": "a girl"}, "Tobias"],
+            "places": ["the orchard"],
+        }
+    )
+    analysis = parse_reply(grouped, CHAPTER, 1, USAGE)
+    assert analysis.scenes[0].quote == "she asked"
+    assert [(e.name, e.kind) for e in analysis.elements] == [
+        ("Mira", ElementKind.CHARACTER),
+        ("Tobias", ElementKind.CHARACTER),
+        ("the orchard", ElementKind.PLACE),
+    ]
+    bare = json.dumps([{"quote": "the gate creaked open", "description": "a gate"}])
+    assert parse_reply(bare, CHAPTER, 1, USAGE).scenes[0].quote == "the gate creaked open"
+    wrapped = json.dumps({"result": {"scenes": [{"quote": "she asked"}]}})
+    assert parse_reply(wrapped, CHAPTER, 1, USAGE).scenes[0].quote == "she asked"
+
+
+@pytest.mark.parametrize(
+    "thinking",
+    [
+        '<think>Maybe {"scenes": []} would do? No.</think>\n',
+        "<think>\nLet me pick {quote} carefully.\n</think>",
+        '<reasoning>{"scenes": [{"quote": "Snow fell."}]}</reasoning>',
+        '<THINK>{"scenes": []}</THINK>',
+        # The template opened the block in the prompt: only its end is in the reply.
+        'First {"scenes": []} then... </think>',
+    ],
+)
+def test_reasoning_blocks_are_never_the_answer(thinking: str) -> None:
+    reply = thinking + "```json\n" + _reply([_scene("the gate creaked open")]) + "\n```"
+    analysis = parse_reply(reply, CHAPTER, 1, USAGE)
+    assert analysis.scenes[0].quote == "the gate creaked open"
+
+
+def test_a_reply_still_thinking_has_no_answer() -> None:
+    with pytest.raises(ReplyError, match="no complete JSON"):
+        parse_reply('<think>I could answer {"scenes": []} but', CHAPTER, 1, USAGE)
+
+
+def test_the_answer_is_the_object_with_scenes_not_an_example_before_it() -> None:
+    reply = 'The format is {"kind": "character"}. Answer: ' + _reply([_scene("she asked")])
+    assert parse_reply(reply, CHAPTER, 1, USAGE).scenes[0].quote == "she asked"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,90 @@
+"""The shape of a chapter reply, in one place: the pydantic models that validate each scene
+and element, and the JSON schema sent to servers that constrain their output to one.
+
+The schema is generated from the models, so what a server is asked for and what imaginize
+accepts cannot drift apart. Servers' structured-output modes (OpenAI's strict mode, vLLM,
+llama.cpp's grammar) want every property required, no extra properties and no `$ref`s they
+may not resolve, so the generated schema is made strict and self-contained.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imaginize.model import ElementKind
+
+SCHEMA_NAME = "chapter_illustrations"
+
+
+class SceneReply(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    quote: str = Field(min_length=1, description="1-3 sentences copied exactly from the text")
+    description: str = Field(default="", description="what the picture shows")
+    composition: str = Field(default="", description="framing and viewpoint")
+    characters: list[str] = Field(default_factory=list)
+    setting: str = ""
+    lighting: str = ""
+    mood: str = ""
+    image_prompt: str = Field(default="", alias="imagePrompt")
+
+
+class ElementReply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+    kind: ElementKind
+    description: str = Field(default="", description="appearance, for drawing it consistently")
+    aliases: list[str] = Field(default_factory=list)
+    quotes: list[str] = Field(default_factory=list)
+
+
+class ChapterReply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    scenes: list[SceneReply]
+    elements: list[ElementReply] = Field(default_factory=list)
+
+
+@functools.cache
+def _strict_schema() -> dict[str, Any]:
+    schema = ChapterReply.model_json_schema(by_alias=True)
+    definitions = schema.pop("$defs", {})
+    return _strict(_inline(schema, definitions))
+
+
+def reply_schema() -> dict[str, Any]:
+    """The strict JSON schema of a chapter reply (a fresh copy: callers may embed it)."""
+    return copy.deepcopy(_strict_schema())
+
+
+def _inline(node: Any, definitions: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(definitions[ref.removeprefix("#/$defs/")], definitions)
+        return {key: _inline(value, definitions) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(value, definitions) for value in node]
+    return node
+
+
+_DROPPED = frozenset({"default", "title", "minLength", "maxLength"})
+
+
+def _strict(node: Any) -> Any:
+    """Every object closed and all its properties required; no defaults, titles or length
+    bounds, which strict modes reject or ignore (validation still checks the bounds)."""
+    if isinstance(node, list):
+        return [_strict(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _strict(v) for k, v in node.items() if k not in _DROPPED}
+    if out.get("type") == "object" and "properties" in out:
+        out["required"] = list(out["properties"])
+        out["additionalProperties"] = False
+    return out
