@@ -33,18 +33,25 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 def write_atomic(
-    path: Path, data: bytes | str, *, durable: bool = True, sync_dir: bool = True
+    path: Path,
+    data: bytes | str,
+    *,
+    durable: bool = True,
+    sync_dir: bool = True,
+    mode: int | None = None,
 ) -> None:
     """Replace `path` with `data`, all or nothing. `durable=False` skips the fsyncs: still
     never torn, but the last write may be lost in a power cut (for advisory files).
     `sync_dir=False` keeps the data fsync but leaves the folder's to a later rename of this
-    file that syncs it (a staged result, published by `ManifestStore.publish`)."""
+    file that syncs it (a staged result, published by `ManifestStore.publish`). `mode` replaces
+    the umask's mode (e.g. 0o600 for a file that may hold a secret); it is set before any byte
+    is written, so the data is never readable under a wider mode."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), _FILE_MODE)
+            os.fchmod(handle.fileno(), _FILE_MODE if mode is None else mode)
             handle.write(payload)
             handle.flush()
             if durable:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from imaginize import __version__, config
-from imaginize.atomic import write_atomic
 from imaginize.autoscale import DEFAULT_MAX_WORKERS
 from imaginize.errors import ConfigError, ExitCode, ImaginizeError, Incomplete
 from imaginize.estimate import DEFAULT_LATENCY
@@ -264,6 +264,8 @@ def run(
         timeout=timeout,
         max_output_tokens=max_output_tokens,
         env=os.environ,
+        api_key_from=_origin("api_key", "provider.api_key"),
+        base_url_from=_origin("base_url", "provider.base_url"),
     )
     options = RunOptions(
         out_dir=output_dir,
@@ -349,6 +351,24 @@ def unlock(book: Path, output_dir: Path | None, yes: bool) -> None:
     click.echo(break_stuck_lock(out_dir, confirm))
 
 
+def _settings() -> config.Layered:
+    """The settings `main` loaded (passed as the context object), else loaded now."""
+    found = click.get_current_context().find_object(config.Layered)
+    return found if found is not None else config.load()
+
+
+def _origin(param: str, key: str) -> config.Origin | None:
+    """Where click took a `run` parameter's value from, as a trust and a name."""
+    source = click.get_current_context().get_parameter_source(param)
+    if source is ParameterSource.COMMANDLINE:
+        return config.Origin(config.Trust.USER, "--" + param.replace("_", "-"))
+    if source is ParameterSource.ENVIRONMENT:
+        return config.Origin(config.Trust.USER, f"env {config.BY_KEY[key].env}")
+    if source is ParameterSource.DEFAULT_MAP:
+        return _settings().origins.get(key)
+    return None
+
+
 @cli.group("config")
 def config_group() -> None:
     """Settings files: imaginize.toml here, ~/.config/imaginize/config.toml for you."""
@@ -362,9 +382,8 @@ def config_init(user: bool, force: bool) -> None:
     path = config.user_file() if user else Path(config.PROJECT_FILE)
     if path.exists() and not force:
         raise ConfigError(f"{path}: already exists (--force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, config.EXAMPLE)
-    click.echo(f"wrote {path}")
+    config.write_example(path)
+    click.echo(f"wrote {path} (readable by you only: it may hold an API key)")
 
 
 @config_group.command("show")
@@ -372,18 +391,44 @@ def config_show() -> None:
     """Print the effective settings and where each comes from (API keys masked)."""
     # Parameters without a default carry click's UNSET sentinel; show them as empty.
     defaults = {p.name: p.default for p in run.params if isinstance(p.default, str | int | float)}
-    click.echo(config.render_show(config.load(), defaults))
+    settings = _settings()
+    click.echo(config.render_show(settings, defaults))
+    click.echo(_key_destination(settings))
+
+
+def _key_destination(settings: config.Layered) -> str:
+    """Where a run with these settings (and no flags) would send the API key, or why not."""
+    values, origins = settings.values, settings.origins
+    try:
+        provider = resolve_provider(
+            ProviderKind(values.get("provider.kind", ProviderKind.AUTO)),
+            api_key=values.get("provider.api_key"),
+            base_url=values.get("provider.base_url"),
+            env=os.environ,
+            api_key_from=origins.get("provider.api_key"),
+            base_url_from=origins.get("provider.base_url"),
+        )
+    except ValueError:  # an unknown provider.kind: `run` names it
+        return "API key: none is sent (provider.kind is not auto, openai or offline)"
+    except ConfigError as exc:
+        return f"API key: a run stops: {exc}"
+    if not provider.key_from:
+        return "API key: none is sent"
+    return f"API key: from {provider.key_from}, sent to {provider.base_url or 'the OpenAI API'}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: the only place that turns errors into exit codes and one-line messages."""
     try:
         settings = config.load()
+        for warning in settings.warnings:
+            click.echo(f"imaginize: warning: {warning}", err=True)
         cli.main(
             args=argv,
             prog_name="imaginize",
             standalone_mode=False,
             default_map={"run": settings.default_map()},
+            obj=settings,
         )
     except ImaginizeError as exc:
         click.echo(f"imaginize: error: {exc}", err=True)

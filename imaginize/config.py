@@ -7,17 +7,26 @@ an error naming the key and the file, so a typo never passes silently.
 
 Every setting is declared once in `SETTINGS`: its table and key, the command-line parameter it
 feeds, its environment variable if any, and its type.
+
+Trust is not precedence. The project file comes with the working folder (a cloned repository,
+an unpacked archive), so anyone may have written it; flags, the environment and the user file
+are the user's own. Each value keeps its `Origin` so that `providers.resolve_provider` can
+refuse to send a key to a server named by a less trusted source than the key's.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from imaginize.atomic import write_atomic
 from imaginize.errors import ConfigError
 
 PROJECT_FILE = "imaginize.toml"
@@ -58,6 +67,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("images.quality", "image_quality", str),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
+# A file that may hold a key is written for its owner's eyes only.
+PRIVATE_MODE = 0o600
+
+
+class Trust(IntEnum):
+    """How far a source is trusted to choose where an API key goes."""
+
+    PROJECT_FILE = 0  # imaginize.toml in the working folder: whoever made the folder
+    USER = 1  # command-line flags, the environment, the user file: the user
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value came from: its trust and a name for messages ("env OPENAI_API_KEY",
+    "--base-url", a file's path)."""
+
+    trust: Trust
+    name: str
+
+
+BUILT_IN = Origin(Trust.USER, "built-in default")
 
 
 def user_file(env: Mapping[str, str] | None = None) -> Path:
@@ -66,10 +96,15 @@ def user_file(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "imaginize" / "config.toml"
 
 
-def config_files(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> list[Path]:
-    """Existing config files, weakest first."""
-    candidates = [user_file(env), (cwd or Path.cwd()) / PROJECT_FILE]
-    return [p for p in candidates if p.is_file()]
+def config_files(
+    cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> list[tuple[Path, Trust]]:
+    """Existing config files and how far each is trusted, weakest precedence first."""
+    candidates = [
+        (user_file(env), Trust.USER),
+        ((cwd or Path.cwd()) / PROJECT_FILE, Trust.PROJECT_FILE),
+    ]
+    return [(p, trust) for p, trust in candidates if p.is_file()]
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -115,7 +150,13 @@ class Layered:
     """Each setting's value and where it came from."""
 
     values: dict[str, Any]
-    sources: dict[str, str]
+    origins: dict[str, Origin]
+    # One line each, for the CLI to print (e.g. a key in a file others can read).
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def sources(self) -> dict[str, str]:
+        return {key: origin.name for key, origin in self.origins.items()}
 
     def default_map(self) -> dict[str, Any]:
         """Values for click's default_map, keyed by `imaginize run` parameter. Environment
@@ -123,23 +164,45 @@ class Layered:
         return {
             BY_KEY[key].param: value
             for key, value in self.values.items()
-            if not self.sources[key].startswith("env ")
+            if not self.origins[key].name.startswith("env ")
         }
 
 
 def load(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Layered:
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for path in config_files(cwd, env):
-        for key, value in read_file(path).items():
+    origins: dict[str, Origin] = {}
+    warnings = []
+    for path, trust in config_files(cwd, env):
+        settings = read_file(path)
+        if any(BY_KEY[key].secret for key in settings) and _readable_by_others(path):
+            warnings.append(
+                f"{path}: holds an API key and others can read it; "
+                f"run chmod 600 {shlex.quote(str(path))}"
+            )
+        for key, value in settings.items():
             values[key] = value
-            sources[key] = str(path)
+            origins[key] = Origin(trust, str(path))
     for setting in SETTINGS:
         if setting.env and env.get(setting.env):
             values[setting.key] = env[setting.env]
-            sources[setting.key] = f"env {setting.env}"
-    return Layered(values, sources)
+            origins[setting.key] = Origin(Trust.USER, f"env {setting.env}")
+    return Layered(values, origins, tuple(warnings))
+
+
+def _readable_by_others(path: Path) -> bool:
+    if os.name != "posix":
+        return False  # Windows has ACLs, not mode bits
+    try:
+        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
+    except OSError:
+        return False
+
+
+def write_example(path: Path) -> None:
+    """The commented example, readable by its owner only: it is where an api_key line goes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, EXAMPLE, mode=PRIVATE_MODE)
 
 
 def mask(value: str) -> str:

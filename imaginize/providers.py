@@ -3,6 +3,10 @@
 Conventions users already know: OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL, and
 OPENROUTER_API_KEY with OpenRouter's base URL. A base URL without a key means a local server
 (llama.cpp, vLLM, Ollama) that wants none. With neither, the offline analyzer does the job.
+
+A key is sent only to a server named by a source trusted at least as far as the key's own
+(`config.Trust`): a base URL from the working folder's imaginize.toml gets no key but that
+file's own, so a cloned repository cannot point the user's key at its server.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 
 from imaginize.analysis.base import Analyzer
+from imaginize.config import BUILT_IN, Origin, Trust
 from imaginize.errors import ConfigError
 from imaginize.model import Book
 from imaginize.pacing import Limits, Pacer, Tier
@@ -40,6 +45,8 @@ class ProviderConfig:
     max_output_tokens: int | None = None
     # Why this provider was chosen, for the one line said at start.
     reason: str = ""
+    # Where the key came from ("env OPENAI_API_KEY", ...), for `config show`; "" for none.
+    key_from: str = ""
 
 
 def resolve_provider(
@@ -51,18 +58,24 @@ def resolve_provider(
     timeout: float = 120.0,
     max_output_tokens: int | None = None,
     env: Mapping[str, str] | None = None,
+    api_key_from: Origin | None = None,
+    base_url_from: Origin | None = None,
 ) -> ProviderConfig:
     """Explicit arguments win over the environment; `env` defaults to nothing (not os.environ)
-    so that the library is predictable and the CLI decides what the environment says."""
+    so that the library is predictable and the CLI decides what the environment says.
+    `api_key_from` and `base_url_from` say where the explicit values came from (the caller
+    by default); a key is refused to a less trusted base URL (ConfigError naming its file)."""
     env = env or {}
-    key = api_key or env.get("OPENAI_API_KEY") or ""
-    url = base_url or env.get("OPENAI_BASE_URL") or None
+    key, key_from = _pick(api_key, api_key_from, "api_key", env, "OPENAI_API_KEY")
+    found, url_from = _pick(base_url, base_url_from, "base_url", env, "OPENAI_BASE_URL")
+    url = found or None
     router = False
     # The OpenRouter key goes to OpenRouter only: a base URL of some other (local) server
     # without a key means that server, which must not be sent the key or an OpenRouter model.
     if not key and env.get("OPENROUTER_API_KEY") and (url is None or _is_openrouter(url)):
-        key, router = env["OPENROUTER_API_KEY"], True
-        url = url or OPENROUTER_BASE_URL
+        key, key_from, router = env["OPENROUTER_API_KEY"], _env("OPENROUTER_API_KEY"), True
+        if url is None:
+            url, url_from = OPENROUTER_BASE_URL, BUILT_IN
     if kind is ProviderKind.OFFLINE or (kind is ProviderKind.AUTO and not key and not url):
         reason = "chosen" if kind is ProviderKind.OFFLINE else "no API key set (OPENAI_API_KEY)"
         return ProviderConfig(ProviderKind.OFFLINE, "heuristic", reason=reason)
@@ -71,6 +84,8 @@ def resolve_provider(
             "the openai provider needs an API key (--api-key or OPENAI_API_KEY) "
             "or a --base-url of a local server"
         )
+    if key and url:
+        _check_key_destination(key_from, url, url_from)
     chosen = model or env.get("OPENAI_MODEL")
     chosen = chosen or (DEFAULT_OPENROUTER_MODEL if router else DEFAULT_OPENAI_MODEL)
     return ProviderConfig(
@@ -81,7 +96,31 @@ def resolve_provider(
         timeout=timeout,
         max_output_tokens=max_output_tokens,
         reason=f"base URL {url}" if url else "OpenAI API",
+        key_from=key_from.name if key else "",
     )
+
+
+def _env(name: str) -> Origin:
+    return Origin(Trust.USER, f"env {name}")
+
+
+def _pick(
+    value: str | None, origin: Origin | None, argument: str, env: Mapping[str, str], name: str
+) -> tuple[str, Origin]:
+    """An explicit value with its origin (the caller's by default), else the environment's."""
+    if value:
+        return value, origin or Origin(Trust.USER, f"the {argument} argument")
+    return env.get(name) or "", _env(name)
+
+
+def _check_key_destination(key_from: Origin, url: str, url_from: Origin) -> None:
+    """Refuse a key to a base URL from a less trusted source than the key's. Only the project
+    file is less trusted, so this names it; `--base-url` makes the server the user's choice."""
+    if url_from.trust < key_from.trust:
+        raise ConfigError(
+            f"{url_from.name}: refusing to send the API key from {key_from.name} to base_url "
+            f"{url!r} set by this folder's settings file; give --base-url to use that server"
+        )
 
 
 def _is_openrouter(url: str) -> bool:

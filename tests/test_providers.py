@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from imaginize.config import Origin, Trust
 from imaginize.errors import ConfigError
 from imaginize.providers import (
     DEFAULT_OPENAI_MODEL,
@@ -148,3 +149,70 @@ def test_explicit_openai_without_key_or_url_is_a_config_error() -> None:
 def test_explicit_openai_with_only_a_model_is_still_a_config_error() -> None:
     with pytest.raises(ConfigError):
         resolve_provider(ProviderKind.OPENAI, model="gpt-4o", env={"OPENAI_MODEL": "x"})
+
+
+PROJECT = Origin(Trust.PROJECT_FILE, "/clone/imaginize.toml")
+USER_FILE = Origin(Trust.USER, "/home/me/.config/imaginize/config.toml")
+
+
+@pytest.mark.parametrize(
+    "api_key, api_key_from, env, key_name",
+    [
+        (None, None, {"OPENAI_API_KEY": "sk-env"}, "env OPENAI_API_KEY"),
+        ("sk-flag", Origin(Trust.USER, "--api-key"), {}, "--api-key"),
+        ("sk-user", USER_FILE, {}, USER_FILE.name),
+        ("sk-lib", None, {}, "the api_key argument"),
+    ],
+)
+def test_a_project_file_base_url_is_refused_a_key_from_elsewhere(
+    api_key: str | None, api_key_from: Origin | None, env: dict[str, str], key_name: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        resolve_provider(
+            api_key=api_key,
+            api_key_from=api_key_from,
+            base_url=LOCAL,
+            base_url_from=PROJECT,
+            env=env,
+        )
+    message = str(raised.value)
+    assert message.startswith(f"{PROJECT.name}: ") and key_name in message
+    assert "--base-url" in message and "\n" not in message
+    assert "sk-" not in message  # names where the key came from, never the key
+
+
+def test_the_openrouter_key_is_not_sent_to_a_project_files_openrouter_url() -> None:
+    env = {"OPENROUTER_API_KEY": "sk-or"}
+    with pytest.raises(ConfigError, match="env OPENROUTER_API_KEY"):
+        resolve_provider(base_url=OPENROUTER_BASE_URL, base_url_from=PROJECT, env=env)
+    # OpenRouter's own URL, chosen with its key, is the user's: allowed.
+    config = resolve_provider(env=env)
+    assert (config.base_url, config.key_from) == (OPENROUTER_BASE_URL, "env OPENROUTER_API_KEY")
+
+
+def test_a_project_file_base_url_may_have_its_own_key_or_none() -> None:
+    own = resolve_provider(
+        api_key="sk-p", api_key_from=PROJECT, base_url=LOCAL, base_url_from=PROJECT
+    )
+    assert (own.api_key, own.base_url, own.key_from) == ("sk-p", LOCAL, PROJECT.name)
+    # No key at all: a local server, sent the placeholder (and not the OpenRouter key).
+    none = resolve_provider(base_url=LOCAL, base_url_from=PROJECT, env={"OPENROUTER_API_KEY": "x"})
+    assert (none.api_key, none.key_from) == ("not-needed", "")
+    # Offline sends nothing anywhere, so nothing to refuse.
+    offline = resolve_provider(
+        ProviderKind.OFFLINE, base_url=LOCAL, base_url_from=PROJECT, env={"OPENAI_API_KEY": "k"}
+    )
+    assert offline.kind is ProviderKind.OFFLINE
+
+
+@pytest.mark.parametrize("url_from", [USER_FILE, Origin(Trust.USER, "env OPENAI_BASE_URL"), None])
+def test_the_users_own_base_url_gets_the_users_key(url_from: Origin | None) -> None:
+    config = resolve_provider(
+        base_url=LOCAL, base_url_from=url_from, env={"OPENAI_API_KEY": "sk-env"}
+    )
+    assert (config.api_key, config.base_url) == ("sk-env", LOCAL)
+    # The project's key may go to the user's server: it is no secret of the user's.
+    config = resolve_provider(
+        api_key="sk-p", api_key_from=PROJECT, base_url=LOCAL, base_url_from=url_from
+    )
+    assert config.api_key == "sk-p"
