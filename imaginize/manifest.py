@@ -354,14 +354,34 @@ class Claim:
     reason: str
 
 
+# `claimable_reason` of a claim whose heartbeat lies in the judge's future: not claimable, but
+# `claim` records its heartbeat as now (see `is_stale`), so the judge must take the lock.
+FUTURE_BEAT = "heartbeat in the future"
+
+
+def _last_beat(entry: Entry) -> float | None:
+    return entry.heartbeat_at if entry.heartbeat_at is not None else entry.claimed_at
+
+
+def beats_ahead(entry: Entry, now: float) -> bool:
+    """An in-progress claim whose last heartbeat lies after `now`: written by a clock ahead of
+    the judge's (another host's, or this one's before it was set back)."""
+    beat = _last_beat(entry)
+    return entry.status is Status.IN_PROGRESS and beat is not None and beat > now
+
+
 def is_stale(entry: Entry, now: float, lease: float, is_dead: DeadCheck) -> str | None:
-    """Why an in-progress claim may be taken over, or None while it is live."""
+    """Why an in-progress claim may be taken over, or None while it is live.
+
+    A heartbeat in the future counts as now: it is live. Judged by its own time it would stay
+    live until the judge's clock caught up (forever, for an owner that died with its clock
+    ahead); so `claim` records such a heartbeat as now, and the lease runs from there."""
     if entry.status is not Status.IN_PROGRESS:
         return None
     if entry.owner and is_dead(entry.owner):
         return f"owner {entry.owner} is no longer running"
-    beat = entry.heartbeat_at if entry.heartbeat_at is not None else entry.claimed_at
-    if beat is None or now - beat > lease:
+    beat = _last_beat(entry)
+    if beat is None or now - min(beat, now) > lease:
         return f"no heartbeat from {entry.owner} for over {lease:g}s"
     return None
 
@@ -386,7 +406,10 @@ def claimable_reason(
     if entry.status is Status.FAILED:
         ready = entry.retry_at is None or entry.retry_at <= now
         return "retry" if retry_pending(entry, max_attempts) and ready else None
-    return is_stale(entry, now, lease, is_dead)
+    stale = is_stale(entry, now, lease, is_dead)
+    if stale is None and beats_ahead(entry, now):
+        return FUTURE_BEAT
+    return stale
 
 
 def claim(
@@ -399,13 +422,17 @@ def claim(
     is_dead: DeadCheck = owner_is_dead,
     wanted: Iterable[int] | None = None,
 ) -> tuple[Manifest, Claim | None]:
-    """Take the first claimable chapter (in book order, among `wanted`)."""
+    """Take the first claimable chapter (in book order, among `wanted`). A claim passed over
+    whose heartbeat lies after `now` gets `now` as its heartbeat (see `is_stale`)."""
     allowed = None if wanted is None else set(wanted)
     for entry in manifest.chapters:
         if allowed is not None and entry.number not in allowed:
             continue
         reason = claimable_reason(entry, now, lease, max_attempts, is_dead)
         if reason is None:
+            continue
+        if reason == FUTURE_BEAT:
+            manifest = manifest.with_entry(replace(entry, heartbeat_at=now))
             continue
         if entry.status is Status.IN_PROGRESS and entry.attempts >= max_attempts:
             abandoned = replace(

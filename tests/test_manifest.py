@@ -262,6 +262,32 @@ def test_stale_by_dead_owner_at_once() -> None:
     assert "h:1:gone" in seen and "no longer running" in got.reason
 
 
+def test_a_heartbeat_in_the_future_counts_as_now_and_ages_from_there() -> None:
+    # Another host's clock runs a day ahead: its claim's heartbeat lies in our future.
+    day = 86_400.0
+    m, c = take(book(1), "fast:1:w1", now=day)
+    # An idle worker's look without the lock sends it to take the lock for this entry...
+    assert mf.claimable_reason(m.entry(1), 10.0, LEASE, MAX, alive) is not None
+    # ...where the judge does not take the claim but records its heartbeat as now.
+    m = no_claim(m, 10.0)
+    e = m.entry(1)
+    assert (e.status, e.owner, e.token, e.heartbeat_at) == (
+        Status.IN_PROGRESS,
+        "fast:1:w1",
+        c.token,
+        10.0,
+    )
+    assert mf.claimable_reason(e, 10.0, LEASE, MAX, alive) is None
+    # Its owner never beats again (gone with its host): a lease later it is taken over.
+    no_claim(m, 10.0 + LEASE)
+    _, got = take(m, "h:2:w2", now=10.0 + LEASE + 0.5)
+    assert got.number == 1 and got.token > c.token and got.reason.startswith("no heartbeat")
+    # An owner that keeps beating (from its clock ahead) keeps its claim.
+    beating, ok = mf.heartbeat(m, 1, c.token, day + 50.0)
+    assert ok
+    no_claim(beating, 10.0 + LEASE + 0.5)
+
+
 def test_live_claim_of_a_live_owner_is_not_taken() -> None:
     m, _ = take(book(1), now=0.0)
     no_claim(m, LEASE / 2)
@@ -674,6 +700,9 @@ class ManifestMachine(RuleBasedStateMachine):
                 ready = e.retry_at is None or e.retry_at <= self.now
                 if not (e.retryable and e.attempts < SM_MAX and ready):
                     continue
+            elif e.status is Status.IN_PROGRESS and e.owner not in self.dead and e.beat > self.now:
+                e.beat = self.now  # a heartbeat from a clock ahead counts, and is recorded, as now
+                continue
             elif e.status is Status.IN_PROGRESS and self.model_stale(e):
                 if e.attempts >= SM_MAX:
                     self.model[n] = replace(e, status=Status.FAILED, owner=None, retryable=False)
@@ -757,6 +786,16 @@ class ManifestMachine(RuleBasedStateMachine):
         self.m, ok = mf.heartbeat(self.m, n, token, self.now)
         if self.fenced(n, token, ok, before):
             self.model[n].beat = self.now
+
+    @precondition(any_held)
+    @rule(data=st.data(), ahead=st.sampled_from([1.0, SM_LEASE, 10 * SM_LEASE]))
+    def heartbeat_ahead(self, data: st.DataObject, ahead: float) -> None:
+        """A worker on a host whose clock runs `ahead` of the judges' beats."""
+        _w, n, token = self.pick_held(data)
+        before = self.m
+        self.m, ok = mf.heartbeat(self.m, n, token, self.now + ahead)
+        if self.fenced(n, token, ok, before):
+            self.model[n].beat = self.now + ahead
 
     @precondition(any_held)
     @rule(data=st.data(), tokens=st.integers(0, 5000))
@@ -943,6 +982,7 @@ class ManifestMachine(RuleBasedStateMachine):
             if e.status is not Status.IN_PROGRESS:
                 continue
             stale = (e.owner in self.dead) or (self.now - (e.heartbeat_at or 0) > SM_LEASE)
+            assert mf.beats_ahead(e, self.now) == ((e.heartbeat_at or 0) > self.now)
             assert bool(mf.is_stale(e, self.now, SM_LEASE, self.is_dead)) == stale
             if not stale:
                 continue
