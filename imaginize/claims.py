@@ -13,6 +13,7 @@ from imaginize.backoff import backoff_delay
 from imaginize.cancel import bind
 from imaginize.errors import ImaginizeError, ProviderError
 from imaginize.events import ChapterFailed, ChapterRetry, EventSink
+from imaginize.safetext import mask_secrets
 from imaginize.store import ManifestStore
 
 T = TypeVar("T")
@@ -161,6 +162,8 @@ def record_failure(
         reason, retryable, wait = str(problem), problem.retryable, problem.retry_after
     else:
         reason, retryable, wait = f"internal error: {problem!r}", False, None
+    # The manifest is shared and shown by `status`: no key a server quoted goes into it.
+    reason = mask_secrets(reason)
     if wait is None:
         wait = backoff_delay(claim.attempt)
     store.fail(

@@ -34,6 +34,7 @@ from imaginize.run import (
     run_book,
     run_books,
 )
+from imaginize.safetext import for_terminal, remember_secret
 from imaginize.status import break_stuck_lock, render_status, status_report
 from imaginize.worker import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT
 
@@ -256,6 +257,8 @@ def run(
     quiet: bool,
 ) -> None:
     """Analyse BOOK and write Contents.md, Chapters.md, Elements.md and chapters/*.json."""
+    # A server may quote the key back in an error: masked wherever this process shows one.
+    remember_secret(api_key)
     config = resolve_provider(
         ProviderKind(provider),
         model=model,
@@ -290,7 +293,7 @@ def run(
     if estimate_only:
         for path in books if single else expand_books(list(books)):
             parsed, plan = estimate_book(path, options, assume_latency)
-            click.echo(render_estimate(parsed.title, options, plan, assume_latency))
+            click.echo(for_terminal(render_estimate(parsed.title, options, plan, assume_latency)))
         return
     view: PlainProgress | LiveProgress
     live: LiveProgress | None = None
@@ -431,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             obj=settings,
         )
     except ImaginizeError as exc:
-        click.echo(f"imaginize: error: {exc}", err=True)
+        # Errors quote file names, titles and servers: shown without their controls or keys.
+        click.echo(for_terminal(f"imaginize: error: {exc}"), err=True)
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("imaginize: interrupted", err=True)
@@ -439,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # The output folder is a file, read-only, full...: the OS's reason, on one line.
         where = f"{exc.filename}: " if exc.filename else ""
-        click.echo(f"imaginize: error: {where}{exc.strerror or exc}", err=True)
+        click.echo(for_terminal(f"imaginize: error: {where}{exc.strerror or exc}"), err=True)
         return ExitCode.BAD_INPUT
     except click.ClickException as exc:
         exc.show()

@@ -16,6 +16,7 @@ from pathlib import Path
 from imaginize.atomic import write_atomic
 from imaginize.model import ChapterResult, Element, ElementKind, ImageRecord, Scene, Usage
 from imaginize.pricing import format_cost, total_cost
+from imaginize.safetext import one_line
 
 CONTENTS = "Contents.md"
 CHAPTERS = "Chapters.md"
@@ -255,7 +256,8 @@ def render_contents(
     if unusable:
         lines.append(f"- Scenes and elements dropped as unusable (no quote or name): {unusable}")
     for number in sorted(failures):
-        lines.append(f"- Chapter {number} failed: {failures[number]}")
+        # A server's reason: one list line, no controls, no key it may have quoted.
+        lines.append(f"- Chapter {number} failed: {one_line(failures[number])}")
     return "\n".join(lines) + "\n"
 
 

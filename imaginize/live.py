@@ -23,6 +23,7 @@ from imaginize.events import (
     RunStarted,
 )
 from imaginize.progress import PlainProgress, format_duration, perf_line
+from imaginize.safetext import for_terminal, one_line
 
 
 class LiveProgress:
@@ -66,7 +67,7 @@ class LiveProgress:
         bar = Table.grid(padding=(0, 1))
         bar.add_row(
             ProgressBar(total=max(1, progress.total), completed=progress.done, width=40),
-            Text(f"{progress.done}/{progress.total} {progress.book}".rstrip()),
+            Text(f"{progress.done}/{progress.total} {one_line(progress.book)}".rstrip()),
         )
         now = time.time()
         rows = Table.grid(padding=(0, 2))
@@ -75,8 +76,8 @@ class LiveProgress:
             who = f"{worker[-2]}:{worker[-1]}" if len(worker) == 3 else owner
             rows.add_row(
                 Text(f"ch {number}", style="bold"),
-                Text(title[:48]),
-                Text(who, style="dim"),
+                Text(one_line(title)[:48]),
+                Text(one_line(who), style="dim"),
                 Text(format_duration(now - claimed) if claimed else ""),
             )
         status = perf_line(progress).removeprefix("[PERF] ")
@@ -84,5 +85,6 @@ class LiveProgress:
 
 
 def _plain(view: PlainProgress, event: Event) -> str:
-    # The plain view knows the wording; reuse it rather than keep two copies.
-    return view.format(event) or ""
+    # The plain view knows the wording; reuse it rather than keep two copies. Shown as a
+    # rich Text, never parsed as markup: "[bold red]" in a title stays as written.
+    return for_terminal(view.format(event) or "")

@@ -19,6 +19,7 @@ from imaginize.events import (
     RunStarted,
 )
 from imaginize.pricing import format_cost
+from imaginize.safetext import for_terminal, one_line
 
 if TYPE_CHECKING:
     from imaginize.estimate import Estimate
@@ -72,45 +73,51 @@ class PlainProgress:
             event, Notice | ChapterFailed | RunFinished | BookProgress | LibraryFinished
         )
         if line is not None and getattr(event, "book", ""):
-            line = f"[{event.book}] {line}"  # type: ignore[union-attr]
+            line = f"[{one_line(event.book)}] {line}"  # type: ignore[union-attr]
         if line is not None and (self._verbose or quiet_ok):
-            print(line, file=self._out, flush=True)
+            print(for_terminal(line), file=self._out, flush=True)
 
     def format(self, event: Event) -> str | None:
-        """The line for `event`, or None; keeps the counts the lines show."""
+        """The line for `event`, or None; keeps the counts the lines show. Titles, paths and
+        reasons come from the book and the server: each is shown on one line (`one_line`)."""
         match event:
             case RunStarted():
                 self._total[event.title] = self._total[""] = event.selected
                 if event.provider == "offline":
                     using = f"using the built-in offline analyzer ({event.provider_reason})"
                 else:
-                    using = f"using {event.provider} model {event.model} ({event.provider_reason})"
+                    model = one_line(event.model)
+                    using = f"using {event.provider} model {model} ({event.provider_reason})"
                 counts = f"{event.selected} of {event.chapters} chapters"
-                return f"imaginize: {using}\n{event.title}: {counts} -> {event.out_dir}"
+                where = one_line(str(event.out_dir))
+                return f"imaginize: {using}\n{one_line(event.title)}: {counts} -> {where}"
             case Notice():
-                return f"imaginize: warning: {event.message}"
+                return f"imaginize: warning: {one_line(event.message)}"
             case ChapterStarted():
                 return None
             case ChapterSkipped():
                 count = self._count(event.book, event.number)
-                return f"{count} chapter {event.number}: {event.reason}"
+                return f"{count} chapter {event.number}: {one_line(event.reason)}"
             case ChapterFinished():
                 r = event.result
                 return (
-                    f"{self._count(event.book, r.chapter)} chapter {r.chapter} {r.title!r}: "
+                    f"{self._count(event.book, r.chapter)} chapter {r.chapter} "
+                    f"{one_line(repr(r.title))}: "
                     f"{_count(len(r.scenes), 'scene')}, {_count(len(r.elements), 'element')} "
                     f"({event.seconds:.1f}s)"
                 )
             case ImageFinished():
-                return f"image of chapter {event.chapter}, scene {event.scene} -> {event.file}"
+                where = one_line(event.file)
+                return f"image of chapter {event.chapter}, scene {event.scene} -> {where}"
             case ChapterRetry():
                 return (
-                    f"chapter {event.number}: attempt {event.attempt} failed ({event.reason}); "
+                    f"chapter {event.number}: attempt {event.attempt} failed "
+                    f"({one_line(event.reason)}); "
                     f"retrying in {event.wait:.1f}s"
                 )
             case ChapterFailed():
                 count = self._count(event.book, event.number)
-                return f"{count} chapter {event.number} FAILED: {event.reason}"
+                return f"{count} chapter {event.number} FAILED: {one_line(event.reason)}"
             case BookProgress():
                 self._last_progress[event.book] = event
                 if event.done >= self._perf_at.get(event.book, 0) + PERF_EVERY:
@@ -120,7 +127,10 @@ class PlainProgress:
             case LibraryFinished():
                 done = sum(1 for b in event.books if b.completed == b.total)
                 line = f"Library: {done} of {len(event.books) + len(event.skipped)} books done"
-                skipped = [f"  skipped {path}: {why}" for path, why in event.skipped.items()]
+                skipped = [
+                    f"  skipped {one_line(str(path))}: {one_line(why)}"
+                    for path, why in event.skipped.items()
+                ]
                 return "\n".join([line, *skipped])
             case RunFinished():
                 summary = _summary(event)
@@ -144,12 +154,13 @@ def _count(n: int, noun: str) -> str:
 def _summary(event: RunFinished) -> str:
     done = f"{event.completed}/{event.total} chapters"
     spent = f" ({format_cost(event.cost)})" if event.cost is not None else ""
-    lines = [f"Done: {done}, {event.tokens:,} tokens{spent} -> {event.out_dir}"]
+    where = one_line(str(event.out_dir))
+    lines = [f"Done: {done}, {event.tokens:,} tokens{spent} -> {where}"]
     lines += [f"  {path.name}" for path in event.guides]
     for number, reason in sorted(event.failures.items()):
-        lines.append(f"  chapter {number} failed: {reason}")
+        lines.append(f"  chapter {number} failed: {one_line(reason)}")
     for unit, reason in event.image_failures.items():
-        lines.append(f"  image of {unit} failed: {reason}")
+        lines.append(f"  image of {one_line(unit)} failed: {one_line(reason)}")
     return "\n".join(lines)
 
 
@@ -180,7 +191,8 @@ def render_estimate(title: str, options: RunOptions, plan: Estimate, latency: fl
         ),
     ]
     width = max(len(k) for k, _ in rows)
-    lines = [f"Estimate for {title!r} with {config.kind.value} model {config.model}:"]
+    model = one_line(config.model)
+    lines = [f"Estimate for {one_line(repr(title))} with {config.kind.value} model {model}:"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
     lines.append("No request was sent.")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from imaginize.errors import ManifestError
 from imaginize.images import ImageStore
 from imaginize.locking import LockHolder, break_lock, lock_holder
 from imaginize.progress import format_duration
+from imaginize.safetext import for_terminal, mask_secrets, one_line
 from imaginize.store import ManifestStore
 
 
@@ -51,6 +52,9 @@ def status_report(out_dir: Path, now: float | None = None) -> StatusReport:
 
 
 def render_status(report: StatusReport, *, as_json: bool = False) -> str:
+    """The report as a table, or as JSON. Titles, owners, hosts and errors come from the book,
+    other hosts and servers: shown on one line each with controls escaped, and with API keys
+    masked in both forms (JSON escapes the controls itself)."""
     m = report.manifest
     totals = _totals(m)
     if as_json:
@@ -61,38 +65,38 @@ def render_status(report: StatusReport, *, as_json: bool = False) -> str:
         data["imageLock"] = None if report.image_lock is None else vars(report.image_lock)
         if report.images is not None:
             data["images"] = {s.value: _totals(report.images).get(s.value, 0) for s in mf.Status}
-        return json.dumps(data, indent=2)
+        return mask_secrets(json.dumps(data, indent=2))
     header = ("#", "title", "status", "owner", "tries", "age", "error")
     rows = [header]
     for e in m.chapters:
         since = e.heartbeat_at if e.status is mf.Status.IN_PROGRESS else e.completed_at
         age = format_duration(report.now - since) if since else ""
-        title = e.title if len(e.title) <= 40 else e.title[:39] + "…"
-        error = (e.error or "")[:60]
-        rows.append(
-            (str(e.number), title, e.status.value, e.owner or "", str(e.attempts), age, error)
-        )
+        title = one_line(e.title)
+        title = title if len(title) <= 40 else title[:39] + "…"
+        error = one_line(e.error or "")[:60]
+        owner = one_line(e.owner or "")
+        rows.append((str(e.number), title, e.status.value, owner, str(e.attempts), age, error))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
     ]
     summary = ", ".join(f"{totals.get(s.value, 0)} {s.value}" for s in mf.Status)
-    lines += ["", f"{m.title}: {len(m.chapters)} chapters: {summary}"]
+    lines += ["", f"{one_line(m.title)}: {len(m.chapters)} chapters: {summary}"]
     lines.append(f"tokens used: {sum(e.tokens for e in m.chapters):,}")
     if report.images is not None:
         counts = _totals(report.images)
         shown = ", ".join(f"{counts.get(s.value, 0)} {s.value}" for s in mf.Status)
         lines.append(f"images: {len(report.images.chapters)} scenes: {shown}")
         lines += [
-            f"  {e.title}: {e.error}"
+            f"  {one_line(e.title)}: {one_line(e.error)}"
             for e in report.images.chapters
             if e.status is mf.Status.FAILED and e.error
         ]
     if report.lock is not None:
-        lines.append(f"lock: {report.lock.describe()}")
+        lines.append(f"lock: {one_line(report.lock.describe())}")
     if report.image_lock is not None:
-        lines.append(f"image lock: {report.image_lock.describe()}")
-    return "\n".join(lines)
+        lines.append(f"image lock: {one_line(report.image_lock.describe())}")
+    return for_terminal("\n".join(lines))
 
 
 def _totals(manifest: mf.Manifest) -> Counter[str]:
@@ -108,8 +112,8 @@ def break_stuck_lock(out_dir: Path, confirm: Callable[[str], bool]) -> str:
         holder = lock_holder(path)
         if holder is None:
             lines.append(f"{path}: not locked")
-        elif not confirm(f"{path.name}, {holder.describe()}"):
+        elif not confirm(one_line(f"{path.name}, {holder.describe()}")):
             lines.append(f"{path}: left in place")
         else:
             lines.append(f"{path}: removed" if break_lock(path) else f"{path}: already gone")
-    return "\n".join(lines)
+    return for_terminal("\n".join(lines))

@@ -41,7 +41,9 @@ Per kind:
     error      "status" (required); "message", "type", "code", "param" for the OpenAI error body
                {"error": {...}} (defaults per status); "retry_after" (Retry-After header, seconds or
                an HTTP date) and "retry_after_ms" (retry-after-ms header); "body" replaces the JSON
-               body verbatim (e.g. a proxy's HTML 502) with "content_type" (default text/html).
+               body verbatim (e.g. a proxy's HTML 502) with "content_type" (default text/html);
+               "echo_key": true appends the API key the request carried (its Authorization
+               header without "Bearer ") to the message, as careless servers and proxies do.
     malformed  HTTP "status" (default 200) with "body" (default: cut-off JSON) that the client
                cannot parse; "content_type" default application/json.
     truncated  200 whose Content-Length promises the whole reply but only half is sent before the
@@ -734,9 +736,13 @@ class FakeOpenAI:
             status,
             (f"HTTP {status}", "server_error" if status >= 500 else "invalid_request_error", None),
         )
+        message = step.get("message", message)
+        if step.get("echo_key"):
+            sent = handler.headers.get("Authorization", "").removeprefix("Bearer ")
+            message = f"{message} (key: {sent})"
         payload = {
             "error": {
-                "message": step.get("message", message),
+                "message": message,
                 "type": step.get("type", error_type),
                 "param": step.get("param"),
                 "code": step.get("code", code),

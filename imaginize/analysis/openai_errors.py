@@ -17,6 +17,7 @@ from imaginize import cancel
 from imaginize.backoff import backoff_delay, retry_after_seconds
 from imaginize.errors import AuthenticationError, ProviderError
 from imaginize.pacing import Pacer
+from imaginize.safetext import mask_secrets
 
 _RETRYABLE_STATUS = {408, 409, 429}
 T = TypeVar("T")
@@ -41,12 +42,24 @@ def status_error(exc: openai.APIStatusError) -> StatusError:
 
 
 def detail(exc: openai.APIStatusError) -> str:
+    """The server's reason, with the key it was sent (and anything shaped like a key) masked:
+    some servers and proxies quote it back, and this text is printed and stored."""
     body = exc.body
+    text = exc.message
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return exc.message
+            text = str(error["message"])
+    return mask_secrets(text, [_sent_key(exc)])
+
+
+def _sent_key(exc: openai.APIError) -> str:
+    """The API key the failed request carried (its `Authorization: Bearer` header)."""
+    try:
+        sent = exc.request.headers.get("authorization") or ""
+    except (AttributeError, RuntimeError):  # an error built without a request (tests)
+        return ""
+    return sent.removeprefix("Bearer ").strip()
 
 
 def _code(exc: openai.APIStatusError) -> str:
