@@ -145,3 +145,21 @@ def share_scenes(total: int, chunks: list[Chapter]) -> list[int]:
             shares[donor] -= 1
             shares[i] = 1
     return shares
+
+
+def halve(chapter: Chapter) -> list[Chapter]:
+    """The chapter in two at the paragraph break nearest its middle, else at the sentence end
+    nearest it; unchanged (one part) when it is a single sentence, which is never cut."""
+    for separator, pieces in (
+        (_PARAGRAPH_BREAK, chapter.paragraphs),
+        ("", _sentences(chapter.text)),
+    ):
+        if sum(1 for p in pieces if p.strip()) < 2:
+            continue
+        sizes = list(itertools.accumulate(estimate_tokens(p) for p in pieces))
+        cut = min(range(1, len(pieces)), key=lambda i: abs(sizes[-1] - 2 * sizes[i - 1]))
+        return [
+            replace(chapter, text=separator.join(pieces[:cut]).strip()),
+            replace(chapter, text=separator.join(pieces[cut:]).strip()),
+        ]
+    return [chapter]

@@ -19,7 +19,7 @@ def analyze_chapter(
     pages_per_image: float = DEFAULT_PAGES_PER_IMAGE,
     max_chunk_tokens: int = DEFAULT_MAX_CHUNK_TOKENS,
 ) -> ChapterResult:
-    chunks = split_chapter(chapter, max_chunk_tokens)
+    chunks = split_chapter(chapter, analyzer.chunk_tokens(max_chunk_tokens))
     shares = share_scenes(scene_count(chapter.text, pages_per_image), chunks)
     scenes = []
     elements: list[Element] = []

@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -29,8 +30,9 @@ from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
 from imaginize.atomic import write_json_atomic
 from imaginize.book import read_book
+from imaginize.cancel import Token
 from imaginize.claims import Flag, Heartbeat, Interrupts, Stop, record_failure, within
-from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
+from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError, ServerPaused
 from imaginize.events import (
     ChapterFinished,
     ChapterStarted,
@@ -42,7 +44,7 @@ from imaginize.image_worker import ImageJob, prepare_images, work_on_image
 from imaginize.images import ImageOptions, unit_parts, wanted_units
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book
-from imaginize.pacing import Limits, Pacer
+from imaginize.pacing import DEFAULT_MAX_WAIT, Limits, Pacer, server_name
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE, analyze_chapter
 from imaginize.providers import ProviderConfig, ProviderKind, make_analyzer
 from imaginize.results import CHAPTERS_DIR
@@ -75,10 +77,15 @@ class WorkerSpec:
     limits: Limits | None = None
     pace_dir: str | None = None
     chapter_timeout: float = DEFAULT_CHAPTER_TIMEOUT
+    # --max-wait: the longest pause a server may ask for that is waited out, not a stop.
+    max_wait: float = DEFAULT_MAX_WAIT
     # --images: one illustration per scene once its chapter is done (openai provider only).
     images: ImageOptions | None = None
     # Diagnostics: a file that gets "number token owner" appended for each published result.
     journal: str | None = None
+    # The book's sha256, stamped on every result file so no other book ever adopts it
+    # (empty: results go unstamped and count only where the manifest records them done).
+    book_sha256: str = ""
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -135,20 +142,43 @@ class _Job:
     images: ImageJob | None = None
     # The process's stop handling (serve): None in a run_worker of the calling process.
     interrupts: Interrupts | None = None
+    pacer: Pacer | None = None
+    # Whether the analyzer has built what it needs before its first chapter (`_ready`).
+    warmed: bool = False
 
 
 def _prepare(spec: WorkerSpec, book: Book | None, analyzer: Analyzer | None) -> _Job:
     book = book or read_book(spec.book_path)
     pacer = None
     if spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI:
-        pacer = Pacer(Path(spec.pace_dir or spec.out_dir), spec.limits)
+        pacer = Pacer(
+            Path(spec.pace_dir or spec.out_dir),
+            spec.limits,
+            max_wait=spec.max_wait,
+            server=server_name(spec.provider.base_url),
+        )
     if analyzer is None:
         analyzer = make_analyzer(spec.provider, book, pacer)
     store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
     images = None
     if spec.images is not None and spec.provider.kind is ProviderKind.OPENAI:
         images = prepare_images(spec, spec.images, pacer)
-    return _Job(spec, store, book, analyzer, images)
+    return _Job(spec, store, book, analyzer, images, pacer=pacer)
+
+
+def _ready(job: _Job) -> float:
+    """Called before a claim: 0 when the worker may claim now, else seconds to wait. Builds
+    what the analyzer needs for the whole book first (the offline analyzer's index), so that
+    no chapter's time limit pays for it; waits out a pause the server asked for unclaimed
+    (`ServerPaused` when it is longer than --max-wait), so no claim sleeps through it."""
+    if not job.warmed:
+        warm_up = getattr(job.analyzer, "warm_up", None)
+        if warm_up is not None:
+            # A stop may interrupt it: nothing is claimed yet.
+            with job.interrupts.waiting() if job.interrupts is not None else nullcontext():
+                warm_up()
+        job.warmed = True
+    return job.pacer.pause_left() if job.pacer is not None else 0.0
 
 
 def run_jobs(
@@ -248,7 +278,7 @@ def _step(
     claimable yet, else what was worked on. Chapters come first, one after another while
     `chain` lets each publish claim the next; a book's images once its chapters are done."""
     spec = job.spec
-    got = _claim_next(job.store, spec, owner, spec.chapters, should_stop)
+    got = _claim_next(job.store, spec, owner, spec.chapters, should_stop, lambda: _ready(job))
     if isinstance(got, mf.Claim):
         published = 0
         claim: mf.Claim | None = got
@@ -269,7 +299,9 @@ def _step(
         selected = spec.chapters or [c.number for c in job.book.chapters]
         job.images.store.sync_units(selected)
         job.images.synced = True
-    image = _claim_next(job.images.store, spec, owner, _drawable(job), should_stop)
+    image = _claim_next(
+        job.images.store, spec, owner, _drawable(job), should_stop, lambda: _ready(job)
+    )
     if isinstance(image, mf.Claim):
         done = work_on_image(spec, job.images, image, worker_id, sink, job.interrupts)
         return _Worked(int(done))
@@ -299,9 +331,11 @@ def _claim_next(
     owner: str,
     wanted: tuple[int, ...] | None,
     should_stop: Callable[[], bool],
+    ready: Callable[[], float] = lambda: 0.0,
 ) -> mf.Claim | float | bool | None:
-    """A claim; or None when these units are settled, a wait when none is claimable yet,
-    False when the claim was given straight back because the worker is stopping."""
+    """A claim; or None when these units are settled, a wait when none is claimable yet (or
+    `ready()` asks for one), False when the claim was given straight back because the worker
+    is stopping."""
     # Look before locking: an idle worker reads the manifest without the lock and takes it
     # only when there is something to claim.
     current = store.read()
@@ -309,6 +343,9 @@ def _claim_next(
         return None
     if not _anything_claimable(current, spec, store.clock(), wanted):
         return _idle_wait(current, spec, store.clock(), wanted)
+    wait = ready()
+    if wait > 0:
+        return wait
     claim = store.claim(owner, lease=spec.lease, max_attempts=spec.max_attempts, wanted=wanted)
     if claim is None:
         return 0.0
@@ -338,7 +375,9 @@ def _work_on(
     started = time.monotonic()
     beats = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
     try:
-        with Heartbeat(beats, number, token, spec.heartbeat) as beat:
+        # A Token: giving the chapter up (timeout, stop, claim lost) also shuts its request's
+        # connection and gives its pacer slot back at once (see cancel).
+        with Heartbeat(beats, number, token, spec.heartbeat, on_lost=Token()) as beat:
             result = within(
                 spec.chapter_timeout,
                 lambda: analyze_chapter(
@@ -351,13 +390,18 @@ def _work_on(
                 cancel=beat.lost,  # a claim taken over stops spending on our side
                 interrupts=job.interrupts,
             )
-    except (KeyboardInterrupt, Stop, AuthenticationError):
+    except (KeyboardInterrupt, Stop, AuthenticationError, ServerPaused):
         # Not the chapter's fault: give it back without counting the attempt.
         store.release(number, token)
         raise
     except Exception as exc:  # the chapter failed; a bug met on it must not end the worker
         record_failure(store, claim, spec.max_attempts, exc, sink)
         return False, None
+    finally:
+        # What the provider learned on the way (its server's context, a refused format).
+        for message in analyzer.take_notices():
+            sink(Notice(message))
+    result = replace(result, book_sha256=spec.book_sha256)
     staged = Path(spec.out_dir) / CHAPTERS_DIR / f".{number:03d}.{token}.json"
     write_json_atomic(staged, result.to_json(), sync_dir=False)  # publish syncs the folder
     following: mf.Claim | None = None

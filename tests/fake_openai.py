@@ -39,7 +39,8 @@ Per kind:
                Answers {"created", "data": [{"b64_json"}] * n}.
     models     "ids": model ids to list (default: the server's model_ids).
     error      "status" (required); "message", "type", "code", "param" for the OpenAI error body
-               {"error": {...}} (defaults per status); "retry_after" (Retry-After header, seconds or
+               {"error": {...}} (defaults per status), "extra_error" more fields of that
+               object (llama-server's "n_ctx"); "retry_after" (Retry-After header, seconds or
                an HTTP date) and "retry_after_ms" (retry-after-ms header); "body" replaces the JSON
                body verbatim (e.g. a proxy's HTML 502) with "content_type" (default text/html);
                "echo_key": true appends the API key the request carried (its Authorization
@@ -58,6 +59,11 @@ Choosing the step for a request, first match wins:
     3. reject_response_format set and the chat request's response_format type is in
        rejected_formats (default json_schema, json_object): an error with that status, as some
        servers (llama.cpp) do;
+       A format is named by its type, or "json_object+schema" for llama-cpp-python's
+       {"type": "json_object", "schema": ...} (refused by either name);
+    3b. context_tokens set and the chat request's prompt (ceil(chars / 4)) plus its max_tokens
+       exceed it: a 400 worded as context_style says ("openai", "llama.cpp",
+       "llama-cpp-python");
     4. a chat request with "stream": true: 400 (this server does not stream);
     5. the endpoint's queue (FIFO);
     6. chat only: the responder, a callable given the parsed request JSON that returns a step, a
@@ -71,7 +77,8 @@ Script file (JSON object; every key optional; the same keys go to FakeOpenAI.scr
      "responder": "tests.helpers:answer",        # importable callable, see 6. above
      "rpm": 30, "rate_window": 60.0,             # sliding-window rate limit (window in seconds)
      "reject_response_format": 400, "rejected_formats": ["json_schema", "json_object"],
-     "api_key": "test", "model_ids": ["fake-model"]}
+     "api_key": "test", "model_ids": ["fake-model"],
+     "context_tokens": 4096, "context_style": "openai"}
 Example: {"chat": [{"status": 429, "retry_after": 1}, {"delay": 0.2, "content": "{\\"a\\": 1}"}],
           "default": {"content": "ok", "finish_reason": "length"}}
 
@@ -152,6 +159,8 @@ SCRIPT_KEYS = {
     "rejected_formats",
     "api_key",
     "model_ids",
+    "context_tokens",
+    "context_style",
 }
 # (message, type, code): close to what api.openai.com sends, so error mapping is realistic.
 ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
@@ -455,6 +464,8 @@ class FakeOpenAI:
         rejected_formats: Iterable[str] = ("json_schema", "json_object"),
         api_key: str | None = None,
         model_ids: Iterable[str] = ("fake-model",),
+        context_tokens: int | None = None,
+        context_style: str = "openai",
     ) -> None:
         self.host, self.port = host, port
         self.log_path = Path(log_path) if log_path is not None else None
@@ -483,6 +494,8 @@ class FakeOpenAI:
         self.rejected_formats = tuple(rejected_formats)
         self.api_key = api_key
         self.model_ids = list(model_ids)
+        self.context_tokens = context_tokens
+        self.context_style = context_style
         self.script(default=default, image_default=image_default, responder=responder)
 
     # -- lifecycle
@@ -572,7 +585,14 @@ class FakeOpenAI:
         if "responder" in merged:
             responder = merged["responder"]
             self.responder = _load_callable(responder) if isinstance(responder, str) else responder
-        for key in ("rpm", "rate_window", "reject_response_format", "api_key"):
+        for key in (
+            "rpm",
+            "rate_window",
+            "reject_response_format",
+            "api_key",
+            "context_tokens",
+            "context_style",
+        ):
             if key in merged:
                 setattr(self, key, merged[key])
         if "rejected_formats" in merged:
@@ -619,10 +639,17 @@ class FakeOpenAI:
             if limited is not None:
                 return limited, "rate_limit", None
         if endpoint == "chat" and self.reject_response_format:
-            kind = (body.get("response_format") or {}).get("type")
-            if kind in self.rejected_formats:
-                message = f"response_format type {kind!r} is not supported by this server"
+            wanted = body.get("response_format") or {}
+            kind = wanted.get("type")
+            # llama-cpp-python's form, a schema inside json_object, can be refused on its own.
+            label = f"{kind}+schema" if kind == "json_object" and "schema" in wanted else kind
+            if kind in self.rejected_formats or label in self.rejected_formats:
+                message = f"response_format type {label!r} is not supported by this server"
                 return error(self.reject_response_format, message), "response_format", None
+        if endpoint == "chat" and self.context_tokens:
+            too_long = self._context_error(body)
+            if too_long is not None:
+                return too_long, "context", None
         if endpoint == "chat" and body.get("stream"):
             return error(400, "The fake server does not stream."), "stream", None
         with self._lock:
@@ -636,6 +663,34 @@ class FakeOpenAI:
             except Exception as exc:  # surface test bugs as a 500 plus a logged traceback
                 return error(500, f"responder failed: {exc!r}"), "responder", traceback.format_exc()
         return self._defaults[endpoint], "default", None
+
+    def _context_error(self, body: Mapping[str, Any]) -> Step | None:
+        """A 400 for a request whose prompt and reply cap exceed the context, worded as the
+        server named by context_style says it: "openai" (also vLLM), "llama.cpp"
+        (llama-server: n_ctx in the error object), "llama-cpp-python"."""
+        assert self.context_tokens is not None
+        prompt = _tokens(prompt_text(body))
+        cap = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        wanted = prompt + (cap if isinstance(cap, int) else 0)
+        if wanted <= self.context_tokens:
+            return None
+        n_ctx = self.context_tokens
+        if self.context_style == "llama.cpp":
+            return error(
+                400,
+                "the request exceeds the available context size, try increasing it",
+                error_type="exceed_context_size_error",
+                extra_error={"n_prompt_tokens": prompt, "n_ctx": n_ctx},
+            )
+        if self.context_style == "llama-cpp-python":
+            return error(400, f"Requested tokens ({wanted}) exceed context window of {n_ctx}")
+        return error(
+            400,
+            f"This model's maximum context length is {n_ctx} tokens. However, you requested "
+            f"{wanted} tokens ({prompt} in the messages, {cap} in the completion). Please "
+            "reduce the length of the messages or completion.",
+            code="context_length_exceeded",
+        )
 
     def _rate_limit(self) -> Step | None:
         now = time.monotonic()
@@ -746,6 +801,7 @@ class FakeOpenAI:
                 "type": step.get("type", error_type),
                 "param": step.get("param"),
                 "code": step.get("code", code),
+                **step.get("extra_error", {}),
             }
         }
         handler.send(status, json.dumps(payload).encode(), headers=headers)
@@ -759,7 +815,8 @@ class FakeOpenAI:
             "completion_tokens": _tokens(content or ""),
         }
         usage.update(step.get("usage") or {})
-        usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
+        with contextlib.suppress(TypeError):  # a test's deliberately broken counts
+            usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
         body = body if isinstance(body, dict) else {}
         completion = {
             "id": f"chatcmpl-fake{record['seq']}",

@@ -53,3 +53,12 @@ def reply_json(body: Mapping[str, Any] | None) -> str:
 
 def answer(body: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"kind": "reply", "content": reply_json(body)}
+
+
+def schema_bound(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A small local model (as Gemma 3 270M behind llama.cpp): without a schema to follow it
+    answers with any JSON object it likes; constrained by one, it fills the schema."""
+    wanted = (body or {}).get("response_format") or {}
+    if wanted.get("type") == "json_schema" or "schema" in wanted:
+        return answer(body)
+    return {"kind": "reply", "content": json.dumps({"name": "model", "items": ["a", "b"]})}

@@ -273,3 +273,26 @@ def test_share_scenes_sums_to_the_total_and_gives_each_at_least_one(
     weights = [max(1, estimate_tokens(c.text)) for c in chunks]
     for share, weight in zip(shares, weights, strict=True):
         assert share <= total * weight / sum(weights) + 1
+
+
+def test_halve_cuts_at_the_paragraph_break_nearest_the_middle() -> None:
+    from imaginize.chunking import halve
+
+    text = "One short.\n\nA second, longer paragraph here.\n\nThird one.\n\nFour."
+    first, second = halve(Chapter(1, "T", text))
+    assert first.text == "One short.\n\nA second, longer paragraph here."
+    assert second.text == "Third one.\n\nFour."
+
+
+def test_halve_cuts_one_paragraph_at_a_sentence_end_and_never_inside_a_sentence() -> None:
+    from imaginize.chunking import halve
+
+    text = "The tide came in.  Wren ran! Then   it was dark and very, very cold."
+    first, second = halve(Chapter(1, "T", text))
+    assert (first.text, second.text) == (
+        "The tide came in.  Wren ran!",
+        "Then   it was dark and very, very cold.",
+    )
+    assert halve(Chapter(1, "T", "One sentence with no end")) == [
+        Chapter(1, "T", "One sentence with no end")
+    ]

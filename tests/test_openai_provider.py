@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from unittest.mock import ANY
 
 import pytest
 
 from imaginize.analysis.openai_chat import OpenAIAnalyzer
+from imaginize.analysis.reply_schema import SCHEMA_NAME, reply_schema
 from imaginize.errors import AuthenticationError, ProviderError
 from imaginize.model import Chapter
 from tests.fake_openai import (
@@ -52,7 +54,11 @@ def test_valid_reply_gives_verified_scenes_and_api_usage(fake_openai: FakeOpenAI
     assert result.usage.prompt_tokens == 321
     assert result.usage.completion_tokens == 45
     request = fake_openai.requests[0]
-    assert request["body"]["response_format"] == {"type": "json_object"}
+    assert request["body"]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": reply_schema()},
+    }
+    assert request["body"]["max_tokens"] == 2048 + 2 * 512  # sized to the scenes asked for
     assert request["headers"]["authorization"] == "Bearer test"
 
 
@@ -76,30 +82,60 @@ def test_invented_quotes_are_dropped_and_counted(fake_openai: FakeOpenAI) -> Non
     assert result.dropped_quotes == 1
 
 
-def test_cut_off_reply_gets_one_repair_request(fake_openai: FakeOpenAI) -> None:
+def test_cut_off_reply_is_asked_again_in_halves_never_as_it_was(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(responder=answer)
     fake_openai.enqueue(
         reply(
             '{"scenes": [{"quote": "The light',
             finish_reason="length",
             usage={"prompt_tokens": 100, "completion_tokens": 50},
-        ),
-        good(usage={"prompt_tokens": 200, "completion_tokens": 60}),
+        )
     )
     result = analyzer(fake_openai).analyze(CHAPTER, 2)
-    assert len(result.scenes) == 2
-    assert result.usage.prompt_tokens == 300  # both requests are counted
-    repair = fake_openai.requests[1]["body"]["messages"]
-    assert repair[-2]["role"] == "assistant"
-    assert "cut off" in repair[-1]["content"]
+    first, second = (p.split("\n\n") for p in TEXT.split("\n\n", 1))
+    assert [s.quote for s in result.scenes] == [
+        "The lighthouse stood black against a copper sky.",
+        "At the top the great lens waited, cold and clouded.",
+    ]
+    prompts = [r["body"]["messages"][-1]["content"] for r in fake_openai.requests]
+    assert len(prompts) == 3
+    assert TEXT in prompts[0]
+    assert first[0] in prompts[1] and second[0] not in prompts[1]
+    assert second[0] in prompts[2] and first[0] not in prompts[2]
+    assert result.usage.prompt_tokens > 100  # the cut-off reply's tokens are counted too
 
 
-def test_invalid_twice_fails_the_chapter_with_the_reason(fake_openai: FakeOpenAI) -> None:
+def test_a_cut_off_reply_that_cannot_be_split_names_the_setting(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(default=reply('{"scenes": [', finish_reason="length"))
+    one_sentence = Chapter(1, "Short", "The lighthouse stood black against a copper sky")
+    with pytest.raises(ProviderError, match="--max-output-tokens"):
+        analyzer(fake_openai).analyze(one_sentence, 1)
+    assert len(fake_openai.requests) == 1
+
+
+def test_invalid_twice_fails_the_chapter_with_both_reasons(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(reply("I cannot help with that."), reply('{"scenes": []}'))
     with pytest.raises(ProviderError) as caught:
         analyzer(fake_openai).analyze(CHAPTER, 2)
     assert not caught.value.retryable
-    assert "no scenes" in str(caught.value)
+    message = str(caught.value)
+    assert "no complete JSON object" in message  # the first reply's reason is kept
+    assert "no scenes" in message
     assert len(fake_openai.requests) == 2
+
+
+def test_a_repair_answered_with_the_same_reply_is_asked_afresh_colder(
+    fake_openai: FakeOpenAI,
+) -> None:
+    same = reply('{"scenes": [{"quote": "Nothing like this."}]}')
+    fake_openai.enqueue(same, same, good())
+    result = analyzer(fake_openai).analyze(CHAPTER, 2)
+    assert len(result.scenes) == 2
+    third = fake_openai.requests[2]["body"]
+    assert len(third["messages"]) == 2  # a fresh conversation, not the repair's
+    assert third["temperature"] == 0.0
 
 
 def test_all_quotes_invented_is_repaired_not_completed_empty(fake_openai: FakeOpenAI) -> None:
@@ -127,13 +163,26 @@ def test_server_errors_are_retryable(fake_openai: FakeOpenAI, status: int) -> No
     assert caught.value.retryable
 
 
-@pytest.mark.parametrize("status", [403, 404, 422])
+@pytest.mark.parametrize("status", [403, 404])
 def test_client_errors_fail_at_once(fake_openai: FakeOpenAI, status: int) -> None:
     fake_openai.enqueue(error(status, "nope"), error(status, "nope"))
     with pytest.raises(ProviderError) as caught:
         analyzer(fake_openai).analyze(CHAPTER, 1)
     assert not caught.value.retryable
     assert "nope" in str(caught.value)
+    assert len(fake_openai.requests) == 1
+
+
+def test_a_422_to_every_format_fails_with_the_servers_reason(fake_openai: FakeOpenAI) -> None:
+    # Some servers answer an unknown response_format with a bare 422: each format is tried
+    # once (never the same request twice), then the reason is the server's.
+    fake_openai.script(default=error(422, "nope"))
+    with pytest.raises(ProviderError) as caught:
+        analyzer(fake_openai).analyze(CHAPTER, 1)
+    assert not caught.value.retryable
+    assert "nope" in str(caught.value)
+    formats = [(r["body"].get("response_format") or {}).get("type") for r in fake_openai.requests]
+    assert formats == ["json_schema", "json_object", "json_object", None]
 
 
 def test_401_is_an_authentication_error(fake_openai: FakeOpenAI) -> None:
@@ -148,7 +197,22 @@ def test_server_without_json_mode_falls_back_once_and_remembers(fake_openai: Fak
     subject.analyze(CHAPTER, 1)
     subject.analyze(CHAPTER, 1)
     formats = [r["body"].get("response_format") for r in fake_openai.requests]
-    assert formats == [{"type": "json_object"}, None, None]
+    assert formats == [
+        {"type": "json_schema", "json_schema": ANY},
+        {"type": "json_object", "schema": reply_schema()},
+        {"type": "json_object"},
+        None,
+        None,
+    ]
+    assert subject.take_notices() == [
+        f"{fake_openai.url} refused json_schema replies (HTTP 500: response_format type "
+        "'json_schema' is not supported by this server); trying json_object+schema",
+        f"{fake_openai.url} refused json_object+schema replies (HTTP 500: response_format type "
+        "'json_object+schema' is not supported by this server); trying json_object",
+        f"{fake_openai.url} refused json_object replies (HTTP 500: response_format type "
+        "'json_object' is not supported by this server); trying plain prompting",
+        f"reply format: plain prompting ({fake_openai.url})",
+    ]
 
 
 @pytest.mark.parametrize("step", [malformed(), truncated()], ids=["malformed", "truncated"])

@@ -102,6 +102,12 @@ class Quick:
         self.hook(chunk)
         return Analysis(scenes=(), elements=(), usage=Usage(3, 4))
 
+    def chunk_tokens(self, configured: int) -> int:
+        return configured
+
+    def take_notices(self) -> list[str]:
+        return []
+
 
 def make_book(tmp_path: Path, name: str, count: int) -> tuple[WorkerSpec, Book]:
     out = tmp_path / name

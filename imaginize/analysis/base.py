@@ -21,3 +21,13 @@ class Analyzer(Protocol):
         Raises `imaginize.errors.ProviderError` when the chunk cannot be analysed.
         """
         ...
+
+    def chunk_tokens(self, configured: int) -> int:
+        """The most chapter text (in estimated tokens) one chunk should carry, given the
+        configured figure: less when the provider has learned its server holds less."""
+        ...
+
+    def take_notices(self) -> list[str]:
+        """Lines for the user the provider gathered since the last call (what it learned
+        of its server, numbers it could not trust)."""
+        ...

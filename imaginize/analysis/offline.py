@@ -39,6 +39,12 @@ class OfflineAnalyzer:
         self._catalogue: Catalogue | None = None
         self._lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """Build the book-wide catalogue now. Workers call this before they claim a chapter:
+        built lazily, inside the first chapter's analysis, it would count against that
+        chapter's time limit (minutes on a huge book) while the chapter is held."""
+        _ = self.catalogue
+
     @property
     def catalogue(self) -> Catalogue | None:
         """The book-wide catalogue, or None when no book was given."""
@@ -48,6 +54,12 @@ class OfflineAnalyzer:
             if self._catalogue is None:
                 self._catalogue = Catalogue([c.text for c in self._book.chapters])
             return self._catalogue
+
+    def chunk_tokens(self, configured: int) -> int:
+        return configured
+
+    def take_notices(self) -> list[str]:
+        return []
 
     def analyze(self, chunk: Chapter, scenes: int) -> Analysis:
         if not chunk.text.strip():

@@ -1,9 +1,14 @@
 """The `openai` provider: any OpenAI-compatible chat-completions server via the official client.
 
-One request per chapter or chunk. A reply that is cut off (`finish_reason == "length"`) or
-does not validate gets one repair request; after that the chunk fails with the reason, never
-"completed with 0 scenes". The client's own retries are off: whether and when to try again
-is decided by the caller, which knows about the other processes sharing the key.
+One request per chapter or chunk, with replies constrained as tightly as the server allows
+(see `server`). What can go wrong with a reply, and what is done instead of asking again:
+- invalid (no JSON, no usable scene): one repair request showing the model its reply and the
+  reason; a repair that gets the same reply back is asked once more from scratch;
+- cut off (`finish_reason == "length"`): the chunk is split in two and each half asked for;
+- too long for the server's context (a 400 naming its size): the size is remembered, the chunk
+  is split to fit, and later chunks of the run are cut to it.
+The client's own retries are off: whether and when to try again is decided by the caller,
+which knows about the other processes sharing the key.
 """
 
 from __future__ import annotations
@@ -14,9 +19,34 @@ from imaginize.analysis import openai_client
 from imaginize.analysis.openai_errors import StatusError, call
 from imaginize.analysis.prompt import chapter_messages, repair_messages
 from imaginize.analysis.reply import ReplyError, parse_reply
+from imaginize.analysis.server import (
+    context_limit,
+    is_context_error,
+    names_max_tokens,
+    rejects_format,
+    state_for,
+)
+from imaginize.chunking import estimate_tokens, halve, share_scenes, split_chapter
 from imaginize.errors import ProviderError
-from imaginize.model import Analysis, Chapter, Usage
+from imaginize.model import Analysis, Chapter, Scene, Usage
 from imaginize.pacing import Pacer
+
+# How often a chunk may be halved for a cut-off reply or a small context.
+MAX_SPLITS = 4
+# A reply's tokens: a fixed part for the elements, and one part per scene asked for.
+OUTPUT_BASE_TOKENS = 2048
+OUTPUT_TOKENS_PER_SCENE = 512
+OUTPUT_TOKENS_CAP = 8192
+# Chunks are never cut below this many tokens of chapter text to fit a small context.
+MIN_CHUNK_TOKENS = 200
+
+
+class _CutOff(Exception):
+    """The reply stopped at a token limit; the tokens it spent are in `usage`."""
+
+    def __init__(self, usage: Usage, reason: str) -> None:
+        super().__init__(reason)
+        self.usage = usage
 
 
 class OpenAIAnalyzer:
@@ -40,34 +70,188 @@ class OpenAIAnalyzer:
         self._max_output_tokens = max_output_tokens
         self._book_title = book_title
         self._pacer = pacer
-        # Turned off for good once the server rejects response_format (llama.cpp does).
-        self._json_mode = True
+        self._server = base_url or "the OpenAI API"
+        self._state = state_for(base_url, model)
+        self._notices: list[str] = []
+
+    # --- the Analyzer protocol ----------------------------------------------------------
 
     def analyze(self, chunk: Chapter, scenes: int) -> Analysis:
-        messages = chapter_messages(chunk, scenes, self._book_title)
-        reply, finish, usage = self._complete(messages)
-        try:
-            return _checked(reply, finish, chunk.text, scenes, usage)
-        except ReplyError as problem:
-            retry = repair_messages(messages, reply, str(problem), finish == "length")
-            reply, finish, more = self._complete(retry)
-            try:
-                return _checked(reply, finish, chunk.text, scenes, usage + more)
-            except ReplyError as again:
-                raise ProviderError(f"unusable reply after a repair request: {again}") from None
+        return self._analyze(chunk, scenes, splits=0)
 
-    def _complete(self, messages: list[dict[str, str]]) -> tuple[str, str, Usage]:
-        params: dict[str, Any] = {"model": self.model, "messages": messages}
-        if self._max_output_tokens:
-            params["max_tokens"] = self._max_output_tokens
-        if self._json_mode:
+    def chunk_tokens(self, configured: int) -> int:
+        """The most chapter text one request may carry: `configured`, or less when the
+        server's context is known to be smaller."""
+        room = self._room_for_text()
+        return configured if room is None else max(MIN_CHUNK_TOKENS, min(configured, room))
+
+    def take_notices(self) -> list[str]:
+        """Lines for the user gathered since the last call (formats, context size, usage)."""
+        notices, self._notices = self._notices, []
+        return notices
+
+    # --- splitting -----------------------------------------------------------------------
+
+    def _analyze(self, chunk: Chapter, scenes: int, splits: int) -> Analysis:
+        room = self._room_for_text()
+        if room is not None and estimate_tokens(chunk.text) > room:
+            parts = split_chapter(chunk, max(MIN_CHUNK_TOKENS, room))
+            if len(parts) > 1:
+                return self._in_parts(parts, scenes, splits, Usage())
+        try:
+            return self._ask(chunk, scenes)
+        except _CutOff as cut:
+            problem, spent = str(cut), cut.usage
+        # Never the same request again: the chunk in parts that fit what was learned.
+        room = self._room_for_text()
+        if splits >= MAX_SPLITS:
+            parts = [chunk]
+        elif room is not None and estimate_tokens(chunk.text) > room:
+            parts = split_chapter(chunk, max(MIN_CHUNK_TOKENS, room))
+        else:
+            parts = halve(chunk)
+        if len(parts) < 2:
+            raise ProviderError(problem)
+        return self._in_parts(parts, scenes, splits + 1, spent)
+
+    def _in_parts(self, parts: list[Chapter], scenes: int, splits: int, spent: Usage) -> Analysis:
+        analyses = [
+            self._analyze(part, wanted, splits)
+            for part, wanted in zip(parts, share_scenes(scenes, parts), strict=True)
+        ]
+        kept = [scene for a in analyses for scene in a.scenes]
+        return Analysis(
+            tuple(_spread(kept, scenes)),
+            tuple(e for a in analyses for e in a.elements),
+            sum((a.usage for a in analyses), spent),
+            sum(a.dropped_quotes for a in analyses),
+            sum(a.dropped_items for a in analyses),
+        )
+
+    # --- one chunk: ask, repair, start over ----------------------------------------------
+
+    def _ask(self, chunk: Chapter, scenes: int) -> Analysis:
+        messages = chapter_messages(chunk, scenes, self._book_title)
+        cap = self._output_cap(scenes, messages)
+        reply, usage = self._complete(messages, cap)
+        try:
+            return parse_reply(reply, chunk.text, scenes, usage)
+        except ReplyError as problem:
+            first = str(problem)
+        retry = repair_messages(messages, reply, first, truncated=False)
+        again, more = self._complete(retry, cap, spent=usage)
+        usage += more
+        try:
+            return parse_reply(again, chunk.text, scenes, usage)
+        except ReplyError as problem:
+            second = str(problem)
+        if again.strip() == reply.strip():
+            # The model repeats itself in that conversation: one fresh one, colder.
+            fresh, more = self._complete(messages, cap, spent=usage, temperature=0.0)
+            usage += more
             try:
-                return self._request({**params, "response_format": {"type": "json_object"}})
-            except ProviderError as exc:
-                if not _rejects_json_mode(exc):
+                return parse_reply(fresh, chunk.text, scenes, usage)
+            except ReplyError as problem:
+                second = str(problem)
+        reason = first if second == first else f"{first}; after a repair request: {second}"
+        raise _Unusable(f"unusable reply: {reason}", usage)
+
+    def _output_cap(self, scenes: int, messages: list[dict[str, str]]) -> int:
+        cap = self._max_output_tokens or min(
+            OUTPUT_TOKENS_CAP, OUTPUT_BASE_TOKENS + OUTPUT_TOKENS_PER_SCENE * max(scenes, 1)
+        )
+        context = self._state.context_tokens
+        if context is not None and not self._max_output_tokens:
+            prompt = sum(estimate_tokens(m["content"]) for m in messages)
+            cap = max(256, min(cap, context - prompt - 64))
+        return cap
+
+    def _room_for_text(self) -> int | None:
+        """Tokens of chapter text that fit the known context beside the prompt and reply."""
+        context = self._state.context_tokens
+        if context is None:
+            return None
+        empty = chapter_messages(Chapter(0, "", ""), 1, self._book_title)
+        overhead = sum(estimate_tokens(m["content"]) for m in empty) + 64
+        reply = min(self._max_output_tokens or OUTPUT_BASE_TOKENS, context // 3)
+        # Estimates are a guess at the server's tokenizer: keep a tenth in hand.
+        return int((context - overhead - reply) * 0.9)
+
+    # --- one request ---------------------------------------------------------------------
+
+    def _complete(
+        self,
+        messages: list[dict[str, str]],
+        cap: int,
+        *,
+        spent: Usage | None = None,
+        temperature: float | None = None,
+    ) -> tuple[str, Usage]:
+        """The reply's text and usage. Raises _CutOff for a reply stopped at a limit (with
+        the usage so far), ProviderError for what the server said."""
+        while True:
+            state = self._state
+            params: dict[str, Any] = {"model": self.model, "messages": messages}
+            params[state.max_tokens_field] = cap
+            if temperature is not None:
+                params["temperature"] = temperature
+            response_format = state.format.response_format()
+            if response_format is not None:
+                params["response_format"] = response_format
+            try:
+                content, finish, usage = self._request(params)
+            except StatusError as error:
+                if not self._adapt(error, spent or Usage()):
                     raise
-                self._json_mode = False
-        return self._request(params)
+                continue
+            if not state.confirmed:
+                state.confirmed = True
+                self._say(f"reply format: {state.format} ({self._server})")
+            if finish == "length":
+                raise _CutOff((spent or Usage()) + usage, self._cut_off_reason(usage, cap))
+            return content, usage
+
+    def _adapt(self, error: StatusError, spent: Usage) -> bool:
+        """Learn from an error answer what to send instead; False when nothing would help."""
+        state = self._state
+        limit = context_limit(error)
+        if limit is not None:
+            if state.context_tokens != limit:
+                state.context_tokens = limit
+                self._say(
+                    f"{self._server} holds {limit:,} tokens of context: chunks of at most "
+                    f"{self.chunk_tokens(10**9):,} tokens from now on"
+                )
+            raise _CutOff(spent, f"the request exceeds the server's context ({limit} tokens)")
+        if is_context_error(error):
+            raise _CutOff(spent, "the request exceeds the server's context")
+        if names_max_tokens(error) and state.max_tokens_field == "max_tokens":
+            state.max_tokens_field = "max_completion_tokens"
+            return True
+        if rejects_format(error, state):
+            before = state.format
+            after = state.step_down()
+            if after is not None:
+                self._say(f"{self._server} refused {before} replies ({error}); trying {after}")
+                return True
+        return False
+
+    def _cut_off_reason(self, usage: Usage, cap: int) -> str:
+        context = self._state.context_tokens
+        if usage.completion_tokens >= cap:
+            return (
+                f"the reply was cut off at the output token limit ({cap}; "
+                "--max-output-tokens raises it)"
+            )
+        if context is not None and usage.total_tokens >= context - 16:
+            return (
+                f"the reply was cut off when the server's context ({context} tokens) filled; "
+                "a smaller --max-chunk-tokens or a larger server context helps"
+            )
+        return (
+            "the reply was cut off (the output token limit or the server's context size; "
+            "--max-output-tokens, --max-chunk-tokens)"
+        )
 
     def _request(self, params: dict[str, Any]) -> tuple[str, str, Usage]:
         completion = call(self._pacer, lambda: self._completions.create(**params))
@@ -75,20 +259,53 @@ class OpenAIAnalyzer:
             choice = completion.choices[0]
             content = choice.message.content or ""
             finish = choice.finish_reason or ""
-            usage = completion.usage
         except (AttributeError, IndexError, TypeError):
             raise ProviderError("malformed response: no choices", retryable=True) from None
-        if usage is None:
-            return content, finish, Usage()
-        return content, finish, Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+        if not isinstance(content, str):
+            raise ProviderError("malformed response: content is not text", retryable=True)
+        usage, problem = usage_from(getattr(completion, "usage", None))
+        if problem:
+            self._say(f"{self._server} reported {problem}; counted as 0")
+        return content, str(finish), usage
+
+    def _say(self, message: str) -> None:
+        if message not in self._state.said:
+            self._state.said.add(message)
+            self._notices.append(message)
 
 
-def _checked(reply: str, finish: str, text: str, scenes: int, usage: Usage) -> Analysis:
-    if finish == "length":
-        raise ReplyError("the reply was cut off at the output token limit")
-    return parse_reply(reply, text, scenes, usage)
+class _Unusable(ProviderError):
+    """A reply that stayed unusable after its repair; the tokens spent on it are kept."""
+
+    def __init__(self, message: str, usage: Usage) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
-def _rejects_json_mode(exc: ProviderError) -> bool:
-    # Servers without JSON mode answer 400/422, or (llama.cpp with json_schema) 500.
-    return isinstance(exc, StatusError) and exc.status in {400, 422, 500, 501}
+def usage_from(raw: Any) -> tuple[Usage, str]:
+    """Token counts from a reply's `usage`, and what was wrong with them (empty when
+    nothing). Servers send negative, fractional or textual counts, or none: any count that is
+    not a whole number of at least 0 is unknown, taken as 0, never trusted."""
+    if raw is None:
+        return Usage(), ""
+    counts = []
+    wrong = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = raw.get(name) if isinstance(raw, dict) else getattr(raw, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            counts.append(value)
+        else:
+            counts.append(0)
+            if value is not None:
+                wrong.append(f"{name}={str(value)[:20]!r}")
+    problem = f"invalid token usage ({', '.join(wrong)})" if wrong else ""
+    return Usage(*counts), problem
+
+
+def _spread(items: list[Scene], wanted: int) -> list[Scene]:
+    """At most `wanted` items, spread evenly across the list (the parts of a split chunk
+    each get a scene, which can make more than were asked for)."""
+    if wanted <= 0 or len(items) <= wanted:
+        return items
+    step = len(items) / wanted
+    return [items[int(i * step)] for i in range(wanted)]

@@ -11,11 +11,14 @@ import functools
 
 import openai
 
+from imaginize.analysis import http_transport
+
 
 @functools.cache
 def _http_client() -> openai.DefaultHttpxClient:
-    # The SDK's defaults (timeouts, connection limits, redirects), not bare httpx's.
-    return openai.DefaultHttpxClient()
+    # The SDK's defaults (timeouts, connection limits, redirects), not bare httpx's; its
+    # connections are shut when the work they carry a request for is given up on.
+    return openai.DefaultHttpxClient(transport=http_transport.transport())
 
 
 def build(api_key: str, base_url: str | None, timeout: float) -> openai.OpenAI:

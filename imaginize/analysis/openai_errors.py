@@ -36,9 +36,20 @@ def status_error(exc: openai.APIStatusError) -> StatusError:
     status = exc.status_code
     retryable = status in _RETRYABLE_STATUS or status >= 500
     wait = retry_after_seconds(exc.response.headers) if retryable else None
+    reason = detail(exc) + _context_size(exc)
     return StatusError(
-        f"HTTP {status}: {detail(exc)}", status, _code(exc), retryable=retryable, retry_after=wait
+        f"HTTP {status}: {reason}", status, _code(exc), retryable=retryable, retry_after=wait
     )
+
+
+def _context_size(exc: openai.APIStatusError) -> str:
+    """llama-server names its context size beside the message, not in it."""
+    body = exc.body
+    error = body.get("error", body) if isinstance(body, dict) else None
+    n_ctx = error.get("n_ctx") if isinstance(error, dict) else None
+    if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0:
+        return f" (n_ctx {n_ctx})"
+    return ""
 
 
 def detail(exc: openai.APIStatusError) -> str:
@@ -74,20 +85,24 @@ def _code(exc: openai.APIStatusError) -> str:
 @contextmanager
 def translated(pacer: Pacer | None) -> Iterator[None]:
     """Run one API call in a pacer slot and turn the client's exceptions into ours. Work
-    that was given up on (see `cancel`) sends nothing more."""
+    that was given up on (see `cancel`) sends nothing more, and its request under way is cut
+    off (connection shut, slot given back). A server asking for a wait longer than the
+    pacer's `max_wait` raises `ServerPaused`: the run stops instead of waiting."""
     cancel.check()
     try:
-        with pacer.slot() if pacer else nullcontext():
+        with cancel.guarded(), pacer.slot() if pacer else nullcontext():
             yield
     except openai.AuthenticationError as exc:
         raise AuthenticationError(f"the API key was refused (401): {detail(exc)}") from None
     except openai.APIStatusError as exc:
         problem = status_error(exc)
-        if exc.status_code == 429 and pacer:
+        wait = problem.retry_after
+        if pacer and (exc.status_code == 429 or (wait is not None and wait > pacer.max_wait)):
             if problem.retry_after is None:
                 problem.retry_after = backoff_delay(1, base=2.0)
-            # Everyone sharing the key waits, not just this worker.
-            pacer.pause(problem.retry_after, str(problem))
+            # Everyone sharing the key waits, not just this worker; a wait too long to sit
+            # out (a 503's too) stops the run, and the next run finds it written.
+            pacer.check_pause(pacer.pause(problem.retry_after, str(problem)))
         raise problem from None
     except openai.APITimeoutError:
         raise ProviderError("request timed out", retryable=True) from None

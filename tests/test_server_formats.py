@@ -1,0 +1,201 @@
+"""What imaginize learns of a server from its answers, over real HTTP against the fake server:
+the reply format it accepts, its context size, and counts it cannot trust."""
+
+from __future__ import annotations
+
+import pytest
+
+from imaginize.analysis.openai_chat import OpenAIAnalyzer, usage_from
+from imaginize.analysis.reply_schema import reply_schema
+from imaginize.errors import ProviderError
+from imaginize.model import Chapter, Usage
+from tests.fake_openai import FakeOpenAI, error
+from tests.replies import answer, schema_bound
+
+PARAGRAPHS = [
+    f"Paragraph {n}: the lantern swung over the orchard wall while Wren counted the glowing "
+    f"fruit, one by one, until the count reached {n * 7} and the night was deep and blue."
+    for n in range(1, 41)
+]
+LONG = Chapter(3, "The Long Night", "\n\n".join(PARAGRAPHS))
+
+
+def analyzer(server: FakeOpenAI, **options: object) -> OpenAIAnalyzer:
+    return OpenAIAnalyzer(model="fake-model", api_key="test", base_url=server.url, **options)
+
+
+def formats(server: FakeOpenAI) -> list[str | None]:
+    out: list[str | None] = []
+    for record in server.requests:
+        wanted = record["body"].get("response_format")
+        if wanted is None:
+            out.append(None)
+        elif wanted["type"] == "json_object" and "schema" in wanted:
+            out.append("json_object+schema")
+        else:
+            out.append(wanted["type"])
+    return out
+
+
+# --- the reply format, negotiated once -----------------------------------------------------
+
+
+def test_a_server_that_takes_a_schema_gets_one(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(responder=schema_bound)
+    subject = analyzer(fake_openai)
+    assert len(subject.analyze(LONG, 2).scenes) == 2
+    sent = fake_openai.requests[0]["body"]["response_format"]
+    assert sent["json_schema"]["schema"] == reply_schema()
+    assert sent["json_schema"]["strict"] is True
+    assert subject.take_notices() == [f"reply format: json_schema ({fake_openai.url})"]
+
+
+def test_llama_cpp_python_500_on_json_schema_gets_the_schema_in_json_object(
+    fake_openai: FakeOpenAI,
+) -> None:
+    # Today's small local models answer any JSON object they like without a schema: every
+    # chapter failed "field scenes: Field required".
+    fake_openai.script(
+        responder=schema_bound, reject_response_format=500, rejected_formats=["json_schema"]
+    )
+    subject = analyzer(fake_openai)
+    assert len(subject.analyze(LONG, 2).scenes) == 2
+    assert len(subject.analyze(LONG, 1).scenes) == 1
+    assert formats(fake_openai) == ["json_schema", "json_object+schema", "json_object+schema"]
+
+
+def test_a_json_object_only_server_gets_json_object(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(
+        responder=answer,
+        reject_response_format=400,
+        rejected_formats=["json_schema", "json_object+schema"],
+    )
+    subject = analyzer(fake_openai)
+    subject.analyze(LONG, 1)
+    subject.analyze(LONG, 1)
+    assert formats(fake_openai) == [
+        "json_schema",
+        "json_object+schema",
+        "json_object",
+        "json_object",
+    ]
+
+
+def test_one_500_does_not_turn_structured_output_off(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(responder=answer)
+    fake_openai.enqueue(error(500))
+    subject = analyzer(fake_openai)
+    with pytest.raises(ProviderError) as caught:
+        subject.analyze(LONG, 1)
+    assert caught.value.retryable  # a server's bad moment: tried again later, by the caller
+    subject.analyze(LONG, 1)
+    subject.analyze(LONG, 1)
+    assert formats(fake_openai) == ["json_schema"] * 3
+
+
+def test_a_format_that_worked_is_kept_through_later_errors(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(responder=answer)
+    subject = analyzer(fake_openai)
+    subject.analyze(LONG, 1)
+    fake_openai.enqueue(error(500), error(500), error(400, "Invalid request."))
+    for _ in range(3):
+        with pytest.raises(ProviderError):
+            subject.analyze(LONG, 1)
+    subject.analyze(LONG, 1)
+    assert formats(fake_openai) == ["json_schema"] * 5
+
+
+def test_a_model_refusing_max_tokens_gets_max_completion_tokens(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(responder=answer)
+    fake_openai.enqueue(
+        error(
+            400,
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+        )
+    )
+    analyzer(fake_openai).analyze(LONG, 1)
+    first, second = (r["body"] for r in fake_openai.requests)
+    assert "max_tokens" in first and "max_completion_tokens" not in first
+    assert second["max_completion_tokens"] == first["max_tokens"]
+    assert "max_tokens" not in second
+    assert formats(fake_openai) == ["json_schema", "json_schema"]
+
+
+# --- the context size, learned from a 400 -------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["openai", "llama.cpp", "llama-cpp-python"])
+def test_a_context_400_splits_the_chunk_to_fit_and_sizes_later_chunks(
+    fake_openai: FakeOpenAI, style: str
+) -> None:
+    fake_openai.script(responder=answer, context_tokens=2000, context_style=style)
+    subject = analyzer(fake_openai, max_output_tokens=600)
+    result = subject.analyze(LONG, 4)
+    assert len(result.scenes) == 4
+    statuses = [r["status"] for r in fake_openai.requests]
+    assert statuses[0] == 400 and set(statuses[1:]) == {200}
+    # Every part asked for fits, and together they cover the chapter once.
+    asked = [r["body"]["messages"][-1]["content"] for r in fake_openai.requests[1:]]
+    assert "".join(asked).count("Paragraph 17:") == 1
+    assert all(p in "".join(asked) for p in (PARAGRAPHS[0], PARAGRAPHS[-1]))
+    room = subject.chunk_tokens(12_000)
+    assert 500 <= room < 2000
+    assert (
+        f"{fake_openai.url} holds 2,000 tokens of context: chunks of at most {room:,} tokens "
+        "from now on"
+    ) in subject.take_notices()
+    # A later chapter is cut to the learned size up front: no second 400.
+    before = len(fake_openai.requests)
+    subject.analyze(Chapter(4, "Next", "\n\n".join(PARAGRAPHS[:6])), 1)
+    assert all(r["status"] == 200 for r in fake_openai.requests[before:])
+
+
+def test_a_context_error_without_a_size_halves_the_chunk(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(responder=answer)
+    fake_openai.enqueue(error(400, "Prompt is too long for this model.", code="context_length"))
+    result = analyzer(fake_openai).analyze(LONG, 2)
+    assert len(result.scenes) == 2
+    assert len(fake_openai.requests) == 3
+
+
+def test_the_reply_cap_is_sized_to_the_scenes_and_the_context(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(responder=answer)
+    subject = analyzer(fake_openai)
+    subject.analyze(Chapter(1, "A", PARAGRAPHS[0]), 1)
+    assert fake_openai.requests[-1]["body"]["max_tokens"] == 2048 + 512
+    subject.analyze(Chapter(1, "A", PARAGRAPHS[0]), 12)
+    assert fake_openai.requests[-1]["body"]["max_tokens"] == 8192  # the cap's ceiling
+    fake_openai.script(responder=answer, context_tokens=2500)
+    subject.analyze(LONG, 1)
+    assert all(r["body"]["max_tokens"] < 2500 for r in fake_openai.requests[-2:])
+
+
+# --- numbers a server sends ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": -5, "completion_tokens": 10},
+        {"prompt_tokens": 12.5, "completion_tokens": 10},
+        {"prompt_tokens": "12", "completion_tokens": 10},
+        {"prompt_tokens": [1], "completion_tokens": 10},
+    ],
+)
+def test_untrustworthy_usage_counts_as_unknown_and_says_so(
+    fake_openai: FakeOpenAI, usage: dict
+) -> None:
+    fake_openai.script(responder=lambda body: {**answer(body), "usage": usage})
+    subject = analyzer(fake_openai)
+    result = subject.analyze(LONG, 1)
+    assert result.usage.prompt_tokens == 0
+    assert [n for n in subject.take_notices() if "usage" in n] == [
+        f"{fake_openai.url} reported invalid token usage "
+        f"(prompt_tokens={str(usage['prompt_tokens'])!r}); counted as 0"
+    ]
+
+
+def test_missing_usage_is_zero_without_a_word() -> None:
+    assert usage_from(None) == (Usage(), "")
+    assert usage_from({"prompt_tokens": 3}) == (Usage(3, 0), "")
