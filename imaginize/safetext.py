@@ -22,10 +22,12 @@ _UNSAFE = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
 _BLANKS = re.compile(r"[\t\n\r\v\f]+")
 
 # Shapes of keys and tokens, whoever's: OpenAI and OpenRouter keys (sk-, sk-proj-,
-# sk-or-v1-...), bearer tokens, and `api_key=...` / `"api-key": "..."` pairs.
+# sk-or-v1-...), bearer tokens, and `api_key=...` / `"api-key": "..."` pairs. A key or token
+# is long and holds a digit, so prose ("sk-learn", "the Bearer Messenger") is left alone.
+_TOKEN = r"(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,}"
 _KEY_SHAPES = (
-    re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
-    re.compile(r"(?i)(?<=\bbearer )[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"\bsk-(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{16,}"),
+    re.compile(r"(?<=\b[Bb]earer )" + _TOKEN),
     re.compile(r"""(?i)(?<=api[_-]key)(["']?\s*[:=]\s*["']?)[^\s"'&,;]{8,}"""),
 )
 # Keys shorter than this are not searched for by value: masking every "test" in a message

@@ -110,6 +110,9 @@ def test_key_shapes_are_masked() -> None:
     assert "***6789" in masked  # enough left to tell which key it was
     assert masked.startswith("Incorrect API key provided: ***")
     assert '"api_key": "***' in masked and "Bearer ***" in masked
+    # Words are not keys: titles and reasons pass through masking too.
+    prose = "The Bearer Messenger met sk-learn-examples and the tasks-2024 list."
+    assert safetext.mask_secrets(prose) == prose
 
 
 def test_known_keys_are_masked_whatever_their_shape(monkeypatch: pytest.MonkeyPatch) -> None:
