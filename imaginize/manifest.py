@@ -20,12 +20,14 @@ import json
 import math
 import os
 import socket
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 FORMAT = 1
+READABLE_FORMATS = (1,)
 DEFAULT_LEASE = 600.0
 
 
@@ -86,15 +88,84 @@ class Manifest:
     created_at: float = 0.0
     updated_at: float = 0.0
 
+    # Two indexes, built on first use and handed on to the manifests `with_entries` derives
+    # (which keep every chapter in its place), so that a transition on a book of 20,000
+    # chapters costs no Python loop over all of them: where each number is, and which
+    # entries a claim may ever take (see `_may_open`). They live in the instance's __dict__,
+    # outside the dataclass fields: equality, repr and `replace` ignore them (a manifest made
+    # by `replace` builds its own).
+
+    def _positions(self) -> dict[int, int]:
+        """Chapter number -> its index in `chapters` (the first, were one listed twice)."""
+        positions: dict[int, int] | None = self.__dict__.get("_positions_index")
+        if positions is None:
+            numbers = [e.number for e in self.chapters]
+            positions = dict(zip(reversed(numbers), range(len(numbers) - 1, -1, -1), strict=True))
+            self.__dict__["_positions_index"] = positions
+        return positions
+
+    def open_positions(self) -> tuple[int, ...]:
+        """Indexes, in book order, of the entries a claim may take now or later: neither
+        completed nor failed for good by any claimant's rules (not retryable)."""
+        found: tuple[int, ...] | None = self.__dict__.get("_open_index")
+        if found is None:
+            found = tuple(i for i, e in enumerate(self.chapters) if _may_open(e))
+            self.__dict__["_open_index"] = found
+        return found
+
     def entry(self, number: int) -> Entry:
-        for entry in self.chapters:
-            if entry.number == number:
-                return entry
-        raise KeyError(number)
+        position = self._positions().get(number)
+        if position is None:
+            raise KeyError(number)
+        return self.chapters[position]
 
     def with_entry(self, new: Entry) -> Manifest:
-        chapters = tuple(new if e.number == new.number else e for e in self.chapters)
-        return replace(self, chapters=chapters)
+        return self.with_entries((new,))
+
+    def with_entries(
+        self,
+        new: Iterable[Entry],
+        *,
+        next_token: int | None = None,
+        updated_at: float | None = None,
+    ) -> Manifest:
+        """Each listed chapter replaced by its entry in `new` (one not listed is ignored), and
+        `next_token` / `updated_at` when given. Copying the tuple of entries is the only cost
+        that grows with the book, and it is a memory copy, not a loop in Python."""
+        positions = self._positions()
+        chapters = list(self.chapters)
+        opened = self.__dict__.get("_open_index")
+        moved: list[tuple[int, bool]] = []
+        for entry in new:
+            position = positions.get(entry.number)
+            if position is None:
+                continue
+            was, now = _may_open(chapters[position]), _may_open(entry)
+            chapters[position] = entry
+            if was != now:
+                moved.append((position, now))
+        derived = Manifest(
+            self.book_path,
+            self.book_sha256,
+            self.title,
+            tuple(chapters),
+            self.next_token if next_token is None else next_token,
+            self.created_at,
+            self.updated_at if updated_at is None else updated_at,
+        )
+        derived.__dict__["_positions_index"] = positions
+        if opened is not None and not moved:
+            derived.__dict__["_open_index"] = opened
+        elif opened is not None and len(moved) <= 64:  # more: cheaper built afresh when needed
+            kept = list(opened)
+            for position, now in moved:
+                at = bisect_left(kept, position)
+                if now:
+                    kept.insert(at, position)
+                else:
+                    del kept[at]
+            derived.__dict__["_open_index"] = tuple(kept)
+        return derived
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,7 +185,7 @@ class Manifest:
         if not isinstance(data, dict):
             raise ValueError(f"must be an object, not {_show(data)}")
         version = data.get("format")
-        if type(version) is not int or version != FORMAT:
+        if type(version) is not int or version not in READABLE_FORMATS:
             raise ValueError(f"unsupported manifest format {version!r}")
         book = _field(data, "book", dict)
         try:
@@ -150,6 +221,13 @@ class Manifest:
             created_at=_time(data, "createdAt", 0.0, nullable=False) or 0.0,
             updated_at=_time(data, "updatedAt", 0.0, nullable=False) or 0.0,
         )
+
+
+def _may_open(entry: Entry) -> bool:
+    """Whether any claimant may take the entry now or later, with no user's --force or
+    --retry-failed: everything but completed and failed for good."""
+    status = entry.status
+    return status is not Status.COMPLETED and (status is not Status.FAILED or entry.retryable)
 
 
 # --- parsing ------------------------------------------------------------------------------
@@ -425,7 +503,10 @@ def claim(
     """Take the first claimable chapter (in book order, among `wanted`). A claim passed over
     whose heartbeat lies after `now` gets `now` as its heartbeat (see `is_stale`)."""
     allowed = None if wanted is None else set(wanted)
-    for entry in manifest.chapters:
+    # Only the entries a claim may ever take, in book order: with most of a long book done,
+    # a claim looks at a few entries, not at every completed one before them.
+    for position in manifest.open_positions():
+        entry = manifest.chapters[position]
         if allowed is not None and entry.number not in allowed:
             continue
         reason = claimable_reason(entry, now, lease, max_attempts, is_dead)
@@ -457,7 +538,7 @@ def claim(
             error=entry.error if reason in ("pending", "retry") else f"reclaimed: {reason}",
             retry_at=None,
         )
-        manifest = replace(manifest.with_entry(taken), next_token=token + 1)
+        manifest = manifest.with_entries((taken,), next_token=token + 1)
         return manifest, Claim(entry.number, token, taken.attempts, reason)
     return manifest, None
 
@@ -465,10 +546,11 @@ def claim(
 def owned(manifest: Manifest, number: int, token: int) -> Entry | None:
     """The entry while claim `token` holds it; None when another claim holds it, it is no
     longer in progress, or it is no longer listed (an image unit whose scene is gone)."""
-    for entry in manifest.chapters:
-        if entry.number == number:
-            return entry if entry.status is Status.IN_PROGRESS and entry.token == token else None
-    return None
+    try:
+        entry = manifest.entry(number)
+    except KeyError:
+        return None
+    return entry if entry.status is Status.IN_PROGRESS and entry.token == token else None
 
 
 def _fenced(
@@ -567,32 +649,30 @@ def release(manifest: Manifest, number: int, token: int) -> tuple[Manifest, bool
 
 def retry_failed(manifest: Manifest, numbers: Iterable[int] | None = None) -> Manifest:
     allowed = None if numbers is None else set(numbers)
-    for entry in manifest.chapters:
-        if entry.status is Status.FAILED and (allowed is None or entry.number in allowed):
-            manifest = manifest.with_entry(
-                replace(entry, status=Status.PENDING, attempts=0, retryable=False, retry_at=None)
-            )
-    return manifest
+    return manifest.with_entries(
+        replace(entry, status=Status.PENDING, attempts=0, retryable=False, retry_at=None)
+        for entry in manifest.chapters
+        if entry.status is Status.FAILED and (allowed is None or entry.number in allowed)
+    )
 
 
 def force_pending(manifest: Manifest, numbers: Iterable[int]) -> Manifest:
     """The user's --force: finished chapters among `numbers` are to be done again."""
     allowed = set(numbers)
-    for entry in manifest.chapters:
-        if entry.number in allowed and entry.status in (Status.COMPLETED, Status.FAILED):
-            manifest = manifest.with_entry(
-                replace(
-                    entry,
-                    status=Status.PENDING,
-                    attempts=0,
-                    completed_at=None,
-                    error=None,
-                    retryable=False,
-                    retry_at=None,
-                    tokens=0,
-                )
-            )
-    return manifest
+    return manifest.with_entries(
+        replace(
+            entry,
+            status=Status.PENDING,
+            attempts=0,
+            completed_at=None,
+            error=None,
+            retryable=False,
+            retry_at=None,
+            tokens=0,
+        )
+        for entry in manifest.chapters
+        if entry.number in allowed and entry.status in (Status.COMPLETED, Status.FAILED)
+    )
 
 
 def reconcile(
@@ -607,15 +687,14 @@ def reconcile(
     if added:
         ordered = sorted(manifest.chapters + added, key=lambda e: e.number)
         manifest = replace(manifest, chapters=tuple(ordered))
+    changed: list[Entry] = []
     for entry in manifest.chapters:
         has_result = entry.number in finished
         if entry.status is Status.COMPLETED and not has_result:
-            manifest = manifest.with_entry(
-                replace(entry, status=Status.PENDING, attempts=0, completed_at=None)
-            )
+            changed.append(replace(entry, status=Status.PENDING, attempts=0, completed_at=None))
         elif entry.status is not Status.COMPLETED and has_result:
             # A worker killed between publishing its result and recording it: the work is done.
-            manifest = manifest.with_entry(
+            changed.append(
                 replace(
                     entry,
                     status=Status.COMPLETED,
@@ -627,7 +706,7 @@ def reconcile(
                     tokens=finished[entry.number],
                 )
             )
-    return manifest
+    return manifest.with_entries(changed) if changed else manifest
 
 
 def new_manifest(
@@ -640,10 +719,11 @@ def new_manifest(
 def settled(manifest: Manifest, max_attempts: int, wanted: Iterable[int] | None = None) -> bool:
     """Nothing left to do for these chapters: each is completed or failed for good."""
     allowed = None if wanted is None else set(wanted)
-    for entry in manifest.chapters:
+    for position in manifest.open_positions():  # every other entry is settled
+        entry = manifest.chapters[position]
         if allowed is not None and entry.number not in allowed:
             continue
-        if entry.status is Status.COMPLETED or failed_for_good(entry, max_attempts):
+        if failed_for_good(entry, max_attempts):
             continue
         return False
     return True

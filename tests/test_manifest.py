@@ -952,6 +952,21 @@ class ManifestMachine(RuleBasedStateMachine):
                 assert (e.retryable, e.retry_at) == (me.retryable, me.retry_at)
 
     @invariant()
+    def indexes_agree_with_the_entries(self) -> None:
+        """The indexes handed from manifest to manifest are the ones built afresh."""
+        fresh = replace(self.m)  # the same entries, no index built yet
+        assert self.m.open_positions() == fresh.open_positions()
+        assert self.m.open_positions() == tuple(
+            i
+            for i, e in enumerate(self.m.chapters)
+            if e.status is not Status.COMPLETED
+            and not (e.status is Status.FAILED and not e.retryable)
+        )
+        for e in self.m.chapters:
+            assert self.m.entry(e.number) is e and fresh.entry(e.number) is e
+        assert mf.settled(self.m, SM_MAX) == mf.settled(fresh, SM_MAX)
+
+    @invariant()
     def one_owner_and_only_in_progress(self) -> None:
         for e in self.m.chapters:
             assert (e.owner is not None) == (e.status is Status.IN_PROGRESS)
