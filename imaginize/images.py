@@ -87,7 +87,8 @@ class ImageStore(ManifestStore):
     lock_name = ".imaginize.images.lock"
     results_dir = IMAGES_DIR
 
-    def _finished(self, numbers: Iterable[int]) -> dict[int, int]:
+    def _finished(self, numbers: Iterable[int], *_: object) -> dict[int, int]:
+        # An image file is taken as it is (its record lives in its chapter's result file).
         return {n: 0 for n in numbers if existing_image(self.out_dir, n) is not None}
 
     def _result_files(self, number: int) -> list[Path]:

@@ -37,7 +37,7 @@ from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.pricing import total_cost
 from imaginize.providers import ProviderConfig, ProviderKind, resolve_provider
 from imaginize.results import load_results
-from imaginize.store import ManifestStore
+from imaginize.store import ManifestStore, provenance
 from imaginize.watch import ManifestWatcher
 from imaginize.worker import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT, WorkerSpec, run_worker
 
@@ -116,8 +116,9 @@ def _prepare(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSin
         chapters=[(c.number, c.title) for c in book.chapters],
         force=wanted if options.force else (),
         retry_failed=wanted if options.retry_failed else None,
+        warn=lambda line: sink(Notice(line)),
     )
-    spec = _spec(book_path, out_dir, wanted, options)
+    spec = _spec(book_path, out_dir, wanted, options, sha256)
     if options.images is not None:
         if config.kind is ProviderKind.OPENAI:
             _join_images(spec, sha256, book, options, wanted)
@@ -168,7 +169,7 @@ def run_book(
         else:
             _launch([job], options, sink)
     finally:
-        finished = _finish(job)
+        finished = _finish(job, sink)
     sink(finished)
     return finished
 
@@ -202,7 +203,7 @@ def run_books(
         if jobs:
             _launch(jobs, options, sink)
     finally:
-        finished = [_finish(job) for job in jobs]
+        finished = [_finish(job, sink) for job in jobs]
     for done in finished:
         sink(done)
     library = LibraryFinished(tuple(finished), skipped)
@@ -277,7 +278,9 @@ def estimate_book(
     return book, plan
 
 
-def _spec(book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions) -> WorkerSpec:
+def _spec(
+    book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions, sha256: str
+) -> WorkerSpec:
     """The workers' spec. Derived settings are made here, for every caller: a claim beats
     three times per lease and an idle worker looks four times per lease, so a short lease
     (a library caller's `lease=1`) is never outlived by a live worker's silence."""
@@ -298,6 +301,7 @@ def _spec(book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions
         pace_dir=_pace_dir(options.provider) if options.limits else None,
         chapter_timeout=options.chapter_timeout,
         images=options.images,
+        book_sha256=sha256,
     )
 
 
@@ -332,11 +336,14 @@ def _run_here(
     watcher.poll()
 
 
-def _finish(job: _Prepared) -> RunFinished:
-    """Write the guides from whatever results exist (also after an interruption)."""
+def _finish(job: _Prepared, sink: EventSink = ignore) -> RunFinished:
+    """Write the guides from whatever results of this book exist (also after an
+    interruption); a result file left out of them is named in a notice."""
     out_dir, book, wanted = job.out_dir, job.book, job.wanted
-    results, _ = load_results(out_dir)
     current = job.store.read()
+    results, problems = load_results(out_dir, provenance(current) if current else None)
+    for problem in problems:
+        sink(Notice(problem))
     selected = set(wanted)
     failures: dict[int, str] = {}
     unfinished = 0

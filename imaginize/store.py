@@ -21,7 +21,7 @@ from imaginize import manifest as mf
 from imaginize.atomic import fsync_dir, sweep_temp_files, write_atomic
 from imaginize.errors import LockTimeout, ManifestError
 from imaginize.locking import DEFAULT_LOCK_LIFETIME, acquire, manifest_lock
-from imaginize.results import CHAPTERS_DIR, CorruptResult, read_result, result_path
+from imaginize.results import CHAPTERS_DIR, CorruptResult, Provenance, read_result, result_path
 
 MANIFEST_NAME = ".imaginize.manifest.json"
 LOCK_NAME = ".imaginize.manifest.lock"
@@ -129,8 +129,11 @@ class ManifestStore:
         chapters: list[tuple[int, str]],
         force: Iterable[int] = (),
         retry_failed: Iterable[int] | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> mf.Manifest:
-        """Create the manifest or reconcile with the one there; never reset finished work."""
+        """Create the manifest or reconcile with the one there; never reset finished work.
+        A result file that is not this book's is not adopted: `warn` hears of each, once the
+        lock is released."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / self.results_dir).mkdir(exist_ok=True)
         with self.locked():
@@ -151,7 +154,10 @@ class ManifestStore:
             # Every chapter the manifest will hold, not only those listed now: a completed
             # chapter outside `chapters` keeps its result file and must stay completed.
             numbers = sorted({n for n, _ in chapters} | {e.number for e in current.chapters})
-            updated = mf.reconcile(current, chapters, self._finished(numbers))
+            # Without this book's manifest, only files stamped with its hash are its results.
+            ours = provenance(base) if base is not None else Provenance(sha256)
+            refused: dict[int, str] = {}
+            updated = mf.reconcile(current, chapters, self._finished(numbers, ours, refused))
             forced = set(force)
             if forced:
                 updated = mf.force_pending(updated, forced)
@@ -161,7 +167,10 @@ class ManifestStore:
             if updated != base:
                 self._write(updated)
             self._sweep_staged(updated)
-            return updated
+        if warn is not None:
+            for number, why in refused.items():
+                warn(f"{self._result_path(number)} {why}; chapter {number} will be analysed again")
+        return updated
 
     def _sweep_staged(self, manifest: mf.Manifest) -> None:
         """Remove results staged by workers that died before publishing them: a staged file
@@ -177,17 +186,29 @@ class ManifestStore:
         """Where a unit's published result goes (see ImageStore for units without one)."""
         return result_path(self.out_dir, number)
 
-    def _finished(self, numbers: Iterable[int]) -> dict[int, int]:
-        """Chapters among `numbers` with a readable result file, and the tokens it used."""
+    def _finished(
+        self,
+        numbers: Iterable[int],
+        ours: Provenance,
+        refused: dict[int, str] | None = None,
+    ) -> dict[int, int]:
+        """Chapters among `numbers` whose result file is readable and theirs (it names the
+        chapter and is this book's, see `Provenance`), and the tokens it used. Why a readable
+        file is not theirs goes into `refused`, by chapter."""
         finished: dict[int, int] = {}
         for number in numbers:
             path = self._result_path(number)
             if not path.exists():
                 continue
             try:
-                finished[number] = read_result(path).usage.total_tokens
+                result = read_result(path)
             except CorruptResult:
                 continue
+            why = ours.refusal(result, number)
+            if why is None:
+                finished[number] = result.usage.total_tokens
+            elif refused is not None:
+                refused[number] = why
         return finished
 
     def _result_files(self, number: int) -> list[Path]:
@@ -303,7 +324,7 @@ class ManifestStore:
         the result but before recording it) completes that unit instead, and the next one is
         claimed; until a claim is of a unit with work left, or there is none."""
         while got is not None and got.reason not in ("pending", "retry"):
-            done = self._finished([got.number])
+            done = self._finished([got.number], provenance(current))
             if got.number not in done:  # no result, or one that cannot be read back
                 break
             current, _ = mf.complete(current, got.number, got.token, now, done[got.number])
@@ -338,6 +359,13 @@ class ManifestStore:
 
     def release(self, number: int, token: int) -> bool:
         return self.transact(lambda m: mf.release(m, number, token))
+
+
+def provenance(manifest: mf.Manifest) -> Provenance:
+    """Which result files are the manifest's book's: stamped with its hash, or older ones
+    without a hash for the chapters it records as completed."""
+    done = frozenset(e.number for e in manifest.chapters if e.status is mf.Status.COMPLETED)
+    return Provenance(manifest.book_sha256, done)
 
 
 def _put_in_place(staged: Path, final: Path) -> None:

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from imaginize.book import book_fingerprint
+from imaginize.events import Notice
 from imaginize.guides import (
     CHAPTERS,
     CONTENTS,
@@ -26,6 +28,11 @@ from imaginize.guides import (
     write_guides,
 )
 from imaginize.model import ChapterResult, Element, ElementKind, Scene, Usage
+from imaginize.providers import ProviderKind, resolve_provider
+from imaginize.results import read_result, result_path
+from imaginize.run import RunOptions, run_book
+from imaginize.store import MANIFEST_NAME
+from tests.epubs import build_epub
 
 C, CR, P, IT = ElementKind.CHARACTER, ElementKind.CREATURE, ElementKind.PLACE, ElementKind.ITEM
 
@@ -444,3 +451,42 @@ def test_merge_and_render_do_not_depend_on_result_order(
                 for m in merged
             )
     assert all(len(m.quotes) <= MAX_ELEMENT_QUOTES for m in merged)
+
+
+def _story(path: Path, title: str, who: str, where: str) -> Path:
+    text = f"<p>{who} walked slowly to the {where} under a pale grey sky at dusk.</p>" * 4
+    return build_epub(path, [(f"Chapter {n}", text) for n in (1, 2)], title=title)
+
+
+def test_the_guides_never_quote_another_books_results_left_in_the_folder(
+    tmp_path: Path,
+) -> None:
+    """The manifest deleted, another book's chapters/NNN.json left behind: none is adopted
+    or merged, each is named once in a notice, and the chapters run are this book's."""
+    first = _story(tmp_path / "a.epub", "Lighthouse", "Alice", "red lighthouse")
+    second = _story(tmp_path / "b.epub", "Forest", "Bob", "dark forest")
+    out = tmp_path / "out"
+    offline = resolve_provider(ProviderKind.OFFLINE)
+    run_book(first, RunOptions(out_dir=out, provider=offline, in_process=True))
+    (out / MANIFEST_NAME).unlink()
+    notices: list[str] = []
+
+    def sink(event: object) -> None:
+        if isinstance(event, Notice):
+            notices.append(event.message)
+
+    # Only chapter 1 is run: chapter 2's file stays the other book's, and is left out.
+    options = RunOptions(out_dir=out, provider=offline, in_process=True, chapters="1")
+    finished = run_book(second, options, sink)
+    assert (finished.completed, finished.total) == (1, 1)
+    guides = "".join((out / name).read_text(encoding="utf-8") for name in (CONTENTS, CHAPTERS))
+    assert "Bob" in guides and "Alice" not in guides
+    assert "| 2 | Chapter 2 | 56 | pending |" in (out / CONTENTS).read_text(encoding="utf-8")
+    assert read_result(result_path(out, 1)).book_sha256 == book_fingerprint(second)
+    one, two = str(result_path(out, 1)), str(result_path(out, 2))
+    named = [(n.split(" ")[0], n.rsplit("; ", 1)[1]) for n in notices if "another book" in n]
+    assert named == [
+        (one, "chapter 1 will be analysed again"),  # and it was
+        (two, "chapter 2 will be analysed again"),  # once it is selected
+        (two, "left out of the guides"),
+    ]

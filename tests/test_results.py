@@ -15,6 +15,7 @@ from imaginize.model import ChapterResult, Element, ElementKind, Scene, Usage
 from imaginize.results import (
     CHAPTERS_DIR,
     CorruptResult,
+    Provenance,
     load_results,
     read_result,
     result_path,
@@ -54,6 +55,7 @@ _RESULTS = st.builds(
     elements=st.lists(_ELEMENTS, max_size=3).map(tuple),
     usage=st.builds(Usage, st.integers(0, 10**7), st.integers(0, 10**7)),
     dropped_quotes=st.integers(0, 50),
+    book_sha256=st.one_of(st.just(""), st.text("0123456789abcdef", min_size=64, max_size=64)),
 )
 
 
@@ -191,3 +193,63 @@ def test_temp_files_and_other_files_are_not_results(tmp_path: Path) -> None:
     results, problems = load_results(tmp_path)
     assert list(results) == [1]
     assert problems == []
+
+
+BOOK = "5f2c" * 16
+OTHER = "a1b2" * 16
+
+
+def test_a_result_carries_its_books_hash_and_an_older_one_reads_without(tmp_path: Path) -> None:
+    path = write_result(tmp_path, _result(2, book_sha256=BOOK))
+    assert json.loads(path.read_text(encoding="utf-8"))["bookSha256"] == BOOK
+    assert read_result(path).book_sha256 == BOOK
+    older = _result(2).to_json()  # as imaginize wrote results before the hash
+    assert "bookSha256" not in older
+    path.write_text(json.dumps(older), encoding="utf-8")
+    assert read_result(path) == _result(2, book_sha256="")
+
+
+def test_a_book_hash_that_is_not_a_string_is_corrupt(tmp_path: Path) -> None:
+    data = _result(2, book_sha256=BOOK).to_json()
+    data["bookSha256"] = 12
+    path = result_path(tmp_path, 2)
+    path.parent.mkdir()
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(CorruptResult, match="bookSha256"):
+        read_result(path)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "named", "trusted", "refusal"),
+    [
+        (BOOK, 3, (), None),
+        (OTHER, 3, (3,), "belongs to another book (sha256 a1b2a1b2a1b2...)"),
+        (BOOK, 5, (3,), "holds chapter 5, not chapter 3"),
+        ("", 3, (3,), None),
+        ("", 3, (4,), "has no book hash (an older imaginize wrote it)"),
+    ],
+)
+def test_provenance_takes_only_this_books_file_of_that_chapter(
+    stamp: str, named: int, trusted: tuple[int, ...], refusal: str | None
+) -> None:
+    got = Provenance(BOOK, frozenset(trusted)).refusal(_result(named, book_sha256=stamp), 3)
+    if refusal is None:
+        assert got is None
+    else:
+        assert got is not None and got.startswith(refusal)
+
+
+def test_the_merge_leaves_out_what_is_not_this_books(tmp_path: Path) -> None:
+    write_result(tmp_path, _result(1, book_sha256=BOOK))
+    write_result(tmp_path, _result(2, book_sha256=OTHER))
+    write_result(tmp_path, _result(3))  # an older file, recorded done in the manifest
+    write_result(tmp_path, _result(4))  # an older file, not recorded done
+    results, problems = load_results(tmp_path, Provenance(BOOK, frozenset({1, 3})))
+    assert sorted(results) == [1, 3]
+    assert [p.split(" ")[0] for p in problems] == [
+        str(result_path(tmp_path, 2)),
+        str(result_path(tmp_path, 4)),
+    ]
+    assert "another book" in problems[0] and problems[0].endswith("left out of the guides")
+    # Without a provenance (the book is not known) every readable file of its chapter counts.
+    assert sorted(load_results(tmp_path)[0]) == [1, 2, 3, 4]

@@ -86,9 +86,13 @@ def joined(
     return store
 
 
-def result_json(number: int, prompt: int = 5, completion: int = 7) -> dict[str, object]:
+def result_json(
+    number: int, prompt: int = 5, completion: int = 7, *, book: str = SHA, chapter: int = 0
+) -> dict[str, object]:
+    """A result file's content, stamped with `book`'s hash ("": an older imaginize's file),
+    naming `chapter` (by default `number`)."""
     return ChapterResult(
-        chapter=number,
+        chapter=chapter or number,
         title=f"C{number}",
         words=10,
         provider="offline",
@@ -96,6 +100,7 @@ def result_json(number: int, prompt: int = 5, completion: int = 7) -> dict[str, 
         scenes=(),
         elements=(),
         usage=Usage(prompt, completion),
+        book_sha256=book,
     ).to_json()
 
 
@@ -498,6 +503,95 @@ def test_a_corrupt_result_file_does_not_count_as_finished(tmp_path: Path) -> Non
     result_path(tmp_path, 2).write_text("{not json", encoding="utf-8")
     m = joined(tmp_path).read()
     assert m is not None and m.entry(2).status is mf.Status.PENDING
+
+
+OTHER = "a1b2" * 16  # another book's hash
+
+
+def joined_warning(
+    out: Path, chapters: list[tuple[int, str]] = CHAPTERS
+) -> tuple[mf.Manifest, list[str]]:
+    """Join as a run does; the manifest and the warnings join gave."""
+    warnings: list[str] = []
+    m = ManifestStore(out, lock_timeout=10).join(
+        book_path="/books/b.epub", sha256=SHA, title="B", chapters=chapters, warn=warnings.append
+    )
+    return m, warnings
+
+
+def test_without_a_manifest_only_this_books_results_are_adopted(tmp_path: Path) -> None:
+    """The manifest deleted, another book's results left in the folder: never adopted."""
+    out = tmp_path
+    (out / "chapters").mkdir()
+    write_json_atomic(result_path(out, 1), result_json(1))  # this book's
+    write_json_atomic(result_path(out, 2), result_json(2, book=OTHER))  # another book's
+    m, warnings = joined_warning(out)
+    assert m.entry(1).status is mf.Status.COMPLETED
+    assert m.entry(2).status is mf.Status.PENDING
+    assert warnings == [
+        f"{result_path(out, 2)} belongs to another book (sha256 {OTHER[:12]}...); "
+        "chapter 2 will be analysed again"
+    ]
+
+
+def test_a_result_naming_another_chapter_is_not_adopted(tmp_path: Path) -> None:
+    """chapters/003.json holding chapter 1's analysis (a copy, a rename) is not chapter 3's."""
+    (tmp_path / "chapters").mkdir()
+    write_json_atomic(result_path(tmp_path, 3), result_json(3, chapter=1))
+    m, warnings = joined_warning(tmp_path)
+    assert m.entry(3).status is mf.Status.PENDING
+    assert warnings == [
+        f"{result_path(tmp_path, 3)} holds chapter 1, not chapter 3; "
+        "chapter 3 will be analysed again"
+    ]
+    # Nor does it keep a chapter the manifest records as completed.
+    write_json_atomic(result_path(tmp_path, 3), result_json(3))
+    assert joined(tmp_path).read().entry(3).status is mf.Status.COMPLETED  # type: ignore[union-attr]
+    write_json_atomic(result_path(tmp_path, 3), result_json(3, chapter=1))
+    m, warnings = joined_warning(tmp_path)
+    assert m.entry(3).status is mf.Status.PENDING and len(warnings) == 1
+
+
+def test_another_books_result_under_this_books_manifest_reopens_its_chapter(
+    tmp_path: Path,
+) -> None:
+    busy(tmp_path)  # chapter 1 completed
+    write_json_atomic(result_path(tmp_path, 1), result_json(1, book=OTHER))
+    m, warnings = joined_warning(tmp_path)
+    assert m.entry(1).status is mf.Status.PENDING
+    assert len(warnings) == 1 and "another book" in warnings[0]
+
+
+def test_an_older_result_without_a_hash_counts_only_where_the_manifest_says_done(
+    tmp_path: Path,
+) -> None:
+    busy(tmp_path)  # chapter 1 completed; 4 pending
+    write_json_atomic(result_path(tmp_path, 1), result_json(1, book=""))
+    write_json_atomic(result_path(tmp_path, 4), result_json(4, book=""))
+    m, warnings = joined_warning(tmp_path)
+    assert m.entry(1).status is mf.Status.COMPLETED  # the same book's manifest vouches for it
+    assert m.entry(4).status is mf.Status.PENDING  # nothing does
+    assert [w.split(" ")[0] for w in warnings] == [str(result_path(tmp_path, 4))]
+    assert "older imaginize" in warnings[0]
+    # Without a manifest, nothing vouches for any of them.
+    os.unlink(tmp_path / MANIFEST_NAME)
+    m, warnings = joined_warning(tmp_path)
+    assert [e.status for e in m.chapters] == [mf.Status.PENDING] * 4
+    assert len(warnings) == 2
+
+
+def test_a_stale_claim_over_another_books_result_is_worked_on(tmp_path: Path) -> None:
+    """The takeover of a dead claim adopts a result found on disk only if it is this book's."""
+    now = [1000.0]
+    store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
+    store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:2])
+    dead = store.claim("elsewhere:1:w", lease=LEASE, max_attempts=3)
+    assert dead is not None and dead.number == 1
+    write_json_atomic(result_path(tmp_path, 1), result_json(1, book=OTHER))
+    now[0] += LEASE + 1
+    got = store.claim("elsewhere:2:w", lease=LEASE, max_attempts=3)
+    assert got is not None and got.number == 1 and got.reason.startswith("no heartbeat")
+    assert store.read().entry(1).status is mf.Status.IN_PROGRESS  # type: ignore[union-attr]
 
 
 def test_join_keeps_completed_chapters_it_was_not_told_about(tmp_path: Path) -> None:
