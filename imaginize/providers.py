@@ -11,6 +11,7 @@ file's own, so a cloned repository cannot point the user's key at its server.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,7 +56,7 @@ def resolve_provider(
     model: str | None = None,
     api_key: str | None = None,
     base_url: str | None = None,
-    timeout: float = 120.0,
+    timeout: float | None = None,
     max_output_tokens: int | None = None,
     env: Mapping[str, str] | None = None,
     api_key_from: Origin | None = None,
@@ -93,11 +94,33 @@ def resolve_provider(
         chosen,
         api_key=key or _NO_KEY,
         base_url=url,
-        timeout=timeout,
+        timeout=timeout or default_timeout(url),
         max_output_tokens=max_output_tokens,
         reason=f"base URL {url}" if url else "OpenAI API",
         key_from=key_from.name if key else "",
     )
+
+
+# Seconds to wait for one reply. A local server on a laptop or a small GPU can take minutes
+# for a chapter (a reasoning model longer), a hosted API rarely more than one.
+HOSTED_TIMEOUT = 120.0
+LOCAL_TIMEOUT = 600.0
+
+
+def default_timeout(base_url: str | None) -> float:
+    return LOCAL_TIMEOUT if base_url and is_local(base_url) else HOSTED_TIMEOUT
+
+
+def is_local(url: str) -> bool:
+    """A server on this machine or its network (llama.cpp, Ollama, vLLM on a LAN box)."""
+    host = (urlsplit(url).hostname or "").casefold()
+    if host in ("localhost", "host.docker.internal") or host.endswith((".local", ".lan")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def _env(name: str) -> Origin:

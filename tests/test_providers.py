@@ -216,3 +216,32 @@ def test_the_users_own_base_url_gets_the_users_key(url_from: Origin | None) -> N
         api_key="sk-p", api_key_from=PROJECT, base_url=LOCAL, base_url_from=url_from
     )
     assert config.api_key == "sk-p"
+
+
+@pytest.mark.parametrize(
+    ("url", "timeout"),
+    [
+        ("http://127.0.0.1:8080/v1", 600.0),
+        ("http://localhost:11434/v1", 600.0),
+        ("http://192.168.1.20:8000/v1", 600.0),
+        ("http://gpu-box.local:8000/v1", 600.0),
+        ("https://openrouter.ai/api/v1", 120.0),
+        ("https://api.example.com/v1", 120.0),
+    ],
+)
+def test_a_local_server_gets_minutes_for_a_reply(url: str, timeout: float) -> None:
+    # A slow local model answered after 2-5 minutes; the 120 s default gave up on it first.
+    assert resolve_provider(base_url=url, api_key="k" if "https" in url else None).timeout == (
+        timeout
+    )
+    assert resolve_provider(base_url=url, timeout=30).timeout == 30
+
+
+def test_the_chapter_limit_never_cuts_a_reply_short() -> None:
+    from imaginize.run import chapter_timeout_for
+
+    local = resolve_provider(base_url="http://127.0.0.1:8080/v1")
+    assert chapter_timeout_for(local) >= 2 * local.timeout
+    hosted = resolve_provider(api_key="sk-test")
+    assert chapter_timeout_for(hosted) == 300
+    assert chapter_timeout_for(resolve_provider()) == 300  # offline
