@@ -252,6 +252,9 @@ def render_contents(
     dropped = sum(r.dropped_quotes for r in results.values())
     if dropped:
         lines.append(f"- Quotes dropped as not found in the text: {dropped}")
+    corrected = sum(r.corrected_quotes for r in results.values())
+    if corrected:
+        lines.append(f"- Quotes corrected to the book's own words: {corrected}")
     unusable = sum(r.dropped_items for r in results.values())
     if unusable:
         lines.append(f"- Scenes and elements dropped as unusable (no quote or name): {unusable}")

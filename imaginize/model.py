@@ -163,6 +163,8 @@ class Analysis:
     # Scenes and elements of the reply that could not be used (no quote, no name, unknown
     # kind); they were dropped.
     dropped_items: int = 0
+    # Quotes not copied exactly, replaced by the passage of the book they stand for.
+    corrected_quotes: int = 0
 
 
 RESULT_FORMAT = 1
@@ -212,6 +214,7 @@ class ChapterResult:
     usage: Usage = field(default_factory=Usage)
     dropped_quotes: int = 0
     dropped_items: int = 0
+    corrected_quotes: int = 0
     # Illustrations made so far (--images), in scene order.
     images: tuple[ImageRecord, ...] = ()
     # sha256 of the EPUB the chapter was analysed from, so that a result left in a folder is
@@ -235,6 +238,8 @@ class ChapterResult:
         }
         if self.dropped_items:
             data["droppedItems"] = self.dropped_items
+        if self.corrected_quotes:
+            data["correctedQuotes"] = self.corrected_quotes
         if self.images:
             data["images"] = [i.to_json() for i in self.images]
         return data
@@ -257,6 +262,7 @@ class ChapterResult:
             usage=Usage.from_json(data.get("usage", {})),
             dropped_quotes=int(data.get("droppedQuotes", 0)),
             dropped_items=int(data.get("droppedItems", 0)),
+            corrected_quotes=int(data.get("correctedQuotes", 0)),
             images=tuple(ImageRecord.from_json(i) for i in data.get("images", ())),
             book_sha256=book_sha256,
         )

@@ -24,7 +24,7 @@ def analyze_chapter(
     scenes = []
     elements: list[Element] = []
     usage = Usage()
-    dropped = dropped_items = 0
+    dropped = dropped_items = corrected = 0
     for chunk, wanted in zip(chunks, shares, strict=True):
         cancel.check()
         part = analyzer.analyze(chunk, wanted)
@@ -33,6 +33,7 @@ def analyze_chapter(
         usage += part.usage
         dropped += part.dropped_quotes
         dropped_items += part.dropped_items
+        corrected += part.corrected_quotes
     return ChapterResult(
         chapter=chapter.number,
         title=chapter.title,
@@ -44,6 +45,7 @@ def analyze_chapter(
         usage=usage,
         dropped_quotes=dropped,
         dropped_items=dropped_items,
+        corrected_quotes=corrected,
     )
 
 

@@ -62,3 +62,14 @@ def schema_bound(body: Mapping[str, Any] | None) -> dict[str, Any]:
     if wanted.get("type") == "json_schema" or "schema" in wanted:
         return answer(body)
     return {"kind": "reply", "content": json.dumps({"name": "model", "items": ["a", "b"]})}
+
+
+def paraphrasing(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A weaker model: its quotes are near the text, not in it (a word dropped, the case and
+    the final stop changed), as small local models write them."""
+    answer = json.loads(reply_json(body))
+    for scene in answer["scenes"]:
+        words = scene["quote"].rstrip(".!?").split()
+        del words[len(words) // 2]
+        scene["quote"] = " ".join(words).lower()
+    return {"kind": "reply", "content": json.dumps(answer)}

@@ -423,3 +423,64 @@ def test_parse_reply_skips_elements_without_a_name() -> None:
 def test_parse_reply_finds_json_in_a_chatty_fenced_reply() -> None:
     reply = "Sure!\n```json\n" + _reply([_scene("she asked")]) + "\n```\nHope this helps."
     assert parse_reply(reply, CHAPTER, 1, USAGE).scenes[0].quote == "she asked"
+
+
+# -- quotes not copied exactly -------------------------------------------------------------
+
+STORY = (
+    "The lighthouse stood black against a copper sky. Wren climbed the spiral stair with the "
+    "tin lantern swinging in her hand.\n\n"
+    "At the top the great lens waited, cold and clouded. She wiped it with her sleeve until a "
+    "thin blue light shivered in the glass."
+)
+
+
+@pytest.mark.parametrize(
+    ("near", "passage"),
+    [
+        (  # a word dropped, punctuation changed
+            "At the top the lens waited cold and clouded",
+            "At the top the great lens waited, cold and clouded.",
+        ),
+        (  # an ellipsis over the middle
+            "Wren climbed the spiral stair ... swinging in her hand.",
+            "Wren climbed the spiral stair with the tin lantern swinging in her hand.",
+        ),
+        (  # a word swapped, case changed
+            "she wiped it with her SLEEVE until a faint blue light shivered in the glass",
+            "She wiped it with her sleeve until a thin blue light shivered in the glass.",
+        ),
+    ],
+)
+def test_a_near_quote_is_kept_with_the_books_own_words(near: str, passage: str) -> None:
+    reply = _reply([_scene(near)], [{"name": "Wren", "kind": "character", "quotes": [near]}])
+    analysis = parse_reply(reply, STORY, 1, USAGE)
+    assert analysis.scenes[0].quote == passage
+    assert analysis.elements[0].quotes == (passage,)
+    assert (analysis.corrected_quotes, analysis.dropped_quotes) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    "invented",
+    [
+        "A dragon landed on the roof of the lighthouse and sang.",
+        "The sea was calm and green under a morning sun.",
+        "Wren laughed.",
+    ],
+)
+def test_a_quote_like_nothing_in_the_chapter_is_still_dropped(invented: str) -> None:
+    analysis = parse_reply(_reply([_scene(invented), _scene("cold and clouded")]), STORY, 2, USAGE)
+    assert [s.quote for s in analysis.scenes] == ["cold and clouded"]
+    assert (analysis.corrected_quotes, analysis.dropped_quotes) == (0, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_an_exact_quote_is_never_counted_as_corrected(data: st.DataObject) -> None:
+    words = STORY.split()
+    start = data.draw(st.integers(0, len(words) - 3))
+    end = data.draw(st.integers(start + 3, len(words)))
+    quote = " ".join(words[start:end])
+    analysis = parse_reply(_reply([_scene(quote)]), STORY, 1, USAGE)
+    assert analysis.corrected_quotes == 0
+    assert analysis.scenes[0].quote.split() == quote.split()

@@ -126,6 +126,7 @@ class OpenAIAnalyzer:
             sum((a.usage for a in analyses), spent),
             sum(a.dropped_quotes for a in analyses),
             sum(a.dropped_items for a in analyses),
+            sum(a.corrected_quotes for a in analyses),
         )
 
     # --- one chunk: ask, repair, start over ----------------------------------------------

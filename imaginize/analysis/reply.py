@@ -10,6 +10,8 @@ quotes normalised, so a guide never shows words the author did not write.
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -269,11 +271,59 @@ _FOLD = str.maketrans(
 _LOOSE = {" ": r"\s++", "'": "['\u2018\u2019]", '"': '["\u201c\u201d]', "-": "[-\u2013\u2014]"}
 
 
+# A near quote is taken for the passage it resembles when the two agree this closely
+# (difflib's ratio over their folded words); measured by benchmarks/quote_matching.py.
+NEAR_RATIO = 0.72
+_WORD = re.compile(r"\w+")
+_SENTENCE_END = re.compile(r"(?<=[.!?\u2026\u3002\uff01\uff1f])[\"'\u201d\u2019)\]]*\s+|\n\s*\n")
+
+
 class QuoteFinder:
-    """Finds a quote in a chapter, ignoring differences of whitespace and quote marks."""
+    """Finds a quote in a chapter, ignoring differences of whitespace and quote marks, and
+    (`closest`) the passage a quote not copied exactly stands for."""
 
     def __init__(self, text: str) -> None:
         self._text = text
+        self._sentences: list[tuple[int, int, tuple[str, ...]]] | None = None
+
+    def closest(self, quote: str) -> str | None:
+        """The run of whole sentences of the chapter that `quote` paraphrases (a word changed,
+        dropped or added, an ellipsis, other punctuation), as the book writes it; None when
+        no passage is close enough. Exact quotes are `find`'s job."""
+        words = tuple(_WORD.findall(quote.casefold()))
+        if len(words) < 3:
+            return None
+        wanted = set(words)
+        sentences = self._sentence_spans()
+        # The quote's length in sentences, give or take one.
+        count = max(1, len(_SENTENCE_END.findall(quote.strip())) + 1)
+        scored: list[tuple[float, int, int]] = []
+        for size in range(max(1, count - 1), count + 2):
+            for first in range(0, max(0, len(sentences) - size + 1)):
+                span = sentences[first : first + size]
+                found = {w for _, _, ws in span for w in ws}
+                shared = len(wanted & found)
+                if shared:
+                    scored.append((2 * shared / (len(wanted) + len(found)), first, size))
+        best: tuple[float, str] | None = None
+        for _, first, size in sorted(scored, reverse=True)[:5]:
+            span = sentences[first : first + size]
+            ratio = difflib.SequenceMatcher(
+                None, words, tuple(w for _, _, ws in span for w in ws), autojunk=False
+            ).ratio()
+            if ratio >= NEAR_RATIO and (best is None or ratio > best[0]):
+                best = (ratio, self._text[span[0][0] : span[-1][1]].strip())
+        return best[1] if best else None
+
+    def _sentence_spans(self) -> list[tuple[int, int, tuple[str, ...]]]:
+        if self._sentences is None:
+            bounds = [0, *(m.end() for m in _SENTENCE_END.finditer(self._text)), len(self._text)]
+            self._sentences = [
+                (a, b, tuple(_WORD.findall(self._text[a:b].casefold())))
+                for a, b in itertools.pairwise(bounds)
+                if self._text[a:b].strip()
+            ]
+        return self._sentences
 
     def find(self, quote: str) -> str | None:
         """The passage as written in the book, or None when the quote is not in it."""
@@ -299,7 +349,7 @@ def parse_reply(reply: str, text: str, scenes_wanted: int, usage: Usage) -> Anal
     if raw_scenes is None:
         raise ReplyError('the JSON object has no "scenes" list')
     finder = QuoteFinder(text)
-    scenes, invented, invalid = _scenes(raw_scenes, finder)
+    scenes, invented, invalid, corrected = _scenes(raw_scenes, finder)
     if scenes_wanted > 0 and not scenes:
         if invented:
             raise ReplyError(
@@ -308,28 +358,41 @@ def parse_reply(reply: str, text: str, scenes_wanted: int, usage: Usage) -> Anal
         if invalid:
             raise ReplyError(f"none of the {invalid} scenes has a quote from the chapter")
         raise ReplyError("the reply lists no scenes")
-    elements, more_invented, more_invalid = _elements(_raw_elements(answer), finder)
+    elements, more_invented, more_invalid, more_corrected = _elements(
+        _raw_elements(answer), finder
+    )
     return Analysis(
         tuple(scenes[:scenes_wanted] if scenes_wanted else scenes),
         tuple(elements),
         usage,
         dropped_quotes=invented + more_invented,
         dropped_items=invalid + more_invalid,
+        corrected_quotes=corrected + more_corrected,
     )
 
 
-def _scenes(raw: Any, finder: QuoteFinder) -> tuple[list[Scene], int, int]:
+def _book_words(finder: QuoteFinder, quote: str) -> tuple[str | None, bool]:
+    """The passage as the book writes it, and whether the quote had to be corrected to it."""
+    found = finder.find(quote)
+    if found is not None:
+        return found, False
+    near = finder.closest(quote)
+    return near, near is not None
+
+
+def _scenes(raw: Any, finder: QuoteFinder) -> tuple[list[Scene], int, int, int]:
     scenes: list[Scene] = []
-    invented = invalid = 0
+    invented = invalid = corrected = 0
     for item in raw if isinstance(raw, list) else [raw]:
         parsed = _valid(SceneReply, _scene_fields(item))
         if parsed is None or not parsed.quote.strip():
             invalid += 1
             continue
-        quote = finder.find(parsed.quote)
+        quote, near = _book_words(finder, parsed.quote)
         if quote is None:
             invented += 1
             continue
+        corrected += near
         scenes.append(
             Scene(
                 quote=quote,
@@ -342,14 +405,14 @@ def _scenes(raw: Any, finder: QuoteFinder) -> tuple[list[Scene], int, int]:
                 image_prompt=parsed.image_prompt.strip(),
             )
         )
-    return scenes, invented, invalid
+    return scenes, invented, invalid, corrected
 
 
 def _elements(
     raw: Iterable[tuple[Any, ElementKind | None]], finder: QuoteFinder
-) -> tuple[list[Element], int, int]:
+) -> tuple[list[Element], int, int, int]:
     elements: list[Element] = []
-    invented = invalid = 0
+    invented = invalid = corrected = 0
     for item, kind in raw:
         parsed = _valid(ElementReply, _element_fields(item, kind))
         if parsed is None or not parsed.name.strip():
@@ -357,10 +420,11 @@ def _elements(
             continue
         quotes = []
         for passage in parsed.quotes:
-            found = finder.find(passage)
+            found, near = _book_words(finder, passage)
             if found is None:
                 invented += 1
             else:
+                corrected += near
                 quotes.append(found)
         elements.append(
             Element(
@@ -371,4 +435,4 @@ def _elements(
                 quotes=tuple(quotes),
             )
         )
-    return elements, invented, invalid
+    return elements, invented, invalid, corrected
