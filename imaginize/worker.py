@@ -29,7 +29,7 @@ from types import FrameType
 from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
 from imaginize.atomic import write_json_atomic
-from imaginize.book import read_book
+from imaginize.book import book_fingerprint, read_book
 from imaginize.cancel import Token
 from imaginize.claims import Flag, Heartbeat, Interrupts, Stop, record_failure, within
 from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError, ServerPaused
@@ -149,6 +149,8 @@ class _Job:
 
 def _prepare(spec: WorkerSpec, book: Book | None, analyzer: Analyzer | None) -> _Job:
     book = book or read_book(spec.book_path)
+    if not spec.book_sha256:  # a spec made by hand: its results are stamped all the same
+        spec = replace(spec, book_sha256=book_fingerprint(spec.book_path))
     pacer = None
     if spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI:
         pacer = Pacer(

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from imaginize.book import book_fingerprint
 from imaginize.model import ChapterResult, Element, ElementKind, Scene, Usage
+from imaginize.providers import ProviderKind, resolve_provider
 from imaginize.results import (
     CHAPTERS_DIR,
     CorruptResult,
@@ -21,6 +23,9 @@ from imaginize.results import (
     result_path,
     write_result,
 )
+from imaginize.store import ManifestStore
+from imaginize.worker import WorkerSpec, run_worker
+from tests.epubs import build_epub
 
 _TEXT = st.text(max_size=40)  # any unicode (no lone surrogates), newlines and quotes included
 _NAMES = st.lists(_TEXT, max_size=3).map(tuple)
@@ -253,3 +258,14 @@ def test_the_merge_leaves_out_what_is_not_this_books(tmp_path: Path) -> None:
     assert "another book" in problems[0] and problems[0].endswith("left out of the guides")
     # Without a provenance (the book is not known) every readable file of its chapter counts.
     assert sorted(load_results(tmp_path)[0]) == [1, 2, 3, 4]
+
+
+def test_a_worker_stamps_its_results_even_from_a_spec_made_by_hand(tmp_path: Path) -> None:
+    book = build_epub(tmp_path / "b.epub", [("Chapter 1", "<p>A red kite over the hill.</p>")])
+    out = tmp_path / "out"
+    sha = book_fingerprint(book)
+    ManifestStore(out).join(book_path=str(book), sha256=sha, title="B", chapters=[(1, "C")])
+    spec = WorkerSpec(str(book), str(out), resolve_provider(ProviderKind.OFFLINE))
+    assert spec.book_sha256 == ""
+    assert run_worker(spec, "w1") == 1
+    assert read_result(result_path(out, 1)).book_sha256 == sha
