@@ -84,7 +84,7 @@ class WorkerSpec:
     # Diagnostics: a file that gets "number token owner" appended for each published result.
     journal: str | None = None
     # The book's sha256, stamped on every result file so no other book ever adopts it
-    # (empty: results go unstamped and count only where the manifest records them done).
+    # (empty: the worker hashes the book itself).
     book_sha256: str = ""
 
     def to_json(self) -> str:
