@@ -64,7 +64,8 @@ Choosing the step for a request, first match wins:
     3b. context_tokens set and the chat request's prompt (ceil(chars / 4)) plus its max_tokens
        exceed it: a 400 worded as context_style says ("openai", "llama.cpp",
        "llama-cpp-python");
-    4. a chat request with "stream": true: 400 (this server does not stream);
+    4. reject_stream set and a chat request with "stream": true: 400 (a server that does
+       not stream); otherwise a reply or loop step is streamed as server-sent events;
     5. the endpoint's queue (FIFO);
     6. chat only: the responder, a callable given the parsed request JSON that returns a step, a
        string, or None to fall through (in a script: "package.module:function");
@@ -102,6 +103,7 @@ import importlib
 import json
 import math
 import os
+import select
 import signal
 import socket
 import socketserver
@@ -145,7 +147,7 @@ ENDPOINTS: dict[str, tuple[str, str]] = {  # path -> (endpoint name, method)
     "/models": ("models", "GET"),
 }
 NORMAL_KIND = {"chat": "reply", "images": "image", "models": "models"}
-KINDS = {"reply", "image", "models", "error", "malformed", "truncated", "hang"}
+KINDS = {"reply", "image", "models", "error", "malformed", "truncated", "hang", "loop"}
 SCRIPT_KEYS = {
     "chat",
     "images",
@@ -161,6 +163,8 @@ SCRIPT_KEYS = {
     "model_ids",
     "context_tokens",
     "context_style",
+    "reject_stream",
+    "slots",
 }
 # (message, type, code): close to what api.openai.com sends, so error mapping is realistic.
 ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
@@ -466,6 +470,8 @@ class FakeOpenAI:
         model_ids: Iterable[str] = ("fake-model",),
         context_tokens: int | None = None,
         context_style: str = "openai",
+        reject_stream: bool = False,
+        slots: int | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.log_path = Path(log_path) if log_path is not None else None
@@ -496,6 +502,9 @@ class FakeOpenAI:
         self.model_ids = list(model_ids)
         self.context_tokens = context_tokens
         self.context_style = context_style
+        self.reject_stream = reject_stream
+        self._slots: threading.Semaphore | None = None
+        self.slots = slots
         self.script(default=default, image_default=image_default, responder=responder)
 
     # -- lifecycle
@@ -592,6 +601,8 @@ class FakeOpenAI:
             "api_key",
             "context_tokens",
             "context_style",
+            "reject_stream",
+            "slots",
         ):
             if key in merged:
                 setattr(self, key, merged[key])
@@ -650,8 +661,8 @@ class FakeOpenAI:
             too_long = self._context_error(body)
             if too_long is not None:
                 return too_long, "context", None
-        if endpoint == "chat" and body.get("stream"):
-            return error(400, "The fake server does not stream."), "stream", None
+        if endpoint == "chat" and body.get("stream") and self.reject_stream:
+            return error(400, "This server does not stream."), "stream", None
         with self._lock:
             if self._queues[endpoint]:
                 return self._queues[endpoint].popleft(), "queue", None
@@ -663,6 +674,17 @@ class FakeOpenAI:
             except Exception as exc:  # surface test bugs as a 500 plus a logged traceback
                 return error(500, f"responder failed: {exc!r}"), "responder", traceback.format_exc()
         return self._defaults[endpoint], "default", None
+
+    @property
+    def slots(self) -> int | None:
+        """Requests generated at once (llama.cpp with one slot: 1); the rest wait their
+        turn after their delay. None: no limit."""
+        return self._slot_count
+
+    @slots.setter
+    def slots(self, count: int | None) -> None:
+        self._slot_count = count
+        self._slots = threading.Semaphore(count) if count else None
 
     def _context_error(self, body: Mapping[str, Any]) -> Step | None:
         """A 400 for a request whose prompt and reply cap exceed the context, worded as the
@@ -755,7 +777,31 @@ class FakeOpenAI:
             handler.close_connection = True  # shutting down: drop the request unanswered
             return
         headers = {"x-request-id": f"req_fake_{record['seq']}", **step.get("headers", {})}
-        if kind == "hang":
+        slot = self._slots if kind in ("reply", "loop") else None
+        if slot is not None:
+            while not slot.acquire(timeout=0.05):
+                if self._stop.is_set():
+                    handler.close_connection = True
+                    return
+        try:
+            self._answer(handler, kind, step, body, record, headers)
+        finally:
+            if slot is not None:
+                slot.release()
+
+    def _answer(
+        self,
+        handler: _Handler,
+        kind: str,
+        step: Step,
+        body: Any,
+        record: dict[str, Any],
+        headers: dict[str, Any],
+    ) -> None:
+        streamed = isinstance(body, dict) and bool(body.get("stream"))
+        if kind in ("reply", "loop") and (streamed or kind == "loop"):
+            self._generate(handler, step, body, record, headers, streamed)
+        elif kind == "hang":
             self._stop.wait(float(step.get("seconds", 600.0)))
             handler.close_connection = True
         elif kind == "error":
@@ -776,6 +822,78 @@ class FakeOpenAI:
         else:
             builder = {"reply": self._completion, "image": self._images, "models": self._models}
             handler.send(200, builder[kind](step, body, record), headers=headers)
+
+    def _generate(
+        self,
+        handler: _Handler,
+        step: Step,
+        body: dict[str, Any],
+        record: dict[str, Any],
+        headers: dict[str, Any],
+        streamed: bool,
+    ) -> None:
+        """A reply produced token by token, as a real server does: streamed as server-sent
+        events, or sent whole at the end. A "loop" step repeats its "content" until the
+        request's max_tokens (finish "length"), or for ever without one, as a small model
+        caught in a repetition does. "token_delay": seconds per token. Generation stops
+        when the client goes away; the record then says "disconnected": true. Record keys
+        "generated" (tokens) and "ended" (time.monotonic()) are set when it stops."""
+        delay = float(step.get("token_delay", 0.0))
+        cap = body.get("max_tokens") or body.get("max_completion_tokens")
+        if step["kind"] == "loop":
+            unit = str(step.get("content") or "the orchard glowed and ")
+            pieces: Iterable[str] = _repeat(unit, cap if isinstance(cap, int) else None)
+            finish = "length"
+        else:
+            content = step.get("content", "ok")
+            content = content if isinstance(content, str) else json.dumps(content)
+            pieces = [content[i : i + 16] for i in range(0, len(content), 16)] or [""]
+            finish = step.get("finish_reason", "stop")
+        record["generated"], record["disconnected"] = 0, False
+        out: list[str] = []
+        chunk_id = f"chatcmpl-fake{record['seq']}"
+        model = body.get("model") or self.model_ids[0]
+        try:
+            if streamed:
+                handler.send_response(200)
+                handler.send_header("Content-Type", "text/event-stream")
+                handler.send_header("Connection", "close")
+                for name, value in headers.items():
+                    handler.send_header(name, str(value))
+                handler.end_headers()
+                handler.close_connection = True
+            for piece in pieces:
+                if (delay and self._stop.wait(delay)) or self._stop.is_set():
+                    handler.close_connection = True
+                    return
+                if streamed:
+                    _event(handler, _chunk(chunk_id, model, {"content": piece}, None))
+                elif _gone(handler):
+                    raise ConnectionResetError("client went away")
+                out.append(piece)
+                record["generated"] += 1
+            usage = {
+                "prompt_tokens": _tokens(prompt_text(body)),
+                "completion_tokens": record["generated"],
+            }
+            usage.update(step.get("usage") or {})
+            if streamed:
+                _event(handler, _chunk(chunk_id, model, {}, finish))
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    _event(
+                        handler,
+                        {**_chunk(chunk_id, model, {}, None), "choices": [], "usage": usage},
+                    )
+                handler.wfile.write(b"data: [DONE]\n\n")
+                handler.wfile.flush()
+            else:
+                whole = {**step, "content": "".join(out), "finish_reason": finish, "usage": usage}
+                handler.send(200, self._completion(whole, body, record), headers=headers)
+        except (ConnectionError, OSError):
+            record["disconnected"] = True
+            handler.close_connection = True
+        finally:
+            record["ended"] = time.monotonic()
 
     def _send_error(self, handler: _Handler, step: Step, headers: dict[str, Any]) -> None:
         status = int(step["status"])
@@ -857,6 +975,38 @@ class FakeOpenAI:
 
 
 # --- subprocess mode ------------------------------------------------------------------------
+
+
+def _repeat(unit: str, cap: int | None) -> Iterable[str]:
+    count = 0
+    while cap is None or count < cap:
+        yield unit
+        count += 1
+
+
+def _chunk(chunk_id: str, model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _event(handler: _Handler, data: Mapping[str, Any]) -> None:
+    handler.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+    handler.wfile.flush()
+
+
+def _gone(handler: _Handler) -> bool:
+    """Whether the client closed its end (a read would return end of file at once)."""
+    sock = handler.connection
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 class FakeOpenAIProcess:

@@ -330,8 +330,10 @@ def test_raw_http_routing_and_bad_bodies(fake_openai: FakeOpenAI) -> None:
     assert status == 400 and "parse" in json.loads(body)["error"]["message"]
     status, _, _ = raw_request(fake_openai, "GET", "/v1/chat/completions")
     assert status == 405
+    fake_openai.script(reject_stream=True)
     status, _, _ = raw_request(fake_openai, "POST", "/v1/chat/completions", b'{"stream": true}')
     assert status == 400
+    fake_openai.script(reject_stream=False)
     # Without the /v1 prefix too, as some clients send it.
     status, headers, body = raw_request(fake_openai, "POST", "/chat/completions", b"{}")
     assert status == 200 and headers["content-length"] == str(len(body))
@@ -372,3 +374,44 @@ def test_subprocess_mode(tmp_path: Path) -> None:
     assert records[1]["headers"]["authorization"] == "Bearer k"
     assert records[1]["body"]["messages"] == MESSAGES
     assert records[0]["t_mono"] <= records[1]["t_mono"]
+
+
+def test_streamed_reply_with_usage_in_the_last_chunk(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(reply('{"scenes": []}', usage={"prompt_tokens": 7}))
+    client = openai.OpenAI(base_url=fake_openai.url, api_key="test", max_retries=0)
+    stream = client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == '{"scenes": []}'
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 7
+
+
+def test_a_looping_reply_stops_at_max_tokens_or_when_the_client_leaves(
+    fake_openai: FakeOpenAI,
+) -> None:
+    client = openai.OpenAI(base_url=fake_openai.url, api_key="test", max_retries=0)
+    fake_openai.enqueue({"kind": "loop"})
+    capped = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+    )
+    assert capped.choices[0].finish_reason == "length"
+    assert fake_openai.requests[0]["generated"] == 5
+    fake_openai.enqueue({"kind": "loop", "token_delay": 0.01})
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    for count, _ in enumerate(stream):
+        if count == 3:
+            break
+    stream.close()
+    deadline = time.monotonic() + 5
+    while "ended" not in fake_openai.requests[1] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake_openai.requests[1]["disconnected"] is True
+    assert fake_openai.requests[1]["generated"] < 100

@@ -3,8 +3,12 @@ the reply format it accepts, its context size, and counts it cannot trust."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
+from imaginize import cancel
 from imaginize.analysis.openai_chat import OpenAIAnalyzer, usage_from
 from imaginize.analysis.reply_schema import reply_schema
 from imaginize.errors import ProviderError
@@ -196,6 +200,84 @@ def test_untrustworthy_usage_counts_as_unknown_and_says_so(
     ]
 
 
-def test_missing_usage_is_zero_without_a_word() -> None:
-    assert usage_from(None) == (Usage(), "")
+def test_missing_usage_is_zero_and_said() -> None:
+    assert usage_from(None) == (Usage(), "no token usage")
     assert usage_from({"prompt_tokens": 3}) == (Usage(3, 0), "")
+
+
+# --- streamed replies -----------------------------------------------------------------------
+
+
+def test_replies_are_streamed_with_usage_from_the_last_chunk(fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(
+        responder=lambda body: {**answer(body), "usage": {"prompt_tokens": 111}},
+    )
+    result = analyzer(fake_openai).analyze(LONG, 1)
+    assert result.usage.prompt_tokens == 111
+    sent = fake_openai.requests[0]["body"]
+    assert sent["stream"] is True
+    assert sent["stream_options"] == {"include_usage": True}
+
+
+def test_a_server_that_does_not_stream_is_asked_plainly_from_then_on(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.script(responder=answer, reject_stream=True)
+    subject = analyzer(fake_openai)
+    subject.analyze(LONG, 1)
+    subject.analyze(LONG, 1)
+    assert [bool(r["body"].get("stream")) for r in fake_openai.requests] == [True, False, False]
+    assert formats(fake_openai) == ["json_schema"] * 3
+    assert any("does not stream" in n for n in subject.take_notices())
+
+
+def test_a_looping_model_is_stopped_by_the_reply_cap(fake_openai: FakeOpenAI) -> None:
+    # Without max_tokens, a reply caught in a repetition ran on the server for 12 minutes.
+    fake_openai.script(responder=answer)
+    fake_openai.enqueue({"kind": "loop"})
+    result = analyzer(fake_openai).analyze(LONG, 2)
+    first = fake_openai.requests[0]
+    assert first["generated"] == first["body"]["max_tokens"] == 2048 + 2 * 512
+    assert len(result.scenes) == 2  # asked again in halves, never as it was
+    assert result.usage.completion_tokens >= first["generated"]  # the loop's tokens counted
+
+
+def test_a_reply_past_the_timeout_is_closed_and_the_server_stops(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue({"kind": "loop", "token_delay": 0.02})
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="--timeout") as caught:
+        analyzer(fake_openai, timeout=1.0).analyze(LONG, 1)
+    assert caught.value.retryable
+    assert time.monotonic() - started < 5
+    record = fake_openai.requests[0]
+    deadline = time.monotonic() + 5
+    while "ended" not in record and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert record["disconnected"] is True
+    assert record["generated"] < 200  # not the 2,560 it was allowed
+
+
+def test_work_given_up_closes_its_stream_at_once(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue({"kind": "loop", "token_delay": 0.02})
+    token = cancel.Token()
+    threading.Timer(0.5, token.set).start()
+    outcome: list[BaseException] = []
+
+    def work() -> None:
+        cancel.bind(token)
+        try:
+            analyzer(fake_openai, timeout=60.0).analyze(LONG, 1)
+        except BaseException as exc:  # the worker's own thread: any end is recorded
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert outcome and isinstance(outcome[0], ProviderError)
+    record = fake_openai.requests[0]
+    deadline = time.monotonic() + 5
+    while "ended" not in record and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert record["disconnected"] is True
+    assert record["generated"] < 100

@@ -13,8 +13,13 @@ which knows about the other processes sharing the key.
 
 from __future__ import annotations
 
+import functools
+import time
 from typing import Any
 
+import openai
+
+from imaginize import cancel
 from imaginize.analysis import openai_client
 from imaginize.analysis.openai_errors import StatusError, call
 from imaginize.analysis.prompt import chapter_messages, repair_messages
@@ -68,6 +73,7 @@ class OpenAIAnalyzer:
         # Built on first use otherwise, which would happen inside the first pacer slot.
         self._completions = self._client.chat.completions
         self._max_output_tokens = max_output_tokens
+        self._timeout = timeout
         self._book_title = book_title
         self._pacer = pacer
         self._server = base_url or "the OpenAI API"
@@ -255,24 +261,82 @@ class OpenAIAnalyzer:
         )
 
     def _request(self, params: dict[str, Any]) -> tuple[str, str, Usage]:
-        completion = call(self._pacer, lambda: self._completions.create(**params))
-        try:
-            choice = completion.choices[0]
-            content = choice.message.content or ""
-            finish = choice.finish_reason or ""
-        except (AttributeError, IndexError, TypeError):
-            raise ProviderError("malformed response: no choices", retryable=True) from None
+        """One request: streamed where the server streams, so that a reply given up on
+        (timeout, stop, claim lost) closes its connection and the server stops generating."""
+        state = self._state
+        while state.streaming:
+            streamed = {**params, "stream": True}
+            if state.stream_usage:
+                streamed["stream_options"] = {"include_usage": True}
+            try:
+                content, finish, raw_usage = call(
+                    self._pacer, functools.partial(self._streamed, streamed)
+                )
+                break
+            except StatusError as error:
+                if error.status not in (400, 422, 501) or "stream" not in str(error).casefold():
+                    raise
+                if state.stream_usage and "stream_options" in str(error):
+                    state.stream_usage = False
+                else:
+                    state.streaming = False
+                    self._say(f"{self._server} does not stream replies ({error})")
+        else:
+            completion = call(self._pacer, lambda: self._completions.create(**params))
+            content, finish, raw_usage = _whole(completion)
         if not isinstance(content, str):
             raise ProviderError("malformed response: content is not text", retryable=True)
-        usage, problem = usage_from(getattr(completion, "usage", None))
+        usage, problem = usage_from(raw_usage)
         if problem:
             self._say(f"{self._server} reported {problem}; counted as 0")
         return content, str(finish), usage
+
+    def _streamed(self, params: dict[str, Any]) -> tuple[str, str, Any]:
+        """Read a streamed reply to its end, within --timeout in all (the client's own
+        timeout only bounds each read: a server looping on tokens would never hit it)."""
+        deadline = time.monotonic() + self._timeout
+        parts: list[str] = []
+        finish: str = ""
+        usage: Any = None
+        with self._completions.create(**params) as stream:
+            try:
+                for chunk in stream:
+                    if time.monotonic() > deadline:
+                        raise ProviderError(
+                            f"no complete reply within {self._timeout:.0f} s (--timeout)",
+                            retryable=True,
+                        )
+                    cancel.check()
+                    usage = getattr(chunk, "usage", None) or usage
+                    for choice in getattr(chunk, "choices", None) or ():
+                        text = getattr(choice.delta, "content", None)
+                        if isinstance(text, str):
+                            parts.append(text)
+                        finish = choice.finish_reason or finish
+            except (openai.APIConnectionError, openai.APIStatusError):
+                raise
+            except openai.APIError as exc:  # an error event in the stream
+                raise ProviderError(
+                    f"the server broke off its reply: {exc}", retryable=True
+                ) from None
+        if not finish and not parts:
+            raise ProviderError("malformed response: an empty stream", retryable=True)
+        return "".join(parts), finish or "stop", usage
 
     def _say(self, message: str) -> None:
         if message not in self._state.said:
             self._state.said.add(message)
             self._notices.append(message)
+
+
+def _whole(completion: Any) -> tuple[Any, str, Any]:
+    try:
+        choice = completion.choices[0]
+        content = choice.message.content or ""
+        finish = choice.finish_reason or ""
+    except (AttributeError, IndexError, TypeError):
+        raise ProviderError("malformed response: no choices", retryable=True) from None
+    return content, str(finish), getattr(completion, "usage", None)
 
 
 class _Unusable(ProviderError):
@@ -288,7 +352,7 @@ def usage_from(raw: Any) -> tuple[Usage, str]:
     nothing). Servers send negative, fractional or textual counts, or none: any count that is
     not a whole number of at least 0 is unknown, taken as 0, never trusted."""
     if raw is None:
-        return Usage(), ""
+        return Usage(), "no token usage"
     counts = []
     wrong = []
     for name in ("prompt_tokens", "completion_tokens"):

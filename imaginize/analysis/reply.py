@@ -358,9 +358,7 @@ def parse_reply(reply: str, text: str, scenes_wanted: int, usage: Usage) -> Anal
         if invalid:
             raise ReplyError(f"none of the {invalid} scenes has a quote from the chapter")
         raise ReplyError("the reply lists no scenes")
-    elements, more_invented, more_invalid, more_corrected = _elements(
-        _raw_elements(answer), finder
-    )
+    elements, more_invented, more_invalid, more_corrected = _elements(_raw_elements(answer), finder)
     return Analysis(
         tuple(scenes[:scenes_wanted] if scenes_wanted else scenes),
         tuple(elements),

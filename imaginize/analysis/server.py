@@ -58,6 +58,9 @@ class ServerState:
     strikes: int = 0
     # Tokens of prompt plus reply the server can hold, when it has said so.
     context_tokens: int | None = None
+    # Streamed requests, and the usage chunk at their end, until the server refuses them.
+    streaming: bool = True
+    stream_usage: bool = True
     # "max_tokens", or "max_completion_tokens" for models that refuse the older name.
     max_tokens_field: str = "max_tokens"
     said: set[str] = field(default_factory=set)
@@ -139,9 +142,7 @@ def context_limit(error: StatusError) -> int | None:
 
 def is_context_error(error: StatusError) -> bool:
     """A request too long for the server, whether or not it says by how much."""
-    return error.status in {400, 413, 422} and bool(
-        _CONTEXT_WORDS.search(f"{error} {error.code}")
-    )
+    return error.status in {400, 413, 422} and bool(_CONTEXT_WORDS.search(f"{error} {error.code}"))
 
 
 def names_max_tokens(error: StatusError) -> bool:
