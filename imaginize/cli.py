@@ -22,7 +22,7 @@ from imaginize.events import RunFinished
 from imaginize.images import DEFAULT_IMAGE_MODEL, ImageOptions
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.manifest import DEFAULT_LEASE
-from imaginize.pacing import Tier
+from imaginize.pacing import DEFAULT_MAX_WAIT, Tier
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.progress import PlainProgress, render_estimate
 from imaginize.providers import ProviderKind, limits_for, resolve_provider
@@ -194,6 +194,14 @@ def cli() -> None:
     help="Seconds before a chapter is given up as timed out.",
 )
 @click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MAX_WAIT,
+    show_default=True,
+    help="Longest wait a server may ask for (a 429's Retry-After) that the run sits out; "
+    "a longer one stops it (exit 3, no chapter failed): re-run after the time it names.",
+)
+@click.option(
     "--images",
     is_flag=True,
     help="Also make an illustration of every scene (images API; offline: prompts only).",
@@ -248,6 +256,7 @@ def run(
     batch_delay: float | None,
     rpm: float | None,
     chapter_timeout: float,
+    max_wait: float,
     images: bool,
     image_model: str,
     image_size: str | None,
@@ -287,6 +296,7 @@ def run(
         lock_lifetime=lock_lifetime,
         limits=limits_for(config, tier, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm),
         chapter_timeout=chapter_timeout,
+        max_wait=max_wait,
         images=ImageOptions(image_model, image_size, image_quality) if images else None,
     )
     single = len(books) == 1 and not books[0].is_dir()

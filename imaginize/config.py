@@ -59,6 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rate.batch_size", "batch_size", int),
     Setting("rate.batch_delay", "batch_delay", float),
     Setting("rate.rpm", "rpm", float),
+    Setting("rate.max_wait", "max_wait", float, help="longest server pause waited out"),
     Setting("coordination.lease", "lease", float),
     Setting("coordination.heartbeat", "heartbeat", float),
     Setting("coordination.lock_lifetime", "lock_lifetime", float),
@@ -251,6 +252,7 @@ EXAMPLE = """\
 # batch_size = 5
 # batch_delay = 2.0
 # rpm = 60                 # requests per minute for the whole book
+# max_wait = 300           # a server's pause (429 Retry-After) longer than this stops the run
 
 [coordination]
 # lease = 600              # seconds without a heartbeat before a claim is taken over

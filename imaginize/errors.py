@@ -36,6 +36,13 @@ class Incomplete(ImaginizeError):
     exit_code = ExitCode.INCOMPLETE
 
 
+class ServerPaused(ImaginizeError):
+    """The server asked everyone on the key to wait longer than --max-wait: the run stops
+    with its chapters given back (none failed), to be re-run after the time it named."""
+
+    exit_code = ExitCode.INCOMPLETE
+
+
 class ConfigError(ImaginizeError):
     """Bad options, settings or environment."""
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imaginize.atomic import write_atomic
+from imaginize.cancel import Token
 from imaginize.claims import Heartbeat, Interrupts, Stop, record_failure, within
-from imaginize.errors import AuthenticationError
+from imaginize.errors import AuthenticationError, ServerPaused
 from imaginize.events import EventSink, ImageFinished, Notice
 from imaginize.images import (
     IMAGES_DIR,
@@ -75,7 +76,8 @@ def work_on_image(
         return prompt, job.generator.generate(prompt)
 
     try:
-        with Heartbeat(beats, claim.number, claim.token, spec.heartbeat) as beat:
+        # A Token: an image given up on has its request's connection and slot let go at once.
+        with Heartbeat(beats, claim.number, claim.token, spec.heartbeat, on_lost=Token()) as beat:
             prompt, data = within(
                 spec.chapter_timeout,
                 make,
@@ -84,7 +86,7 @@ def work_on_image(
                 interrupts=interrupts,
             )
         ext = detect_extension(data)
-    except (KeyboardInterrupt, Stop, AuthenticationError):
+    except (KeyboardInterrupt, Stop, AuthenticationError, ServerPaused):
         job.store.release(claim.number, claim.token)
         raise
     except Exception as exc:  # this image failed; the worker goes on with the next unit

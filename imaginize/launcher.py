@@ -5,8 +5,8 @@ already imported the worker and its HTTP client (so a new worker is ready in mil
 instead of re-importing `openai` for a second or more), and hands each the parsed book. Then it
 watches them and the manifest: it turns manifest changes into progress events, replaces a
 worker that died while work remains (at most 4 x N times), stops everyone when a worker
-reports a refused API key, and on Ctrl-C asks its workers to give their chapters back
-(SIGTERM), killing them on a second Ctrl-C.
+reports a refused API key or a server pause longer than --max-wait, and on Ctrl-C asks its
+workers to give their chapters back (SIGTERM), killing them on a second Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from types import FrameType
 
 from imaginize import manifest as mf
 from imaginize.autoscale import AutoScaler, process_rss
-from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError
+from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError, ServerPaused
 from imaginize.events import ChapterFinished, Event, EventSink, Notice
 from imaginize.forkserver import context
 from imaginize.images import ImageStore, wanted_units
@@ -90,14 +90,16 @@ class Launcher:
         self._next_id = 0
         self._restarts = 0
         self._interrupts = 0
-        self._auth_error: str | None = None
+        # What stopped the whole run (a refused key, a server's long pause), raised at the end.
+        self._fatal: ImaginizeError | None = None
         self._paused_until = 0.0
         self._no_more_starts = False
         self._last_memory_check = 0.0
 
     def run(self) -> None:
         """Until the wanted chapters are settled, or Ctrl-C. Raises `Interrupted` after a
-        Ctrl-C and `AuthenticationError` when a worker's key was refused."""
+        Ctrl-C, `AuthenticationError` when a worker's key was refused and `ServerPaused` when
+        the server asked for a wait longer than --max-wait."""
         label = len(self.jobs) > 1
         watchers: list[ManifestWatcher | ImageWatcher] = [
             ManifestWatcher(store, self.sink, spec.chapters, spec.max_attempts, label=label)
@@ -130,8 +132,8 @@ class Launcher:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self._signal_all(signal.SIGKILL)
-        if self._auth_error:
-            raise AuthenticationError(self._auth_error)
+        if self._fatal is not None:
+            raise self._fatal
         if self._interrupts:
             raise Interrupted("interrupted; finished chapters are kept, re-run to resume")
 
@@ -207,8 +209,11 @@ class Launcher:
             if code == ExitCode.OK or self._interrupts:
                 continue
             if code == AuthenticationError.exit_code and "API key" in errors:
-                self._auth_error = errors.rsplit("error: ", 1)[-1]
-                self._interrupts = max(self._interrupts, 1)
+                self._stop_all(AuthenticationError(errors.rsplit("error: ", 1)[-1]))
+                continue
+            if code == ServerPaused.exit_code:
+                # Its chapter is given back; the others' go back too, and nobody waits.
+                self._stop_all(ServerPaused(errors.rsplit("error: ", 1)[-1]))
                 continue
             self.sink(Notice(f"worker {worker_id} stopped ({_describe(code)}) {errors}".strip()))
             if code in (ExitCode.BAD_INPUT, ExitCode.LOCKED):
@@ -220,6 +225,11 @@ class Launcher:
                 self._restarts += 1
                 if not self.autoscaler:  # the autoscaler refills to its target itself
                     self._start()
+
+    def _stop_all(self, reason: ImaginizeError) -> None:
+        """Stop every worker as a Ctrl-C would (chapters given back); `reason` ends the run."""
+        self._fatal = self._fatal or reason
+        self._interrupts = max(self._interrupts, 1)
 
     def _work_left(self) -> bool:
         for store, images, (spec, _) in zip(self.stores, self.image_stores, self.jobs, strict=True):

@@ -12,6 +12,11 @@ Limits: age-based expiry can overlap a holder that is alive but frozen for longe
 milliseconds, so the default 10 minutes makes that a holder that is not making progress anyway.
 A holder on another host is never judged dead, only aged out.
 
+A wait for a lock that is neither freed nor provably stale (an empty lock file, a live pid
+recorded without a process start token) would last the whole lifetime; after `REPORT_AFTER`
+seconds of waiting, the listener set with `reporting_waits` is told once who holds it, for how
+long, and when it will be broken.
+
 The request pace (`pacing.py`) is advice, not a record of work, and its critical sections are
 taken twice per request, so it uses the cheaper `filelock.FileLock` (flock on POSIX): the
 kernel releases it when its holder dies, so it is never stale and never needs breaking.
@@ -22,6 +27,9 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +39,11 @@ from imaginize.errors import LockTimeout
 
 DEFAULT_LOCK_LIFETIME = 600.0
 POLL_INTERVAL = 0.005
+# Critical sections last milliseconds: a lock still held after this long is worth a word.
+REPORT_AFTER = 3.0
+
+# Who hears about a long lock wait in this thread (`reporting_waits`); none by default.
+_listener: ContextVar[Callable[[str], None] | None] = ContextVar("lock_listener", default=None)
 
 
 def manifest_lock(path: Path, lifetime: float = DEFAULT_LOCK_LIFETIME) -> SoftFileLock:
@@ -55,9 +68,17 @@ class LockHolder:
     pid: int | None
     host: str | None
     age: float
+    # Whether the holder recorded its process start token, by which filelock tells a live
+    # holder from a new process that reuses a dead one's pid.
+    started: bool = True
+    empty: bool = False
 
     def describe(self) -> str:
+        if self.empty:
+            return f"an empty lock file, {self.age:.0f}s old (its writer left no name)"
         who = f"pid {self.pid} on {self.host}" if self.pid else "an unknown process"
+        if self.pid and not self.started:
+            who += " (running, but with no start token it cannot be told from a reused pid)"
         return f"held by {who} for {self.age:.0f}s"
 
 
@@ -70,7 +91,32 @@ def lock_holder(path: Path, now: float | None = None) -> LockHolder | None:
         return None
     pid = int(lines[0]) if lines and lines[0].isdigit() else None
     host = lines[1] if len(lines) > 1 else None
-    return LockHolder(pid, host, (now if now is not None else time.time()) - stat.st_mtime)
+    age = (now if now is not None else time.time()) - stat.st_mtime
+    return LockHolder(pid, host, age, started=len(lines) > 2, empty=not "".join(lines).strip())
+
+
+@contextmanager
+def reporting_waits(say: Callable[[str], None]) -> Iterator[None]:
+    """While inside, a lock wait in this thread longer than `REPORT_AFTER` is told to `say`
+    in one line (once per wait): who holds the lock, and when it will be broken by age."""
+    reset = _listener.set(say)
+    try:
+        yield
+    finally:
+        _listener.reset(reset)
+
+
+def _report_wait(lock: SoftFileLock, waited: float) -> None:
+    say = _listener.get()
+    if say is None:
+        return
+    path = Path(lock.lock_file)
+    holder = lock_holder(path)
+    detail = holder.describe() if holder else "held by another process"
+    lifetime = getattr(lock, "lifetime", None)
+    if holder is not None and lifetime:
+        detail += f"; taken over when {lifetime:g}s old, in {max(0.0, lifetime - holder.age):.0f}s"
+    say(f"waiting {waited:.0f}s for the lock {path}: {detail}")
 
 
 def break_lock(path: Path) -> bool:
@@ -84,7 +130,15 @@ def break_lock(path: Path) -> bool:
 
 def acquire(lock: BaseFileLock, timeout: float) -> None:
     try:
-        lock.acquire(timeout=timeout)
+        told = _listener.get() is not None and isinstance(lock, SoftFileLock)
+        if told and timeout > REPORT_AFTER:
+            try:
+                lock.acquire(timeout=REPORT_AFTER)
+            except Timeout:
+                _report_wait(lock, REPORT_AFTER)
+                lock.acquire(timeout=timeout - REPORT_AFTER)
+        else:
+            lock.acquire(timeout=timeout)
     except Timeout:
         if not isinstance(lock, SoftFileLock):
             # A kernel lock records no holder and dies with it: someone alive is holding it.

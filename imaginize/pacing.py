@@ -5,7 +5,9 @@ API key and server (`pace_dir`: under the user's cache folder), changed only und
 (a kernel lock on `.imaginize.pace.lock`, see `locking.py`), so N processes in M terminals, on
 one book or many, together send no faster than one limit allows. Before each request a worker
 reserves the next free send time ("slot") and sleeps outside the lock until then; a 429 writes a
-pause that every worker honours.
+pause that every worker honours, and that outlives the run. A pause longer than `max_wait`
+(`--max-wait`) is not waited out: `ServerPaused` stops the run instead, naming the server and
+the time it asked for.
 
 Limits, whichever is strictest:
 - batches: up to `batch_size` sends form a batch; the next batch starts no sooner than
@@ -22,6 +24,7 @@ process's wall clock against times written by the others; one machine shares one
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -34,9 +37,11 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from imaginize import cancel
 from imaginize.atomic import write_json_atomic
+from imaginize.errors import ServerPaused
 from imaginize.locking import acquire, pace_lock
 from imaginize.manifest import owner_id, owner_is_dead
 
@@ -44,6 +49,8 @@ RATE_NAME = ".imaginize.rate.json"
 # Not the `.imaginize.rate.lock` of earlier versions, which was a SoftFileLock marker: an
 # older imaginize would take the kernel lock's file, left in place, for a held marker.
 PACE_LOCK_NAME = ".imaginize.pace.lock"
+# The longest pause a server may ask for that a run waits out (`--max-wait`).
+DEFAULT_MAX_WAIT = 300.0
 
 
 def pace_dir(base_url: str | None, api_key: str, env: dict[str, str] | None = None) -> Path:
@@ -53,6 +60,27 @@ def pace_dir(base_url: str | None, api_key: str, env: dict[str, str] | None = No
     cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha256(f"{base_url or 'openai'}\0{api_key}".encode()).hexdigest()[:16]
     return cache / "imaginize" / "pace" / digest
+
+
+def server_name(base_url: str | None) -> str:
+    """The server as users know it from its base URL: host, and port when one is given."""
+    if not base_url:
+        return "api.openai.com"
+    parts = urlsplit(base_url)
+    host = parts.hostname or base_url
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port else host
+
+
+def clock_time(when: float, now: float) -> str:
+    """`when` as local time of day, with the date when it is not today."""
+    moment = datetime.datetime.fromtimestamp(when)
+    if moment.date() == datetime.datetime.fromtimestamp(now).date():
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 class Tier(StrEnum):
@@ -186,7 +214,8 @@ def pause(state: PaceState, until: float, reason: str) -> PaceState:
 
 
 class Pacer:
-    """The shared pace on disk. `slot()` wraps one request."""
+    """The shared pace on disk. `slot()` wraps one request. `max_wait`: the longest pause of
+    `server` (named in messages) that is waited out."""
 
     def __init__(
         self,
@@ -196,10 +225,14 @@ class Pacer:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         lock_timeout: float = 120.0,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        server: str = "the server",
     ) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         self.path = Path(folder) / RATE_NAME
         self.limits = limits
+        self.max_wait = max_wait
+        self.server = server
         self._clock = clock
         self._sleep = sleep
         self._lock = pace_lock(Path(folder) / PACE_LOCK_NAME)
@@ -228,25 +261,59 @@ class Pacer:
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """Wait for a send slot, hold it while the request runs, give it back after."""
+        """Wait for a send slot, hold it while the request runs, give it back after (or at
+        once when the work it is for is given up on, see `cancel`). Raises `ServerPaused`
+        rather than wait out a pause longer than `max_wait`."""
         ticket = owner_id(secrets.token_hex(6))
+
+        def attempt(state: PaceState) -> tuple[PaceState, tuple[float | None, float]]:
+            updated, wait = reserve(state, self.limits, self._clock(), ticket, owner_is_dead)
+            return updated, (wait, state.paused_until)
+
         while True:
             cancel.check()  # an abandoned analysis must not queue for a slot
-            wait = self._update(
-                lambda s: reserve(s, self.limits, self._clock(), ticket, owner_is_dead)
-            )
+            wait, paused_until = self._update(attempt)
             if wait is None:
                 break
+            self.check_pause(paused_until)
             self._sleep(max(wait, 0.001))
         try:
-            yield
+            with cancel.guarded(lambda: self._give_back(ticket)):
+                yield
         finally:
-            self._update(lambda s: (finish(s, ticket), None))
+            self._give_back(ticket)
 
-    def pause(self, seconds: float, reason: str) -> None:
-        """Everyone waits `seconds` from now (a 429's Retry-After, or a backoff)."""
+    def _give_back(self, ticket: str) -> None:
+        self._update(lambda s: (finish(s, ticket), None))
+
+    def pause(self, seconds: float, reason: str) -> float:
+        """Everyone waits `seconds` from now (a 429's Retry-After, or a backoff). Returns when
+        the pause now in force ends (a longer one already written stands)."""
         until = self._clock() + max(0.0, seconds)
-        self._update(lambda s: (pause(s, until, reason), None))
+
+        def change(state: PaceState) -> tuple[PaceState, float]:
+            updated = pause(state, until, reason)
+            return updated, updated.paused_until
+
+        return self._update(change)
+
+    def check_pause(self, until: float, asked: str = "") -> float:
+        """Seconds left of a pause ending at `until`; `ServerPaused` when that is longer than
+        `max_wait`. `asked`: whom the server asked, for the message."""
+        now = self._clock()
+        left = until - now
+        if left > self.max_wait:
+            when = clock_time(until, now)
+            raise ServerPaused(
+                f"{self.server} asked{asked} to wait until {when} ({left:.0f}s from now), longer "
+                f"than --max-wait {self.max_wait:g}s: stopped, no chapter failed; re-run after "
+                f"{when}"
+            )
+        return max(0.0, left)
+
+    def pause_left(self, asked: str = "") -> float:
+        """Seconds left of the pause in force (0 when none), as `check_pause`."""
+        return self.check_pause(self.read().paused_until, asked)
 
 
 def aggregate_rate(limits: Limits) -> float:

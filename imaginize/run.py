@@ -8,6 +8,8 @@ by one worker in this process (library callers, tests with injected analyzers).
 
 from __future__ import annotations
 
+import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +32,9 @@ from imaginize.images import (
     write_prompt_files,
 )
 from imaginize.launcher import Launcher
-from imaginize.locking import DEFAULT_LOCK_LIFETIME
+from imaginize.locking import DEFAULT_LOCK_LIFETIME, reporting_waits
 from imaginize.model import Book
-from imaginize.pacing import Limits, pace_dir
+from imaginize.pacing import DEFAULT_MAX_WAIT, Limits, Pacer, clock_time, pace_dir, server_name
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.pricing import total_cost
 from imaginize.providers import ProviderConfig, ProviderKind, resolve_provider
@@ -64,6 +66,8 @@ class RunOptions:
     in_process: bool = False
     limits: Limits | None = None
     chapter_timeout: float = DEFAULT_CHAPTER_TIMEOUT
+    # --max-wait: a server's pause longer than this stops the run (exit 3) instead.
+    max_wait: float = DEFAULT_MAX_WAIT
     # --images: an illustration per scene (openai provider); prompts only when offline.
     images: ImageOptions | None = None
 
@@ -162,8 +166,9 @@ def run_book(
     here = options.in_process or analyzer is not None
     if not here:
         warm_up(_calls_server(options))  # its imports overlap with parsing the book
-    job = _prepare(book_path, Path(options.out_dir or default_out_dir(book_path)), options, sink)
+    job = _join(book_path, Path(options.out_dir or default_out_dir(book_path)), options, sink)
     try:
+        _server_pause([job], options, sink)
         if here:
             _run_here(job.spec, job.store, sink, job.book, analyzer, options.max_attempts)
         else:
@@ -191,7 +196,7 @@ def run_books(
     books = expand_books(paths)
     for path, out_dir in zip(books, library_out_dirs(books, options.out_dir), strict=True):
         try:
-            jobs.append(_prepare(path, out_dir, options, sink))
+            jobs.append(_join(path, out_dir, options, sink))
         except BookError as exc:
             skipped[path] = exc.reason
             sink(Notice(f"skipping {exc}"))
@@ -201,6 +206,7 @@ def run_books(
     finished: list[RunFinished] = []
     try:
         if jobs:
+            _server_pause(jobs, options, sink)
             _launch(jobs, options, sink)
     finally:
         finished = [_finish(job, sink) for job in jobs]
@@ -209,6 +215,42 @@ def run_books(
     library = LibraryFinished(tuple(finished), skipped)
     sink(library)
     return library
+
+
+def _join(
+    book_path: Path, out_dir: Path, options: RunOptions, sink: EventSink
+) -> _Prepared:
+    """`_prepare`, saying in one line what it waits for when the book's lock is held for
+    long (an empty lock file, a live pid without a start token: not provably stale, so
+    broken only by age), and how to clear it."""
+    unlock = ["imaginize", "unlock", str(book_path)]
+    if out_dir.resolve() != default_out_dir(book_path).resolve():
+        unlock += ["-o", str(out_dir)]
+    clear = f"if no imaginize is running on it, `{shlex.join([*unlock, '--yes'])}` removes it"
+    with reporting_waits(lambda line: sink(Notice(f"{line}; {clear}"))):
+        return _prepare(book_path, out_dir, options, sink)
+
+
+def _server_pause(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -> None:
+    """A pause the server asked for before this run (stored in the shared pace) is still
+    on: one line saying it is waited out, or `ServerPaused` (nothing claimed, exit 3) when
+    it lasts longer than --max-wait."""
+    folders = {job.spec.pace_dir or job.spec.out_dir: job.spec for job in jobs}
+    for folder, spec in folders.items():
+        if spec.limits is None or spec.provider.kind is not ProviderKind.OPENAI:
+            continue
+        server = server_name(spec.provider.base_url)
+        pacer = Pacer(Path(folder), spec.limits, max_wait=options.max_wait, server=server)
+        left = pacer.pause_left(" an earlier request")
+        if left > 0:
+            now = time.time()
+            sink(
+                Notice(
+                    f"{server} asked an earlier request to wait until "
+                    f"{clock_time(now + left, now)}: waiting {left:.0f}s "
+                    f"(within --max-wait {options.max_wait:g}s)"
+                )
+            )
 
 
 def _calls_server(options: RunOptions) -> bool:
@@ -300,6 +342,7 @@ def _spec(
         limits=options.limits,
         pace_dir=_pace_dir(options.provider) if options.limits else None,
         chapter_timeout=options.chapter_timeout,
+        max_wait=options.max_wait,
         images=options.images,
         book_sha256=sha256,
     )

@@ -1056,3 +1056,38 @@ def test_ten_minute_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     (used,) = seen
     assert (used.lease, used.lock_lifetime) == (600.0, 600.0)
     assert used.heartbeat == DEFAULT_HEARTBEAT
+
+
+@pytest.mark.parametrize("holder", ["empty", "live pid, no start token"])
+def test_a_lock_not_provably_stale_is_named_within_seconds(
+    tmp_path: Path, processes: Processes, holder: str
+) -> None:
+    """A lock file filelock cannot judge stale (empty, or naming a live process without a
+    start token) is broken only by age: the run says within 5 s what it waits for and how
+    to clear it, instead of waiting out the lock's lifetime in silence."""
+    book = tmp_path / "book.epub"
+    make_book(book, 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    content = ""
+    if holder != "empty":
+        sleeper = processes.start([sys.executable, "-c", "import time; time.sleep(60)"], "held")
+        content = f"{sleeper.pid}\n{os.uname().nodename}\n"
+    (out / LOCK_NAME).write_text(content)
+    began = time.monotonic()
+    run = processes.start(
+        imaginize_cli(book, "--provider", "offline", "-o", str(out), "--lock-lifetime", "6"),
+        "run",
+    )
+
+    def said() -> str | None:
+        lines = processes.output("run").splitlines()
+        return next((line for line in lines if "for the lock" in line), None)
+
+    line = wait_for(said, 8.0, "a line about the lock")
+    # Within 5 s of the wait starting (the CLI itself takes a second or two to start).
+    assert time.monotonic() - began < 8.0
+    assert str(out / LOCK_NAME) in line
+    assert ("empty lock file" if holder == "empty" else f"pid {content.split()[0]}") in line
+    assert f"imaginize unlock {book} -o {out} --yes" in line
+    assert wait_exit(run, 60) == 0  # broken by age at 6 s, then the run goes on

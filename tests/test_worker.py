@@ -15,10 +15,11 @@ import pytest
 
 from imaginize import manifest as mf
 from imaginize import worker
+from imaginize.analysis import offline
 from imaginize.atomic import write_json_atomic
 from imaginize.claims import Flag, Interrupts, Stop
 from imaginize.errors import ExitCode
-from imaginize.events import ChapterFinished, ChapterStarted
+from imaginize.events import ChapterFinished, ChapterRetry, ChapterStarted
 from imaginize.images import ImageOptions
 from imaginize.model import Analysis, Book, Chapter, Usage
 from imaginize.pacing import Limits
@@ -303,3 +304,29 @@ def test_an_idle_wait_ends_when_the_worker_is_asked_to_stop(tmp_path: Path) -> N
     naps: list[float] = []
     worker._nap(150.0, [tmp_path / "m.json"], naps.append, should_stop=lambda: len(naps) >= 3)
     assert len(naps) == 3  # not the 7,500 naps of 150 s
+
+
+def test_the_offline_index_is_built_before_the_first_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A book-wide index that takes longer than --chapter-timeout (a huge book) is built
+    before any chapter is claimed: it never times the first chapter out."""
+    spec, book = make_book(tmp_path, "one", 2)
+    built: list[float] = []
+
+    class SlowCatalogue(offline.Catalogue):
+        def __init__(self, texts: list[str]) -> None:
+            time.sleep(1.0)
+            super().__init__(texts)
+            built.append(time.time())
+
+    monkeypatch.setattr(offline, "Catalogue", SlowCatalogue)
+    events: list[object] = []
+    quick = replace(spec, chapter_timeout=0.5)
+    assert run_worker(quick, "w1", book=book, sink=events.append) == 2
+    assert not [e for e in events if isinstance(e, ChapterRetry)]
+    m = ManifestStore(Path(spec.out_dir)).read()
+    assert m is not None
+    assert [e.attempts for e in m.chapters] == [1, 1]
+    assert len(built) == 1 and m.entry(1).claimed_at is not None
+    assert m.entry(1).claimed_at >= built[0]
