@@ -1,0 +1,186 @@
+"""`imaginize doctor`: what a server supports, asked once per capability, and what a run on it
+will use.
+
+Each probe is one short request (a few hundred tokens; the context probe is refused before any
+text is generated on the servers that check it), so a user sees in seconds whether their
+llama.cpp, Ollama, vLLM or hosted server constrains replies to a schema, streams, and how much
+context it holds, instead of learning it chapter by chapter.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from imaginize.analysis import openai_client
+from imaginize.analysis.openai_errors import StatusError, call
+from imaginize.analysis.prompt import chapter_messages
+from imaginize.analysis.reply import ReplyError, find_answer
+from imaginize.analysis.reply_schema import ChapterReply
+from imaginize.analysis.server import LADDER, ReplyFormat, context_limit
+from imaginize.errors import ProviderError
+from imaginize.model import Chapter
+from imaginize.providers import ProviderConfig
+
+# The request a run sends, for a two-sentence chapter: a few hundred tokens each.
+_PROBE = chapter_messages(
+    Chapter(1, "Probe", "The lamp was lit. Wren climbed the stair with a tin lantern."), 1
+)
+# Far beyond any model's context: servers that check refuse it naming their size.
+_HUGE = 10_000_000
+
+
+@dataclass(frozen=True)
+class Check:
+    capability: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Report:
+    server: str
+    model: str
+    checks: tuple[Check, ...]
+    # What a run against this server will use.
+    reply_format: ReplyFormat | None
+    streaming: bool
+    context_tokens: int | None
+    latency: float | None
+
+    @property
+    def reachable(self) -> bool:
+        return any(c.ok for c in self.checks)
+
+
+def diagnose(config: ProviderConfig, timeout: float | None = None) -> Report:
+    """Probe the server of `config` (an openai provider) and say what it supports."""
+    client = openai_client.build(config.api_key, config.base_url, timeout or config.timeout)
+    model = config.model
+    checks: list[Check] = []
+
+    def probe(capability: str, ask: Callable[[], tuple[bool, str]]) -> bool:
+        try:
+            ok, detail = ask()
+        except (ProviderError, OSError) as exc:
+            ok, detail = False, str(exc)
+        checks.append(Check(capability, ok, " ".join(detail.split())[:160]))
+        return ok
+
+    def models() -> tuple[bool, str]:
+        listed = [m.id for m in call(None, lambda: client.models.list()).data]
+        if model in listed:
+            return True, f"{len(listed)} listed, {model} among them"
+        return True, f"{len(listed)} listed, not {model}: {', '.join(listed[:5])}"
+
+    probe("models list", models)
+    latency: list[float] = []
+    chosen: ReplyFormat | None = None
+    for reply_format in LADDER:
+
+        def constrained(reply_format: ReplyFormat = reply_format) -> tuple[bool, str]:
+            params: dict[str, Any] = {"model": model, "messages": _PROBE, "max_tokens": 600}
+            if reply_format.response_format() is not None:
+                params["response_format"] = reply_format.response_format()
+            started = time.monotonic()
+            completion = call(None, lambda: client.chat.completions.create(**params))
+            latency.append(time.monotonic() - started)
+            content = completion.choices[0].message.content or ""
+            return True, _follows_schema(content)
+
+        if probe(f"replies: {reply_format}", constrained) and chosen is None:
+            chosen = reply_format
+    streaming = probe("streaming", lambda: _stream(client, model))
+    context: list[int] = []
+
+    def context_size() -> tuple[bool, str]:
+        try:
+            call(
+                None,
+                lambda: client.chat.completions.create(
+                    model=model, messages=_PROBE[1:], max_tokens=_HUGE
+                ),
+            )
+        except StatusError as error:
+            found = context_limit(error)
+            if found is not None:
+                context.append(found)
+                return True, f"{found:,} tokens"
+            return False, f"not said ({error})"
+        return False, "not said (a request for 10,000,000 reply tokens was accepted)"
+
+    probe("context size", context_size)
+    return Report(
+        server=config.base_url or "https://api.openai.com/v1",
+        model=model,
+        checks=tuple(checks),
+        reply_format=chosen,
+        streaming=streaming,
+        context_tokens=context[0] if context else None,
+        latency=min(latency) if latency else None,
+    )
+
+
+def _follows_schema(content: str) -> str:
+    try:
+        answer = find_answer(content)
+        ChapterReply.model_validate(answer)
+    except (ReplyError, ValueError) as exc:
+        return f"accepted, but the reply does not follow the schema ({str(exc)[:60]})"
+    return "accepted; the reply follows the schema"
+
+
+def _stream(client: Any, model: str) -> tuple[bool, str]:
+    def read() -> tuple[int, bool]:
+        stream = client.chat.completions.create(
+            model=model,
+            messages=_PROBE,
+            max_tokens=20,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        with stream:
+            chunks = list(stream)
+        return len(chunks), any(getattr(c, "usage", None) for c in chunks)
+
+    count, usage = call(None, read)
+    return True, f"{count} chunks, usage {'in the last chunk' if usage else 'not sent'}"
+
+
+def render(report: Report) -> str:
+    width = max(len(c.capability) for c in report.checks)
+    lines = [f"{report.server} ({report.model})"]
+    for check in report.checks:
+        mark = "yes" if check.ok else "no "
+        lines.append(f"  {check.capability:<{width}}  {mark}  {check.detail}")
+    if not report.reachable:
+        lines.append("imaginize cannot use this server: nothing it was asked succeeded.")
+        return "\n".join(lines)
+    lines.append("A run will use:")
+    lines.append(f"  reply format  {report.reply_format or 'none worked'}")
+    lines.append(f"  streaming     {'yes' if report.streaming else 'no'}")
+    if report.context_tokens:
+        lines.append(f"  context       {report.context_tokens:,} tokens (chunks sized to fit)")
+    else:
+        lines.append("  context       unknown until a request is refused for its length")
+    if report.latency is not None:
+        lines.append(f"  a short reply {report.latency:.1f} s")
+    return "\n".join(lines)
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(
+        {
+            "server": report.server,
+            "model": report.model,
+            "checks": [c.__dict__ for c in report.checks],
+            "replyFormat": report.reply_format.value if report.reply_format else None,
+            "streaming": report.streaming,
+            "contextTokens": report.context_tokens,
+            "latencySeconds": report.latency,
+        },
+        indent=2,
+    )
