@@ -36,7 +36,7 @@ from imaginize.run import (
 )
 from imaginize.safetext import for_terminal, remember_secret
 from imaginize.status import break_stuck_lock, render_status, status_report
-from imaginize.worker import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT
+from imaginize.worker import DEFAULT_HEARTBEAT
 
 if TYPE_CHECKING:
     from imaginize.live import LiveProgress
@@ -121,14 +121,14 @@ def cli() -> None:
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1),
-    default=120.0,
-    show_default=True,
-    help="Seconds to wait for one API reply.",
+    help="Seconds to wait for one API reply [default: 120; 600 for a server on this "
+    "machine or network].",
 )
 @click.option(
     "--max-output-tokens",
     type=click.IntRange(min=1),
-    help="Cap on tokens in a reply (the server's default otherwise).",
+    help="Cap on tokens in a reply [default: 2048 + 512 per scene asked for, at most 8192, "
+    "within the server's context].",
 )
 @click.option(
     "--max-attempts",
@@ -189,9 +189,8 @@ def cli() -> None:
 @click.option(
     "--chapter-timeout",
     type=click.FloatRange(min=1),
-    default=DEFAULT_CHAPTER_TIMEOUT,
-    show_default=True,
-    help="Seconds before a chapter is given up as timed out.",
+    help="Seconds before a chapter is given up as timed out [default: 300, or two "
+    "--timeout replies and a minute when that is longer].",
 )
 @click.option(
     "--max-wait",
@@ -242,7 +241,7 @@ def run(
     model: str | None,
     api_key: str | None,
     base_url: str | None,
-    timeout: float,
+    timeout: float | None,
     max_output_tokens: int | None,
     max_attempts: int,
     retry_failed: bool,
@@ -255,7 +254,7 @@ def run(
     batch_size: int | None,
     batch_delay: float | None,
     rpm: float | None,
-    chapter_timeout: float,
+    chapter_timeout: float | None,
     max_wait: float,
     images: bool,
     image_model: str,
@@ -348,6 +347,38 @@ def status(book: Path, output_dir: Path | None, as_json: bool) -> None:
     """Show the state of every chapter of BOOK from its manifest."""
     report = status_report(_out_dir(book, output_dir))
     click.echo(render_status(report, as_json=as_json))
+
+
+@cli.command()
+@click.option("--base-url", envvar="OPENAI_BASE_URL", help="The server [env OPENAI_BASE_URL].")
+@click.option("--model", envvar="OPENAI_MODEL", help="Model name [env OPENAI_MODEL].")
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="API key [env OPENAI_API_KEY].")
+@click.option("--timeout", type=click.FloatRange(min=1), help="Seconds to wait for each probe.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(
+    base_url: str | None,
+    model: str | None,
+    api_key: str | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Ask a server what it supports (one short request each) and show what a run will use."""
+    from imaginize.doctor import diagnose, render, to_json
+
+    remember_secret(api_key)
+    provider = resolve_provider(
+        ProviderKind.OPENAI,
+        model=model,
+        api_key=api_key,
+        base_url=base_url,
+        env=os.environ,
+        api_key_from=_origin("api_key", "provider.api_key"),
+        base_url_from=_origin("base_url", "provider.base_url"),
+    )
+    report = diagnose(provider, timeout)
+    click.echo(for_terminal(to_json(report) if as_json else render(report)))
+    if not report.reachable:
+        raise SystemExit(ExitCode.BAD_INPUT)
 
 
 @cli.command()

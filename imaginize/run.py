@@ -65,11 +65,20 @@ class RunOptions:
     journal: Path | None = None
     in_process: bool = False
     limits: Limits | None = None
-    chapter_timeout: float = DEFAULT_CHAPTER_TIMEOUT
+    # None: long enough for two replies of the provider's timeout, and at least the default.
+    chapter_timeout: float | None = None
     # --max-wait: a server's pause longer than this stops the run (exit 3) instead.
     max_wait: float = DEFAULT_MAX_WAIT
     # --images: an illustration per scene (openai provider); prompts only when offline.
     images: ImageOptions | None = None
+
+
+def chapter_timeout_for(provider: ProviderConfig) -> float:
+    """A chapter's time limit when none is given: a reply may take the whole `--timeout`
+    (minutes on a local server) and a chapter may need a repair, so never less than two."""
+    if provider.kind is not ProviderKind.OPENAI:
+        return DEFAULT_CHAPTER_TIMEOUT
+    return max(DEFAULT_CHAPTER_TIMEOUT, 2 * provider.timeout + 60)
 
 
 def default_out_dir(book_path: Path) -> Path:
@@ -341,7 +350,7 @@ def _spec(
         journal=str(options.journal) if options.journal else None,
         limits=options.limits,
         pace_dir=_pace_dir(options.provider) if options.limits else None,
-        chapter_timeout=options.chapter_timeout,
+        chapter_timeout=options.chapter_timeout or chapter_timeout_for(options.provider),
         max_wait=options.max_wait,
         images=options.images,
         book_sha256=sha256,
