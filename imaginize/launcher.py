@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from imaginize import manifest as mf
 from imaginize.autoscale import AutoScaler, process_rss
@@ -56,6 +57,8 @@ class _Worker:
     asked_to_stop: bool = False
     # Asked (SIGUSR1) to finish its chapter in hand and leave: --concurrent auto shrinking.
     retiring: bool = False
+    # Its error line, if it sent one (read from `errors` with its notices).
+    lines: list[str] = field(default_factory=list)
 
 
 class Launcher:
@@ -95,6 +98,8 @@ class Launcher:
         self._paused_until = 0.0
         self._no_more_starts = False
         self._last_memory_check = 0.0
+        # Notices already passed on: N workers learning one fact about a server say it once.
+        self._said: set[str] = set()
 
     def run(self) -> None:
         """Until the wanted chapters are settled, or Ctrl-C. Raises `Interrupted` after a
@@ -117,6 +122,8 @@ class Launcher:
             while self._workers:
                 for watcher in watchers:
                     watcher.poll()
+                for worker in self._workers.values():
+                    self._read(worker)
                 self._reap()
                 if self.autoscaler and not self._interrupts:
                     self._scale()
@@ -124,8 +131,10 @@ class Launcher:
                     self._signal_all(signal.SIGKILL)
                 elif self._interrupts == 1:
                     self._signal_all(signal.SIGTERM)
-                # Wakes at once when a worker exits, else after the interval.
-                wait([w.process.sentinel for w in self._workers.values()], self.watch_interval)
+                # Wakes at once when a worker exits or says something, else after the interval.
+                waited: list[Any] = [w.process.sentinel for w in self._workers.values()]
+                waited += [w.errors for w in self._workers.values() if not w.errors.closed]
+                wait(waited, self.watch_interval)
             for watcher in watchers:
                 watcher.poll()
         finally:
@@ -204,7 +213,9 @@ class Launcher:
                 continue
             del self._workers[worker_id]
             worker.lifeline.close()
-            errors = _drain(worker.errors)
+            self._read(worker)
+            worker.errors.close()
+            errors = " ".join(worker.lines)
             worker.process.close()
             if code == ExitCode.OK or self._interrupts:
                 continue
@@ -230,6 +241,20 @@ class Launcher:
         """Stop every worker as a Ctrl-C would (chapters given back); `reason` ends the run."""
         self._fatal = self._fatal or reason
         self._interrupts = max(self._interrupts, 1)
+
+    def _read(self, worker: _Worker) -> None:
+        """What a worker sent: its notices are passed on (each text once per run), its error
+        line kept for when it ends."""
+        if worker.errors.closed:
+            return
+        with suppress(EOFError, OSError):
+            while worker.errors.poll():
+                item = worker.errors.recv()
+                if not isinstance(item, Notice):
+                    worker.lines.append(str(item))
+                elif item.message not in self._said:
+                    self._said.add(item.message)
+                    self.sink(item)
 
     def _work_left(self) -> bool:
         for store, images, (spec, _) in zip(self.stores, self.image_stores, self.jobs, strict=True):
@@ -260,14 +285,6 @@ def _send(process: BaseProcess, signum: int) -> None:
             os.kill(process.pid, signum)
 
 
-def _drain(errors: Connection) -> str:
-    """The worker's one-line error, if it sent one before it ended."""
-    lines = []
-    with suppress(EOFError, OSError):
-        while errors.poll():
-            lines.append(str(errors.recv()))
-    errors.close()
-    return " ".join(lines)
 
 
 def _describe(code: int) -> str:

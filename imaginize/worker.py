@@ -36,6 +36,7 @@ from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError, Serv
 from imaginize.events import (
     ChapterFinished,
     ChapterStarted,
+    Event,
     EventSink,
     Notice,
     ignore,
@@ -494,15 +495,22 @@ def serve(
     jobs: list[tuple[WorkerSpec, Book | None]],
     worker_id: str,
     *,
-    report: Callable[[str], None] | None = None,
+    report: Callable[[str | Notice], None] | None = None,
     lifeline: Connection | None = None,
 ) -> int:
     """A worker process's whole life: signals, the loop, and an exit code. Its one-line error,
-    if any, goes to `report` (the launcher's pipe) or to stderr. `lifeline`: a pipe whose
-    other end only the launcher holds; when it closes, the launcher is gone."""
+    if any, and its notices (what only it knows: a server's context size, a claim taken
+    over) go to `report` (the launcher's pipe, as str and `Notice`) or to stderr; progress
+    reaches the launcher through the manifest. `lifeline`: a pipe whose other end only the
+    launcher holds; when it closes, the launcher is gone."""
     interrupts = Interrupts()
     retire = Flag()
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def tell(event: Event) -> None:
+        if isinstance(event, Notice):
+            say(event if report else f"imaginize: {event.message}")
+
     try:
         _install_signals(interrupts, retire)
         if lifeline is not None:
@@ -512,6 +520,7 @@ def serve(
         run_jobs(
             jobs,
             worker_id,
+            sink=tell,
             should_stop=lambda: interrupts.requested.is_set() or retire.is_set(),
             interrupts=interrupts,
         )
