@@ -131,6 +131,12 @@ def cli() -> None:
     "within the server's context].",
 )
 @click.option(
+    "--context-size",
+    type=click.IntRange(min=1024),
+    help="Tokens of context the server holds (llama-server -c, Ollama num_ctx): chunks and "
+    "reply caps are sized to fit [default: learned from the server's first refusal].",
+)
+@click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
     default=3,
@@ -243,6 +249,7 @@ def run(
     base_url: str | None,
     timeout: float | None,
     max_output_tokens: int | None,
+    context_size: int | None,
     max_attempts: int,
     retry_failed: bool,
     concurrent: int | None,
@@ -274,6 +281,7 @@ def run(
         base_url=base_url,
         timeout=timeout,
         max_output_tokens=max_output_tokens,
+        context_tokens=context_size,
         env=os.environ,
         api_key_from=_origin("api_key", "provider.api_key"),
         base_url_from=_origin("base_url", "provider.base_url"),

@@ -49,6 +49,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("provider.api_key", "api_key", str, "OPENAI_API_KEY", secret=True),
     Setting("provider.timeout", "timeout", float, help="seconds to wait for one reply"),
     Setting("provider.max_output_tokens", "max_output_tokens", int),
+    Setting("provider.context_size", "context_size", int, help="tokens the server holds"),
     Setting("run.pages_per_image", "pages_per_image", float),
     Setting("run.max_chunk_tokens", "max_chunk_tokens", int),
     Setting("run.max_attempts", "max_attempts", int),
@@ -238,6 +239,7 @@ EXAMPLE = """\
 # api_key = "..."          # env OPENAI_API_KEY; better kept in the environment than here
 # timeout = 120            # seconds to wait for one reply
 # max_output_tokens = 4096
+# context_size = 8192       # tokens a local server holds (llama-server -c, Ollama num_ctx)
 
 [run]
 # pages_per_image = 1.5    # one scene per this many pages of 300 words

@@ -44,6 +44,8 @@ class ProviderConfig:
     base_url: str | None = None
     timeout: float = 120.0
     max_output_tokens: int | None = None
+    # Tokens of prompt plus reply the server holds, when the user knows it (--context-size).
+    context_tokens: int | None = None
     # Why this provider was chosen, for the one line said at start.
     reason: str = ""
     # Where the key came from ("env OPENAI_API_KEY", ...), for `config show`; "" for none.
@@ -58,6 +60,7 @@ def resolve_provider(
     base_url: str | None = None,
     timeout: float | None = None,
     max_output_tokens: int | None = None,
+    context_tokens: int | None = None,
     env: Mapping[str, str] | None = None,
     api_key_from: Origin | None = None,
     base_url_from: Origin | None = None,
@@ -96,6 +99,7 @@ def resolve_provider(
         base_url=url,
         timeout=timeout or default_timeout(url),
         max_output_tokens=max_output_tokens,
+        context_tokens=context_tokens,
         reason=f"base URL {url}" if url else "OpenAI API",
         key_from=key_from.name if key else "",
     )
@@ -164,6 +168,7 @@ def make_analyzer(config: ProviderConfig, book: Book, pacer: Pacer | None = None
         base_url=config.base_url,
         timeout=config.timeout,
         max_output_tokens=config.max_output_tokens,
+        context_tokens=config.context_tokens,
         book_title=book.title,
         pacer=pacer,
     )

@@ -281,3 +281,12 @@ def test_work_given_up_closes_its_stream_at_once(fake_openai: FakeOpenAI) -> Non
         time.sleep(0.02)
     assert record["disconnected"] is True
     assert record["generated"] < 100
+
+
+def test_a_context_size_given_sizes_the_first_request_too(fake_openai: FakeOpenAI) -> None:
+    # An 8k server and the 12,000-token default chunk: the user did the arithmetic by hand.
+    fake_openai.script(responder=answer, context_tokens=2000)
+    subject = analyzer(fake_openai, context_tokens=2000)
+    assert len(subject.analyze(LONG, 3).scenes) == 3
+    assert {r["status"] for r in fake_openai.requests} == {200}
+    assert subject.chunk_tokens(12_000) < 2000

@@ -65,6 +65,7 @@ class OpenAIAnalyzer:
         base_url: str | None = None,
         timeout: float = 120.0,
         max_output_tokens: int | None = None,
+        context_tokens: int | None = None,
         book_title: str = "",
         pacer: Pacer | None = None,
     ) -> None:
@@ -78,6 +79,9 @@ class OpenAIAnalyzer:
         self._pacer = pacer
         self._server = base_url or "the OpenAI API"
         self._state = state_for(base_url, model)
+        if context_tokens and not self._state.context_tokens:
+            # What the user says of the server, until the server says otherwise.
+            self._state.context_tokens = context_tokens
         self._notices: list[str] = []
 
     # --- the Analyzer protocol ----------------------------------------------------------
