@@ -149,13 +149,19 @@ def _merge_group(group: list[tuple[int, Element]]) -> MergedElement:
     return MergedElement(name, kind, description, aliases, chapters, quotes)
 
 
-def render_chapters(book: BookInfo, results: Mapping[int, ChapterResult]) -> str:
+def render_chapters(
+    book: BookInfo,
+    results: Mapping[int, ChapterResult],
+    failures: Mapping[int, str] | None = None,
+) -> str:
     lines = [f"# {book.title}: illustration guide by chapter", ""]
     for info in book.chapters:
         lines += [f"## Chapter {info.number}: {info.title}", ""]
         result = results.get(info.number)
         if result is None:
-            lines += ["*Not analysed yet.*", ""]
+            failed = (failures or {}).get(info.number)
+            said = f"*Failed: {one_line(failed)}*" if failed else "*Not analysed yet.*"
+            lines += [said, ""]
             continue
         images = {image.scene: image for image in result.images}
         for index, scene in enumerate(result.scenes, start=1):
@@ -274,7 +280,7 @@ def write_guides(
     merged = merge_elements(results.values())
     documents = {
         CONTENTS: render_contents(book, results, merged, failures),
-        CHAPTERS: render_chapters(book, results),
+        CHAPTERS: render_chapters(book, results, failures),
         ELEMENTS: render_elements(book, merged),
     }
     paths = []

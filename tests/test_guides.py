@@ -490,3 +490,12 @@ def test_the_guides_never_quote_another_books_results_left_in_the_folder(
         (two, "chapter 2 will be analysed again"),  # once it is selected
         (two, "left out of the guides"),
     ]
+
+
+def test_chapters_md_says_a_failed_chapter_failed_and_why() -> None:
+    # It said "Not analysed yet" for a chapter that had failed for good.
+    failures = {2: "HTTP 400: maximum context length is 8192 tokens\x1b[2J"}
+    text = render_chapters(BOOK, {1: _result(1)}, failures)
+    chapter_2 = text.split("## Chapter 2")[1].split("## Chapter 3")[0]
+    assert "*Failed: HTTP 400: maximum context length is 8192 tokens\\x1b[2J*" in chapter_2
+    assert "Not analysed yet" not in chapter_2
