@@ -7,20 +7,27 @@ Reading happens in three steps:
    without it, because the text never depends on navigation;
 3. the linear spine documents are parsed once (`xhtml.extract`) and cut into segments at TOC
    entries (or at file starts), then front/back matter and boilerplate are dropped.
+
+Memory is bounded by `ReadLimits`: only the members that carry text or structure are ever
+decompressed (ebooklib gets empty stand-ins for images, fonts and styles, and for the content
+documents, which are streamed from the ZIP straight into the parser), each at most
+`ReadLimits.member` bytes, all of them together at most `ReadLimits.total`; both are checked
+against the sizes the ZIP declares before reading and against the bytes actually read, since
+a ZIP's headers can lie. A book beyond them is refused (`BookError` naming the member).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 import posixpath
 import re
 import warnings
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -46,11 +53,54 @@ GUIDE_TYPES = {"title-page": "titlepage", "notes": "endnotes", "copyright": "cop
 # ---------------------------------------------------------------------------- public API
 
 
-def read_book(path: str | Path) -> Book:
-    """Read the EPUB at `path`; every failure becomes a `BookError` with a short reason."""
-    path = Path(path)
+MiB = 1 << 20
+MEMBER_LIMIT_ENV = "IMAGINIZE_EPUB_FILE_LIMIT_MB"
+TOTAL_LIMIT_ENV = "IMAGINIZE_EPUB_TEXT_LIMIT_MB"
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """The most bytes decompressed from one member of the EPUB, and from all of them.
+
+    Real books stay far below: in the test corpus the largest content document is 128 KiB and
+    a whole book's text and structure files are under 0.5 MiB; a whole long novel in one
+    XHTML file is 3-6 MiB. A zip bomb (1 MiB expanding to 1 GiB) is refused at once.
+    """
+
+    member: int = 64 * MiB
+    total: int = 256 * MiB
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReadLimits:
+        """The defaults, or what IMAGINIZE_EPUB_FILE_LIMIT_MB / _TEXT_LIMIT_MB say (MiB)."""
+        env = os.environ if env is None else env
+        return cls(
+            member=_mib(env, MEMBER_LIMIT_ENV, cls.member),
+            total=_mib(env, TOTAL_LIMIT_ENV, cls.total),
+        )
+
+
+def _mib(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        return _read(path)
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r}: expected a positive number of MiB")
+    return int(value * MiB)
+
+
+def read_book(path: str | Path, limits: ReadLimits | None = None) -> Book:
+    """Read the EPUB at `path`; every failure becomes a `BookError` with a short reason.
+
+    `limits` default to `ReadLimits.from_env()`."""
+    path = Path(path)
+    limits = ReadLimits.from_env() if limits is None else limits
+    try:
+        return _read(path, limits)
     except BookError:
         raise
     except (MemoryError, RecursionError) as exc:
@@ -105,8 +155,11 @@ class _Package:
     author: str
     language: str
     nav_href: str | None
+    budget: _Budget
     replacements: dict[str, bytes] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # ZIP members of the navigation (nav, NCX) that ebooklib needs to read for real.
+    navigation: set[str] = field(default_factory=set)
 
     @property
     def opf_dir(self) -> str:
@@ -152,19 +205,80 @@ _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"%PD
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError)
 
 
-def _read_member(path: Path, zf: zipfile.ZipFile, name: str) -> bytes:
+class _Budget:
+    """Every byte decompressed from the book goes through here and counts against `limits`.
+
+    A member counts once towards the total however often it is read (a document parsed as
+    XML, then again as HTML); its declared size is checked before anything is read.
+    """
+
+    def __init__(self, path: Path, zf: zipfile.ZipFile, limits: ReadLimits) -> None:
+        self.path = path
+        self.zf = zf
+        self.limits = limits
+        self.counted: dict[str, int] = {}  # the most bytes read from each member so far
+        self.total = 0  # their sum
+
+    def _refuse(self, name: str, what: str) -> BookError:
+        return BookError(self.path, f"{name} {what}; refused (a zip bomb?)")
+
+    def check_declared(self, names: Iterable[str]) -> None:
+        """Refuse before reading when the ZIP itself says the members are too large."""
+        total = 0
+        for name in names:
+            size = self.zf.getinfo(name).file_size
+            total += size
+            if size > self.limits.member:
+                raise self._refuse(name, f"declares {_size(size)} {_over_member(self.limits)}")
+            if total > self.limits.total:
+                raise self._refuse(name, f"takes the text past {_over_total(self.limits)}")
+
+    def stream(self, name: str) -> Iterator[bytes]:
+        """The member's bytes in pieces of at most 1 MiB; `BookError` past a limit."""
+        size = self.zf.getinfo(name).file_size
+        if size > self.limits.member:
+            raise self._refuse(name, f"declares {_size(size)} {_over_member(self.limits)}")
+        read = 0
+        with self.zf.open(name) as member:
+            while chunk := member.read(MiB):
+                read += len(chunk)
+                if read > self.limits.member:
+                    raise self._refuse(name, f"expands {_over_member(self.limits)}")
+                if read > self.counted.get(name, 0):
+                    self.total += read - self.counted.get(name, 0)
+                    self.counted[name] = read
+                    if self.total > self.limits.total:
+                        raise self._refuse(name, f"takes the text past {_over_total(self.limits)}")
+                yield chunk
+
+    def read(self, name: str) -> bytes:
+        return b"".join(self.stream(name))
+
+
+def _size(n: int) -> str:
+    return f"{n / MiB:,.1f} MiB" if n >= MiB else f"{n:,} bytes"
+
+
+def _over_member(limits: ReadLimits) -> str:
+    return f"beyond the {_size(limits.member)} limit for one file ({MEMBER_LIMIT_ENV})"
+
+
+def _over_total(limits: ReadLimits) -> str:
+    return f"the {_size(limits.total)} limit for a whole book ({TOTAL_LIMIT_ENV})"
+
+
+def _read_member(budget: _Budget, name: str) -> bytes:
     try:
-        return zf.read(name)
+        return budget.read(name)
     except _ZIP_ERRORS as exc:
-        raise BookError(path, f"damaged ZIP archive: cannot read {name}") from exc
+        raise BookError(budget.path, f"damaged ZIP archive: cannot read {name}") from exc
 
 
-def _readable(zf: zipfile.ZipFile, name: str) -> bool:
+def _readable(budget: _Budget, name: str) -> bool:
     """Decompress a member fully (CRC is checked at the end) without keeping it."""
     try:
-        with zf.open(name) as member:
-            while member.read(1 << 20):
-                pass
+        for _ in budget.stream(name):
+            pass
         return True
     except _ZIP_ERRORS:
         return False
@@ -178,11 +292,12 @@ def _xml(data: bytes) -> etree._Element | None:
         return None
 
 
-def _inspect(path: Path, zf: zipfile.ZipFile) -> _Package:
+def _inspect(path: Path, zf: zipfile.ZipFile, limits: ReadLimits) -> _Package:
     names = set(zf.namelist())
+    budget = _Budget(path, zf, limits)
     if CONTAINER not in names:
         raise BookError(path, f"missing {CONTAINER}")
-    container = _xml(_read_member(path, zf, CONTAINER))
+    container = _xml(_read_member(budget, CONTAINER))
     if container is None:
         raise BookError(path, f"{CONTAINER} is not valid XML")
     rootfiles = [r for r in container.iterfind(".//c:rootfile", NS) if r.get("full-path")]
@@ -192,7 +307,7 @@ def _inspect(path: Path, zf: zipfile.ZipFile) -> _Package:
     opf_path = posixpath.normpath(unquote((typed or rootfiles)[0].get("full-path", "")))
     if opf_path not in names:
         raise BookError(path, f"missing package document {opf_path}")
-    opf = _xml(_read_member(path, zf, opf_path))
+    opf = _xml(_read_member(budget, opf_path))
     if opf is None or etree.QName(opf).localname != "package":
         raise BookError(path, f"package document {opf_path} is not valid XML")
     manifest = opf.find("opf:manifest", NS)
@@ -205,16 +320,40 @@ def _inspect(path: Path, zf: zipfile.ZipFile) -> _Package:
         raise BookError(path, "the spine lists no documents")
 
     title, author, language = _metadata(opf)
-    pkg = _Package(opf_path, opf, title or path.stem, author, language, None)
+    pkg = _Package(opf_path, opf, title or path.stem, author, language, None, budget)
     if not typed:
         # ebooklib only follows a rootfile with the right media-type: give it one.
         pkg.replacements[CONTAINER] = _CONTAINER_XML.format(opf_path).encode()
-    _drop_missing_items(path, zf, pkg, manifest, spine, names)
-    _check_encryption(path, zf, pkg, names)
+    needed = _text_members(pkg, manifest, spine)
+    budget.check_declared(sorted(n for n in needed if n in names))
+    _drop_missing_items(path, pkg, manifest, spine, names, needed)
+    _check_encryption(path, pkg, names)
     for item in manifest.iterfind("opf:item", NS):
         if "nav" in item.get("properties", "").split():
             pkg.nav_href = posixpath.normpath(unquote(item.get("href", "")))
     return pkg
+
+
+NCX_MEDIA_TYPE = "application/x-dtbncx+xml"
+
+
+def _member(pkg: _Package, href: str | None) -> str:
+    return posixpath.normpath(posixpath.join(pkg.opf_dir, unquote(href or "")))
+
+
+def _text_members(pkg: _Package, manifest: etree._Element, spine: etree._Element) -> set[str]:
+    """The members read for real: spine documents, the nav and the NCX. Everything else
+    (images, fonts, styles, documents outside the spine) is never decompressed."""
+    in_spine = {ref.get("idref") for ref in spine.iterfind("opf:itemref", NS)}
+    needed: set[str] = set()
+    for item in manifest.iterfind("opf:item", NS):
+        media_type = item.get("media-type")
+        nav = "nav" in item.get("properties", "").split()
+        if nav or media_type == NCX_MEDIA_TYPE:
+            pkg.navigation.add(_member(pkg, item.get("href")))
+        if nav or media_type == NCX_MEDIA_TYPE or item.get("id") in in_spine:
+            needed.add(_member(pkg, item.get("href")))
+    return needed
 
 
 _CONTAINER_XML = (
@@ -225,20 +364,21 @@ _CONTAINER_XML = (
 
 def _drop_missing_items(
     path: Path,
-    zf: zipfile.ZipFile,
     pkg: _Package,
     manifest: etree._Element,
     spine: etree._Element,
     names: set[str],
+    needed: set[str],
 ) -> None:
-    """ebooklib reads every manifest file and dies on the first missing one: unlist them."""
+    """ebooklib dies on a manifest file missing from the ZIP, and a spine document that
+    cannot be decompressed has no text: unlist them. Files never read are only looked up."""
     spine_ids = {ref.get("idref") for ref in spine.iterfind("opf:itemref", NS)}
     gone: list[str] = []
     changed = False
     for item in list(manifest.iterfind("opf:item", NS)):
         href = item.get("href")
-        full = posixpath.normpath(posixpath.join(pkg.opf_dir, unquote(href or "")))
-        if href and full in names and _readable(zf, full):
+        full = _member(pkg, href)
+        if href and full in names and (full not in needed or _readable(pkg.budget, full)):
             continue
         manifest.remove(item)
         changed = True
@@ -264,12 +404,12 @@ def _drop_missing_items(
         pkg.write_opf()
 
 
-def _check_encryption(path: Path, zf: zipfile.ZipFile, pkg: _Package, names: set[str]) -> None:
+def _check_encryption(path: Path, pkg: _Package, names: set[str]) -> None:
     """Font obfuscation is harmless; encrypted content documents (DRM) are unreadable."""
     name = "META-INF/encryption.xml"
     if name not in names:
         return
-    root = _xml(_read_member(path, zf, name))
+    root = _xml(_read_member(pkg.budget, name))
     if root is None:
         return
     encrypted = {
@@ -322,7 +462,7 @@ _FALLBACKS = {
 }
 
 
-def _load(path: Path, zf: zipfile.ZipFile, pkg: _Package) -> epub.EpubBook:
+def _load(path: Path, pkg: _Package) -> epub.EpubBook:
     """ebooklib; when it fails, drop the nav, then the NCX, and retry: the text needs neither."""
     navs = pkg.opf.xpath("opf:manifest/opf:item[contains(@properties, 'nav')]", namespaces=NS)
     spine = pkg.opf.find("opf:spine", NS)
@@ -346,7 +486,11 @@ def _load(path: Path, zf: zipfile.ZipFile, pkg: _Package) -> epub.EpubBook:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                book = epub.read_epub(_source(zf, pkg) or str(path), {"ignore_ncx": True})
+                reader = _Reader(path, pkg)
+                book = reader.load()
+                reader.process()
+        except BookError:
+            raise
         except Exception as exc:  # ebooklib leaks KeyError/TypeError/IndexError/...
             error = exc
             continue
@@ -355,23 +499,25 @@ def _load(path: Path, zf: zipfile.ZipFile, pkg: _Package) -> epub.EpubBook:
     raise BookError(path, f"cannot read EPUB ({type(error).__name__}: {error})")
 
 
-def _source(zf: zipfile.ZipFile, pkg: _Package) -> io.BytesIO | None:
-    """An in-memory copy with the repaired members, or None when nothing was repaired."""
-    if not pkg.replacements:
-        return None
-    # Storing (not deflating) keeps the copy cheap; unreadable members are left behind.
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as out:
-        for info in zf.infolist():
-            if info.filename not in pkg.replacements:
-                try:
-                    out.writestr(info.filename, zf.read(info))
-                except _ZIP_ERRORS:
-                    continue
-        for name, data in pkg.replacements.items():
-            out.writestr(name, data)
-    buffer.seek(0)
-    return buffer
+class _Reader(epub.EpubReader):
+    """ebooklib reading through the budget: repaired members from memory, the container,
+    package and navigation for real, an empty stand-in for every other member (images,
+    styles, content documents), so ebooklib never holds a book's bulk in memory."""
+
+    def __init__(self, path: Path, pkg: _Package) -> None:
+        super().__init__(str(path), {"ignore_ncx": True})
+        self.pkg = pkg
+        self.names = set(pkg.budget.zf.namelist())
+
+    def read_file(self, name: str) -> bytes:
+        name = posixpath.normpath(name)
+        if name in self.pkg.replacements:
+            return self.pkg.replacements[name]
+        if name not in self.names:
+            raise KeyError(name)  # what ebooklib expects of a missing member
+        if name in (CONTAINER, self.pkg.opf_path) or name in self.pkg.navigation:
+            return self.pkg.budget.read(name)
+        return b""
 
 
 # ---------------------------------------------------------------------------- chapters
@@ -394,31 +540,34 @@ class _Entry:
     parent: str
 
 
-def _read(path: Path) -> Book:
+def _read(path: Path, limits: ReadLimits) -> Book:
     with _open_zip(path) as zf:
-        pkg = _inspect(path, zf)
-        ebook = _load(path, zf, pkg)
-    entries = _toc_entries(ebook)
-    marks = _marks(ebook)
-    anchors: dict[str, set[str]] = {}
-    for href, fragment in [(e.href, e.fragment) for e in entries] + list(marks):
-        if fragment:
-            anchors.setdefault(href, set()).add(fragment)
-    docs = _documents(ebook, pkg, anchors)
+        pkg = _inspect(path, zf, limits)
+        ebook = _load(path, pkg)
+        entries = _toc_entries(ebook)
+        marks = _marks(ebook)
+        anchors: dict[str, set[str]] = {}
+        for href, fragment in [(e.href, e.fragment) for e in entries] + list(marks):
+            if fragment:
+                anchors.setdefault(href, set()).add(fragment)
+        docs = _documents(ebook, pkg, anchors)
     if not docs or not any(doc.text.blocks for doc in docs):
         raise BookError(path, "no readable text")
 
-    by_spine = _chapters(_segments(docs, [], marks), pkg.title)
+    spine_notes: list[str] = []
+    by_spine = _chapters(_segments(docs, [], marks), pkg.title, spine_notes)
     toc_cuts = _resolve(entries, docs, pkg.warnings)
-    chapters = by_spine
+    chapters, notes = by_spine, spine_notes
     if toc_cuts:
-        by_toc = _chapters(_segments(docs, toc_cuts, marks), pkg.title)
+        toc_notes: list[str] = []
+        by_toc = _chapters(_segments(docs, toc_cuts, marks), pkg.title, toc_notes)
         # The TOC wins unless it is much coarser than the files (a TOC of parts only, a
         # lone "Start" link): then the files are the better chapters.
         if len(by_toc) * 2 >= len(by_spine) and not (len(by_toc) <= 1 < len(by_spine)):
-            chapters = by_toc
+            chapters, notes = by_toc, toc_notes
         else:
             pkg.warnings.append("the table of contents is coarser than the files; using the files")
+    pkg.warnings.extend(notes)
     if not chapters:
         raise BookError(path, "no readable text (only front and back matter found)")
     return Book(
@@ -499,6 +648,7 @@ def _marks(ebook: epub.EpubBook) -> dict[tuple[str, str], frozenset[str]]:
 def _documents(ebook: epub.EpubBook, pkg: _Package, anchors: dict[str, set[str]]) -> list[_Doc]:
     """The linear spine documents, parsed once; the nav document is navigation, not text."""
     items = {item.id: item for item in ebook.get_items() if item.id}
+    names = set(pkg.budget.zf.namelist())
     docs: list[_Doc] = []
     seen: set[str] = set()
     for idref, linear in ebook.spine:
@@ -511,13 +661,20 @@ def _documents(ebook: epub.EpubBook, pkg: _Package, anchors: dict[str, set[str]]
         href = posixpath.normpath(item.file_name)
         if isinstance(item, epub.EpubNav) or href == pkg.nav_href or href in seen:
             continue
-        if item.media_type not in DOC_MEDIA_TYPES or not item.content:
+        if item.media_type not in DOC_MEDIA_TYPES:
+            continue
+        # ebooklib holds an empty stand-in: the document is streamed from the ZIP instead.
+        name = posixpath.normpath(posixpath.join(pkg.opf_dir, item.file_name))
+        if name not in names or pkg.budget.zf.getinfo(name).file_size == 0:
             continue
         seen.add(href)
         try:
-            text = xhtml.extract(item.content, anchors.get(href, ()))
+            text = xhtml.extract(lambda name=name: pkg.budget.stream(name), anchors.get(href, ()))
         except (xhtml.XhtmlError, ValueError) as exc:
             pkg.warnings.append(f"cannot parse {href} ({exc}); skipped")
+            continue
+        except _ZIP_ERRORS:
+            pkg.warnings.append(f"document {href} is damaged; skipped")
             continue
         docs.append(_Doc(href, text))
     return docs
@@ -587,7 +744,36 @@ def _segments(
     return pieces
 
 
-def _chapters(pieces: list[Segment], book_title: str) -> list[Chapter]:
+# A chapter with more text than this is cut into parts at paragraph ends while it is read:
+# no real chapter comes near (a 60,000-word chapter is ~350,000 characters), and each part
+# stays a unit of work a worker can hold and finish.
+CHAPTER_CHARS = 1_000_000
+
+
+def _parts(seg: Segment, notes: list[str]) -> list[Segment]:
+    """`seg`, or its blocks in runs of at most CHAPTER_CHARS characters (a block is at most
+    xhtml.MAX_BLOCK), each a part titled after the chapter."""
+    chars = sum(len(b.text) for b in seg.blocks)
+    if chars <= CHAPTER_CHARS:
+        return [seg]
+    runs: list[list[xhtml.Block]] = [[]]
+    size = 0
+    for block in seg.blocks:
+        # Paragraphs are joined with a blank line: two characters each but the first.
+        cost = len(block.text) + (2 if runs[-1] else 0)
+        if runs[-1] and size + cost > CHAPTER_CHARS:
+            runs.append([])
+            size, cost = 0, len(block.text)
+        runs[-1].append(block)
+        size += cost
+    notes.append(
+        f"{seg.source} holds {chars:,} characters of text in one chapter; read as "
+        f"{len(runs)} parts of at most {CHAPTER_CHARS:,}"
+    )
+    return [replace(seg, blocks=run) for run in runs]
+
+
+def _chapters(pieces: list[Segment], book_title: str, notes: list[str]) -> list[Chapter]:
     xhtml.strip_gutenberg(pieces)
     kept: list[Segment] = []
     joined = False  # whether the previous piece was kept, so a continuation joins it
@@ -601,12 +787,26 @@ def _chapters(pieces: list[Segment], book_title: str) -> list[Chapter]:
             joined = True
         else:
             joined = False
+            chars = sum(len(b.text) for b in seg.blocks)
+            if chars >= xhtml.SMALL:
+                # Front matter is short: this much text left out may be story misjudged.
+                notes.append(f"{seg.source} ({chars:,} characters) skipped as not story: {why}")
     # A label repeated across sections ("Chapter I" in every part) gets the section's name.
     labels = Counter(seg.label for seg in kept)
     chapters: list[Chapter] = []
-    for number, seg in enumerate(kept, start=1):
-        title, text = xhtml.title_and_text(seg)
+    for seg in kept:
+        parts = _parts(seg, notes)
+        number = len(chapters) + 1
+        title, text = xhtml.title_and_text(parts[0])
         if labels[seg.label] > 1 and seg.label and seg.parent:
             title = xhtml.shorten(f"{seg.parent} \u2014 {title}")
-        chapters.append(Chapter(number, title or f"Chapter {number}", text, seg.source))
+        title = title or f"Chapter {number}"
+        if len(parts) == 1:
+            chapters.append(Chapter(number, title, text, seg.source))
+            continue
+        for k, part in enumerate(parts, start=1):
+            if k > 1:
+                text = "\n\n".join(b.text for b in part.blocks)
+            name = f"{title} (part {k} of {len(parts)})"
+            chapters.append(Chapter(number + k - 1, name, text, seg.source))
     return chapters

@@ -7,9 +7,12 @@ the caller are recorded as block positions, which is what splitting at TOC #frag
 
 from __future__ import annotations
 
+import codecs
 import html
+import html.entities
+import itertools
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -98,11 +101,15 @@ def parse(content: bytes) -> etree._Element:
         raise XhtmlError(str(exc)) from exc
 
 
+# An element, or the attributes a parser event gives: both answer .get(name).
+_Attributes = etree._Element | Mapping[str, str]
+
+
 def local_name(tag: str) -> str:
     return tag.rpartition("}")[2].lower()
 
 
-def semantic_types(el: etree._Element) -> frozenset[str]:
+def semantic_types(el: _Attributes) -> frozenset[str]:
     """epub:type tokens (XML or tag-soup spelling) plus ARIA doc-* roles without the prefix."""
     raw = el.get(EPUB_TYPE) or el.get("epub:type") or ""
     role = el.get("role") or ""
@@ -113,7 +120,7 @@ def semantic_types(el: etree._Element) -> frozenset[str]:
     return frozenset(tokens)
 
 
-def _skipped(el: etree._Element, name: str) -> bool:
+def _skipped(el: _Attributes, name: str) -> bool:
     if name in SKIP_TAGS or el.get("hidden") is not None:
         return True
     classes = el.get("class")
@@ -128,6 +135,7 @@ class _Builder:
     def __init__(self) -> None:
         self.doc = DocText()
         self.pieces: list[str] = []
+        self.size = 0  # characters in `pieces`
         self.link_chars = 0
         self.types: frozenset[str] = frozenset()
         self.heading = False
@@ -144,15 +152,34 @@ class _Builder:
             self.heading = in_heading
             self.types = types
         self.pieces.append(text)
+        self.size += len(text)
         if in_link:
             self.link_chars += len(text.strip())
+        while self.size > MAX_BLOCK:
+            self._cut()
+
+    def _cut(self) -> None:
+        """Make the first MAX_BLOCK characters of an over-long run of text a block of their
+        own, ending at a blank where there is one in their second half."""
+        text = "".join(self.pieces)
+        end = max(text.rfind(" ", 0, MAX_BLOCK), text.rfind("\n", 0, MAX_BLOCK))
+        end = end if end > MAX_BLOCK // 2 else MAX_BLOCK
+        head = _WS.sub(" ", text[:end].translate(_INVISIBLE)).strip()
+        links = min(self.link_chars, len(head))
+        if head:
+            self.doc.blocks.append(Block(head, self.heading, links, self.types))
+        self.link_chars -= links
+        self.pieces = [text[end:]]
+        self.size = len(self.pieces[0])
 
     def flush(self) -> None:
-        if self.pieces:
-            text = _WS.sub(" ", "".join(self.pieces).translate(_INVISIBLE)).strip()
-            if text:
-                self.doc.blocks.append(Block(text, self.heading, self.link_chars, self.types))
+        if not self.pieces:
+            return  # nothing was added since the last flush: nothing to reset either
+        text = _WS.sub(" ", "".join(self.pieces).translate(_INVISIBLE)).strip()
+        if text:
+            self.doc.blocks.append(Block(text, self.heading, self.link_chars, self.types))
         self.pieces = []
+        self.size = 0
         self.link_chars = 0
         self.heading = False
         self.started = False
@@ -164,76 +191,220 @@ class _Builder:
         self.doc.anchors.setdefault(ident, len(self.doc.blocks))
 
 
-def extract(content: bytes, anchors: Collection[str] = ()) -> DocText:
-    """Walk the body once, turning block elements into paragraph breaks."""
-    root = parse(content)
-    body = next((el for el in root.iter() if _tag(el) == "body"), root)
-    out = _Builder()
-    wanted = set(anchors)
+# A document's bytes, opened afresh by each call: parsing may start over (XML, then HTML).
+Chunks = Callable[[], Iterable[bytes]]
+# Longer runs of text without a paragraph break are cut at a space into several blocks, so
+# no paragraph (one whole document without markup, say) is held as one giant string.
+MAX_BLOCK = 1 << 20
 
-    def mark(el: etree._Element) -> None:
+
+def extract(content: bytes | Chunks, anchors: Collection[str] = ()) -> DocText:
+    """One pass over the document's parser events (no tree is built, so memory stays in
+    proportion to the text, however large or deeply nested the markup), turning block
+    elements into paragraph breaks. Strict XML first, else lenient HTML, as `parse` does."""
+    chunks: Chunks = (lambda: (content,)) if isinstance(content, bytes) else content
+    walker = _Walker(anchors, xml=True)
+    parser = etree.XMLParser(
+        target=walker, resolve_entities=False, no_network=True, huge_tree=True, remove_comments=True
+    )
+    try:
+        for chunk in _html_entities(chunks()):
+            parser.feed(chunk)
+        parser.close()
+        return walker.result()
+    except etree.XMLSyntaxError:
+        pass
+    try:
+        return _extract_html(chunks, anchors, "utf-8")
+    except UnicodeDecodeError:
+        return _extract_html(chunks, anchors, "cp1252")
+
+
+def _extract_html(chunks: Chunks, anchors: Collection[str], encoding: str) -> DocText:
+    walker = _Walker(anchors, xml=False)
+    parser = etree.HTMLParser(target=walker, huge_tree=True)
+    decoder = codecs.getincrementaldecoder(encoding)("strict" if encoding == "utf-8" else "replace")
+    first = True
+    visible = False
+    try:
+        for chunk in itertools.chain(chunks(), [None]):  # None: the end, flush the decoder
+            text = decoder.decode(b"", final=True) if chunk is None else decoder.decode(chunk)
+            if first and text:
+                # lxml refuses text that declares its encoding; it was decoded already.
+                text = _XML_DECL_TEXT.sub("", text)
+                first = False
+            visible = visible or not text.isspace()
+            if text:
+                parser.feed(text)
+        if not visible:
+            raise XhtmlError("empty document")
+        parser.close()
+    except UnicodeDecodeError:
+        raise  # not UTF-8: the caller starts over as cp1252
+    except (etree.LxmlError, ValueError) as exc:
+        raise XhtmlError(str(exc)) from exc
+    if not walker.started:
+        raise XhtmlError("Document is empty")
+    return walker.result()
+
+
+_XML_DECL_TEXT = re.compile(r"^\s*<\?xml[^>]*\?>")
+_ENTITY = re.compile(rb"&([A-Za-z][A-Za-z0-9]{0,31});")
+_XML_ENTITIES = frozenset((b"amp", b"lt", b"gt", b"quot", b"apos"))
+
+
+def _entity_reference(match: re.Match[bytes]) -> bytes:
+    name = match[1]
+    if name in _XML_ENTITIES:
+        return match[0]
+    text = html.entities.html5.get(name.decode() + ";")
+    if text is None:
+        return b"&amp;" + match[0][1:]  # kept as written, as html.unescape keeps it
+    return "".join(f"&#{ord(c)};" for c in text).encode()
+
+
+def _html_entities(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """XHTML using HTML's named entities (&nbsp; with no DTD loaded) as character references:
+    an XML parser with a target drops a reference it cannot resolve without a word."""
+    carry = b""
+    for chunk in chunks:
+        data = carry + chunk
+        # A reference cut by the chunk boundary waits for the next chunk.
+        cut = data.rfind(b"&", max(0, len(data) - 34))
+        if cut >= 0 and b";" not in data[cut:]:
+            data, carry = data[:cut], data[cut:]
+        else:
+            carry = b""
+        yield _ENTITY.sub(_entity_reference, data)
+    if carry:
+        yield _ENTITY.sub(_entity_reference, carry)
+
+
+# One open element: local name, epub:type/role tokens so far, inside a link, inside a heading.
+_Frame = tuple[str, frozenset[str], bool, bool]
+
+
+class _Walker:
+    """A parser target: start/data/end events become blocks in document order.
+
+    Only the first <body> counts when there is one (text before it is dropped when it
+    starts, everything after it ends is ignored); otherwise the whole document. Text
+    between two events is one piece, the element's text or a child's tail.
+    """
+
+    def __init__(self, anchors: Collection[str], *, xml: bool) -> None:
+        self.out = _Builder()
+        self.wanted = set(anchors)
+        self.xml = xml
+        self.stack: list[_Frame] = []
+        self.pending: list[str] = []
+        self.pending_size = 0
+        self.skipping = 0  # depth inside a skipped element (script, page number, ...)
+        self.skip_block = False
+        self.in_body = False
+        self.done = False
+        self.started = False
+
+    def result(self) -> DocText:
+        self._emit()
+        self.out.flush()
+        return self.out.doc
+
+    def _emit(self) -> None:
+        if not self.pending:
+            return
+        text = "".join(self.pending)
+        self.pending = []
+        self.pending_size = 0
+        if self.stack and not self.skipping and not self.done:
+            _, types, link, hd = self.stack[-1]
+            self.out.add(text, in_link=link, in_heading=hd, types=types)
+
+    def _mark(self, attrib: Mapping[str, str]) -> None:
         for key in ("id", "name"):
-            ident = el.get(key)
-            if ident and ident in wanted:
-                out.anchor(ident)
+            ident = attrib.get(key)
+            if ident and ident in self.wanted:
+                self.out.anchor(ident)
 
-    # Explicit stack instead of recursion: deeply nested tag soup must not hit the limit.
-    # Each frame: element, child iterator, cumulative types, in-link, in-heading.
-    stack: list[tuple[etree._Element, Iterator[etree._Element], frozenset[str], bool, bool]] = []
-
-    def enter(el: etree._Element, name: str, parent_types: frozenset[str], link: bool, hd: bool):
-        own = semantic_types(el)
+    def start(self, tag: str, attrib: Mapping[str, str]) -> None:
+        self._emit()
+        self.started = True
+        name = _tag_name(tag)
+        # lxml's attribute proxy answers .get() slowly (through Mapping): copy it once.
+        attrib = dict(attrib) if attrib else _NO_ATTRIBUTES
+        if name == "body" and not self.in_body:
+            # The walk is of the body alone: forget what came before it.
+            self.in_body = True
+            self.out = _Builder()
+            self.stack = []
+            self.skipping = 0
+        elif self.done:
+            return
+        elif self.skipping:
+            # Anchors inside skipped parts (a licence heading) still mark a position.
+            self.skipping += 1
+            self._mark(attrib)
+            return
+        elif self.stack and _skipped(attrib, name):
+            self.skipping = 1
+            self.skip_block = name in BLOCK_TAGS
+            self._mark(attrib)
+            return
+        parent_types, link, hd = self.stack[-1][1:] if self.stack else (frozenset(), False, False)
+        own = semantic_types(attrib) if attrib else None
         types = parent_types | own if own else parent_types
-        link = link or (name == "a" and el.get("href") is not None)
+        link = link or (name == "a" and attrib.get("href") is not None)
         hd = hd or name in HEADING_TAGS
         if name in BLOCK_TAGS:
-            out.flush()
+            self.out.flush()
         elif name in CELL_TAGS:
-            out.add(" ", in_link=False, in_heading=hd, types=types)
-        mark(el)
-        out.add(el.text, in_link=link, in_heading=hd, types=types)
-        stack.append((el, iter(el), types, link, hd))
+            self.out.add(" ", in_link=False, in_heading=hd, types=types)
+        if attrib:
+            self._mark(attrib)
+        self.stack.append((name, types, link, hd))
 
-    enter(body, _tag(body), frozenset(), False, False)
-    while stack:
-        el, children, types, link, hd = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            if _tag(el) in BLOCK_TAGS:
-                out.flush()
-            if stack:
-                _, _, ptypes, plink, phd = stack[-1]
-                out.add(el.tail, in_link=plink, in_heading=phd, types=ptypes)
-            continue
-        if child.tag is etree.Entity:
-            # Undeclared entities (&nbsp; with no DTD loaded) stay as nodes: resolve here.
-            out.add(html.unescape(child.text or ""), in_link=link, in_heading=hd, types=types)
-            out.add(child.tail, in_link=link, in_heading=hd, types=types)
-            continue
-        if not isinstance(child.tag, str):  # comment or processing instruction
-            out.add(child.tail, in_link=link, in_heading=hd, types=types)
-            continue
-        name = _tag(child)
-        if _skipped(child, name):
-            # Anchors inside skipped parts (a licence heading) still mark a position.
-            for inner in child.iter():
-                if isinstance(inner.tag, str):
-                    mark(inner)
-            if name in BLOCK_TAGS:
-                out.flush()
-            out.add(child.tail, in_link=link, in_heading=hd, types=types)
-            continue
-        enter(child, name, types, link, hd)
-    out.flush()
-    return out.doc
+    def end(self, tag: str) -> None:
+        self._emit()
+        if self.done:
+            return
+        if self.skipping:
+            self.skipping -= 1
+            if not self.skipping and self.skip_block:
+                self.out.flush()
+            return
+        if not self.stack:
+            return
+        name = self.stack.pop()[0]
+        if name in BLOCK_TAGS:
+            self.out.flush()
+        if not self.stack:
+            # The walked element (the body, else the root) ended: its tail is not text.
+            self.done = True
+
+    def data(self, text: str) -> None:
+        self.pending.append(text)
+        self.pending_size += len(text)
+        if self.pending_size > MAX_BLOCK:
+            self._emit()
+
+    def comment(self, text: str) -> None:
+        # A comment splits the text around it into two pieces in an HTML tree; the XML
+        # parser drops comments and joins that text (what a tree walk saw).
+        if not self.xml:
+            self._emit()
+
+    def pi(self, target: str, data: str | None = None) -> None:
+        self._emit()
+
+    def close(self) -> None:
+        self._emit()
 
 
 _TAG_CACHE: dict[str, str] = {}
+_NO_ATTRIBUTES: Mapping[str, str] = {}
 
 
-def _tag(el: etree._Element) -> str:
-    tag = el.tag
+def _tag_name(tag: str) -> str:
     if not isinstance(tag, str):
         return ""
     name = _TAG_CACHE.get(tag)

@@ -249,3 +249,51 @@ def write_zip(path: Path | str, files: Mapping[str, str | bytes]) -> Path:
         for name, data in files.items():
             zf.writestr(name, data)
     return Path(path)
+
+
+def inflate_member(
+    src: Path | str, dst: Path | str, name: str, *, head: bytes, unit: bytes, size: int, tail: bytes
+) -> Path:
+    """Copy an EPUB with member `name` replaced by `head`, `unit` repeated to `size` bytes
+    (less than one unit short), and `tail`, written in pieces: a zip bomb or a huge chapter
+    that is never held in memory (highly repetitive, so 1 GiB deflates to ~1 MB)."""
+    with zipfile.ZipFile(src) as zin:
+        members = [(i.filename, zin.read(i)) for i in zin.infolist()]
+    piece = unit * max(1, (1 << 20) // len(unit))
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zout:
+        for member, data in members:
+            if member != name:
+                zout.writestr(member, data)
+                continue
+            with zout.open(name, "w", force_zip64=True) as out:
+                out.write(head)
+                written = 0
+                while written + len(piece) <= size:
+                    out.write(piece)
+                    written += len(piece)
+                out.write(unit * ((size - written) // len(unit)))
+                out.write(tail)
+    return Path(dst)
+
+
+def declare_size(path: Path | str, name: str, size: int) -> Path:
+    """Make the ZIP's central directory and local header claim `name` is `size` bytes
+    uncompressed (a lying header), leaving the data as it is. Not for ZIP64 members."""
+    data = bytearray(Path(path).read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    encoded = info.filename.encode()
+    # Local header: uncompressed size at offset 22; central directory entry: at offset 24.
+    data[info.header_offset + 22 : info.header_offset + 26] = size.to_bytes(4, "little")
+    start = 0
+    while True:
+        central = data.find(b"PK\x01\x02", start)
+        if central < 0:
+            raise ValueError(f"{name} not in the central directory")
+        length = int.from_bytes(data[central + 28 : central + 30], "little")
+        if bytes(data[central + 46 : central + 46 + length]) == encoded:
+            data[central + 24 : central + 28] = size.to_bytes(4, "little")
+            break
+        start = central + 4
+    Path(path).write_bytes(bytes(data))
+    return Path(path)

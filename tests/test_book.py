@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import random
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from imaginize.book import book_fingerprint, chapter_selection, read_book
+from imaginize import xhtml
+from imaginize.book import (
+    CHAPTER_CHARS,
+    ReadLimits,
+    _Budget,
+    book_fingerprint,
+    chapter_selection,
+    read_book,
+)
 from imaginize.errors import BookError, ConfigError
 from imaginize.model import Book
 from tests.epubs import (
@@ -19,7 +30,9 @@ from tests.epubs import (
     PNG,
     Doc,
     build_epub,
+    declare_size,
     edit_member,
+    inflate_member,
     opf_name,
     paragraphs,
     rewrite_zip,
@@ -490,6 +503,184 @@ def test_random_damage_never_leaks_raw_exceptions(tmp_path: Path) -> None:
         path.write_bytes(bytes(data))
         with contextlib.suppress(BookError):
             read_book(path)
+
+
+# ---------------------------------------------------------------------------- size limits
+
+MiB = 1 << 20
+CHAPTER = "EPUB/chapter-01.xhtml"
+XHTML_HEAD = b'<html xmlns="http://www.w3.org/1999/xhtml"><body>'
+XHTML_TAIL = b"</body></html>"
+PARAGRAPH = b"<p>The lantern swung in the wind and the orchard went dark again.</p>\n"
+
+
+def inflated(
+    tmp_path: Path,
+    size: int,
+    *,
+    name: str = CHAPTER,
+    head: bytes = XHTML_HEAD,
+    unit: bytes = PARAGRAPH,
+    tail: bytes = XHTML_TAIL,
+) -> Path:
+    """THREE with one member grown to ~`size` bytes of repeated `unit` (deflated ~1000:1)."""
+    src = build_epub(tmp_path / "base.epub", THREE, images={"map.png": PNG})
+    big = tmp_path / "big.epub"
+    return inflate_member(src, big, name, head=head, unit=unit, size=size, tail=tail)
+
+
+# The child gets an address space far below what reading the bomb whole would take.
+_BOUNDED_READ = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
+from imaginize.book import read_book
+from imaginize.errors import BookError
+try:
+    read_book(sys.argv[1])
+    print("read")
+except BookError as exc:
+    print(exc.reason)
+"""
+
+
+def test_zip_bomb_is_refused_naming_the_member_within_bounded_memory(tmp_path: Path) -> None:
+    # 200 MiB behind ~0.6 MiB: it used to be read whole (ebooklib, then a tree): MemoryError
+    # in 512 MiB of address space, and several GiB without a limit (19 GiB at 1 GiB).
+    path = inflated(tmp_path, 200 * MiB)
+    assert path.stat().st_size < MiB
+    child = subprocess.run(
+        [sys.executable, "-c", _BOUNDED_READ, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    why = child.stdout.strip()
+    assert why.startswith(f"{CHAPTER} declares 200.0 MiB"), why
+    assert "64.0 MiB limit for one file (IMAGINIZE_EPUB_FILE_LIMIT_MB)" in why
+
+
+def test_member_limit(tmp_path: Path) -> None:
+    path = inflated(tmp_path, 2 * MiB)
+    with pytest.raises(BookError) as info:
+        read_book(path, ReadLimits(member=MiB, total=64 * MiB))
+    assert info.value.reason.startswith(f"{CHAPTER} declares 2.0 MiB beyond the 1.0 MiB limit")
+    # 1.9 million characters: two parts, then The Calm and The Harbour.
+    assert len(read_book(path, ReadLimits(member=3 * MiB)).chapters) == 4
+
+
+def test_total_limit_names_the_member_that_crosses_it(tmp_path: Path) -> None:
+    chapters = [(f"Chapter {n}", paragraphs(6000)) for n in range(1, 4)]  # ~0.4 MiB each
+    path = build_epub(tmp_path / "b.epub", chapters)
+    with pytest.raises(BookError) as info:
+        read_book(path, ReadLimits(member=MiB, total=MiB))
+    assert info.value.reason.startswith("EPUB/chapter-03.xhtml takes the text past the 1.0 MiB")
+    assert "limit for a whole book (IMAGINIZE_EPUB_TEXT_LIMIT_MB)" in info.value.reason
+    assert len(read_book(path, ReadLimits(member=MiB, total=2 * MiB)).chapters) == 3
+
+
+def test_bytes_read_count_whatever_the_header_declares(tmp_path: Path) -> None:
+    # A ZIP reader that trusted a lying header would hand over more than declared: the
+    # budget counts what actually comes out.
+    class Lying:
+        def getinfo(self, name: str) -> zipfile.ZipInfo:
+            info = zipfile.ZipInfo(name)
+            info.file_size = 100
+            return info
+
+        def open(self, name: str) -> io.BytesIO:
+            return io.BytesIO(b"x" * (3 * MiB))
+
+    budget = _Budget(tmp_path / "b.epub", Lying(), ReadLimits(member=2 * MiB))  # type: ignore[arg-type]
+    with pytest.raises(BookError, match=r"^.*: doc.xhtml expands beyond the 2.0 MiB limit"):
+        budget.read("doc.xhtml")
+    # And zipfile itself stops at the declared size: the chapter is damaged, not huge.
+    path = build_epub(tmp_path / "lie.epub", THREE)
+    rewrite_zip(path, path, replace={CHAPTER: XHTML_HEAD + PARAGRAPH * 50_000 + XHTML_TAIL})
+    declare_size(path, CHAPTER, 1000)
+    book = read_book(path, ReadLimits(member=MiB))
+    assert titles(book) == ["The Calm", "The Harbour"]
+    assert any("chapter-01.xhtml" in w and "damaged" in w for w in book.warnings)
+
+
+def test_limits_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = inflated(tmp_path, 2 * MiB)
+    monkeypatch.setenv("IMAGINIZE_EPUB_FILE_LIMIT_MB", "1.5")
+    assert "1.5 MiB limit for one file" in reason(path)
+    monkeypatch.setenv("IMAGINIZE_EPUB_FILE_LIMIT_MB", "3")
+    assert len(read_book(path).chapters) == 4
+    assert ReadLimits.from_env({"IMAGINIZE_EPUB_TEXT_LIMIT_MB": "1024"}).total == 1024 * MiB
+    for bad in ("0", "-1", "lots", "nan", "inf"):
+        with pytest.raises(ConfigError, match="IMAGINIZE_EPUB_TEXT_LIMIT_MB"):
+            ReadLimits.from_env({"IMAGINIZE_EPUB_TEXT_LIMIT_MB": bad})
+
+
+def test_images_are_never_decompressed(tmp_path: Path) -> None:
+    # A 64 MiB image bomb: neither ebooklib nor the damage check reads it any more.
+    path = inflated(tmp_path, 64 * MiB, name="EPUB/map.png", head=PNG, unit=b"\0", tail=b"")
+    book = read_book(path, ReadLimits(member=MiB, total=MiB))
+    assert titles(book) == ["The Storm", "The Calm", "The Harbour"]
+    assert book.warnings == ()
+
+
+def test_huge_chapter_is_read_in_parts_with_a_warning(tmp_path: Path) -> None:
+    path = inflated(tmp_path, int(2.5 * CHAPTER_CHARS))
+    with zipfile.ZipFile(path) as zf:
+        written = zf.read(CHAPTER).count(b"<p>")
+    book = read_book(path)
+    assert titles(book) == [f"The Storm (part {k} of 3)" for k in (1, 2, 3)] + [
+        "The Calm",
+        "The Harbour",
+    ]
+    assert [c.number for c in book.chapters] == [1, 2, 3, 4, 5]
+    assert all(len(c.text) <= CHAPTER_CHARS for c in book.chapters)
+    paragraph = "The lantern swung in the wind and the orchard went dark again."
+    texts = [p for c in book.chapters[:3] for p in c.paragraphs]
+    assert set(texts) == {paragraph} and len(texts) == written
+    assert [w for w in book.warnings if "chapter-01.xhtml" in w and "3 parts" in w]
+
+
+def test_paragraph_without_breaks_is_cut_at_blanks(tmp_path: Path) -> None:
+    # 3 MiB of words in one <p>: blocks of at most xhtml.MAX_BLOCK characters, words whole.
+    words = 3 * MiB // len(b"orchard ")
+    path = inflated(
+        tmp_path, 3 * MiB, head=XHTML_HEAD + b"<p>", unit=b"orchard ", tail=b"</p>" + XHTML_TAIL
+    )
+    book = read_book(path)
+    story = [p for c in book.chapters[:-2] for p in c.paragraphs]
+    assert len(story) > 2 and all(len(p) <= xhtml.MAX_BLOCK for p in story)
+    assert sum(len(p.split()) for p in story) >= words
+    assert set(" ".join(story).split()) == {"orchard"}
+
+
+@pytest.mark.parametrize("markup", ["xml", "tag soup"])
+def test_deeply_nested_document_keeps_its_text(tmp_path: Path, markup: str) -> None:
+    # Past libxml2's tree depth (256, or 2048 with huge_tree) the chapter used to vanish.
+    depth = 5000
+    soup = "<br>" if markup == "tag soup" else "<br/>"
+    body = "<div>" * depth + f"<p>Deep in the orchard.{soup}</p>" + "</div>" * depth
+    path = build_epub(tmp_path / "b.epub", [("Deep", "<p>x</p>"), *THREE[1:]])
+    # Written by hand: ebooklib would cut the nesting short itself when it writes the book.
+    rewrite_zip(path, path, replace={CHAPTER: f"<html><body><h1>Deep</h1>{body}</body></html>"})
+    book = read_book(path)
+    assert titles(book) == ["Deep", "The Calm", "The Harbour"]
+    assert book.chapters[0].text == "Deep in the orchard."
+
+
+def test_long_text_skipped_as_not_story_is_named(tmp_path: Path) -> None:
+    chapters = [*THREE, ("Notes", paragraphs(400)), ("Index", paragraphs(3))]
+    book = read_book(build_epub(tmp_path / "b.epub", chapters))
+    assert titles(book) == ["The Storm", "The Calm", "The Harbour"]
+    # The long "Notes" is named; a short "Index" is ordinary back matter and is not.
+    assert book.warnings == (
+        "chapter-04.xhtml (25,495 characters) skipped as not story: title 'Notes'",
+    )
+
+
+def test_entities_split_across_chunks() -> None:
+    pieces = [b"<html><body><p>It&nb", b"sp;was &md", b"ash; cold &amp; d", b"ark &bogus;</p>"]
+    doc = xhtml.extract(lambda: iter([*pieces, b"</body></html>"]))
+    assert [b.text for b in doc.blocks] == ["It was \u2014 cold & dark &bogus;"]
 
 
 # ---------------------------------------------------------------------------- helpers
