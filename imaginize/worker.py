@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -29,10 +29,16 @@ from types import FrameType
 from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
 from imaginize.atomic import write_json_atomic
-from imaginize.book import book_fingerprint, read_book
+from imaginize.book import read_book
 from imaginize.cancel import Token
 from imaginize.claims import Flag, Heartbeat, Interrupts, Stop, record_failure, within
-from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError, ServerPaused
+from imaginize.errors import (
+    AuthenticationError,
+    ExitCode,
+    ImaginizeError,
+    ManifestError,
+    ServerPaused,
+)
 from imaginize.events import (
     ChapterFinished,
     ChapterStarted,
@@ -85,7 +91,7 @@ class WorkerSpec:
     # Diagnostics: a file that gets "number token owner" appended for each published result.
     journal: str | None = None
     # The book's sha256, stamped on every result file so no other book ever adopts it
-    # (empty: the worker hashes the book itself).
+    # (empty: the worker takes the one its manifest records).
     book_sha256: str = ""
 
     def to_json(self) -> str:
@@ -150,8 +156,6 @@ class _Job:
 
 def _prepare(spec: WorkerSpec, book: Book | None, analyzer: Analyzer | None) -> _Job:
     book = book or read_book(spec.book_path)
-    if not spec.book_sha256:  # a spec made by hand: its results are stamped all the same
-        spec = replace(spec, book_sha256=book_fingerprint(spec.book_path))
     pacer = None
     if spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI:
         pacer = Pacer(
@@ -163,6 +167,10 @@ def _prepare(spec: WorkerSpec, book: Book | None, analyzer: Analyzer | None) -> 
     if analyzer is None:
         analyzer = make_analyzer(spec.provider, book, pacer)
     store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+    if not spec.book_sha256:  # a spec made by hand: results carry the folder's book all the same
+        with suppress(ManifestError):  # no readable manifest: the first claim says so
+            known = store.read()
+            spec = replace(spec, book_sha256=known.book_sha256 if known else "")
     images = None
     if spec.images is not None and spec.provider.kind is ProviderKind.OPENAI:
         images = prepare_images(spec, spec.images, pacer)
