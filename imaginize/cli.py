@@ -231,9 +231,8 @@ def cli() -> None:
 @click.option(
     "--assume-latency",
     type=click.FloatRange(min=0.1),
-    default=DEFAULT_LATENCY,
-    show_default=True,
-    help="Seconds a request takes, for --estimate's wall time.",
+    help=f"Seconds a request takes, for --estimate's wall time [default: measured with one "
+    f"short request on a local server, else {DEFAULT_LATENCY:g}].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def run(
@@ -268,7 +267,7 @@ def run(
     image_size: str | None,
     image_quality: str | None,
     estimate_only: bool,
-    assume_latency: float,
+    assume_latency: float | None,
     quiet: bool,
 ) -> None:
     """Analyse BOOK and write Contents.md, Chapters.md, Elements.md and chapters/*.json."""
@@ -309,8 +308,8 @@ def run(
     single = len(books) == 1 and not books[0].is_dir()
     if estimate_only:
         for path in books if single else expand_books(list(books)):
-            parsed, plan = estimate_book(path, options, assume_latency)
-            click.echo(for_terminal(render_estimate(parsed.title, options, plan, assume_latency)))
+            parsed, plan, latency = estimate_book(path, options, assume_latency)
+            click.echo(for_terminal(render_estimate(parsed.title, options, plan, latency)))
         return
     view: PlainProgress | LiveProgress
     live: LiveProgress | None = None

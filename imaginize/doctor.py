@@ -184,3 +184,53 @@ def to_json(report: Report) -> str:
         },
         indent=2,
     )
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How fast a server reads a prompt and writes a reply, from one streamed request."""
+
+    prompt_tokens: int
+    first_token: float  # seconds until the first reply token: mostly reading the prompt
+    tokens_per_second: float  # writing the reply, after its first token
+
+    def seconds_for(self, prompt_tokens: int, output_tokens: int) -> float:
+        reading = self.first_token * prompt_tokens / max(1, self.prompt_tokens)
+        return reading + output_tokens / max(self.tokens_per_second, 0.01)
+
+
+def measure_speed(config: ProviderConfig, messages: list[dict[str, str]]) -> Speed:
+    """Send `messages` once, streamed, for a short reply (48 tokens), and time it. Raises
+    ProviderError when the server cannot be asked."""
+    client = openai_client.build(config.api_key, config.base_url, config.timeout)
+
+    def read() -> Speed:
+        started = time.monotonic()
+        first: float | None = None
+        pieces = 0
+        usage: Any = None
+        stream = client.chat.completions.create(
+            model=config.model,
+            messages=messages,
+            max_tokens=48,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        with stream:
+            for chunk in stream:
+                usage = getattr(chunk, "usage", None) or usage
+                if any(getattr(c.delta, "content", None) for c in chunk.choices or ()):
+                    pieces += 1
+                    first = first if first is not None else time.monotonic()
+        ended = time.monotonic()
+        if first is None:
+            raise ProviderError("the server sent no reply tokens", retryable=True)
+        written = getattr(usage, "completion_tokens", None)
+        written = written if isinstance(written, int) and written > 0 else pieces
+        read_tokens = getattr(usage, "prompt_tokens", None)
+        if not isinstance(read_tokens, int) or read_tokens <= 0:
+            read_tokens = sum(len(m["content"]) for m in messages) // 4
+        rate = max(1, written - 1) / max(ended - first, 1e-3)
+        return Speed(read_tokens, first - started, rate)
+
+    return call(None, read)

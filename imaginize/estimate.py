@@ -37,6 +37,8 @@ class Estimate:
     wall_seconds: float
     workers: int
     tokenizer: str
+    # Short requests sent to time a local server (the only ones --estimate sends).
+    timing_requests: int = 0
 
 
 def token_counter(model: str) -> tuple[Callable[[str], int], str]:

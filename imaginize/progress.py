@@ -164,7 +164,8 @@ def _summary(event: RunFinished) -> str:
     return "\n".join(lines)
 
 
-def render_estimate(title: str, options: RunOptions, plan: Estimate, latency: float) -> str:
+def render_estimate(title: str, options: RunOptions, plan: Estimate, latency: str) -> str:
+    """`latency`: where the time a request takes comes from (measured, assumed)."""
     config = options.provider
     pace = (
         "unpaced"
@@ -186,13 +187,16 @@ def render_estimate(title: str, options: RunOptions, plan: Estimate, latency: fl
         ("cost", spent),
         (
             "wall time",
-            f"~{format_duration(plan.wall_seconds)} with {plan.workers} worker(s), "
-            f"{latency:g}s a request, {pace}",
+            f"~{format_duration(plan.wall_seconds)} with {plan.workers} worker(s), {pace}; "
+            f"{latency}",
         ),
     ]
     width = max(len(k) for k, _ in rows)
     model = one_line(config.model)
     lines = [f"Estimate for {one_line(repr(title))} with {config.kind.value} model {model}:"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
-    lines.append("No request was sent.")
+    if plan.timing_requests:
+        lines.append("One short request timed the server; nothing else was sent.")
+    else:
+        lines.append("No request was sent.")
     return "\n".join(lines)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
+from imaginize.analysis.prompt import chapter_messages
 from imaginize.autoscale import DEFAULT_MAX_WORKERS, AutoScaler, initial_workers
 from imaginize.book import book_fingerprint, chapter_selection, read_book
-from imaginize.errors import BookError, ManifestError
-from imaginize.estimate import DEFAULT_LATENCY, Estimate, estimate
+from imaginize.chunking import split_chapter
+from imaginize.errors import BookError, ManifestError, ProviderError
+from imaginize.estimate import DEFAULT_LATENCY, Estimate, estimate, wall_time
 from imaginize.events import EventSink, LibraryFinished, Notice, RunFinished, RunStarted, ignore
 from imaginize.forkserver import warm_up
 from imaginize.guides import BookInfo, ChapterInfo, write_guides
@@ -33,11 +35,11 @@ from imaginize.images import (
 )
 from imaginize.launcher import Launcher
 from imaginize.locking import DEFAULT_LOCK_LIFETIME, reporting_waits
-from imaginize.model import Book
+from imaginize.model import Book, Chapter
 from imaginize.pacing import DEFAULT_MAX_WAIT, Limits, Pacer, clock_time, pace_dir, server_name
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.pricing import total_cost
-from imaginize.providers import ProviderConfig, ProviderKind, resolve_provider
+from imaginize.providers import ProviderConfig, ProviderKind, is_local, resolve_provider
 from imaginize.results import load_results
 from imaginize.store import ManifestStore, provenance
 from imaginize.watch import ManifestWatcher
@@ -226,9 +228,7 @@ def run_books(
     return library
 
 
-def _join(
-    book_path: Path, out_dir: Path, options: RunOptions, sink: EventSink
-) -> _Prepared:
+def _join(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSink) -> _Prepared:
     """`_prepare`, saying in one line what it waits for when the book's lock is held for
     long (an empty lock file, a live pid without a start token: not provably stale, so
     broken only by age), and how to clear it."""
@@ -309,24 +309,58 @@ def _launch(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -> None
 
 
 def estimate_book(
-    book_path: Path | str, options: RunOptions | None = None, latency: float = DEFAULT_LATENCY
-) -> tuple[Book, Estimate]:
-    """What `run_book` would send, without sending anything or writing any file."""
+    book_path: Path | str, options: RunOptions | None = None, latency: float | None = None
+) -> tuple[Book, Estimate, str]:
+    """What `run_book` would send, without writing any file; and where the time a request
+    takes comes from. `latency` None: measured with one short request on a server on this
+    machine or network (a local model's speed varies a hundredfold), else a hosted API's
+    typical figure. Nothing else is sent."""
     options = options or RunOptions()
     book = read_book(book_path)
     wanted = set(_selected(book, options.chapters))
     workers = options.max_workers if options.auto_scale else options.concurrent
+    selected = [c for c in book.chapters if c.number in wanted]
     plan = estimate(
-        (c for c in book.chapters if c.number in wanted),
+        selected,
         model=options.provider.model,
         book_title=book.title,
         pages_per_image=options.pages_per_image,
         max_chunk_tokens=options.max_chunk_tokens,
         limits=options.limits,
         workers=workers,
-        latency=latency,
+        latency=latency or DEFAULT_LATENCY,
     )
-    return book, plan
+    if latency is not None:
+        return book, plan, f"{latency:g} s a request (--assume-latency)"
+    config = options.provider
+    if config.kind is ProviderKind.OFFLINE:
+        return book, plan, "offline: no requests"
+    if not config.base_url or not is_local(config.base_url):
+        typical = f"{DEFAULT_LATENCY:g} s a request, typical of a hosted API (--assume-latency)"
+        return book, plan, typical
+    measured, note = _measured(book, selected, options, plan, workers)
+    return book, measured, note
+
+
+def _measured(
+    book: Book, selected: list[Chapter], options: RunOptions, plan: Estimate, workers: int
+) -> tuple[Estimate, str]:
+    from imaginize.doctor import measure_speed  # the openai client: only for this
+
+    sample = split_chapter(selected[0], 1000)[0] if selected else Chapter(1, "", "")
+    try:
+        speed = measure_speed(options.provider, chapter_messages(sample, 1, book.title))
+    except ProviderError as exc:
+        note = f"{DEFAULT_LATENCY:g} s a request; the server could not be timed ({exc})"
+        return plan, note
+    requests = max(1, plan.requests)
+    seconds = speed.seconds_for(plan.input_tokens // requests, plan.output_tokens // requests)
+    wall = wall_time(plan.requests, workers, seconds, options.limits)
+    note = (
+        f"{seconds:.0f} s a request, measured: {speed.first_token:.1f} s to read "
+        f"{speed.prompt_tokens:,} prompt tokens, {speed.tokens_per_second:.1f} tokens/s written"
+    )
+    return replace(plan, wall_seconds=wall, timing_requests=1), note
 
 
 def _spec(

@@ -51,9 +51,38 @@ def test_estimate_sends_nothing(
     book = tmp_path / "book.epub"
     shutil.copy(SAMPLE, book)
     args = [str(book), "--estimate", "--base-url", fake_openai.url, "--api-key", "k"]
+    args += ["--assume-latency", "20"]
     assert main([*args, "--model", "gpt-4o-mini", "--tier", "free", "-j", "3"]) == 0
     shown = capsys.readouterr().out
     assert "requests       8" in shown and "No request was sent." in shown
+    assert "20 s a request (--assume-latency)" in shown
     assert "$" in shown and "batches of 3, 60s apart" in shown
     assert fake_openai.requests == []
     assert not (tmp_path / "imaginize_book").exists()  # nothing written either
+
+
+def test_a_local_server_is_timed_with_one_short_request(
+    fake_openai: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A local model's speed: 1 s to read the prompt, 20 tokens a second. The hosted figure
+    # (20 s a request) predicted 1 min 40 s for a run that took over 10 minutes.
+    fake_openai.script(default={"kind": "loop", "delay": 1.0, "token_delay": 0.05})
+    book = tmp_path / "book.epub"
+    shutil.copy(SAMPLE, book)
+    assert main([str(book), "--estimate", "--base-url", fake_openai.url]) == 0
+    shown = capsys.readouterr().out
+    assert len(fake_openai.requests) == 1
+    assert fake_openai.requests[0]["body"]["max_tokens"] == 48
+    assert "One short request timed the server; nothing else was sent." in shown
+    line = next(line for line in shown.splitlines() if "wall time" in line)
+    assert "measured" in line
+    rate = float(line.split("tokens/s")[0].rsplit(",", 1)[1].strip().split()[0])
+    assert 10 <= rate <= 25
+    # ~1,000 planned reply tokens a request at 20/s: near a minute, not the hosted 20 s.
+    assert int(line.split(" s a request")[0].split()[-1]) > 40
+    assert not (tmp_path / "imaginize_book").exists()
+
+
+def test_a_hosted_estimate_says_what_it_assumes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(SAMPLE), "--estimate", "--api-key", "sk-test-key"]) == 0
+    assert "20 s a request, typical of a hosted API" in capsys.readouterr().out
