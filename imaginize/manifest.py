@@ -26,8 +26,10 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-FORMAT = 1
-READABLE_FORMATS = (1,)
+# 2: the manifest is a snapshot and a journal of the changes since (journal.py); an imaginize
+# that knows only format 1 would read the snapshot alone, so a format-2 manifest must stop it.
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 DEFAULT_LEASE = 600.0
 
 
@@ -133,22 +135,23 @@ class Manifest:
         `next_token` / `updated_at` when given. Copying the tuple of entries is the only cost
         that grows with the book, and it is a memory copy, not a loop in Python."""
         positions = self._positions()
-        chapters = list(self.chapters)
+        placed = [(positions[e.number], e) for e in new if e.number in positions]
+        chapters: tuple[Entry, ...] = self.chapters
         opened = self.__dict__.get("_open_index")
         moved: list[tuple[int, bool]] = []
-        for entry in new:
-            position = positions.get(entry.number)
-            if position is None:
-                continue
-            was, now = _may_open(chapters[position]), _may_open(entry)
-            chapters[position] = entry
-            if was != now:
-                moved.append((position, now))
+        if placed:
+            copied = list(chapters)
+            for position, entry in placed:
+                was, now = _may_open(copied[position]), _may_open(entry)
+                copied[position] = entry
+                if was != now:
+                    moved.append((position, now))
+            chapters = tuple(copied)
         derived = Manifest(
             self.book_path,
             self.book_sha256,
             self.title,
-            tuple(chapters),
+            chapters,
             self.next_token if next_token is None else next_token,
             self.created_at,
             self.updated_at if updated_at is None else updated_at,

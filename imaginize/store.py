@@ -1,29 +1,30 @@
 """The manifest on disk: every read-modify-write under the lock, every write atomic.
 
 `ManifestStore.transact(change)` is the only way the manifest changes: take the lock, read,
-apply a pure transition from `manifest.py`, write atomically if anything changed, release. The
-critical section does no analysis, network, logging or sleeping.
+apply a pure transition from `manifest.py`, write if anything changed, release. The critical
+section does no analysis, network, logging or sleeping. The files (a snapshot and a journal
+that a transaction appends one line to) are `journal.py`'s.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from imaginize import manifest as mf
-from imaginize.atomic import fsync_dir, sweep_temp_files, write_atomic
+from imaginize.atomic import fsync_dir, sweep_temp_files
 from imaginize.errors import LockTimeout, ManifestError
+from imaginize.journal import ManifestFiles
 from imaginize.locking import DEFAULT_LOCK_LIFETIME, acquire, manifest_lock
 from imaginize.results import CHAPTERS_DIR, CorruptResult, Provenance, read_result, result_path
 
 MANIFEST_NAME = ".imaginize.manifest.json"
+JOURNAL_NAME = ".imaginize.manifest.log"
 LOCK_NAME = ".imaginize.manifest.lock"
 
 T = TypeVar("T")
@@ -48,6 +49,9 @@ class ManifestStore:
         self.out_dir = Path(out_dir)
         self.path = self.out_dir / self.manifest_name
         self.lock_path = self.out_dir / self.lock_name
+        self._files = ManifestFiles(self.path)
+        # Appended to by every transaction: what an idle worker watches besides `path`.
+        self.journal_path = self._files.journal_path
         self.clock = clock
         self._lock = manifest_lock(self.lock_path, lock_lifetime)
         # filelock's lock object is re-entrant and its hold is not per thread: a second thread
@@ -56,32 +60,15 @@ class ManifestStore:
         self._threads = threading.RLock()
         # Long enough that an expired lock is always broken before we give up.
         self._lock_timeout = lock_timeout if lock_timeout is not None else lock_lifetime + 60
-        # The bytes this store last wrote and the JSON value they encode (never changed).
-        self._written: tuple[bytes, Any] | None = None
 
     def read(self) -> mf.Manifest | None:
-        """The current manifest without taking the lock (atomic writes make it whole)."""
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ManifestError(f"{self.path}: unreadable manifest ({exc})") from None
-        written = self._written
-        try:
-            if written is not None and written[0] == raw:
-                # Still what this store wrote last (a worker's next transaction when nobody
-                # else wrote meanwhile): the same bytes decode to the same value, so decoding
-                # is skipped; from_json below checks it all the same.
-                data = written[1]
-            else:
-                data = json.loads(raw.decode("utf-8"))
-        except ValueError as exc:
-            raise ManifestError(f"{self.path}: unreadable manifest ({exc})") from None
-        try:
-            return mf.Manifest.from_json(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"{self.path}: invalid manifest ({exc})") from None
+        """The current manifest without taking the lock: a whole transaction's version (a
+        snapshot, and the journal's complete lines). Reads only what changed since this
+        store's last read."""
+        # Another thread's read must not slip between a transaction's read and its write:
+        # the write goes on from where the read left the journal.
+        with self._threads:
+            return self._files.read()
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -108,15 +95,21 @@ class ManifestStore:
                 raise ManifestError(f"{self.path}: the manifest is missing")
             updated, outcome = change(current)
             if updated != current:
-                self._write(updated)
+                self._write(updated, current)
         return outcome
 
-    def _write(self, manifest: mf.Manifest) -> None:
-        stamped = replace(manifest, updated_at=self.clock()).to_json()
-        # One line: json's C encoder (indent=None) is several times faster than indenting.
-        raw = (json.dumps(stamped, ensure_ascii=False) + "\n").encode("utf-8")
-        write_atomic(self.path, raw)
-        self._written = (raw, stamped)
+    def _write(self, manifest: mf.Manifest, base: mf.Manifest | None) -> None:
+        """Only inside `locked`: `manifest` made from `base`, what `read` gave there."""
+        self._files.write(manifest.with_entries((), updated_at=self.clock()), base)
+
+    def compact(self) -> None:
+        """Write the whole manifest as a new snapshot with an empty journal (transactions do
+        it when the journal outgrows the snapshot)."""
+        with self.locked():
+            current = self.read()
+            if current is None:
+                raise ManifestError(f"{self.path}: the manifest is missing")
+            self._files.compact(current)
 
     # --- operations built on transact -------------------------------------------------------
 
@@ -165,7 +158,7 @@ class ManifestStore:
             if retry_failed is not None:
                 updated = mf.retry_failed(updated, retry_failed)
             if updated != base:
-                self._write(updated)
+                self._write(updated, base)
             self._sweep_staged(updated)
         if warn is not None:
             for number, why in refused.items():

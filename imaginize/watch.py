@@ -41,6 +41,7 @@ class ManifestWatcher:
         self._wanted = None if wanted is None else set(wanted)
         self._max_attempts = max_attempts
         self._last: dict[int, mf.Entry] | None = None
+        self._seen: mf.Manifest | None = None
         self._label = label
         self._book = ""
         self._started = time.time()
@@ -51,8 +52,9 @@ class ManifestWatcher:
             current = self._store.read()
         except ManifestError:
             return
-        if current is None:
-            return
+        if current is None or current is self._seen:
+            return  # the store read nothing new: the very version of the last poll
+        self._seen = current
         self._book = current.title if self._label else ""
         entries = {
             e.number: e

@@ -238,7 +238,8 @@ CHANGE_CHECK = 0.02
 def _watched(prepared: list[_Job]) -> list[Path]:
     stores = [job.store for job in prepared]
     stores += [job.images.store for job in prepared if job.images is not None]
-    return [store.path for store in stores]
+    # A transaction appends to the journal; a compaction replaces the snapshot.
+    return [path for store in stores for path in (store.path, store.journal_path)]
 
 
 def _nap(
@@ -260,7 +261,8 @@ def _nap(
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
-    """What changes when a manifest is written: every write is a rename (a new inode)."""
+    """What changes when a manifest's file is written: a rename (a new inode), an append (a
+    new size)."""
     try:
         stat = os.stat(path)
     except OSError:

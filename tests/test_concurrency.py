@@ -68,7 +68,7 @@ from imaginize.pacing import PACE_LOCK_NAME, RATE_NAME
 from imaginize.providers import ProviderConfig, ProviderKind
 from imaginize.results import CHAPTERS_DIR, read_result, result_path
 from imaginize.run import RunOptions
-from imaginize.store import LOCK_NAME, MANIFEST_NAME, ManifestStore
+from imaginize.store import JOURNAL_NAME, LOCK_NAME, MANIFEST_NAME, ManifestStore
 from imaginize.worker import DEFAULT_HEARTBEAT, WorkerSpec
 from tests.epubs import build_epub
 from tests.fake_openai import FakeOpenAIProcess, prompt_text
@@ -528,7 +528,9 @@ def test_stress_eight_workers_two_hundred_chapters(tmp_path: Path, processes: Pr
     assert chat_chapters(requests) == {n: 1 for n in range(1, 201)}
 
     # Nothing staged, half-written or locked is left behind.
-    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, CHAPTERS_DIR])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MANIFEST_NAME, JOURNAL_NAME, CHAPTERS_DIR]
+    )
     names = sorted(p.name for p in (out / CHAPTERS_DIR).iterdir())
     assert names == [f"{n:03d}.json" for n in range(1, 201)]
 
@@ -578,21 +580,24 @@ class Observer:
         self._thread.join()
 
     def _run(self) -> None:
-        store = ManifestStore(self.out)
-        last_text = None
+        # One store reads on from where it stopped (as a worker does), a new one reads the
+        # snapshot and its journal afresh (as `imaginize status` does); turn about.
+        kept = ManifestStore(self.out)
+        last = None
         lock: tuple[int, str, float] | None = None  # inode, content, first seen
         while not self._stop.is_set():
             now = time.monotonic()
             lock = self._watch_lock(lock, now)
             try:
-                text = store.path.read_text(encoding="utf-8")
-                manifest = mf.Manifest.from_json(json.loads(text))
+                store = kept if self.seen.reads % 2 else ManifestStore(self.out)
+                manifest = store.read()
+                assert manifest is not None
             except Exception as exc:
                 self.seen.errors.append(repr(exc))
                 continue
             self.seen.reads += 1
-            if text != last_text:
-                last_text = text
+            if manifest != last:
+                last = manifest
                 self.seen.changes.append(now)
                 done = all(e.status is mf.Status.COMPLETED for e in manifest.chapters)
                 if done and self.seen.all_done_at is None:
@@ -776,7 +781,8 @@ def test_chaos_kill_9_workers_at_random_moments(tmp_path: Path, processes: Proce
     # results staged for a claim that never got published, filelock's break/restore files.
     files = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
     # The pace's kernel lock file stays (flock locks an inode, which must not be unlinked).
-    expected_top = {MANIFEST_NAME, CONTENTS, CHAPTERS, ELEMENTS, RATE_NAME, PACE_LOCK_NAME}
+    expected_top = {MANIFEST_NAME, JOURNAL_NAME, CONTENTS, CHAPTERS, ELEMENTS}
+    expected_top |= {RATE_NAME, PACE_LOCK_NAME}
     stray = [
         name
         for name in files

@@ -43,10 +43,13 @@ from imaginize.live import LiveProgress
 from imaginize.model import ChapterResult
 from imaginize.progress import PlainProgress
 from imaginize.status import StatusReport, render_status
-from imaginize.store import MANIFEST_NAME, ManifestStore
+from imaginize.store import JOURNAL_NAME, MANIFEST_NAME, ManifestStore
 from tests.epubs import build_epub, edit_member, opf_name
 from tests.fake_openai import FakeOpenAI, error
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE, imaginize
+
+# The manifest's snapshot and its journal (a failure is recorded in the latter).
+MANIFEST_FILES = (MANIFEST_NAME, JOURNAL_NAME)
 
 # What a hostile title or server message may carry: a screen clear, a window-title change
 # ended by BEL, a carriage return that overwrites the line, the C1 CSI (one byte of ESC [),
@@ -258,7 +261,7 @@ def test_a_failure_is_kept_in_the_manifest_without_a_key(tmp_path: Path) -> None
     events: list[Event] = []
     problem = ProviderError(f"rejected by the safety system: echo {OPENAI_KEY}")
     record_failure(store, claim, 3, problem, events.append)
-    kept = (tmp_path / MANIFEST_NAME).read_text(encoding="utf-8")
+    kept = "".join((tmp_path / name).read_text(encoding="utf-8") for name in MANIFEST_FILES)
     assert OPENAI_KEY not in kept and "echo ***6789" in kept
     assert events == [ChapterFailed(1, "rejected by the safety system: echo ***6789")]
 
@@ -308,7 +311,7 @@ def test_a_quoted_key_is_in_no_output_and_no_file(fake_openai: FakeOpenAI, tmp_p
     assert refused.returncode == 2, refused.stderr
     assert "Incorrect API key provided (key: ***" in refused.stderr
     assert PLAIN_KEY not in refused.stderr + refused.stdout
-    assert PLAIN_KEY not in (out / MANIFEST_NAME).read_text(encoding="utf-8")
+    assert all(PLAIN_KEY not in (out / name).read_text(encoding="utf-8") for name in MANIFEST_FILES)
 
 
 # --- a hostile book, end to end ------------------------------------------------------------

@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from imaginize import journal
 from imaginize import manifest as mf
-from imaginize.atomic import sweep_temp_files, write_json_atomic
+from imaginize.atomic import sweep_temp_files, write_atomic, write_json_atomic
 from imaginize.errors import ExitCode, LockTimeout, ManifestError
 from imaginize.locking import lock_holder
 from imaginize.model import ChapterResult, Usage
 from imaginize.results import result_path
-from imaginize.store import LOCK_NAME, MANIFEST_NAME, ManifestStore
+from imaginize.store import JOURNAL_NAME, LOCK_NAME, MANIFEST_NAME, ManifestStore
 
 SHA = "5f2c" * 16
 CHAPTERS = [(1, "One"), (2, "Two"), (3, "Three"), (4, "Four")]
@@ -118,6 +125,11 @@ def manifest_bytes(out: Path) -> bytes:
     return (out / MANIFEST_NAME).read_bytes()
 
 
+def files_bytes(out: Path) -> tuple[bytes, bytes]:
+    """The manifest's snapshot and journal."""
+    return manifest_bytes(out), (out / JOURNAL_NAME).read_bytes()
+
+
 # Takes the manifest lock, says so, and holds it until told to release (or killed).
 HOLDER = """
 import sys, time
@@ -154,8 +166,8 @@ def test_transact_writes_atomically_and_leaves_no_temp_files(tmp_path: Path) -> 
         if got is not None:
             assert store.release(got.number, got.token)
         assert temp_files(tmp_path) == []
-        data = json.loads(manifest_bytes(tmp_path))
-        assert mf.Manifest.from_json(data) == store.read()
+        # What a reader that never read before makes of the files: the same manifest.
+        assert ManifestStore(tmp_path).read() == store.read()
     assert store.read() is not None and store.read().next_token == 21  # type: ignore[union-attr]
     assert not (tmp_path / LOCK_NAME).exists()
 
@@ -171,51 +183,75 @@ def test_failed_write_leaves_the_old_manifest_and_no_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = joined(tmp_path)
-    before = manifest_bytes(tmp_path)
+    before = files_bytes(tmp_path)
+    version = store.read()
+
+    def broken_sync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    # A journal line whose fsync fails is taken back: nobody reads it from the page cache.
+    monkeypatch.setattr("imaginize.journal._sync", broken_sync)
+    with pytest.raises(OSError, match="Input/output"):
+        store.claim("h:1:w", lease=LEASE, max_attempts=3)
+    monkeypatch.undo()
+    assert files_bytes(tmp_path) == before
+    assert store.read() == version == ManifestStore(tmp_path).read()
 
     def broken_replace(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
+    # A compaction whose snapshot cannot be written changes nothing either.
     monkeypatch.setattr("imaginize.atomic.os.replace", broken_replace)
     with pytest.raises(OSError, match="No space"):
-        store.claim("h:1:w", lease=LEASE, max_attempts=3)
+        store.compact()
     monkeypatch.undo()
-    assert manifest_bytes(tmp_path) == before
+    assert files_bytes(tmp_path) == before
     assert temp_files(tmp_path) == []
-    # The lock was released despite the error.
+    # The lock was released despite the errors.
     assert not (tmp_path / LOCK_NAME).exists()
     assert store.claim("h:1:w", lease=LEASE, max_attempts=3) is not None
+    assert ManifestStore(tmp_path).read() == store.read()
 
 
-def test_a_read_of_what_the_store_wrote_last_skips_decoding_and_nothing_else(
+def test_a_read_decodes_only_what_changed_since_the_stores_last_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = joined(tmp_path)
     assert store.claim("h:1:w", lease=LEASE, max_attempts=3) is not None
-    decoded: list[object] = []
+    decoded: list[str] = []
     loads = json.loads
-    monkeypatch.setattr(
-        "imaginize.store.json.loads", lambda text: decoded.append(text) or loads(text)
-    )
+
+    def counting(text: bytes | str) -> object:
+        head = bytes(text[:7]) if isinstance(text, bytes) else text[:7].encode()
+        decoded.append({b'{"forma': "snapshot", b'{"seq":': "line"}.get(head, "header"))
+        return loads(text)
+
+    monkeypatch.setattr("imaginize.journal.json.loads", counting)
     mine = store.read()
-    assert decoded == []
-    assert mine == ManifestStore(tmp_path).read() and len(decoded) == 1
-    # Another process's write, even of the same length: decoded afresh.
+    assert [d for d in decoded if d != "header"] == []  # its own write: nothing to decode
     other = ManifestStore(tmp_path)
+    assert other.read() == mine
+    assert [d for d in decoded if d != "header"] == ["snapshot", "line"]
+    # Another store's transaction: one line decoded, not the snapshot.
+    decoded.clear()
     assert other.claim("h:2:w", lease=LEASE, max_attempts=3) is not None
     theirs = store.read()
     assert theirs is not None and theirs.entry(2).owner == "h:2:w"
-    assert len(decoded) == 3
-    # A manifest damaged after the store's own write is still refused.
-    assert store.heartbeat(1, theirs.entry(1).token)
-    raw = manifest_bytes(tmp_path)
-    assert store.read() is not None
-    (tmp_path / MANIFEST_NAME).write_bytes(raw.replace(b'"attempts": 1', b'"attempts": -', 1))
-    with pytest.raises(ManifestError, match="unreadable"):
+    assert [d for d in decoded if d != "header"] == ["line"]
+    # A compaction: the new snapshot, and no line.
+    decoded.clear()
+    store.compact()
+    assert other.read() == theirs
+    assert [d for d in decoded if d != "header"] == ["snapshot"]
+    # A complete line that breaks the format is refused, by every reader.
+    assert other.heartbeat(1, theirs.entry(1).token)
+    journal = tmp_path / JOURNAL_NAME
+    raw = journal.read_bytes()
+    journal.write_bytes(raw.replace(b'"owner": "h:1:w"', b'"owner": 17', 1))
+    with pytest.raises(ManifestError, match=r"invalid journal \(line 2: put\[0\]: owner"):
         store.read()
-    (tmp_path / MANIFEST_NAME).write_bytes(raw.replace(b'"owner": "h:1:w"', b'"owner": 17', 1))
-    with pytest.raises(ManifestError, match=r"invalid manifest \(chapters\[0\]: owner"):
-        store.read()
+    with pytest.raises(ManifestError, match="invalid journal"):
+        ManifestStore(tmp_path).read()
 
 
 def test_an_exception_in_the_change_writes_nothing_and_releases_the_lock(tmp_path: Path) -> None:
@@ -313,10 +349,12 @@ def test_a_field_of_the_wrong_kind_is_an_invalid_manifest(
     store = joined(tmp_path)
     claimed = store.claim("h:1:w1", lease=LEASE, max_attempts=3)
     assert claimed is not None  # so chapter 1 has a token and an owner
+    store.compact()  # the whole manifest in the snapshot, to be damaged
     path = tmp_path / MANIFEST_NAME
     data = json.loads(path.read_text(encoding="utf-8"))
     change(data)
-    path.write_text(json.dumps(data), encoding="utf-8")
+    # Replaced, as an editor saves a file: a store notices a new snapshot by its stat.
+    write_json_atomic(path, data)
     with pytest.raises(ManifestError) as caught:
         store.read()
     message = str(caught.value)
@@ -336,59 +374,264 @@ def test_a_manifest_that_is_not_an_object_is_invalid(tmp_path: Path) -> None:
 READER = """
 import json, sys
 from pathlib import Path
-from imaginize.manifest import Manifest
-path, ready, stop, out = map(Path, sys.argv[1:5])
+from imaginize.store import ManifestStore
+folder, ready, stop, out = map(Path, sys.argv[1:5])
 reads = bad = 0
 versions = set()
+kept = ManifestStore(folder)  # reads on from where it stopped; a new one reads it all
 ready.write_text("")
 while not stop.exists():
-    try:
-        versions.add(Manifest.from_json(json.loads(path.read_text(encoding="utf-8"))).next_token)
-    except Exception as exc:
-        bad += 1
-    reads += 1
+    for store in (kept, ManifestStore(folder)):
+        try:
+            m = store.read()
+            # The writer claims one chapter and gives it back: never two in progress.
+            if sum(e.status.value == "in_progress" for e in m.chapters) > 1:
+                raise AssertionError("two chapters in progress")
+            versions.add(m.next_token)
+        except Exception as exc:
+            bad += 1
+            print(repr(exc), file=sys.stderr)
+        reads += 1
 out.write_text(json.dumps({"reads": reads, "bad": bad, "versions": len(versions)}))
 """
 
 
-def test_readers_never_see_a_torn_manifest(tmp_path: Path) -> None:
-    # A big manifest, so a non-atomic write would be visible half-done.
-    chapters = [(n, f"Chapter {n} " + "x" * 200) for n in range(1, 151)]
+def test_readers_never_see_a_torn_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A big manifest, so a non-atomic snapshot would be visible half-done; and a compaction
+    # whenever the journal outgrows it, so readers meet compactions as well as appends.
+    monkeypatch.setattr("imaginize.journal.MIN_JOURNAL_BYTES", 0)
+    chapters = [(n, f"Chapter {n} " + "x" * 200) for n in range(1, 41)]
     store = joined(tmp_path, chapters)
-    path = tmp_path / MANIFEST_NAME
     stop = tmp_path / "stop"
     thread_seen = {"reads": 0, "bad": 0, "versions": set()}
 
     def thread_reader() -> None:
+        kept = ManifestStore(tmp_path)
         while not stop.exists():
-            try:
-                m = mf.Manifest.from_json(json.loads(path.read_text(encoding="utf-8")))
-                thread_seen["versions"].add(m.next_token)  # type: ignore[attr-defined]
-            except Exception:
-                thread_seen["bad"] += 1  # type: ignore[operator]
-            thread_seen["reads"] += 1  # type: ignore[operator]
+            for reader in (kept, ManifestStore(tmp_path)):
+                try:
+                    m = reader.read()
+                    assert m is not None
+                    assert sum(e.status is mf.Status.IN_PROGRESS for e in m.chapters) <= 1
+                    thread_seen["versions"].add(m.next_token)  # type: ignore[attr-defined]
+                except Exception:
+                    thread_seen["bad"] += 1  # type: ignore[operator]
+                thread_seen["reads"] += 1  # type: ignore[operator]
             time.sleep(0.0005)  # let the writer have the GIL
 
     with children() as procs:
         ready, out = tmp_path / "reader.ready", tmp_path / "reader.out"
-        spawn(procs, READER, path, ready, stop, out)
+        spawn(procs, READER, tmp_path, ready, stop, out)
         wait_for(ready.exists, what="the reader")
         reader = threading.Thread(target=thread_reader)
         reader.start()
+        snapshots = set()
         try:
             for i in range(80):
                 got = store.claim(f"h:1:w{i}", lease=LEASE, max_attempts=3)
                 assert got is not None
                 store.release(got.number, got.token)
+                snapshots.add(os.stat(tmp_path / MANIFEST_NAME).st_ino)
         finally:
             stop.touch()
             reader.join()
         wait_for(out.exists, what="the reader's report")
         seen = json.loads(out.read_text())
     assert seen["bad"] == 0 and thread_seen["bad"] == 0
+    assert len(snapshots) > 2  # compactions happened in between
     # The readers really ran alongside the writer.
     assert seen["reads"] > 0 and seen["versions"] > 1
     assert len(thread_seen["versions"]) > 1  # type: ignore[arg-type]
+
+
+# --- the journal: appends, torn lines, compaction ------------------------------------------
+
+
+def journal_lines(out: Path) -> list[dict[str, Any]]:
+    """The journal's lines after its header."""
+    return [json.loads(line) for line in (out / JOURNAL_NAME).read_bytes().splitlines()[1:]]
+
+
+def test_a_transaction_appends_one_line_and_leaves_the_snapshot_alone(tmp_path: Path) -> None:
+    store = joined(tmp_path, [(n, f"Chapter {n}") for n in range(1, 201)])
+    snapshot = manifest_bytes(tmp_path)
+    got = store.claim("h:1:w", lease=LEASE, max_attempts=3)
+    assert got is not None
+    assert store.publish_and_claim(
+        got.number,
+        got.token,
+        stage(tmp_path, 1, got.token),
+        12,
+        "h:1:w",
+        lease=LEASE,
+        max_attempts=3,
+    )[0]
+    assert manifest_bytes(tmp_path) == snapshot
+    lines = journal_lines(tmp_path)
+    # One line per transaction, numbered; the publish and the claim it made are one line.
+    assert [line["seq"] for line in lines] == [1, 2]
+    assert [[e["number"] for e in line["put"]] for line in lines] == [[1], [1, 2]]
+    assert lines[1]["nextToken"] == 3
+    assert len((tmp_path / JOURNAL_NAME).read_bytes()) < 1500  # not the 200 chapters
+
+
+def test_a_torn_last_line_is_ignored_and_cut_off_by_the_next_writer(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    got = store.claim("h:1:w", lease=LEASE, max_attempts=3)
+    assert got is not None
+    version = store.read()
+    journal = tmp_path / JOURNAL_NAME
+    whole = journal.read_bytes()
+    # A writer killed mid-append: part of a line, without its newline; or power lost after
+    # the size grew but before the bytes (zeros); or garbage that does end in a newline.
+    for torn in (b'{"seq": 2, "updatedAt": 17', b"\0" * 300, b'{"seq": 2, "upd\0\0}\n'):
+        journal.write_bytes(whole + torn)
+        assert ManifestStore(tmp_path).read() == version
+        assert store.read() == version
+    assert store.heartbeat(got.number, got.token)  # the next writer cuts it off
+    assert not journal.read_bytes().startswith(whole + b'{"seq": 2, "upd\0')
+    assert [line["seq"] for line in journal_lines(tmp_path)] == [1, 2]
+    assert ManifestStore(tmp_path).read() == store.read()
+    # A damaged line with complete lines after it is no torn tail: refused.
+    lines = journal.read_bytes().split(b"\n")
+    lines[1] = lines[1][:20]
+    journal.write_bytes(b"\n".join(lines))
+    with pytest.raises(ManifestError, match="damaged line"):
+        ManifestStore(tmp_path).read()
+
+
+def test_compaction_replaces_the_snapshot_and_starts_a_new_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("imaginize.journal.MIN_JOURNAL_BYTES", 0)
+    store = joined(tmp_path)
+    reader = ManifestStore(tmp_path)
+    generations = []
+    for i in range(40):
+        got = store.claim(f"h:1:w{i}", lease=LEASE, max_attempts=3)
+        assert got is not None and store.release(got.number, got.token)
+        generations.append(json.loads(manifest_bytes(tmp_path))["generation"])
+        assert reader.read() == store.read() == ManifestStore(tmp_path).read()
+        # The journal never grows past the snapshot (the threshold here).
+        assert (tmp_path / JOURNAL_NAME).stat().st_size <= len(manifest_bytes(tmp_path))
+    assert len(set(generations)) > 3
+    data = json.loads(manifest_bytes(tmp_path))
+    header = json.loads((tmp_path / JOURNAL_NAME).read_bytes().splitlines()[0])
+    assert data["format"] == 2 and header == {"journal": 1, "generation": data["generation"]}
+
+
+def test_a_compaction_killed_before_the_new_journal_applies_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = joined(tmp_path)
+    for i in range(3):
+        got = store.claim(f"h:1:w{i}", lease=LEASE, max_attempts=3)
+        assert got is not None and store.release(got.number, got.token)
+    version = store.read()
+    old_journal = (tmp_path / JOURNAL_NAME).read_bytes()
+    written: list[Path] = []
+
+    def killed_after_the_snapshot(path: Path, data: bytes) -> None:
+        if written:
+            raise KeyboardInterrupt  # as kill -9 right after the snapshot's rename
+        written.append(path)
+        write_atomic(path, data)
+
+    monkeypatch.setattr("imaginize.journal.write_atomic", killed_after_the_snapshot)
+    with pytest.raises(KeyboardInterrupt):
+        store.compact()
+    monkeypatch.undo()
+    # The new snapshot holds the old journal's lines and names it as superseded.
+    assert (tmp_path / JOURNAL_NAME).read_bytes() == old_journal
+    old_generation = json.loads(old_journal.splitlines()[0])["generation"]
+    assert json.loads(manifest_bytes(tmp_path))["supersedes"] == old_generation
+    # Its lines are not applied again: release gave attempts back; twice would go below.
+    assert ManifestStore(tmp_path).read() == version == store.read()
+    # The next writer compacts and goes on.
+    got = ManifestStore(tmp_path).claim("h:2:w", lease=LEASE, max_attempts=3)
+    assert got is not None and got.token == 4
+    header = json.loads((tmp_path / JOURNAL_NAME).read_bytes().splitlines()[0])
+    assert header["generation"] == json.loads(manifest_bytes(tmp_path))["generation"]
+    assert store.read() == ManifestStore(tmp_path).read()
+
+
+def test_a_format_1_manifest_is_read_and_upgraded_by_its_first_write(tmp_path: Path) -> None:
+    m = mf.new_manifest("/books/b.epub", SHA, "B", CHAPTERS, 1.0)
+    data = m.to_json()
+    data["format"] = 1
+    write_json_atomic(tmp_path / MANIFEST_NAME, data)
+    store = ManifestStore(tmp_path)
+    assert store.read() == m
+    assert store.claim("h:1:w", lease=LEASE, max_attempts=3) is not None
+    assert json.loads(manifest_bytes(tmp_path))["format"] == 2
+    assert (tmp_path / JOURNAL_NAME).exists()
+    assert ManifestStore(tmp_path).read() == store.read()
+
+
+def test_a_journal_of_another_manifest_is_refused(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    other = tmp_path / "other"
+    joined(other)
+    (other / JOURNAL_NAME).replace(tmp_path / JOURNAL_NAME)
+    with pytest.raises(ManifestError, match=r"journal of generation \w+, but the manifest"):
+        ManifestStore(tmp_path).read()
+    with pytest.raises(ManifestError, match="journal"):
+        store.claim("h:1:w", lease=LEASE, max_attempts=3)
+
+
+def test_a_manifest_removed_with_its_journal_left_starts_afresh(tmp_path: Path) -> None:
+    store = joined(tmp_path)
+    assert store.claim("h:1:w", lease=LEASE, max_attempts=3) is not None
+    os.unlink(tmp_path / MANIFEST_NAME)
+    assert ManifestStore(tmp_path).read() is None
+    fresh = joined(tmp_path)
+    m = fresh.read()
+    assert m is not None and m.next_token == 1 and m.entry(1).status is mf.Status.PENDING
+    assert journal_lines(tmp_path) == []
+    assert store.read() == m
+
+
+WRITER = """
+import sys
+from pathlib import Path
+import imaginize.journal
+from imaginize.store import ManifestStore
+imaginize.journal.MIN_JOURNAL_BYTES = 0  # a compaction every few transactions
+store = ManifestStore(Path(sys.argv[1]))
+done = Path(sys.argv[2])
+i = 0
+while True:
+    got = store.claim(f"h:1:w{i}", lease=600.0, max_attempts=3)
+    store.release(got.number, got.token)
+    i += 1
+    done.write_text(str(i))
+"""
+
+
+def test_a_writer_killed_at_any_moment_leaves_a_whole_manifest(tmp_path: Path) -> None:
+    """kill -9 lands mid-append, mid-compaction, anywhere: the next reader and writer go on
+    from the last complete transaction."""
+    store = joined(tmp_path, [(n, f"Chapter {n} " + "x" * 100) for n in range(1, 31)])
+    done = tmp_path / "done"
+    rng = __import__("random").Random(9)
+    for kills in range(1, 13):
+        with children() as procs:
+            proc = spawn(procs, WRITER, tmp_path, done)
+            time.sleep(rng.uniform(0.05, 0.3))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        m = ManifestStore(tmp_path).read()
+        # Killed between a claim and its release, each writer leaves at most one in progress.
+        assert m is not None
+        assert sum(e.status is mf.Status.IN_PROGRESS for e in m.chapters) <= kills
+        # Every claim acknowledged before the kill is in it (each took a token).
+        acknowledged = int(done.read_text()) if done.exists() else 0
+        assert m.next_token > acknowledged
+        (tmp_path / LOCK_NAME).unlink(missing_ok=True)  # the killed writer's, if it held it
+        got = store.claim("h:2:w", lease=LEASE, max_attempts=3)
+        assert got is not None and store.release(got.number, got.token)
+        assert ManifestStore(tmp_path).read() == store.read()
+        done.unlink(missing_ok=True)
 
 
 def test_a_store_shared_by_threads_still_excludes(tmp_path: Path) -> None:
@@ -463,11 +706,11 @@ def busy(out: Path) -> ManifestStore:
 
 def test_rejoining_changes_nothing(tmp_path: Path) -> None:
     store = busy(tmp_path)
-    before_bytes = manifest_bytes(tmp_path)
+    before_bytes = files_bytes(tmp_path)
     before = store.read()
     again = joined(tmp_path)
     assert again.read() == before
-    assert manifest_bytes(tmp_path) == before_bytes  # not even rewritten
+    assert files_bytes(tmp_path) == before_bytes  # not even rewritten
 
 
 def test_joining_with_another_book_is_refused(tmp_path: Path) -> None:
@@ -712,9 +955,9 @@ class Counted:
             with locked():
                 yield
 
-        def counted_write(manifest: mf.Manifest) -> None:
+        def counted_write(manifest: mf.Manifest, base: mf.Manifest | None) -> None:
             self.writes += 1
-            write(manifest)
+            write(manifest, base)
 
         monkeypatch.setattr(store, "locked", counted_locked)
         monkeypatch.setattr(store, "_write", counted_write)
@@ -844,9 +1087,9 @@ def test_publish_and_claim_cut_short_before_its_write_loses_nothing(
     store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:2])
     first = store.claim("elsewhere:1:w", lease=LEASE, max_attempts=3)
     assert first is not None
-    before = manifest_bytes(tmp_path)
+    before = files_bytes(tmp_path)
 
-    def killed(manifest: mf.Manifest) -> None:
+    def killed(manifest: mf.Manifest, base: mf.Manifest | None) -> None:
         raise KeyboardInterrupt  # stands in for the kill: nothing after it runs
 
     monkeypatch.setattr(store, "_write", killed)
@@ -861,7 +1104,7 @@ def test_publish_and_claim_cut_short_before_its_write_loses_nothing(
             max_attempts=3,
         )
     monkeypatch.undo()
-    assert manifest_bytes(tmp_path) == before
+    assert files_bytes(tmp_path) == before
     assert not (tmp_path / LOCK_NAME).exists()
     assert result_path(tmp_path, 1).exists()
     now[0] += LEASE + 1
@@ -1069,3 +1312,136 @@ def test_join_sweeps_results_staged_by_dead_workers(tmp_path: Path) -> None:
     store.join(book_path="b", sha256="s", title="T", chapters=[(1, "One"), (2, "Two")])
     assert live.exists()  # its claim may still publish it
     assert not orphan.exists()
+
+
+# --- the stateful model: stores on one folder against the pure transitions -------------------
+
+SM_LEASE = 100.0
+
+
+class JournalMachine(RuleBasedStateMachine):
+    """Two writing stores and a reading one on one folder, with compactions, torn lines of
+    killed writers and compactions cut short, checked against the pure transitions applied to
+    a manifest in memory: every store, and a store that never read before, reads exactly it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix="imaginize-journal-"))
+        self.saved = journal.MIN_JOURNAL_BYTES, journal.write_atomic
+        journal.MIN_JOURNAL_BYTES = 1500  # a compaction every few transactions
+        self.now = 1000.0
+        clock = lambda: self.now  # noqa: E731
+        self.writers = [ManifestStore(self.folder, clock=clock, lock_timeout=10) for _ in "ab"]
+        self.reader = ManifestStore(self.folder)
+        self.model = self.writers[0].join(
+            book_path="/b", sha256=SHA, title="B", chapters=[(n, f"C{n}") for n in range(1, 6)]
+        )
+        self.held: list[tuple[int, int]] = []
+
+    def teardown(self) -> None:
+        journal.MIN_JOURNAL_BYTES, journal.write_atomic = self.saved
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def both(self, index: int, change: Callable[[mf.Manifest], tuple[mf.Manifest, Any]]) -> Any:
+        """`change` through writer `index`, and on the model; their outcomes must agree."""
+        outcome = self.writers[index].transact(change)
+        self.model, expected = change(self.model)
+        assert outcome == expected
+        return outcome
+
+    @rule(index=st.integers(0, 1))
+    def claim(self, index: int) -> None:
+        now = self.now
+        got = self.both(index, lambda m: mf.claim(m, "h:1:w", now, lease=SM_LEASE))
+        if got is not None:
+            self.held.append((got.number, got.token))
+
+    @precondition(lambda self: bool(self.held))
+    @rule(
+        data=st.data(),
+        index=st.integers(0, 1),
+        op=st.sampled_from(["beat", "done", "fail", "back"]),
+    )
+    def settle(self, data: st.DataObject, index: int, op: str) -> None:
+        number, token = data.draw(st.sampled_from(self.held))
+        now = self.now
+        if op == "beat":
+            self.both(index, lambda m: mf.heartbeat(m, number, token, now))
+            return
+        self.held.remove((number, token))
+        if op == "done":
+            self.both(index, lambda m: mf.complete(m, number, token, now, 7))
+        elif op == "fail":
+            self.both(index, lambda m: mf.fail(m, number, token, now, "err", retryable=True))
+        else:
+            self.both(index, lambda m: mf.release(m, number, token))
+
+    @rule(index=st.integers(0, 1), number=st.integers(6, 9), add=st.booleans())
+    def add_or_drop(self, index: int, number: int, add: bool) -> None:
+        """Entries listed or unlisted, as image units are: a line with `put` or `drop`."""
+
+        def change(m: mf.Manifest) -> tuple[mf.Manifest, None]:
+            others = [e for e in m.chapters if e.number != number]
+            listed = [*others, mf.Entry(number, f"C{number}")] if add else others
+            return replace(m, chapters=tuple(sorted(listed, key=lambda e: e.number))), None
+
+        self.both(index, change)
+        self.held = [(n, t) for n, t in self.held if n != number]
+
+    @rule(dt=st.sampled_from([1.0, SM_LEASE + 1.0]))
+    def advance_clock(self, dt: float) -> None:
+        self.now += dt
+
+    @rule(index=st.integers(0, 1))
+    def compact(self, index: int) -> None:
+        self.writers[index].compact()
+
+    @rule(torn=st.sampled_from([b'{"seq": 99, "upd', b"\0" * 64, b'{"seq": 1, "put": [{\n']))
+    def killed_mid_append(self, torn: bytes) -> None:
+        """A writer killed part-way through its line: the bytes it left at the journal's end
+        (after cutting off the torn line of the writer killed before it, if any)."""
+        files = ManifestStore(self.folder)._files
+        files.read()
+        view = files._view
+        assert view is not None
+        if not view.current:
+            return  # a compaction cut short: the next writer compacts instead of appending
+        with (self.folder / JOURNAL_NAME).open("r+b") as handle:
+            handle.truncate(view.offset)
+            handle.seek(view.offset)
+            handle.write(torn)
+
+    @rule(index=st.integers(0, 1))
+    def killed_mid_compaction(self, index: int) -> None:
+        """A compaction killed after its snapshot, before its new journal."""
+        calls: list[Path] = []
+
+        def killed(path: Path, data: bytes) -> None:
+            if calls:
+                raise KeyboardInterrupt
+            calls.append(path)
+            self.saved[1](path, data)
+
+        journal.write_atomic = killed
+        try:
+            self.writers[index].compact()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            journal.write_atomic = self.saved[1]
+
+    @invariant()
+    def every_reader_reads_the_model(self) -> None:
+        for store in [*self.writers, self.reader, ManifestStore(self.folder)]:
+            seen = store.read()
+            assert seen is not None
+            assert (seen.chapters, seen.next_token) == (self.model.chapters, self.model.next_token)
+
+
+JournalMachine.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestJournalMachine = JournalMachine.TestCase

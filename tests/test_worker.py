@@ -274,6 +274,22 @@ def test_an_idle_wait_ends_when_a_manifest_is_rewritten(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10.0
 
 
+def test_an_idle_wait_ends_when_a_transaction_appends_to_the_journal(tmp_path: Path) -> None:
+    """A transaction leaves the snapshot alone and appends to the journal, which is watched."""
+    store = ManifestStore(tmp_path)
+    store.join(book_path="/b.epub", sha256="0" * 64, title="B", chapters=[(1, "One")])
+    job: Any = type("Job", (), {"store": store, "images": None})
+    other = ManifestStore(tmp_path)
+    claim = threading.Timer(0.2, lambda: other.claim("h:2:w", lease=600.0, max_attempts=3))
+    started = time.monotonic()
+    claim.start()
+    try:
+        worker._nap(30.0, worker._watched([job]), time.sleep)
+    finally:
+        claim.cancel()
+    assert time.monotonic() - started < 10.0
+
+
 def test_an_idle_wait_without_changes_sleeps_it_all_in_short_naps(tmp_path: Path) -> None:
     manifest = tmp_path / "m.json"
     write_json_atomic(manifest, {"v": 1})
