@@ -61,6 +61,15 @@ class ProviderError(ImaginizeError):
         super().__init__(message)
 
 
+class ServerUnreachable(ProviderError):
+    """The server could not be reached (connection refused or reset: a local server
+    restarting). Not the chapter's fault: it is given back without spending an attempt, and
+    every process on the key waits and tries again, up to --max-wait in all."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 class AuthenticationError(ProviderError):
     """The API key was refused: the whole run stops rather than burn through the book."""
 

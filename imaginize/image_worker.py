@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from imaginize.atomic import write_atomic
 from imaginize.cancel import Token
 from imaginize.claims import Heartbeat, Interrupts, Stop, record_failure, within
-from imaginize.errors import AuthenticationError, ServerPaused
+from imaginize.errors import AuthenticationError, ServerPaused, ServerUnreachable
 from imaginize.events import EventSink, ImageFinished, Notice
 from imaginize.images import (
     IMAGES_DIR,
@@ -89,6 +89,10 @@ def work_on_image(
     except (KeyboardInterrupt, Stop, AuthenticationError, ServerPaused):
         job.store.release(claim.number, claim.token)
         raise
+    except ServerUnreachable as away:  # not the image's fault: nothing spent, all wait
+        job.store.release(claim.number, claim.token)
+        sink(Notice(f"{away}; every worker waits for it, no attempt spent"))
+        return False
     except Exception as exc:  # this image failed; the worker goes on with the next unit
         record_failure(job.store, claim, spec.max_attempts, exc, sink)
         return False

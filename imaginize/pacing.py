@@ -122,6 +122,10 @@ class PaceState:
     pause_reason: str = ""
     in_flight: dict[str, float] = field(default_factory=dict)
     sends: int = 0
+    # When the server stopped answering connections (0: it answers), and how many tries
+    # failed since: the backoff grows with them, and --max-wait counts from the first.
+    unreachable_since: float = 0.0
+    unreachable_tries: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +135,8 @@ class PaceState:
             "pauseReason": self.pause_reason,
             "inFlight": self.in_flight,
             "sends": self.sends,
+            "unreachableSince": self.unreachable_since,
+            "unreachableTries": self.unreachable_tries,
         }
 
     @classmethod
@@ -142,12 +148,16 @@ class PaceState:
             pause_reason=str(data.get("pauseReason", "")),
             in_flight={str(k): float(v) for k, v in dict(data.get("inFlight", {})).items()},
             sends=int(data.get("sends", 0)),
+            unreachable_since=float(data.get("unreachableSince", 0.0)),
+            unreachable_tries=int(data.get("unreachableTries", 0)),
         )
 
 
 # Sends are spaced a little wider than the limit: the server counts arrivals, and a request can
 # reach it later after its slot than the one before it did (connection set-up, a busy core).
 RPM_MARGIN = 0.02
+# Longest wait between two tries of a server that does not answer connections.
+UNREACHABLE_BACKOFF_CAP = 30.0
 
 
 def rpm_interval(rpm: float) -> float:
@@ -296,6 +306,51 @@ class Pacer:
             return updated, updated.paused_until
 
         return self._update(change)
+
+    def unreachable(self, reason: str) -> float:
+        """A request found the server unreachable: everyone waits a backoff that grows with
+        the failed tries (1, 2, 4 ... 30 s), then tries again. Raises `ServerPaused` once it
+        has been unreachable for longer than `max_wait`; returns the pause's end otherwise."""
+        now = self._clock()
+
+        def change(state: PaceState) -> tuple[PaceState, tuple[float, float]]:
+            since = state.unreachable_since or now
+            tries = state.unreachable_tries + 1
+            wait = min(UNREACHABLE_BACKOFF_CAP, 2.0 ** (tries - 1))
+            updated = pause(
+                replace(state, unreachable_since=since, unreachable_tries=tries),
+                now + wait,
+                reason,
+            )
+            return updated, (since, updated.paused_until)
+
+        since, until = self._update(change)
+        if now - since > self.max_wait:
+            when = clock_time(since, now)
+            raise ServerPaused(
+                f"{self.server} has been unreachable since {when} ({now - since:.0f}s, longer "
+                f"than --max-wait {self.max_wait:g}s; last: {reason}): stopped, no chapter "
+                "failed; re-run when it is back"
+            )
+        return until
+
+    def reachable(self) -> None:
+        """A request got an answer: the server is back, and nobody waits for it any more."""
+        if not self.read().unreachable_since:
+            return  # the common case: one read, no lock
+
+        def change(state: PaceState) -> tuple[PaceState, None]:
+            if not state.unreachable_since:
+                return state, None
+            now = self._clock()
+            return replace(
+                state,
+                unreachable_since=0.0,
+                unreachable_tries=0,
+                paused_until=min(state.paused_until, now),
+            ), None
+
+        self._update(change)
 
     def check_pause(self, until: float, asked: str = "") -> float:
         """Seconds left of a pause ending at `until`; `ServerPaused` when that is longer than

@@ -38,6 +38,7 @@ from imaginize.errors import (
     ImaginizeError,
     ManifestError,
     ServerPaused,
+    ServerUnreachable,
 )
 from imaginize.events import (
     ChapterFinished,
@@ -407,6 +408,11 @@ def _work_on(
         # Not the chapter's fault: give it back without counting the attempt.
         store.release(number, token)
         raise
+    except ServerUnreachable as away:
+        # Nor is a server that went away: the pace holds everyone until it answers again.
+        store.release(number, token)
+        sink(Notice(f"{away}; every worker waits for it, no attempt spent"))
+        return False, None
     except Exception as exc:  # the chapter failed; a bug met on it must not end the worker
         record_failure(store, claim, spec.max_attempts, exc, sink)
         return False, None

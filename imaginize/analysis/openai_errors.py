@@ -15,7 +15,7 @@ import openai
 
 from imaginize import cancel
 from imaginize.backoff import backoff_delay, retry_after_seconds
-from imaginize.errors import AuthenticationError, ProviderError
+from imaginize.errors import AuthenticationError, ProviderError, ServerUnreachable
 from imaginize.pacing import Pacer
 from imaginize.safetext import mask_secrets
 
@@ -92,6 +92,8 @@ def translated(pacer: Pacer | None) -> Iterator[None]:
     try:
         with cancel.guarded(), pacer.slot() if pacer else nullcontext():
             yield
+        if pacer:
+            pacer.reachable()
     except openai.AuthenticationError as exc:
         raise AuthenticationError(f"the API key was refused (401): {detail(exc)}") from None
     except openai.APIStatusError as exc:
@@ -105,12 +107,35 @@ def translated(pacer: Pacer | None) -> Iterator[None]:
             pacer.check_pause(pacer.pause(problem.retry_after, str(problem)))
         raise problem from None
     except openai.APITimeoutError:
-        raise ProviderError("request timed out", retryable=True) from None
+        server = pacer.server if pacer else "the server"
+        raise ProviderError(
+            f"no reply from {server} in time (--timeout; a slow local model needs more)",
+            retryable=True,
+        ) from None
     except openai.APIConnectionError as exc:
-        raise ProviderError(f"connection failed: {exc}", retryable=True) from None
+        server = pacer.server if pacer else "the server"
+        problem = ServerUnreachable(
+            f"cannot reach {server}: {_cause(exc)} (is it running? --base-url names it)"
+        )
+        if pacer:
+            # Everyone waits and tries again; no attempt is spent on a server that is away.
+            pacer.unreachable(str(problem))
+        raise problem from None
     except (openai.APIResponseValidationError, ValueError) as exc:
         # openai 3.x lets a 200 with a broken JSON body out as a bare JSONDecodeError.
         raise ProviderError(f"malformed response: {exc}", retryable=True) from None
+
+
+def _cause(exc: BaseException) -> str:
+    """What actually failed under the client's "Connection error.": the socket's reason."""
+    seen: BaseException | None = exc
+    reason = str(exc)
+    while seen is not None:
+        text = str(seen).strip()
+        if text and text != "Connection error.":
+            reason = text
+        seen = seen.__cause__ or seen.__context__
+    return " ".join(reason.split())[:200]
 
 
 def call(pacer: Pacer | None, request: Callable[[], T]) -> T:
