@@ -5,7 +5,10 @@ target worker count. Rules: start at min(cpus - 1, 4) (at least 1); the first fe
 the baseline latency; add a worker while recent latency stays under 1.2 x baseline (up to
 `max_workers`); remove one when it rises above 2 x baseline or after a 429; never below 1;
 drop to 1 when the workers' total memory passes `memory_limit`. After each change it waits for
-fresh observations, so one slow chapter cannot swing it twice.
+fresh observations, so one slow chapter cannot swing it twice. A worker added must pay: when
+chapters per second did not rise by GAIN_NEEDED with it (a local server answering one request
+at a time makes each take twice as long), it is taken away again and the count stays below it
+(`ceiling`, `queueing`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ GROW_BELOW = 1.2
 SHRINK_ABOVE = 2.0
 BASELINE_SAMPLES = 3
 WINDOW = 4
+GAIN_NEEDED = 1.15
 DEFAULT_MAX_WORKERS = 6
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
 
@@ -37,6 +41,15 @@ class AutoScaler:
     _samples: list[float] = field(default_factory=list)
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     _since_change: int = 0
+    # Above this many workers the server only queues (learned; None: not met yet).
+    ceiling: int | None = None
+    # The worker count before the last growth and its typical latency, to judge the growth.
+    _before_growth: tuple[int, float] | None = None
+
+    @property
+    def queueing(self) -> bool:
+        """Whether more workers were found to add nothing (the server serves them in turn)."""
+        return self.ceiling is not None
 
     def chapter_done(self, seconds: float) -> int:
         """A chapter took `seconds`; returns the new target."""
@@ -50,10 +63,20 @@ class AutoScaler:
         if self._since_change < WINDOW:
             return self.target
         typical = statistics.median(self._recent)
+        grown, self._before_growth = self._before_growth, None
+        if grown is not None:
+            workers, latency = grown
+            if self.target / typical < GAIN_NEEDED * workers / latency:
+                self.ceiling = workers
+                self._change(workers - self.target)
+                return self.target
         if typical > SHRINK_ABOVE * self.baseline:
             self._change(-1)
-        elif typical < GROW_BELOW * self.baseline:
+        elif typical < GROW_BELOW * self.baseline and self.target < (self.ceiling or 1 << 30):
+            before = self.target
             self._change(+1)
+            if self.target > before:
+                self._before_growth = (before, typical)
         return self.target
 
     def rate_limited(self) -> int:

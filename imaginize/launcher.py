@@ -149,7 +149,16 @@ class Launcher:
     def _observe(self, event: Event) -> None:
         assert self.autoscaler is not None
         if isinstance(event, ChapterFinished) and event.worker:
+            queueing = self.autoscaler.queueing
             self.autoscaler.chapter_done(event.seconds)
+            if self.autoscaler.queueing and not queueing:
+                keep = self.autoscaler.ceiling
+                self._outer_sink(
+                    Notice(
+                        f"the server gains nothing from more than {keep} request(s) at once "
+                        f"(it answers them in turn): keeping {keep} worker(s)"
+                    )
+                )
         self._outer_sink(event)
 
     def _scale(self) -> None:

@@ -303,6 +303,10 @@ def _launch(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -> None
     scaler = None
     if options.auto_scale:
         start = initial_workers(max_workers=options.max_workers)
+        base_url = options.provider.base_url
+        if options.provider.kind is ProviderKind.OPENAI and base_url and is_local(base_url):
+            # One machine's model server: start alone, grow only while it pays.
+            start = 1
         scaler = AutoScaler(start, max_workers=options.max_workers)
     pairs = [(job.spec, job.book) for job in jobs]
     Launcher(pairs, options.concurrent, sink, autoscaler=scaler).run()

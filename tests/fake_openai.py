@@ -677,8 +677,8 @@ class FakeOpenAI:
 
     @property
     def slots(self) -> int | None:
-        """Requests generated at once (llama.cpp with one slot: 1); the rest wait their
-        turn after their delay. None: no limit."""
+        """Replies generated at once (llama.cpp with one slot: 1); the rest wait their turn,
+        and a reply's "delay" is spent in its slot. None: no limit."""
         return self._slot_count
 
     @slots.setter
@@ -773,10 +773,8 @@ class FakeOpenAI:
             record["error"] = tb
         self._record(record)
 
-        if step.get("delay") and self._stop.wait(float(step["delay"])):
-            handler.close_connection = True  # shutting down: drop the request unanswered
-            return
         headers = {"x-request-id": f"req_fake_{record['seq']}", **step.get("headers", {})}
+        # A reply's delay is its generation time: on a server with slots, spent in one.
         slot = self._slots if kind in ("reply", "loop") else None
         if slot is not None:
             while not slot.acquire(timeout=0.05):
@@ -784,6 +782,9 @@ class FakeOpenAI:
                     handler.close_connection = True
                     return
         try:
+            if step.get("delay") and self._stop.wait(float(step["delay"])):
+                handler.close_connection = True  # shutting down: drop the request unanswered
+                return
             self._answer(handler, kind, step, body, record, headers)
         finally:
             if slot is not None:

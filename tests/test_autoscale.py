@@ -99,3 +99,47 @@ def test_auto_pool_finishes_a_book_through_a_429(tmp_path: Path) -> None:
         ok = [r for r in server.requests if r["endpoint"] == "chat" and r["status"] == 200]
         assert len(ok) == 8
     assert len(list((tmp_path / "out" / "chapters").glob("*.json"))) == 8
+
+
+def test_a_server_answering_in_turn_settles_at_one_worker() -> None:
+    # A llama.cpp server with one slot: two requests at once each take twice as long.
+    scaler = warmed(target=1, baseline=10.0)
+    targets = [scaler.chapter_done(10.0) for _ in range(WINDOW)]
+    assert targets[-1] == 2 and not scaler.queueing
+    targets = [scaler.chapter_done(20.0) for _ in range(WINDOW)]
+    assert targets[-1] == 1 and scaler.queueing and scaler.ceiling == 1
+    # Back at one, fast again: it does not try two again.
+    assert {scaler.chapter_done(10.0) for _ in range(3 * WINDOW)} == {1}
+
+
+def test_a_worker_that_pays_is_kept() -> None:
+    scaler = warmed(target=1, baseline=10.0)
+    for _ in range(WINDOW):
+        scaler.chapter_done(10.0)
+    assert scaler.target == 2
+    for _ in range(WINDOW):
+        scaler.chapter_done(11.0)  # two at once, barely slower each: nearly twice the rate
+    assert scaler.target == 3 and not scaler.queueing
+
+
+def test_auto_settles_at_one_on_a_server_that_answers_in_turn(tmp_path: Path) -> None:
+    """Through the CLI against a one-slot server (llama.cpp's default): the pool starts at one
+    worker for a local server, tries two, finds each chapter twice as slow and goes back to
+    one, saying so once."""
+    from tests.epubs import build_epub
+
+    story = "<p>The lantern swung over the wall while Mara counted the glowing fruit.</p>" * 3
+    book = build_epub(tmp_path / "many.epub", [(f"Chapter {n}", story) for n in range(1, 15)])
+    with FakeOpenAI(responder=lambda body: {**answer(body), "delay": 0.4}, slots=1) as server:
+        result = imaginize(
+            book, "-o", tmp_path / "out", "--base-url", server.url, "-j", "auto",
+            "--batch-delay", "0",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "gains nothing from more" in line]
+    assert len(said) == 1
+    assert said[0].endswith(
+        "the server gains nothing from more than 1 request(s) at once (it answers them in "
+        "turn): keeping 1 worker(s)"
+    )
+    assert len(list((tmp_path / "out" / "chapters").glob("*.json"))) == 14
