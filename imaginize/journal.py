@@ -95,6 +95,8 @@ class ManifestFiles:
                 self._view = None
                 continue
             self._view = view
+            if view.manifest is not None:
+                view.manifest.rebase()
             return view.manifest
         assert problem is not None
         raise problem
@@ -242,6 +244,7 @@ class ManifestFiles:
                 with suppress(OSError):
                     handle.truncate(view.offset)
                 raise
+        updated.rebase()
         self._view = _View(
             updated,
             view.generation,
@@ -266,6 +269,7 @@ class ManifestFiles:
         key = _stat_key(self.path)
         header = _header_line(generation)
         write_atomic(self.journal_path, header)
+        manifest.rebase()
         self._view = _View(
             manifest, generation, key, len(raw), generation, len(header), 0, len(header)
         )
@@ -372,6 +376,9 @@ def _line(before: mf.Manifest, after: mf.Manifest, seq: int) -> bytes | None:
         after.created_at,
     ):
         return None
+    known = after.changed_since(before)
+    if known is not None:
+        return _encode(seq, after, known, [])
     old, new = before.chapters, after.chapters
     if len(old) == len(new):
         # The positions whose entry is another object: a C loop, not a Python one.

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import socket
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -115,6 +116,21 @@ class Manifest:
             self.__dict__["_open_index"] = found
         return found
 
+    def changed_since(self, base: Manifest) -> list[Entry] | None:
+        """The entries that may differ from `base`'s, when this manifest was made from it by
+        `with_entries` alone (the same chapters in the same places, the same book); None when
+        that is not known. Kept as a set of numbers and a weak reference to `base`, so that
+        a store writes a transaction's changes without comparing every entry."""
+        since = self.__dict__.get("_since")
+        if since is None or since[0]() is not base:
+            return None
+        return [self.chapters[self._positions()[n]] for n in sorted(since[1])]
+
+    def rebase(self) -> None:
+        """Make this manifest the base of the ones `with_entries` derives from it from now on
+        (`changed_since`): what a store does with the version it read or wrote."""
+        self.__dict__.pop("_since", None)
+
     def entry(self, number: int) -> Entry:
         position = self._positions().get(number)
         if position is None:
@@ -157,6 +173,8 @@ class Manifest:
             self.updated_at if updated_at is None else updated_at,
         )
         derived.__dict__["_positions_index"] = positions
+        root, numbers = self.__dict__.get("_since", (weakref.ref(self), frozenset()))
+        derived.__dict__["_since"] = (root, numbers.union(e.number for _, e in placed))
         if opened is not None and not moved:
             derived.__dict__["_open_index"] = opened
         elif opened is not None and len(moved) <= 64:  # more: cheaper built afresh when needed

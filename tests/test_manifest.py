@@ -471,6 +471,24 @@ def test_entry_json_matches_the_documented_example() -> None:
     assert set(entry.to_json()) == documented
 
 
+def test_changed_since_names_the_entries_with_entries_replaced() -> None:
+    base = book(4)
+    m, c = take(base)
+    m, _ = mf.complete(m, c.number, c.token, 1.0, 5)
+    m, c2 = take(m)
+    assert [e.number for e in m.changed_since(base) or []] == [1, 2]
+    assert m.changed_since(m) is None  # not made from itself
+    # Anything but with_entries (a replace, a reconcile adding chapters): not known.
+    assert replace(m, title="X").changed_since(base) is None
+    grown = mf.reconcile(m, [(5, "C5")], {})
+    assert grown.changed_since(base) is None
+    # A new base: what is derived from it counts from there.
+    m.rebase()
+    later, _ = mf.heartbeat(m, c2.number, c2.token, 2.0)
+    assert [e.number for e in later.changed_since(m) or []] == [2]
+    assert later.changed_since(base) is None
+
+
 def test_unknown_format_is_refused() -> None:
     data = book(1).to_json()
     data["format"] = mf.FORMAT + 1
