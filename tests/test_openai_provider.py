@@ -225,6 +225,6 @@ def test_broken_bodies_are_retryable(fake_openai: FakeOpenAI, step: dict) -> Non
 
 def test_a_hanging_server_times_out(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(hang())
-    with pytest.raises(ProviderError, match="timed out") as caught:
+    with pytest.raises(ProviderError, match="no reply from .* in time") as caught:
         analyzer(fake_openai, timeout=0.5).analyze(CHAPTER, 1)
     assert caught.value.retryable
