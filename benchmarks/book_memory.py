@@ -25,6 +25,7 @@ from tests.epubs import PNG, build_epub, inflate_member
 
 MiB = 1 << 20
 CHAPTER = "EPUB/chapter-01.xhtml"
+NAV = "EPUB/nav.xhtml"
 HEAD = b'<?xml version="1.0" encoding="utf-8"?>\n<html xmlns="http://www.w3.org/1999/xhtml"><body>'
 TAIL = b"</body></html>"
 PARAGRAPH = b"<p>The lantern swung in the wind and the orchard went dark again.</p>\n"
@@ -66,8 +67,22 @@ def image_bomb(folder: Path) -> Path:
     return inflate_member(src, path, "EPUB/map.png", head=PNG, unit=b"\0", size=1 << 30, tail=b"")
 
 
+def nav_of(size: int) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        path = folder / f"nav-{size // MiB}MiB.epub"
+        head = HEAD.replace(b"<body>", b'<body><nav epub:type="toc" id="toc"><ol>').replace(
+            b"<html ", b'<html xmlns:epub="http://www.idpf.org/2007/ops" '
+        )
+        unit = b'<li><a href="chapter-01.xhtml">Chapter 1</a></li>\n'
+        tail = b"</ol></nav>" + TAIL
+        return inflate_member(base(folder), path, NAV, head=head, unit=unit, size=size, tail=tail)
+
+    return make
+
+
 CASES: dict[str, tuple[str, Callable[[Path], Path]]] = {
     "bomb": ("1 GiB chapter (zip bomb)", chapter_of(1 << 30)),
+    "nav60": ("60 MiB nav", nav_of(60 * MiB)),
     "chapter50": ("50 MiB chapter", chapter_of(50 * MiB)),
     "chapter10": ("10 MiB chapter", chapter_of(10 * MiB)),
     "imagebomb": ("1 GiB image (zip bomb)", image_bomb),

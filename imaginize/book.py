@@ -40,6 +40,7 @@ from imaginize.model import Book, Chapter
 from imaginize.xhtml import Segment
 
 CONTAINER = "META-INF/container.xml"
+ENCRYPTION = "META-INF/encryption.xml"
 OPF_MEDIA_TYPE = "application/oebps-package+xml"
 NS = {
     "c": "urn:oasis:names:tc:opendocument:xmlns:container",
@@ -56,27 +57,34 @@ GUIDE_TYPES = {"title-page": "titlepage", "notes": "endnotes", "copyright": "cop
 MiB = 1 << 20
 MEMBER_LIMIT_ENV = "IMAGINIZE_EPUB_FILE_LIMIT_MB"
 TOTAL_LIMIT_ENV = "IMAGINIZE_EPUB_TEXT_LIMIT_MB"
+STRUCTURE_LIMIT_ENV = "IMAGINIZE_EPUB_NAV_LIMIT_MB"
 
 
 @dataclass(frozen=True)
 class ReadLimits:
-    """The most bytes decompressed from one member of the EPUB, and from all of them.
+    """The most bytes decompressed from one member of the EPUB, and from all of them; and
+    from one structure file (container, package, nav, NCX), which is parsed whole into a tree
+    (~30 times its size: a 60 MiB nav took 1.8 GiB), where content documents are streamed.
 
-    Real books stay far below: in the test corpus the largest content document is 128 KiB and
-    a whole book's text and structure files are under 0.5 MiB; a whole long novel in one
-    XHTML file is 3-6 MiB. A zip bomb (1 MiB expanding to 1 GiB) is refused at once.
+    Real books stay far below: in the test corpus the largest content document is 128 KiB,
+    the largest structure file 14 KiB, and a whole book's text and structure files are under
+    0.5 MiB; a whole long novel in one XHTML file is 3-6 MiB, a nav listing every page of a
+    2,000-page book ~0.2 MiB. A zip bomb (1 MiB expanding to 1 GiB) is refused at once.
     """
 
     member: int = 64 * MiB
     total: int = 256 * MiB
+    structure: int = 4 * MiB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReadLimits:
-        """The defaults, or what IMAGINIZE_EPUB_FILE_LIMIT_MB / _TEXT_LIMIT_MB say (MiB)."""
+        """The defaults, or what IMAGINIZE_EPUB_FILE_LIMIT_MB / _TEXT_LIMIT_MB / _NAV_LIMIT_MB
+        say (MiB)."""
         env = os.environ if env is None else env
         return cls(
             member=_mib(env, MEMBER_LIMIT_ENV, cls.member),
             total=_mib(env, TOTAL_LIMIT_ENV, cls.total),
+            structure=_mib(env, STRUCTURE_LIMIT_ENV, cls.structure),
         )
 
 
@@ -218,9 +226,23 @@ class _Budget:
         self.limits = limits
         self.counted: dict[str, int] = {}  # the most bytes read from each member so far
         self.total = 0  # their sum
+        # Members parsed whole into a tree, under `limits.structure`.
+        self.structure = {CONTAINER, ENCRYPTION}
 
     def _refuse(self, name: str, what: str) -> BookError:
         return BookError(self.path, f"{name} {what}; refused (a zip bomb?)")
+
+    def _limit(self, name: str) -> tuple[int, str]:
+        """The most bytes `name` may hold, and how to say that limit."""
+        if name in self.structure:
+            limit, what, env = (
+                self.limits.structure,
+                "a package or navigation file",
+                STRUCTURE_LIMIT_ENV,
+            )
+        else:
+            limit, what, env = self.limits.member, "one file", MEMBER_LIMIT_ENV
+        return limit, f"the {_size(limit)} limit for {what} ({env})"
 
     def check_declared(self, names: Iterable[str]) -> None:
         """Refuse before reading when the ZIP itself says the members are too large."""
@@ -228,22 +250,24 @@ class _Budget:
         for name in names:
             size = self.zf.getinfo(name).file_size
             total += size
-            if size > self.limits.member:
-                raise self._refuse(name, f"declares {_size(size)} {_over_member(self.limits)}")
+            limit, said = self._limit(name)
+            if size > limit:
+                raise self._refuse(name, f"declares {_size(size)} beyond {said}")
             if total > self.limits.total:
                 raise self._refuse(name, f"takes the text past {_over_total(self.limits)}")
 
     def stream(self, name: str) -> Iterator[bytes]:
         """The member's bytes in pieces of at most 1 MiB; `BookError` past a limit."""
         size = self.zf.getinfo(name).file_size
-        if size > self.limits.member:
-            raise self._refuse(name, f"declares {_size(size)} {_over_member(self.limits)}")
+        limit, said = self._limit(name)
+        if size > limit:
+            raise self._refuse(name, f"declares {_size(size)} beyond {said}")
         read = 0
         with self.zf.open(name) as member:
             while chunk := member.read(MiB):
                 read += len(chunk)
-                if read > self.limits.member:
-                    raise self._refuse(name, f"expands {_over_member(self.limits)}")
+                if read > limit:
+                    raise self._refuse(name, f"expands beyond {said}")
                 if read > self.counted.get(name, 0):
                     self.total += read - self.counted.get(name, 0)
                     self.counted[name] = read
@@ -257,10 +281,6 @@ class _Budget:
 
 def _size(n: int) -> str:
     return f"{n / MiB:,.1f} MiB" if n >= MiB else f"{n:,} bytes"
-
-
-def _over_member(limits: ReadLimits) -> str:
-    return f"beyond the {_size(limits.member)} limit for one file ({MEMBER_LIMIT_ENV})"
 
 
 def _over_total(limits: ReadLimits) -> str:
@@ -307,6 +327,7 @@ def _inspect(path: Path, zf: zipfile.ZipFile, limits: ReadLimits) -> _Package:
     opf_path = posixpath.normpath(unquote((typed or rootfiles)[0].get("full-path", "")))
     if opf_path not in names:
         raise BookError(path, f"missing package document {opf_path}")
+    budget.structure.add(opf_path)
     opf = _xml(_read_member(budget, opf_path))
     if opf is None or etree.QName(opf).localname != "package":
         raise BookError(path, f"package document {opf_path} is not valid XML")
@@ -325,6 +346,7 @@ def _inspect(path: Path, zf: zipfile.ZipFile, limits: ReadLimits) -> _Package:
         # ebooklib only follows a rootfile with the right media-type: give it one.
         pkg.replacements[CONTAINER] = _CONTAINER_XML.format(opf_path).encode()
     needed = _text_members(pkg, manifest, spine)
+    budget.structure |= pkg.navigation
     budget.check_declared(sorted(n for n in needed if n in names))
     _drop_missing_items(path, pkg, manifest, spine, names, needed)
     _check_encryption(path, pkg, names)
@@ -406,7 +428,7 @@ def _drop_missing_items(
 
 def _check_encryption(path: Path, pkg: _Package, names: set[str]) -> None:
     """Font obfuscation is harmless; encrypted content documents (DRM) are unreadable."""
-    name = "META-INF/encryption.xml"
+    name = ENCRYPTION
     if name not in names:
         return
     root = _xml(_read_member(pkg.budget, name))

@@ -560,6 +560,23 @@ def test_zip_bomb_is_refused_naming_the_member_within_bounded_memory(tmp_path: P
     assert "64.0 MiB limit for one file (IMAGINIZE_EPUB_FILE_LIMIT_MB)" in why
 
 
+def test_navigation_is_parsed_whole_so_its_limit_is_lower(tmp_path: Path) -> None:
+    # A 16 MiB nav made a tree of ~0.5 GiB (60 MiB: 1.8 GiB and 97 s); 4 MiB is 290 times
+    # the largest structure file in the corpus.
+    head = b'<html xmlns="http://www.w3.org/1999/xhtml" xmlns:epub="http://www.idpf.org/2007/ops">'
+    head += b'<body><nav epub:type="toc" id="toc"><ol>'
+    unit = b'<li><a href="chapter-02.xhtml">The Calm</a></li>\n'
+    tail = b"</ol></nav></body></html>"
+    path = inflated(tmp_path, 16 * MiB, name="EPUB/nav.xhtml", head=head, unit=unit, tail=tail)
+    assert reason(path) == (
+        "EPUB/nav.xhtml declares 16.0 MiB beyond the 4.0 MiB limit for a package or navigation"
+        " file (IMAGINIZE_EPUB_NAV_LIMIT_MB); refused (a zip bomb?)"
+    )
+    with pytest.raises(BookError, match=r"EPUB/content\.opf declares [\d,]+ bytes beyond the 500"):
+        read_book(build_epub(tmp_path / "b.epub", THREE), ReadLimits(structure=500))
+    assert ReadLimits.from_env({"IMAGINIZE_EPUB_NAV_LIMIT_MB": "32"}).structure == 32 * MiB
+
+
 def test_member_limit(tmp_path: Path) -> None:
     path = inflated(tmp_path, 2 * MiB)
     with pytest.raises(BookError) as info:
