@@ -12,7 +12,9 @@ manifest without the lock, then `ManifestStore.claim`; and the look that finds t
 after its last chapter counts too. A revision without `publish_and_claim` (--snapshot) is
 measured doing what its worker did: `_claim_next` before every chapter, then `publish`.
 Prints milliseconds per cycle spent in (cumulative, i.e. including what they call) the
-functions that make up a transaction, and the wall time per cycle.
+functions that make up a transaction, and the wall time per cycle. Since the journal
+(imaginize/journal.py) a transaction appends a line and reads only the lines added since;
+`benchmarks.manifest_scale` measures how that cost holds as the book grows.
 """
 
 from __future__ import annotations
@@ -36,14 +38,16 @@ WATCHED = [
     ("transactions (lock + read + write)", "store.py", "transact"),
     ("lock files (manifest and pace): acquire", "locking.py", "acquire"),
     ("lock files (manifest and pace): release", "filelock/_api.py", "release"),
-    ("  manifest read (json.loads + from_json)", "store.py", "read"),
-    ("    Manifest.from_json (and its entries)", "manifest.py", "from_json"),
-    ("  manifest write (to_json + dumps + write)", "store.py", "_write"),
-    ("    Manifest.to_json (and its entries)", "manifest.py", "to_json"),
+    ("  manifest read (new lines; snapshot if new)", "store.py", "read"),
+    ("    Manifest.from_json (a new snapshot)", "manifest.py", "from_json"),
+    ("  manifest write (a line, or a compaction)", "store.py", "_write"),
+    ("    to_json (the line's or snapshot's)", "manifest.py", "to_json"),
+    ("    ManifestFiles.write (append, fdatasync)", "journal.py", "write"),
     ("staged result write (write_json_atomic)", "benchmarks/txn_profile.py", "stage"),
     ("pacer transactions (Pacer._update)", "pacing.py", "_update"),
     ("all json.dumps", "json/__init__.py", "dumps"),
     ("all os.fsync (files and folders)", "~", "<built-in method posix.fsync>"),
+    ("all os.fdatasync (journal lines)", "~", "<built-in method posix.fdatasync>"),
     ("all fsync_dir (folders)", "atomic.py", "fsync_dir"),
     ("all tempfile.mkstemp", "tempfile.py", "mkstemp"),
     ("all os.replace", "~", "<built-in method posix.replace>"),
