@@ -229,6 +229,17 @@ class ManifestFiles:
             self.compact(updated)
             return
         with open(self.journal_path, "r+b", buffering=0) as handle:
+            if (
+                _header(handle, self.journal_path)[0] != view.journal
+                or os.fstat(handle.fileno()).st_size != view.journal_size
+            ):
+                # Written since this process read it under the lock: only a holder whose
+                # lock was broken as expired can be here. Writing would garble the journal.
+                self._view = None
+                raise ManifestError(
+                    f"{self.journal_path}: changed by another process while this one held the "
+                    "lock (was it frozen for longer than the lock lifetime?); nothing written"
+                )
             if view.journal_size != view.offset:
                 handle.truncate(view.offset)  # a torn line of a writer that was killed
             try:
@@ -398,9 +409,12 @@ def _structural(before: mf.Manifest, after: mf.Manifest, seq: int) -> bytes | No
     numbers = {e.number for e in after.chapters}
     puts = [e for e in after.chapters if listed.get(e.number) is not e]
     drops = sorted(n for n in listed if n not in numbers)
-    replayed = _apply(
-        before, {e.number: e for e in puts}, set(drops), after.next_token, after.updated_at
-    )
+    try:
+        replayed = _apply(
+            before, {e.number: e for e in puts}, set(drops), after.next_token, after.updated_at
+        )
+    except ValueError:  # a line a reader would refuse: the snapshot says it instead
+        return None
     if replayed.chapters != after.chapters:
         return None
     return _encode(seq, after, puts, drops)

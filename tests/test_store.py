@@ -500,6 +500,27 @@ def test_a_torn_last_line_is_ignored_and_cut_off_by_the_next_writer(tmp_path: Pa
         ManifestStore(tmp_path).read()
 
 
+def test_a_writer_whose_journal_changed_under_its_lock_writes_nothing(tmp_path: Path) -> None:
+    """A holder frozen past the lock lifetime, whose lock was broken and whose journal others
+    appended to meanwhile: its write would garble their lines, so it refuses."""
+    store = joined(tmp_path)
+    journal_file = tmp_path / JOURNAL_NAME
+
+    def claimed_while_frozen(m: mf.Manifest) -> tuple[mf.Manifest, None]:
+        other = ManifestStore(tmp_path)._files  # another process, past the broken lock
+        base = other.read()
+        assert base is not None
+        other.write(mf.claim(base, "h:2:w", 1.0)[0], base)
+        return mf.claim(m, "h:1:w", 1.0)[0], None
+
+    with pytest.raises(ManifestError, match="changed by another process while this one held"):
+        store.transact(claimed_while_frozen)
+    after = journal_lines(tmp_path)
+    assert [line["put"][0]["owner"] for line in after] == ["h:2:w"]
+    assert store.read() == ManifestStore(tmp_path).read()
+    assert journal_file.exists()
+
+
 def test_compaction_replaces_the_snapshot_and_starts_a_new_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -595,6 +616,7 @@ WRITER = """
 import sys
 from pathlib import Path
 import imaginize.journal
+from imaginize.atomic import write_atomic
 from imaginize.store import ManifestStore
 imaginize.journal.MIN_JOURNAL_BYTES = 0  # a compaction every few transactions
 store = ManifestStore(Path(sys.argv[1]))
@@ -604,7 +626,7 @@ while True:
     got = store.claim(f"h:1:w{i}", lease=600.0, max_attempts=3)
     store.release(got.number, got.token)
     i += 1
-    done.write_text(str(i))
+    write_atomic(done, str(i))  # never half-written when the kill lands
 """
 
 
