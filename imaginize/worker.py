@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
@@ -468,9 +468,15 @@ def _anything_claimable(
     allowed = None if wanted is None else set(wanted)
     return any(
         mf.claimable_reason(e, now, spec.lease, spec.max_attempts, mf.owner_is_dead) is not None
-        for e in current.chapters
+        for e in _open_entries(current)
         if allowed is None or e.number in allowed
     )
+
+
+def _open_entries(current: mf.Manifest) -> Iterator[mf.Entry]:
+    """The entries a claim may ever take (no completed one, none failed for good): an idle
+    worker's look at a long, mostly finished book passes over the rest without a look."""
+    return (current.chapters[i] for i in current.open_positions())
 
 
 def _idle_wait(
@@ -482,7 +488,7 @@ def _idle_wait(
     allowed = None if wanted is None else set(wanted)
     due = [
         e.retry_at - now
-        for e in current.chapters
+        for e in _open_entries(current)
         if mf.retry_pending(e, spec.max_attempts)
         and e.retry_at is not None
         and (allowed is None or e.number in allowed)

@@ -290,6 +290,25 @@ def test_an_idle_wait_ends_when_a_transaction_appends_to_the_journal(tmp_path: P
     assert time.monotonic() - started < 10.0
 
 
+def test_an_idle_look_passes_over_finished_chapters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Near the end of a long book an idle worker looks at the few open chapters only."""
+    done = [mf.Entry(n, f"C{n}", status=mf.Status.COMPLETED) for n in range(1, 2001)]
+    failed = mf.Entry(2001, "C2001", status=mf.Status.FAILED, retryable=True, retry_at=50.0)
+    m = mf.Manifest("/b", "h", "T", (*done, failed, mf.Entry(2002, "C2002")), 1)
+    looked: list[int] = []
+    reason = mf.claimable_reason
+
+    def counted(entry: mf.Entry, *args: Any) -> str | None:
+        looked.append(entry.number)
+        return reason(entry, *args)
+
+    monkeypatch.setattr(mf, "claimable_reason", counted)
+    spec = WorkerSpec("/b.epub", "/out", OFFLINE)
+    assert worker._anything_claimable(m, spec, 10.0, None)
+    assert looked == [2001, 2002]
+    assert worker._idle_wait(m, spec, 10.0, (2001,)) == pytest.approx(min(spec.poll, 40.0))
+
+
 def test_an_idle_wait_without_changes_sleeps_it_all_in_short_naps(tmp_path: Path) -> None:
     manifest = tmp_path / "m.json"
     write_json_atomic(manifest, {"v": 1})
