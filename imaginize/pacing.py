@@ -316,7 +316,9 @@ class Pacer:
         def change(state: PaceState) -> tuple[PaceState, tuple[float, float]]:
             since = state.unreachable_since or now
             tries = state.unreachable_tries + 1
-            wait = min(UNREACHABLE_BACKOFF_CAP, 2.0 ** (tries - 1))
+            # The last wait ends just past --max-wait: one more try, then the verdict.
+            left = self.max_wait - (now - since) + 0.5
+            wait = min(UNREACHABLE_BACKOFF_CAP, 2.0 ** (tries - 1), max(0.5, left))
             updated = pause(
                 replace(state, unreachable_since=since, unreachable_tries=tries),
                 now + wait,

@@ -113,6 +113,8 @@ def translated(pacer: Pacer | None) -> Iterator[None]:
             retryable=True,
         ) from None
     except openai.APIConnectionError as exc:
+        # Work given up on shuts its own connection: that is no news of the server.
+        cancel.check()
         server = pacer.server if pacer else "the server"
         problem = ServerUnreachable(
             f"cannot reach {server}: {_cause(exc)} (is it running? --base-url names it)"
