@@ -677,6 +677,23 @@ def retry_failed(manifest: Manifest, numbers: Iterable[int] | None = None) -> Ma
     )
 
 
+def retry_passing(manifest: Manifest, numbers: Iterable[int]) -> tuple[Manifest, list[int]]:
+    """A plain re-run's second chance: chapters among `numbers` that failed for a reason that
+    passes (network, timeout, 5xx: `retryable`) are pending again with fresh attempts; those
+    that failed for their own reason wait for --retry-failed. Returns which were reopened."""
+    allowed = set(numbers)
+    reopened = [
+        e
+        for e in manifest.chapters
+        if e.status is Status.FAILED and e.retryable and e.number in allowed
+    ]
+    updated = manifest.with_entries(
+        replace(e, status=Status.PENDING, attempts=0, retryable=False, retry_at=None)
+        for e in reopened
+    )
+    return updated, [e.number for e in reopened]
+
+
 def force_pending(manifest: Manifest, numbers: Iterable[int]) -> Manifest:
     """The user's --force: finished chapters among `numbers` are to be done again."""
     allowed = set(numbers)

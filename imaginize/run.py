@@ -131,6 +131,7 @@ def _prepare(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSin
         chapters=[(c.number, c.title) for c in book.chapters],
         force=wanted if options.force else (),
         retry_failed=wanted if options.retry_failed else None,
+        retry_passing=wanted,
         warn=lambda line: sink(Notice(line)),
     )
     spec = _spec(book_path, out_dir, wanted, options, sha256)

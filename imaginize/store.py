@@ -122,6 +122,7 @@ class ManifestStore:
         chapters: list[tuple[int, str]],
         force: Iterable[int] = (),
         retry_failed: Iterable[int] | None = None,
+        retry_passing: Iterable[int] = (),
         warn: Callable[[str], None] | None = None,
     ) -> mf.Manifest:
         """Create the manifest or reconcile with the one there; never reset finished work.
@@ -157,12 +158,26 @@ class ManifestStore:
                 self._drop_results(forced, updated)
             if retry_failed is not None:
                 updated = mf.retry_failed(updated, retry_failed)
+            selected = set(retry_passing)
+            updated, reopened = mf.retry_passing(updated, selected)
+            failed = mf.Status.FAILED
+            left = [e for e in updated.chapters if e.status is failed and e.number in selected]
             if updated != base:
                 self._write(updated, base)
             self._sweep_staged(updated)
         if warn is not None:
             for number, why in refused.items():
                 warn(f"{self._result_path(number)} {why}; chapter {number} will be analysed again")
+            if reopened:
+                warn(
+                    f"{_numbers(reopened)} failed for a passing reason (network, timeout, "
+                    "server error) in an earlier run: trying again"
+                )
+            if left:
+                warn(
+                    f"{_numbers([e.number for e in left])} failed in an earlier run "
+                    f"({left[0].error or 'no reason recorded'}); --retry-failed tries again"
+                )
         return updated
 
     def _sweep_staged(self, manifest: mf.Manifest) -> None:
@@ -359,6 +374,12 @@ def provenance(manifest: mf.Manifest) -> Provenance:
     without a hash for the chapters it records as completed."""
     done = frozenset(e.number for e in manifest.chapters if e.status is mf.Status.COMPLETED)
     return Provenance(manifest.book_sha256, done)
+
+
+def _numbers(numbers: list[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:12])
+    more = f" and {len(numbers) - 12} more" if len(numbers) > 12 else ""
+    return f"chapter{'s' if len(numbers) > 1 else ''} {shown}{more}"
 
 
 def _put_in_place(staged: Path, final: Path) -> None:

@@ -106,3 +106,29 @@ def test_unreachable_backs_off_and_reachable_ends_the_wait(tmp_path: Path) -> No
     clock.now += 61
     with pytest.raises(ServerPaused, match="unreachable since"):
         pacer.unreachable("cannot reach s")
+
+
+def test_a_plain_rerun_retries_what_failed_for_a_passing_reason(tmp_path: Path) -> None:
+    # Before, chapters failed by a server's bad hour were skipped by every later run, without
+    # a word; only --retry-failed took them up again.
+    with FakeOpenAI(default={"kind": "error", "status": 503}) as server:
+        first = start_run(tmp_path, server.port, "--max-attempts", "1", "--chapters", "1-3")
+        _out, err = first.communicate(timeout=120)
+        assert first.returncode == 1, err
+        # One retry gets a 403 of its own: that failure waits for --retry-failed.
+        server.script(responder=answer)
+        server.enqueue({"kind": "error", "status": 403, "message": "Not allowed for this model."})
+        second = start_run(tmp_path, server.port, "--max-attempts", "1", "--chapters", "1-3")
+        _out, err = second.communicate(timeout=120)
+    assert "chapters 1, 2, 3 failed for a passing reason" in err
+    manifest = ManifestStore(tmp_path / "out").read()
+    assert manifest is not None
+    failed = [e.number for e in manifest.chapters if e.status is mf.Status.FAILED]
+    assert len(failed) == 1
+    with FakeOpenAI(responder=answer) as server:
+        third = start_run(tmp_path, server.port, "--max-attempts", "1", "--chapters", "1-3")
+        _out, err = third.communicate(timeout=120)
+        assert third.returncode == 1, err
+        assert f"chapter {failed[0]} failed in an earlier run (HTTP 403" in err
+        assert "--retry-failed tries again" in err
+        assert not server.requests  # nothing was sent for it
