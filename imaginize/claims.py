@@ -13,6 +13,7 @@ from imaginize.backoff import backoff_delay
 from imaginize.cancel import bind
 from imaginize.errors import ImaginizeError, ProviderError
 from imaginize.events import ChapterFailed, ChapterRetry, EventSink
+from imaginize.model import Usage
 from imaginize.safetext import mask_secrets
 from imaginize.store import ManifestStore
 
@@ -155,9 +156,11 @@ def record_failure(
     max_attempts: int,
     problem: Exception,
     sink: EventSink,
+    spent: Usage | None = None,
 ) -> None:
-    """Mark the claimed unit failed. A `ProviderError` says whether a retry can help and how
-    long to wait; anything else is a bug met on this unit, not worth repeating."""
+    """Mark the claimed unit failed, with the tokens the attempt spent. A `ProviderError`
+    says whether a retry can help and how long to wait; anything else is a bug met on this
+    unit, not worth repeating."""
     if isinstance(problem, ProviderError):
         reason, retryable, wait = str(problem), problem.retryable, problem.retry_after
     else:
@@ -167,7 +170,12 @@ def record_failure(
     if wait is None:
         wait = backoff_delay(claim.attempt)
     store.fail(
-        claim.number, claim.token, reason, retryable=retryable, retry_at=store.clock() + wait
+        claim.number,
+        claim.token,
+        reason,
+        retryable=retryable,
+        retry_at=store.clock() + wait,
+        spent=(spent.prompt_tokens, spent.completion_tokens) if spent else (0, 0),
     )
     if retryable and claim.attempt < max_attempts:
         sink(ChapterRetry(claim.number, claim.attempt, reason, wait))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from imaginize.atomic import write_atomic
 from imaginize.model import ChapterResult, Element, ElementKind, ImageRecord, Scene, Usage
-from imaginize.pricing import format_cost, total_cost
+from imaginize.pricing import cost, format_cost, total_cost
 from imaginize.safetext import one_line
 
 CONTENTS = "Contents.md"
@@ -224,9 +224,14 @@ def render_contents(
     results: Mapping[int, ChapterResult],
     merged: list[MergedElement],
     failures: Mapping[int, str] | None = None,
+    spent: Usage | None = None,
+    spent_model: str = "",
 ) -> str:
+    """`spent`: tokens of attempts that produced no result (paid for all the same), used with
+    `spent_model`."""
     failures = failures or {}
-    usage = sum((r.usage for r in results.values()), Usage())
+    spent = spent or Usage()
+    usage = sum((r.usage for r in results.values()), spent)
     providers = sorted({f"{r.provider} ({r.model})" for r in results.values()})
     lines = [f"# {book.title}", "", f"*by {book.author}*", ""]
     lines += ["## Chapters", "", "| # | Title | Words | Scenes |", "|---:|---|---:|---:|"]
@@ -248,13 +253,18 @@ def render_contents(
     if drawn:
         lines.append(f"- Images: {drawn}")
     lines.append(f"- Provider: {', '.join(providers) or 'none yet'}")
+    wasted = f", {spent.total_tokens:,} of them on attempts that produced no result"
     lines.append(
         f"- Tokens used: {usage.total_tokens:,} "
-        f"({usage.prompt_tokens:,} prompt, {usage.completion_tokens:,} completion)"
+        f"({usage.prompt_tokens:,} prompt, {usage.completion_tokens:,} completion"
+        f"{wasted if spent.total_tokens else ''})"
     )
-    spent = total_cost(results.values())
-    if spent is not None and usage.total_tokens:
-        lines.append(f"- Estimated cost: {format_cost(spent)}")
+    dollars = total_cost(results.values())
+    if dollars is not None and spent.total_tokens:
+        extra = cost(spent_model, spent)
+        dollars = None if extra is None else dollars + extra
+    if dollars is not None and usage.total_tokens:
+        lines.append(f"- Estimated cost: {format_cost(dollars)}")
     dropped = sum(r.dropped_quotes for r in results.values())
     if dropped:
         lines.append(f"- Quotes dropped as not found in the text: {dropped}")
@@ -275,11 +285,13 @@ def write_guides(
     book: BookInfo,
     results: Mapping[int, ChapterResult],
     failures: Mapping[int, str] | None = None,
+    spent: Usage | None = None,
+    spent_model: str = "",
 ) -> list[Path]:
     out_dir = Path(out_dir)
     merged = merge_elements(results.values())
     documents = {
-        CONTENTS: render_contents(book, results, merged, failures),
+        CONTENTS: render_contents(book, results, merged, failures, spent, spent_model),
         CHAPTERS: render_chapters(book, results, failures),
         ELEMENTS: render_elements(book, merged),
     }

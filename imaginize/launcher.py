@@ -294,8 +294,6 @@ def _send(process: BaseProcess, signum: int) -> None:
             os.kill(process.pid, signum)
 
 
-
-
 def _describe(code: int) -> str:
     if code < 0:
         try:

@@ -56,6 +56,10 @@ class Entry:
     retryable: bool = False
     retry_at: float | None = None
     tokens: int = 0
+    # Tokens of attempts that published no result (failed, timed out, given back): spent
+    # all the same, and counted in every total.
+    spent_prompt: int = 0
+    spent_completion: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +76,8 @@ class Entry:
             "retryable": self.retryable,
             "retryAt": self.retry_at,
             "tokens": self.tokens,
+            "spentPromptTokens": self.spent_prompt,
+            "spentCompletionTokens": self.spent_completion,
         }
 
     @classmethod
@@ -328,6 +334,8 @@ def _checked_entry(data: Any) -> Entry:
         retryable=_field(data, "retryable", bool, False),
         retry_at=_time(data, "retryAt", None),
         tokens=_count(data, "tokens", 0),
+        spent_prompt=_count(data, "spentPromptTokens", 0),
+        spent_completion=_count(data, "spentCompletionTokens", 0),
     )
 
 
@@ -350,6 +358,7 @@ def _plain_entry(data: Any) -> Entry | None:
     completed_at, retry_at = get("completedAt"), get("retryAt")
     attempts, token, tokens = get("attempts", 0), get("token", 0), get("tokens", 0)
     retryable = get("retryable", False)
+    spent_prompt, spent_completion = get("spentPromptTokens", 0), get("spentCompletionTokens", 0)
     if not (
         type(number) is int
         and type(attempts) is int
@@ -359,6 +368,10 @@ def _plain_entry(data: Any) -> Entry | None:
         and attempts >= 0
         and token >= 0
         and tokens >= 0
+        and type(spent_prompt) is int
+        and type(spent_completion) is int
+        and spent_prompt >= 0
+        and spent_completion >= 0
         and type(title) is str
         and type(status) is str
         and (owner is None or type(owner) is str)
@@ -390,6 +403,8 @@ def _plain_entry(data: Any) -> Entry | None:
         retryable=retryable,
         retry_at=retry_at,
         tokens=tokens,
+        spent_prompt=spent_prompt,
+        spent_completion=spent_completion,
     )
     return entry
 
@@ -642,7 +657,9 @@ def fail(
     *,
     retryable: bool = False,
     retry_at: float | None = None,
+    spent: tuple[int, int] = (0, 0),
 ) -> tuple[Manifest, bool]:
+    """`spent`: (prompt, completion) tokens the failed attempt used."""
     return _fenced(
         manifest,
         number,
@@ -654,6 +671,8 @@ def fail(
             error=error,
             retryable=retryable,
             retry_at=retry_at if retryable else None,
+            spent_prompt=e.spent_prompt + spent[0],
+            spent_completion=e.spent_completion + spent[1],
         ),
     )
 

@@ -139,6 +139,12 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
         )
 
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(
+            max(0, self.prompt_tokens - other.prompt_tokens),
+            max(0, self.completion_tokens - other.completion_tokens),
+        )
+
     def to_json(self) -> dict[str, int]:
         return {
             "promptTokens": self.prompt_tokens,

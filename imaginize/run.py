@@ -35,10 +35,10 @@ from imaginize.images import (
 )
 from imaginize.launcher import Launcher
 from imaginize.locking import DEFAULT_LOCK_LIFETIME, reporting_waits
-from imaginize.model import Book, Chapter
+from imaginize.model import Book, Chapter, Usage
 from imaginize.pacing import DEFAULT_MAX_WAIT, Limits, Pacer, clock_time, pace_dir, server_name
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
-from imaginize.pricing import total_cost
+from imaginize.pricing import cost, total_cost
 from imaginize.providers import ProviderConfig, ProviderKind, is_local, resolve_provider
 from imaginize.results import load_results
 from imaginize.store import ManifestStore, provenance
@@ -438,8 +438,10 @@ def _finish(job: _Prepared, sink: EventSink = ignore) -> RunFinished:
     selected = set(wanted)
     failures: dict[int, str] = {}
     unfinished = 0
+    spent = Usage()
     if current is not None:
         for entry in current.chapters:
+            spent += Usage(entry.spent_prompt, entry.spent_completion)
             if entry.number not in selected:
                 continue
             if entry.status is mf.Status.FAILED:
@@ -454,9 +456,14 @@ def _finish(job: _Prepared, sink: EventSink = ignore) -> RunFinished:
         image_failures, unfinished_images = _images_left(
             out_dir, job.spec.max_attempts, wanted, current
         )
-    guides = write_guides(out_dir, book_info(book), results, failures)
+    model = job.spec.provider.model
+    guides = write_guides(out_dir, book_info(book), results, failures, spent, model)
     done = [n for n in wanted if n in results]
-    tokens = sum(r.usage.total_tokens for r in results.values())
+    tokens = sum(r.usage.total_tokens for r in results.values()) + spent.total_tokens
+    dollars = total_cost(results.values())
+    if dollars is not None and spent.total_tokens:
+        extra = cost(model, spent)
+        dollars = None if extra is None else dollars + extra
     return RunFinished(
         out_dir,
         len(done),
@@ -465,7 +472,7 @@ def _finish(job: _Prepared, sink: EventSink = ignore) -> RunFinished:
         tokens,
         tuple(guides),
         unfinished,
-        total_cost(results.values()) if tokens else None,
+        dollars if tokens else None,
         book.title,
         image_failures,
         unfinished_images,

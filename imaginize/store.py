@@ -352,10 +352,18 @@ class ManifestStore:
         *,
         retryable: bool = False,
         retry_at: float | None = None,
+        spent: tuple[int, int] = (0, 0),
     ) -> bool:
         def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
             updated, ok = mf.fail(
-                current, number, token, self.clock(), error, retryable=retryable, retry_at=retry_at
+                current,
+                number,
+                token,
+                self.clock(),
+                error,
+                retryable=retryable,
+                retry_at=retry_at,
+                spent=spent,
             )
             return (self._after_failure(updated, number) if ok else updated), ok
 

@@ -87,7 +87,7 @@ class ManifestWatcher:
             failed=failed,
             total=len(entries),
             working=working,
-            tokens=sum(e.tokens for e in entries.values()),
+            tokens=sum(e.tokens + e.spent_prompt + e.spent_completion for e in entries.values()),
             done_this_run=done - self._done_at_start,
             started=self._started,
             at=time.time(),

@@ -387,6 +387,7 @@ def _work_on(
     chapter = next(c for c in job.book.chapters if c.number == number)
     sink(ChapterStarted(number, chapter.title, worker_id))
     started = time.monotonic()
+    spent_before = analyzer.spent
     beats = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
     try:
         # A Token: giving the chapter up (timeout, stop, claim lost) also shuts its request's
@@ -414,7 +415,8 @@ def _work_on(
         sink(Notice(f"{away}; every worker waits for it, no attempt spent"))
         return False, None
     except Exception as exc:  # the chapter failed; a bug met on it must not end the worker
-        record_failure(store, claim, spec.max_attempts, exc, sink)
+        spent = analyzer.spent - spent_before  # repairs, cut-offs: paid for, all the same
+        record_failure(store, claim, spec.max_attempts, exc, sink, spent)
         return False, None
     finally:
         # What the provider learned on the way (its server's context, a refused format).

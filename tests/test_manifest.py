@@ -1046,3 +1046,17 @@ ManifestMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestManifestMachine = ManifestMachine.TestCase
+
+
+def test_failed_attempts_add_up_the_tokens_they_spent() -> None:
+    m, c = take(book(2))
+    m, ok = mf.fail(m, c.number, c.token, 1.0, "unusable", retryable=True, spent=(300, 60))
+    assert ok
+    m, c = take(m)
+    m, _ = mf.fail(m, c.number, c.token, 2.0, "unusable", retryable=True, spent=(200, 40))
+    entry = m.entry(c.number)
+    assert (entry.spent_prompt, entry.spent_completion) == (500, 100)
+    assert Entry.from_json(entry.to_json()) == entry
+    # An entry of an older imaginize, without the fields, spent nothing known.
+    older = {k: v for k, v in entry.to_json().items() if not k.startswith("spent")}
+    assert Entry.from_json(older).spent_prompt == 0

@@ -127,3 +127,22 @@ def test_a_paraphrasing_model_keeps_its_scenes_in_the_books_words(
             assert " ".join(scene["quote"].split()) in text  # the book's words, not the model's
     contents = (out / "Contents.md").read_text()
     assert "Quotes corrected to the book's own words:" in contents
+
+
+def test_tokens_of_failed_attempts_are_counted_and_costed(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # The summary and Contents.md said "0 tokens" after thousands were spent on failures.
+    usage = {"prompt_tokens": 100, "completion_tokens": 50}
+    fake_openai.script(default={"kind": "reply", "content": "I cannot help.", "usage": usage})
+    out = tmp_path / "out"
+    result = run(SAMPLE, "-o", out, "--base-url", fake_openai.url, "--chapters", "1",
+                 "--max-attempts", "2", "--batch-delay", "0")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    sent = len([r for r in fake_openai.requests if r["endpoint"] == "chat"])
+    assert sent == 3  # the request, its repair, one fresh try; an unusable reply is final
+    spent = sent * 150
+    assert any(f"{spent:,} tokens" in line for line in result.stderr.splitlines())
+    contents = (out / "Contents.md").read_text()
+    assert f"- Tokens used: {spent:,} (300 prompt, 150 completion, {spent:,} of them" in contents
+    assert "- Estimated cost: $" in contents

@@ -95,6 +95,7 @@ class Quick:
 
     provider = "test"
     model = "none"
+    spent = Usage()
 
     def __init__(self, hook: Callable[[Chapter], None] = lambda chunk: None) -> None:
         self.hook = hook

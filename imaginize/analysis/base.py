@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from imaginize.model import Analysis, Chapter
+from imaginize.model import Analysis, Chapter, Usage
 
 
 class Analyzer(Protocol):
@@ -14,6 +14,8 @@ class Analyzer(Protocol):
 
     provider: str
     model: str
+    # Every token this analyzer's requests used so far, whatever came of them.
+    spent: Usage
 
     def analyze(self, chunk: Chapter, scenes: int) -> Analysis:
         """Find up to `scenes` scenes and the elements present in `chunk`.

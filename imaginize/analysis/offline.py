@@ -18,7 +18,7 @@ from imaginize.analysis.scenes import (
     pick_windows,
     sentence_features,
 )
-from imaginize.model import Analysis, Book, Chapter
+from imaginize.model import Analysis, Book, Chapter, Usage
 
 MAX_ELEMENTS = 30
 
@@ -32,6 +32,7 @@ class OfflineAnalyzer:
 
     provider = "offline"
     model = "heuristic-1"
+    spent = Usage()
 
     def __init__(self, book: Book | None = None, *, max_elements: int = MAX_ELEMENTS) -> None:
         self._book = book

@@ -83,6 +83,7 @@ class OpenAIAnalyzer:
             # What the user says of the server, until the server says otherwise.
             self._state.context_tokens = context_tokens
         self._notices: list[str] = []
+        self.spent = Usage()
 
     # --- the Analyzer protocol ----------------------------------------------------------
 
@@ -293,6 +294,7 @@ class OpenAIAnalyzer:
         usage, problem = usage_from(raw_usage)
         if problem:
             self._say(f"{self._server} reported {problem}; counted as 0")
+        self.spent += usage
         return content, str(finish), usage
 
     def _streamed(self, params: dict[str, Any]) -> tuple[str, str, Any]:
