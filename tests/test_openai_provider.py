@@ -199,7 +199,7 @@ def test_server_without_json_mode_falls_back_once_and_remembers(fake_openai: Fak
     formats = [r["body"].get("response_format") for r in fake_openai.requests]
     assert formats == [
         {"type": "json_schema", "json_schema": ANY},
-        {"type": "json_object", "schema": reply_schema()},
+        {"type": "json_object", "schema": reply_schema(string_bounds=True)},
         {"type": "json_object"},
         None,
         None,
@@ -225,6 +225,6 @@ def test_broken_bodies_are_retryable(fake_openai: FakeOpenAI, step: dict) -> Non
 
 def test_a_hanging_server_times_out(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(hang())
-    with pytest.raises(ProviderError, match="no reply from .* in time") as caught:
+    with pytest.raises(ProviderError, match=r"no reply from .* in time") as caught:
         analyzer(fake_openai, timeout=0.5).analyze(CHAPTER, 1)
     assert caught.value.retryable

@@ -46,20 +46,24 @@ class ElementReply(BaseModel):
 class ChapterReply(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    scenes: list[SceneReply]
+    # At least one: a grammar-constrained small model otherwise fills the schema with nothing
+    # (llama-cpp-python + Gemma 3 270M answered {"scenes": [], "elements": []}).
+    scenes: list[SceneReply] = Field(min_length=1)
     elements: list[ElementReply] = Field(default_factory=list)
 
 
 @functools.cache
-def _strict_schema() -> dict[str, Any]:
+def _strict_schema(bounds: bool) -> dict[str, Any]:
     schema = ChapterReply.model_json_schema(by_alias=True)
     definitions = schema.pop("$defs", {})
-    return _strict(_inline(schema, definitions))
+    return _strict(_inline(schema, definitions), _KEPT_BOUNDS if bounds else frozenset())
 
 
-def reply_schema() -> dict[str, Any]:
-    """The strict JSON schema of a chapter reply (a fresh copy: callers may embed it)."""
-    return copy.deepcopy(_strict_schema())
+def reply_schema(*, string_bounds: bool = False) -> dict[str, Any]:
+    """The strict JSON schema of a chapter reply (a fresh copy: callers may embed it).
+    `string_bounds`: keep minLength, which grammar-based servers (llama.cpp) enforce and
+    OpenAI's strict mode may refuse."""
+    return copy.deepcopy(_strict_schema(string_bounds))
 
 
 def _inline(node: Any, definitions: dict[str, Any]) -> Any:
@@ -74,16 +78,17 @@ def _inline(node: Any, definitions: dict[str, Any]) -> Any:
 
 
 _DROPPED = frozenset({"default", "title", "minLength", "maxLength"})
+_KEPT_BOUNDS = frozenset({"minLength", "maxLength"})
 
 
-def _strict(node: Any) -> Any:
+def _strict(node: Any, keep: frozenset[str] = frozenset()) -> Any:
     """Every object closed and all its properties required; no defaults, titles or length
     bounds, which strict modes reject or ignore (validation still checks the bounds)."""
     if isinstance(node, list):
-        return [_strict(value) for value in node]
+        return [_strict(value, keep) for value in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _strict(v) for k, v in node.items() if k not in _DROPPED}
+    out = {k: _strict(v, keep) for k, v in node.items() if k not in _DROPPED - keep}
     if out.get("type") == "object" and "properties" in out:
         out["required"] = list(out["properties"])
         out["additionalProperties"] = False

@@ -37,7 +37,7 @@ class ReplyFormat(StrEnum):
                     "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": reply_schema()},
                 }
             case ReplyFormat.JSON_OBJECT_SCHEMA:
-                return {"type": "json_object", "schema": reply_schema()}
+                return {"type": "json_object", "schema": reply_schema(string_bounds=True)}
             case ReplyFormat.JSON_OBJECT:
                 return {"type": "json_object"}
             case ReplyFormat.PLAIN:
