@@ -9,6 +9,7 @@ unless the body already starts with a heading or `heading=False`.
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -297,3 +298,153 @@ def declare_size(path: Path | str, name: str, size: int) -> Path:
         start = central + 4
     Path(path).write_bytes(bytes(data))
     return Path(path)
+
+
+# ---------------------------------------------------------------------------- known chapters
+# Books whose chapter list is known by construction, each reproducing one way real books
+# fool a chapter splitter (issue 11); shared by tests/test_book.py and benchmarks/chapters_gold.py.
+# Each returns the path and the expected (title, first words) of every chapter.
+
+Expected: TypeAlias = list[tuple[str, str]]
+ROMAN = ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII"]
+
+
+def without_toc(src: Path | str, dst: Path | str) -> Path:
+    """Copy an EPUB with its table of contents emptied (NCX navMap and the nav's toc list),
+    as books without a usable TOC come."""
+    with zipfile.ZipFile(src) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    changed: dict[str, str | bytes] = {}
+    for name, data in members.items():
+        if name.endswith(".ncx"):
+            text = data.decode("utf-8")
+            changed[name] = re.sub(r"(<navMap[^>]*>).*</navMap>", r"\1</navMap>", text, flags=re.S)
+        elif b"<nav" in data and name.endswith((".xhtml", ".html", ".htm")):
+            text = data.decode("utf-8")
+            changed[name] = re.sub(
+                r"(<nav[^>]*toc[^>]*>).*?</nav>",
+                r'\1<ol><li><a href="#">&#160;</a></li></ol></nav>',
+                text,
+                count=1,
+                flags=re.S,
+            )
+    return rewrite_zip(src, dst, replace=changed)
+
+
+def _story(n: int, words: int = 40, count: int = 6) -> str:
+    """Distinct story paragraphs for chapter `n`: its first words are 'Story of part n'."""
+    return "".join(
+        f"<p>Story of part {n} line {i} {' '.join(['and so on'] * (words // 3))}.</p>"
+        for i in range(count)
+    )
+
+
+def no_toc_one_document(path: Path | str) -> tuple[Path, Expected]:
+    """One spine document holding a title page and twelve "CHAPTER I" headings, no TOC."""
+    body = (
+        "<h1>THE TEST BOOK</h1><p>BY TEST AUTHOR</p><p>LONDON: TEST HOUSE &amp; CO.</p>"
+        + "".join(f"<h2>CHAPTER {r}</h2>{_story(n)}" for n, r in enumerate(ROMAN, start=1))
+    )
+    doc = Doc("The Test Book", body, "book.xhtml", heading=False)
+    expected = [(f"CHAPTER {r}", f"Story of part {n} line 0") for n, r in enumerate(ROMAN, 1)]
+    return build_epub(path, [doc], title="The Test Book", toc="none"), expected
+
+
+def no_toc_few_files(path: Path | str) -> tuple[Path, Expected]:
+    """Three files of four chapters each, headed by plain paragraphs ("Chapter 1"), no TOC."""
+    docs = [
+        Doc(
+            "",
+            "".join(f"<p>Chapter {n}</p>{_story(n)}" for n in range(4 * f + 1, 4 * f + 5)),
+            f"part{f}.xhtml",
+            heading=False,
+        )
+        for f in range(3)
+    ]
+    expected = [(f"Chapter {n}", f"Story of part {n} line 0") for n in range(1, 13)]
+    return build_epub(path, docs, toc="none"), expected
+
+
+def credit_line_first(path: Path | str) -> tuple[Path, Expected]:
+    """A Project Gutenberg book whose text opens with a "Produced by" credit line."""
+    docs = [
+        Doc(
+            "",
+            "<p>Produced by Test Volunteer, Other Helper and the Online Distributed "
+            "Proofreading Team (this file was made from images generously made available "
+            "by a test library).</p>",
+            "credit.xhtml",
+            heading=False,
+            in_toc=False,
+        ),
+        *(Doc(f"CHAPTER {r}", _story(n)) for n, r in enumerate(ROMAN[:4], start=1)),
+    ]
+    expected = [(f"CHAPTER {r}", f"Story of part {n} line 0") for n, r in enumerate(ROMAN[:4], 1)]
+    return build_epub(path, docs, gutenberg=True), expected
+
+
+def broken_nesting(path: Path | str) -> tuple[Path, Expected]:
+    """Two books of three chapters ("CHAPTER I" in each), the second book's entry wrongly
+    nested under the first, as a long novel's NCX had it."""
+    docs: list[Doc] = []
+    expected: Expected = []
+    children: list[TocEntry] = []
+    for b, book in enumerate(("BOOK ONE: 1805", "BOOK TWO: 1806")):
+        docs.append(Doc(book, "", f"book{b}.xhtml"))
+        children.append((book, f"book{b}.xhtml"))
+        for c, r in enumerate(ROMAN[:3]):
+            n = 3 * b + c + 1
+            docs.append(Doc(f"CHAPTER {r}", _story(n), f"b{b}c{c}.xhtml"))
+            children.append((f"CHAPTER {r}", f"b{b}c{c}.xhtml"))
+            expected.append((f"{book} \u2014 CHAPTER {r}", f"Story of part {n} line 0"))
+    toc: list[TocEntry] = [(children[0][0], children[0][1], children[1:])]
+    return build_epub(path, docs, toc=toc), expected
+
+
+def spanish_front_matter(path: Path | str) -> tuple[Path, Expected]:
+    """A Spanish classic's legal front matter (tasa, erratas, privilegio, aprobación) and
+    dedication before a prologue and its chapters."""
+    legal = "<p>Yo, Juan Gallo de Andrada, escribano de Cámara del Rey nuestro señor, doy fe.</p>"
+    docs = [
+        Doc("Tasa", legal * 3),
+        Doc("Testimonio de las erratas", legal),
+        Doc("El Rey", legal * 6),
+        Doc("Aprobación", legal * 2),
+        Doc(
+            "Al Duque de Béjar",
+            "<p>En fe del buen acogimiento y honra que hace Vuestra Excelencia a toda suerte "
+            "de libros, he determinado de sacar a luz.</p>",
+        ),
+        Doc("Prólogo", _story(0)),
+        *(Doc(f"Capítulo {r}", _story(n)) for n, r in enumerate(ROMAN[:3], start=1)),
+    ]
+    expected = [("Prólogo", "Story of part 0 line 0")] + [
+        (f"Capítulo {r}", f"Story of part {n} line 0") for n, r in enumerate(ROMAN[:3], 1)
+    ]
+    return build_epub(path, docs, language="es", title="Libro de prueba"), expected
+
+
+def imprint_page(path: Path | str) -> tuple[Path, Expected]:
+    """A publisher's imprint page as its own file after the title page, no TOC."""
+    docs = [
+        Doc("", "<h1>THE TEST BOOK</h1><p>BY TEST AUTHOR</p>", "title.xhtml", heading=False),
+        Doc(
+            "",
+            "<h2>MACMILLAN AND CO., LIMITED</h2><p>LONDON · BOMBAY · CALCUTTA</p><p>1911</p>",
+            "p002.xhtml",
+            heading=False,
+        ),
+        *(Doc(f"CHAPTER {r}", _story(n)) for n, r in enumerate(ROMAN[:3], start=1)),
+    ]
+    expected = [(f"CHAPTER {r}", f"Story of part {n} line 0") for n, r in enumerate(ROMAN[:3], 1)]
+    return build_epub(path, docs, title="The Test Book", toc="none"), expected
+
+
+KNOWN_CHAPTERS = {
+    "no TOC, one document": no_toc_one_document,
+    "no TOC, 3 files, <p> headings": no_toc_few_files,
+    "'Produced by' credit line": credit_line_first,
+    "broken TOC nesting": broken_nesting,
+    "Spanish legal front matter": spanish_front_matter,
+    "publisher's imprint page": imprint_page,
+}
