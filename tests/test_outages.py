@@ -129,6 +129,6 @@ def test_a_plain_rerun_retries_what_failed_for_a_passing_reason(tmp_path: Path) 
         third = start_run(tmp_path, server.port, "--max-attempts", "1", "--chapters", "1-3")
         _out, err = third.communicate(timeout=120)
         assert third.returncode == 1, err
-        assert f"chapter {failed[0]} failed in an earlier run (HTTP 403" in err
+        assert f"chapter {failed[0]} failed in an earlier run (HTTP 403 from 127.0.0.1:" in err
         assert "--retry-failed tries again" in err
         assert not server.requests  # nothing was sent for it

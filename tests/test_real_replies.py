@@ -5,8 +5,6 @@ come through, the folder must stay usable."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,8 @@ import pytest
 from imaginize.book import read_book
 from tests.fake_openai import FakeOpenAI
 from tests.replies import paraphrasing, reply_json
-from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+from tests.test_cli import SAMPLE
+from tests.test_cli import imaginize as run
 
 SHAPES = json.loads((Path(__file__).parent / "data" / "reply_shapes.json").read_text())["shapes"]
 
@@ -58,17 +57,6 @@ def shaped(name: str) -> Any:
         return {"kind": "reply", "content": shape["wrap"].replace("{answer}", answer)}
 
     return respond
-
-
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "imaginize", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=CLEAN_ENV,
-        cwd=ROOT,
-    )
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

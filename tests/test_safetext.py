@@ -292,7 +292,7 @@ def test_a_quoted_key_is_in_no_output_and_no_file(fake_openai: FakeOpenAI, tmp_p
     assert "(key: ***" in run.stderr  # the reason is shown, the key is not
     table = imaginize("status", book, "-o", out)
     as_json = imaginize("status", book, "-o", out, "--json")
-    assert json.loads(as_json.stdout)["chapters"][0]["error"].startswith("HTTP 400: Invalid")
+    assert json.loads(as_json.stdout)["chapters"][0]["error"].startswith("HTTP 400 from ")
     texts = {
         "run stdout": run.stdout,
         "run stderr": run.stderr,

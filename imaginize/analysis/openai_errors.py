@@ -32,13 +32,19 @@ class StatusError(ProviderError):
         super().__init__(message, **kwargs)
 
 
-def status_error(exc: openai.APIStatusError) -> StatusError:
+def status_error(exc: openai.APIStatusError, server: str = "") -> StatusError:
+    """The answer as our error; `server` (host:port) is named in it when given."""
     status = exc.status_code
     retryable = status in _RETRYABLE_STATUS or status >= 500
     wait = retry_after_seconds(exc.response.headers) if retryable else None
     reason = detail(exc) + _context_size(exc)
+    where = f" from {server}" if server else ""
     return StatusError(
-        f"HTTP {status}: {reason}", status, _code(exc), retryable=retryable, retry_after=wait
+        f"HTTP {status}{where}: {reason}",
+        status,
+        _code(exc),
+        retryable=retryable,
+        retry_after=wait,
     )
 
 
@@ -97,7 +103,7 @@ def translated(pacer: Pacer | None) -> Iterator[None]:
     except openai.AuthenticationError as exc:
         raise AuthenticationError(f"the API key was refused (401): {detail(exc)}") from None
     except openai.APIStatusError as exc:
-        problem = status_error(exc)
+        problem = status_error(exc, pacer.server if pacer else "")
         wait = problem.retry_after
         if pacer and (exc.status_code == 429 or (wait is not None and wait > pacer.max_wait)):
             if problem.retry_after is None:
