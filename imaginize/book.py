@@ -6,7 +6,8 @@ Reading happens in three steps:
 2. ebooklib loads the (repaired) package: spine, items, TOC; a broken nav or NCX is retried
    without it, because the text never depends on navigation;
 3. the linear spine documents are parsed once (`xhtml.extract`) and cut into segments at TOC
-   entries (or at file starts), then front/back matter and boilerplate are dropped.
+   entries (or at file starts), then front/back matter and boilerplate are dropped, and what
+   no TOC entry names a chapter of is cut further at its in-text chapter headings.
 
 Memory is bounded by `ReadLimits`: only the members that carry text or structure are ever
 decompressed (ebooklib gets empty stand-ins for images, fonts and styles, and for the content
@@ -703,14 +704,22 @@ def _documents(ebook: epub.EpubBook, pkg: _Package, anchors: dict[str, set[str]]
 
 
 _Cut = tuple[int, int, _Entry | None]  # (document index, block index, TOC entry)
+# A TOC label naming a part of the book rather than a chapter: "BOOK ONE: 1805", "Part II",
+# "First Epilogue", "Primera parte", "Erster Teil".
+_PART = re.compile(
+    r"((first|second|third|fourth|fifth|primera|segunda|tercera|erster|zweiter|dritter|"
+    r"premi[eè]re|deuxi[eè]me|the)\s+)?(book|part|volume|vol\.|tome|livre|libro|parte|"
+    r"teil|buch|band|tomo|epilogue)\b",
+    re.IGNORECASE,
+)
 
 
 def _resolve(entries: list[_Entry], docs: list[_Doc], notes: list[str]) -> list[_Cut]:
     """TOC entries as positions in reading order; ones pointing nowhere are left out."""
     index = {doc.href: i for i, doc in enumerate(docs)}
-    cuts: dict[tuple[int, int], _Entry] = {}
+    placed: list[tuple[int, int, int, _Entry]] = []
     missing = 0
-    for entry in entries:
+    for n, entry in enumerate(entries):
         d = index.get(entry.href)
         if d is None:  # non-linear, missing or not a document
             continue
@@ -718,6 +727,16 @@ def _resolve(entries: list[_Entry], docs: list[_Doc], notes: list[str]) -> list[
         if b is None:
             missing += 1
             continue
+        placed.append((d, b, n, entry))
+    cuts: dict[tuple[int, int], _Entry] = {}
+    section = ""
+    for d, b, _, entry in sorted(placed, key=lambda p: p[:3]):
+        if not entry.leaf or _PART.match(entry.label):
+            section = entry.label
+        elif entry.parent and section:
+            # A nested entry belongs to the section read last, whatever the nesting says: a
+            # broken NCX can put every chapter of a long novel under its first part.
+            entry = replace(entry, parent=section)
         # Several entries at one spot (a section and its first chapter): the leaf names it.
         if (d, b) not in cuts or (entry.leaf and not cuts[(d, b)].leaf):
             cuts[(d, b)] = entry
@@ -795,13 +814,60 @@ def _parts(seg: Segment, notes: list[str]) -> list[Segment]:
     return [replace(seg, blocks=run) for run in runs]
 
 
+def _drop_reason(seg: Segment, book_title: str, front: bool) -> str | None:
+    """Why `seg` is not story; `front`: no chapter came before it."""
+    why = xhtml.drop_reason(seg, book_title)
+    return xhtml.front_reason(seg) if why is None and front else why
+
+
+def _skipped(seg: Segment, why: str, notes: list[str]) -> None:
+    chars = sum(len(b.text) for b in seg.blocks)
+    if chars >= xhtml.SMALL:
+        # Front matter is short: this much text left out may be story misjudged.
+        notes.append(f"{seg.source} ({chars:,} characters) skipped as not story: {why}")
+
+
+def _split(kept: list[Segment], book_title: str, notes: list[str]) -> list[Segment]:
+    """Chapters cut further at their in-text chapter headings, for books without a usable
+    TOC: a segment without a TOC label holding two or more headings (or one after front
+    matter), or a large one whose label is not a chapter's ("Part One", the book's title)."""
+    out: list[Segment] = []
+    for seg in kept:
+        if seg.label and (
+            xhtml.chapter_heading(seg.label) or sum(len(b.text) for b in seg.blocks) < xhtml.SMALL
+        ):
+            out.append(seg)
+            continue
+        parts = xhtml.split_at_headings(seg, least=1 if not seg.label else 2)
+        # One heading: a cut only where what comes before it is no story.
+        if (
+            len(parts) == 2
+            and parts[0].label == seg.label
+            and _drop_reason(parts[0], book_title, not out) is None
+        ):
+            parts = [seg]
+        if len(parts) == 1:
+            out.append(seg)
+            continue
+        for part in parts:
+            why = _drop_reason(part, book_title, not out)
+            if why is None:
+                out.append(part)
+            else:
+                _skipped(part, why, notes)
+    return out
+
+
 def _chapters(pieces: list[Segment], book_title: str, notes: list[str]) -> list[Chapter]:
     xhtml.strip_gutenberg(pieces)
     kept: list[Segment] = []
     joined = False  # whether the previous piece was kept, so a continuation joins it
     for seg in pieces:
         seg.blocks = xhtml.story_blocks(seg.blocks)
-        why = xhtml.drop_reason(seg, book_title)
+        if not kept:
+            # Before the first chapter: a transcription's credit line is not the book's text.
+            seg.blocks = xhtml.drop_credits(seg.blocks)
+        why = _drop_reason(seg, book_title, not kept)
         if seg.continues and joined and why in (None, xhtml.NO_TEXT):
             kept[-1].blocks.extend(seg.blocks)
         elif why is None:
@@ -809,10 +875,8 @@ def _chapters(pieces: list[Segment], book_title: str, notes: list[str]) -> list[
             joined = True
         else:
             joined = False
-            chars = sum(len(b.text) for b in seg.blocks)
-            if chars >= xhtml.SMALL:
-                # Front matter is short: this much text left out may be story misjudged.
-                notes.append(f"{seg.source} ({chars:,} characters) skipped as not story: {why}")
+            _skipped(seg, why, notes)
+    kept = _split(kept, book_title, notes)
     # A label repeated across sections ("Chapter I" in every part) gets the section's name.
     labels = Counter(seg.label for seg in kept)
     chapters: list[Chapter] = []

@@ -13,7 +13,7 @@ import html.entities
 import itertools
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lxml import etree
 from lxml import html as lxml_html
@@ -454,6 +454,60 @@ _PG_END = re.compile(
 _MARKER_MAX = 400  # markers are short lines; a long paragraph quoting one is text
 _TOKENS = re.compile(r"\w+")
 
+# Front matter only before the first chapter, where a title says so: a Spanish (or French,
+# German) edition's legal pages, dedications to a patron, notes about the transcription.
+_FRONT_LEGAL = re.compile(
+    r"tasa|(testimonio de las |fe de )?erratas|(aprobaci[oó]n|privilegio|licencia|censura|"
+    r"dedicatoria|approbation|privil[eè]ge|widmung|impressum)e?s?\b.*|el rey|"
+    r"(suma del )?privilegio.*|imprimatur|nihil obstat|legal notice|disclaimer|"
+    r"(transcriber|publisher|editor)( s|s)? notes?|"
+    r"(a|al|a la|to|to the|à|an|an den)\s+(duque|duquesa|conde|condesa|marqu[eé]s|rey|reina|"
+    r"pr[ií]ncipe|excelent[ií]sim[oa]|ilustr[ií]sim[oa]|duke|duchess|earl|lord|lady|count|"
+    r"countess|right honou?rable|herzog|graf|fürst)\b.*"
+)
+# A credit for the transcription ("Produced by ... and the Online Distributed Proofreading
+# Team"), which older Project Gutenberg books put after the START marker, as text.
+_CREDIT = re.compile(
+    r"(this (e-?book|e-?text|file|edition) (was|has been|is) )?(e-?text )?"
+    r"(produced|prepared|transcribed|digiti[sz]ed|scanned|proof-?read|created|converted|"
+    r"html version)\b.{0,300}?\bby\b",
+    re.IGNORECASE,
+)
+_CREDIT_MAX = 600
+# A publisher's imprint: "MACMILLAN AND CO., LIMITED", "KURT WOLFF VERLAG", "Printed by".
+# Case matters: "Press on" in a short poem is no imprint, "The Riverside Press" is.
+_IMPRINT = re.compile(
+    r"(\b(Co|CO|Ltd|LTD)\.|\b(Company|COMPANY|Limited|LIMITED|Publishers?|PUBLISHERS?|"
+    r"Publishing|PUBLISHING|Verlag|VERLAG|Editorial|EDITORIAL|[ÉE]ditions?|[ÉE]DITIONS?|"
+    r"Editore|EDITORE|Imprenta|IMPRENTA|Librer[ií]a|LIBRER[IÍ]A|& Sons|& SONS)\b|"
+    r"\b[A-Z][\w.]* (Press|PRESS)\b|\b(Printed|PRINTED) (in|by|for|IN|BY|FOR)\b|"
+    r"\bGedruckt\b|\bDruck von\b)"
+)
+# In-text chapter headings. A keyword and a number: "CHAPTER I.", "Chapter 12: Title",
+# "Capítulo primero", "Kapitel 3", "Chapter the First", "Erstes Kapitel", "Letter 4".
+_NUMBER = (
+    r"([ivxlcdm]+|\d{1,4}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|"
+    r"fifty|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|"
+    r"twelfth|last|final|primero|segundo|tercero|cuarto|quinto|sexto|s[eé]ptimo|octavo|"
+    r"noveno|d[eé]cimo|und[eé]cimo|duod[eé]cimo|[uú]ltimo|premier|deuxi[eè]me|troisi[eè]me|"
+    r"primo|secondo|terzo|erstes|zweites|drittes|viertes|f[uü]nftes|letztes)"
+)
+_CHAPTER_WORD = (
+    r"(chapter|chap\.|chapitre|cap[ií]tulo|cap\.|capitolo|kapitel|hoofdstuk|rozdzia[łl]|"
+    r"глава|letter|lettre|carta|brief)"
+)
+_KEYWORD = rf"({_CHAPTER_WORD}\s+(the\s+)?{_NUMBER}|{_NUMBER}\s+{_CHAPTER_WORD})"
+# In a paragraph the number must end the line or a punctuation mark follow ("Chapter I was
+# ..." is prose); in a heading element a title may follow after a space.
+_KEYWORD_LINE = re.compile(
+    _KEYWORD + r"(\s*[.:\-\u2013\u2014)]\s*(\S.*)?)?", re.IGNORECASE | re.DOTALL
+)
+_KEYWORD_HEADING = re.compile(_KEYWORD + r"(\W.*)?", re.IGNORECASE | re.DOTALL)
+_ROMAN = re.compile(r"(?=[IVXLC])(X{0,3}|XL|L|LX{0,3}|XC)(IX|IV|V?I{0,3})\.?")
+_NUMBERED_TITLE = re.compile(r"([IVXLC]+|\d{1,3})\.\s+\S.{0,100}")
+_HEADING_MAX = 200  # characters: a heading, however long its title, is not a paragraph
+
 
 @dataclass
 class Segment:
@@ -528,6 +582,9 @@ def drop_reason(seg: Segment, book_title: str) -> str | None:
         return f"title {label!r}"
     if sum(b.link_chars for b in seg.blocks) * 2 > chars:
         return "mostly links (a table of contents)"
+    headings = sum(1 for b in seg.blocks if chapter_heading(b.text, b.heading))
+    if len(seg.blocks) >= 3 and headings * 5 >= len(seg.blocks) * 3 and small:
+        return "a list of chapter headings (a table of contents)"
     # A title page: a few short lines (title, author, publisher) under the book's title.
     title = tokens(book_title)
     if (
@@ -542,6 +599,81 @@ def drop_reason(seg: Segment, book_title: str) -> str | None:
     if text.count("Project Gutenberg") >= 3 and re.search(r"licen[cs]e", text, re.IGNORECASE):
         return "Project Gutenberg licence"
     return None
+
+
+def front_reason(seg: Segment) -> str | None:
+    """Why a segment before the first chapter is front matter that only there is: legal
+    pages and dedications by their title, a publisher's imprint page."""
+    chars = sum(len(b.text) for b in seg.blocks)
+    if chars >= SMALL:
+        return None
+    label = seg.label or next((b.text for b in seg.blocks if b.heading), "")
+    if _FRONT_LEGAL.fullmatch(" ".join(tokens(label))):
+        return f"front matter {label!r}"
+    if (
+        chars < 1000
+        and all(len(b.text.split()) <= 12 for b in seg.blocks)
+        and any(_IMPRINT.search(b.text) for b in seg.blocks)
+    ):
+        return "a publisher's imprint"
+    return None
+
+
+def drop_credits(blocks: list[Block]) -> list[Block]:
+    """`blocks` without transcription credit lines among their first few."""
+    return [
+        b
+        for k, b in enumerate(blocks)
+        if k >= 5 or len(b.text) > _CREDIT_MAX or not _CREDIT.match(b.text)
+    ]
+
+
+def chapter_heading(text: str, heading: bool = True) -> bool:
+    """Whether a line of text is a chapter heading: a chapter keyword and a number (any
+    block), a bare roman numeral (any block), or a numbered title "IV. The Storm" (a heading
+    element only)."""
+    text = text.strip()
+    if not text or len(text) > _HEADING_MAX:
+        return False
+    if _KEYWORD_LINE.fullmatch(text) or _ROMAN.fullmatch(text):
+        return True
+    return heading and bool(
+        _KEYWORD_HEADING.fullmatch(text)
+        or text.rstrip(".").isdigit()
+        or _NUMBERED_TITLE.fullmatch(text)
+    )
+
+
+def split_at_headings(seg: Segment, least: int = 2) -> list[Segment]:
+    """`seg` cut before each in-text chapter heading, when it holds at least `least` of
+    them; the text before the first (a title page, say) stays a piece with `seg`'s label.
+
+    Each new piece is labelled with its heading (and a heading subtitle right after it), so
+    a label repeated across parts is told apart as TOC labels are; its parent is `seg`'s
+    label, the part around it, unless that is a chapter name itself."""
+    starts = [k for k, b in enumerate(seg.blocks) if chapter_heading(b.text, b.heading)]
+    # Heading runs (a contents page, "CHAPTER I." then a numbered subtitle) cut once.
+    starts = [k for n, k in enumerate(starts) if n == 0 or starts[n - 1] != k - 1]
+    if len(starts) < least:
+        return [seg]
+    parent = seg.label if seg.label and not chapter_heading(seg.label) else seg.parent
+    pieces = [replace(seg, blocks=seg.blocks[: starts[0]])] if starts[0] else []
+    for n, start in enumerate(starts):
+        blocks = list(seg.blocks[start : starts[n + 1] if n + 1 < len(starts) else None])
+        blocks[0] = replace(blocks[0], heading=True)
+        lead = [blocks[0].text]
+        while len(lead) < len(blocks) - 1 and len(lead) < 3 and blocks[len(lead)].heading:
+            lead.append(blocks[len(lead)].text)
+        pieces.append(
+            Segment(
+                blocks,
+                label=shorten(join_headings(lead)),
+                parent=parent,
+                source=seg.source,
+                at_file_start=seg.at_file_start and start == 0,
+            )
+        )
+    return pieces
 
 
 def title_and_text(seg: Segment) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import random
 import subprocess
 import sys
@@ -27,8 +28,11 @@ from imaginize.errors import BookError, ConfigError
 from imaginize.model import Book
 from tests.epubs import (
     JPEG_MAGIC,
+    KNOWN_CHAPTERS,
     PNG,
+    ROMAN,
     Doc,
+    Expected,
     build_epub,
     declare_size,
     edit_member,
@@ -36,6 +40,7 @@ from tests.epubs import (
     opf_name,
     paragraphs,
     rewrite_zip,
+    without_toc,
     write_zip,
 )
 
@@ -843,3 +848,122 @@ def test_corpus_nav_without_toc_is_recovered() -> None:
 )
 def test_corpus_bad_input(name: str, expected: str) -> None:
     assert expected in reason(CORPUS / name)
+
+
+# ---------------------------------------------------------------------------- chapter lists
+# Exact chapter lists (title, first words) against gold built by reading the books
+# (tests/data/gold/chapters) and against synthetic books reproducing issue 11's failures.
+
+GOLD = ROOT / "tests" / "data" / "gold" / "chapters"
+
+
+def chapter_list(book: Book, expected: Expected) -> list[tuple[str, str]]:
+    """Each chapter's title and as many of its first words as the expected entry has."""
+    words = [len(start.split()) for _, start in expected]
+    words += [8] * (len(book.chapters) - len(words))  # extra chapters: enough words to show
+    return [
+        (c.title, " ".join(c.text.split()[:n])) for c, n in zip(book.chapters, words, strict=False)
+    ]
+
+
+def gold(name: str) -> tuple[Path, Expected]:
+    data = json.loads((GOLD / f"{name}.json").read_text(encoding="utf-8"))
+    return CORPUS / data["book"], [(c["title"], c["starts"]) for c in data["chapters"]]
+
+
+GOLD_BOOKS = sorted(p.stem for p in GOLD.glob("*.json"))
+
+
+def test_gold_files_cover_the_four_books() -> None:
+    assert len(GOLD_BOOKS) >= 4
+    for name in GOLD_BOOKS:
+        _, expected = gold(name)
+        assert expected and all(title and 3 <= len(start.split()) <= 8 for title, start in expected)
+
+
+@corpus
+@pytest.mark.parametrize("name", GOLD_BOOKS)
+def test_corpus_chapters_match_the_gold(name: str) -> None:
+    path, expected = gold(name)
+    assert chapter_list(read_book(path), expected) == expected
+
+
+@corpus
+@pytest.mark.parametrize("name", GOLD_BOOKS)
+def test_corpus_chapters_without_the_toc_come_from_the_text(name: str, tmp_path: Path) -> None:
+    # Die Verwandlung is one file: without its TOC it was one chapter, "DIE: VERWANDLUNG".
+    path, expected = gold(name)
+    book = read_book(without_toc(path, tmp_path / path.name))
+    assert chapter_list(book, expected) == expected
+
+
+@pytest.mark.parametrize("case", list(KNOWN_CHAPTERS))
+def test_known_chapters(case: str, tmp_path: Path) -> None:
+    """No TOC (12 in-text headings: 1 chapter before), a credit line, a broken TOC nesting,
+    a Spanish edition's legal pages, an imprint page: exactly the story's chapters."""
+    path, expected = KNOWN_CHAPTERS[case](tmp_path / "book.epub")
+    assert chapter_list(read_book(path), expected) == expected
+
+
+def test_no_toc_one_document_with_chapter_headings(tmp_path: Path) -> None:
+    path, _ = KNOWN_CHAPTERS["no TOC, one document"](tmp_path / "book.epub")
+    book = read_book(path)
+    assert titles(book) == [f"CHAPTER {r}" for r in ROMAN]
+    assert all(not c.text.startswith(("CHAPTER", "THE TEST BOOK")) for c in book.chapters)
+    assert "LONDON" not in book.chapters[0].text
+
+
+def test_heading_split_keeps_subtitles_and_parts(tmp_path: Path) -> None:
+    # A subtitle heading joins its chapter heading; "Chapter I" in two parts (one TOC entry
+    # each) is told apart by the part's name.
+    def part(n: int) -> str:
+        return "".join(
+            f"<h2>Chapter {r}</h2><h3>Title {r}</h3>{paragraphs(200, start=1000 * n)}"
+            for r in ("I", "II")
+        )
+
+    path = build_epub(tmp_path / "b.epub", [("Part One", part(1)), ("Part Two", part(2))])
+    assert titles(read_book(path)) == [
+        "Part One \u2014 Chapter I: Title I",
+        "Part One \u2014 Chapter II: Title II",
+        "Part Two \u2014 Chapter I: Title I",
+        "Part Two \u2014 Chapter II: Title II",
+    ]
+
+
+def test_chapters_named_by_the_toc_are_not_split_further(tmp_path: Path) -> None:
+    # A chapter with numbered sections (a letter's "I.", "II.") stays one chapter.
+    body = "".join(f"<p>{r}.</p>{paragraphs(80, start=n * 100)}" for n, r in enumerate(ROMAN[:3]))
+    path = build_epub(tmp_path / "b.epub", [("Chapter 1", body), ("Chapter 2", "<p>Then.</p>")])
+    assert titles(read_book(path)) == ["Chapter 1", "Chapter 2"]
+
+
+def test_prose_that_mentions_a_chapter_is_no_heading(tmp_path: Path) -> None:
+    body = "<p>Chapter I was the best of them all, he said.</p>" + paragraphs(3)
+    body += "<p>Chapter two of his life began in Paris.</p>" + paragraphs(3, start=5)
+    path = build_epub(tmp_path / "b.epub", [("", body)], toc="none")
+    assert len(read_book(path).chapters) == 1
+
+
+def test_front_matter_rules_apply_only_before_the_first_chapter(tmp_path: Path) -> None:
+    # "El Rey", a dedication-like title and a credit-like opening are story after chapter 1.
+    later = [
+        ("Uno", "<p>Empieza la historia.</p>"),
+        ("El Rey", "<p>El rey llegó al pueblo.</p>"),
+        ("Al Duque", "<p>Carta al duque, escrita por Sancho.</p>"),
+        ("Tres", "<p>Produced by the mill, the flour was sold by the sack.</p>"),
+    ]
+    path = build_epub(tmp_path / "b.epub", later, language="es")
+    book = read_book(path)
+    assert titles(book) == ["Uno", "El Rey", "Al Duque", "Tres"]
+    assert book.chapters[3].text.startswith("Produced by the mill")
+
+
+def test_plain_text_contents_page_is_dropped(tmp_path: Path) -> None:
+    contents = "".join(f"<p>CHAPTER {r}.</p>" for r in ROMAN[:4])
+    chapters = [Doc("Contents", contents, "contents-list.xhtml", heading=False, in_toc=False)]
+    chapters += [Doc(f"CHAPTER {r}.", paragraphs(5, start=n * 10)) for n, r in enumerate(ROMAN[:2])]
+    assert titles(read_book(build_epub(tmp_path / "b.epub", chapters))) == [
+        "CHAPTER I.",
+        "CHAPTER II.",
+    ]
