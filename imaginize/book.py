@@ -704,14 +704,6 @@ def _documents(ebook: epub.EpubBook, pkg: _Package, anchors: dict[str, set[str]]
 
 
 _Cut = tuple[int, int, _Entry | None]  # (document index, block index, TOC entry)
-# A TOC label naming a part of the book rather than a chapter: "BOOK ONE: 1805", "Part II",
-# "First Epilogue", "Primera parte", "Erster Teil".
-_PART = re.compile(
-    r"((first|second|third|fourth|fifth|primera|segunda|tercera|erster|zweiter|dritter|"
-    r"premi[eè]re|deuxi[eè]me|the)\s+)?(book|part|volume|vol\.|tome|livre|libro|parte|"
-    r"teil|buch|band|tomo|epilogue)\b",
-    re.IGNORECASE,
-)
 
 
 def _resolve(entries: list[_Entry], docs: list[_Doc], notes: list[str]) -> list[_Cut]:
@@ -731,7 +723,7 @@ def _resolve(entries: list[_Entry], docs: list[_Doc], notes: list[str]) -> list[
     cuts: dict[tuple[int, int], _Entry] = {}
     section = ""
     for d, b, _, entry in sorted(placed, key=lambda p: p[:3]):
-        if not entry.leaf or _PART.match(entry.label):
+        if not entry.leaf or xhtml.part_heading(entry.label):
             section = entry.label
         elif entry.parent and section:
             # A nested entry belongs to the section read last, whatever the nesting says: a

@@ -504,6 +504,25 @@ _KEYWORD_LINE = re.compile(
     _KEYWORD + r"(\s*[.:\-\u2013\u2014)]\s*(\S.*)?)?", re.IGNORECASE | re.DOTALL
 )
 _KEYWORD_HEADING = re.compile(_KEYWORD + r"(\W.*)?", re.IGNORECASE | re.DOTALL)
+# A part of the book rather than a chapter: "BOOK ONE: 1805", "Part II", "First Epilogue",
+# "Primera parte", "Erster Teil", "Volume 2".
+_ORDINAL = (
+    r"(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|final|primera|"
+    r"segunda|tercera|cuarta|quinta|erster|zweiter|dritter|vierter|f[uü]nfter|letzter|"
+    r"premi[eè]re|deuxi[eè]me|troisi[eè]me)"
+)
+_PART_WORD = r"(book|part|volume|vol\.|tome|livre|libro|parte|teil|buch|band|tomo)"
+_PART = re.compile(
+    rf"({_ORDINAL}\s+({_PART_WORD}|epilogue)|{_PART_WORD}\s+(the\s+)?{_NUMBER})(\W.*)?",
+    re.IGNORECASE | re.DOTALL,
+)
+# Named sections a book without a TOC is cut at too, when a heading element holds them.
+_NAMED = re.compile(
+    r"(prologue|prolog|epilogue|epilog|preface|introduction|foreword|afterword|conclusion|"
+    r"postscript|pr[oó]logo|ep[ií]logo|vorwort|nachwort|einleitung|pr[ée]face|avant-propos|"
+    r"[ée]pilogue)([.:\-\u2013\u2014]\s*\S.*)?\.?",
+    re.IGNORECASE | re.DOTALL,
+)
 _ROMAN = re.compile(r"(?=[IVXLC])(X{0,3}|XL|L|LX{0,3}|XC)(IX|IV|V?I{0,3})\.?")
 _NUMBERED_TITLE = re.compile(r"([IVXLC]+|\d{1,3})\.\s+\S.{0,100}")
 _HEADING_MAX = 200  # characters: a heading, however long its title, is not a paragraph
@@ -641,7 +660,24 @@ def chapter_heading(text: str, heading: bool = True) -> bool:
         _KEYWORD_HEADING.fullmatch(text)
         or text.rstrip(".").isdigit()
         or _NUMBERED_TITLE.fullmatch(text)
+        or _NAMED.fullmatch(text)
     )
+
+
+def part_heading(text: str) -> bool:
+    """Whether a heading or TOC label names a part of the book ("BOOK TWO: 1806")."""
+    text = text.strip()
+    return len(text) <= _HEADING_MAX and bool(_PART.fullmatch(text))
+
+
+def _part_tail(blocks: list[Block]) -> tuple[list[Block], str]:
+    """`blocks` without a trailing part heading ("BOOK TWO", "1806"), and its name."""
+    k = len(blocks)
+    while k > 0 and blocks[k - 1].heading:
+        k -= 1
+    if k == len(blocks) or not part_heading(blocks[k].text):
+        return blocks, ""
+    return blocks[:k], join_headings([b.text for b in blocks[k:]])
 
 
 def split_at_headings(seg: Segment, least: int = 2) -> list[Segment]:
@@ -657,10 +693,18 @@ def split_at_headings(seg: Segment, least: int = 2) -> list[Segment]:
     if len(starts) < least:
         return [seg]
     parent = seg.label if seg.label and not chapter_heading(seg.label) else seg.parent
-    pieces = [replace(seg, blocks=seg.blocks[: starts[0]])] if starts[0] else []
+    # A part heading ending a piece ("BOOK TWO" after book one's last chapter) names the part
+    # of the chapters after it.
+    head, part = _part_tail(seg.blocks[: starts[0]])
+    parent = part or parent
+    pieces = [replace(seg, blocks=head)] if head else []
     for n, start in enumerate(starts):
         blocks = list(seg.blocks[start : starts[n + 1] if n + 1 < len(starts) else None])
         blocks[0] = replace(blocks[0], heading=True)
+        blocks, part = _part_tail(blocks)
+        if not blocks:  # a heading-only piece whose headings were all the next part's name
+            parent = part or parent
+            continue
         lead = [blocks[0].text]
         while len(lead) < len(blocks) - 1 and len(lead) < 3 and blocks[len(lead)].heading:
             lead.append(blocks[len(lead)].text)
@@ -673,6 +717,7 @@ def split_at_headings(seg: Segment, least: int = 2) -> list[Segment]:
                 at_file_start=seg.at_file_start and start == 0,
             )
         )
+        parent = part or parent
     return pieces
 
 

@@ -350,6 +350,22 @@ def no_toc_one_document(path: Path | str) -> tuple[Path, Expected]:
     return build_epub(path, [doc], title="The Test Book", toc="none"), expected
 
 
+def no_toc_parts(path: Path | str) -> tuple[Path, Expected]:
+    """One document, no TOC: a prologue, two books of "CHAPTER I", "CHAPTER II", an epilogue."""
+    body = "<h1>THE TEST BOOK</h1><p>BY TEST AUTHOR</p><h2>PROLOGUE</h2>" + _story(0)
+    expected: Expected = [("PROLOGUE", "Story of part 0 line 0")]
+    for b, book in enumerate(("BOOK ONE", "BOOK TWO")):
+        body += f"<h1>{book}</h1>"
+        for c, r in enumerate(ROMAN[:2]):
+            n = 2 * b + c + 1
+            body += f"<h2>CHAPTER {r}</h2>{_story(n)}"
+            expected.append((f"{book} \u2014 CHAPTER {r}", f"Story of part {n} line 0"))
+    body += f"<h2>EPILOGUE</h2>{_story(9)}"
+    expected.append(("EPILOGUE", "Story of part 9 line 0"))
+    doc = Doc("", body, "book.xhtml", heading=False)
+    return build_epub(path, [doc], title="The Test Book", toc="none"), expected
+
+
 def no_toc_few_files(path: Path | str) -> tuple[Path, Expected]:
     """Three files of four chapters each, headed by plain paragraphs ("Chapter 1"), no TOC."""
     docs = [
@@ -443,6 +459,7 @@ def imprint_page(path: Path | str) -> tuple[Path, Expected]:
 KNOWN_CHAPTERS = {
     "no TOC, one document": no_toc_one_document,
     "no TOC, 3 files, <p> headings": no_toc_few_files,
+    "no TOC, parts, prologue, epilogue": no_toc_parts,
     "'Produced by' credit line": credit_line_first,
     "broken TOC nesting": broken_nesting,
     "Spanish legal front matter": spanish_front_matter,
