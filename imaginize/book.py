@@ -725,9 +725,10 @@ def _resolve(entries: list[_Entry], docs: list[_Doc], notes: list[str]) -> list[
     for d, b, _, entry in sorted(placed, key=lambda p: p[:3]):
         if not entry.leaf or xhtml.part_heading(entry.label):
             section = entry.label
-        elif entry.parent and section:
-            # A nested entry belongs to the section read last, whatever the nesting says: a
-            # broken NCX can put every chapter of a long novel under its first part.
+        elif section:
+            # An entry belongs to the section read last, whatever the nesting says: a broken
+            # NCX can put every chapter of a long novel under its first part, a flat one
+            # lists "Book Two" as the sibling of its chapters.
             entry = replace(entry, parent=section)
         # Several entries at one spot (a section and its first chapter): the leaf names it.
         if (d, b) not in cuts or (entry.leaf and not cuts[(d, b)].leaf):
@@ -854,19 +855,25 @@ def _chapters(pieces: list[Segment], book_title: str, notes: list[str]) -> list[
     xhtml.strip_gutenberg(pieces)
     kept: list[Segment] = []
     joined = False  # whether the previous piece was kept, so a continuation joins it
+    # Before the first chapter, or after a part's title ("Segunda parte"): where a part's own
+    # front matter (its tasa, aprobaciones, dedication) sits.
+    front = True
     for seg in pieces:
         seg.blocks = xhtml.story_blocks(seg.blocks)
         if not kept:
             # Before the first chapter: a transcription's credit line is not the book's text.
             seg.blocks = xhtml.drop_credits(seg.blocks)
-        why = _drop_reason(seg, book_title, not kept)
+        why = _drop_reason(seg, book_title, front)
+        name = seg.label or next((b.text for b in seg.blocks if b.heading), "")
         if seg.continues and joined and why in (None, xhtml.NO_TEXT):
             kept[-1].blocks.extend(seg.blocks)
         elif why is None:
             kept.append(seg)
             joined = True
+            front = xhtml.part_heading(name)
         else:
             joined = False
+            front = front or xhtml.part_heading(name)
             _skipped(seg, why, notes)
     kept = _split(kept, book_title, notes)
     # A label repeated across sections ("Chapter I" in every part) gets the section's name.

@@ -440,6 +440,30 @@ def spanish_front_matter(path: Path | str) -> tuple[Path, Expected]:
     return build_epub(path, docs, language="es", title="Libro de prueba"), expected
 
 
+def spanish_two_parts(path: Path | str) -> tuple[Path, Expected]:
+    """Both parts of a Spanish classic, each with its own legal pages, dedication and
+    prologue, and chapters named alike in both; a flat TOC."""
+    legal = "<p>Yo, Juan Gallo de Andrada, escribano de Cámara del Rey nuestro señor, doy fe.</p>"
+    docs: list[Doc] = []
+    expected: Expected = []
+    for p, part in enumerate(("Primera parte", "Segunda parte")):
+        docs += [
+            Doc(part, ""),
+            Doc("Tasa", legal * 2),
+            Doc("Fe de erratas", legal),
+            Doc("Aprobación", legal * 3),
+            Doc("Dedicatoria al conde de Lemos", legal),
+            Doc("Prólogo al lector", _story(10 * p)),
+        ]
+        # Labels repeated across the parts are told apart by the part's name.
+        expected.append((f"{part} \u2014 Prólogo al lector", f"Story of part {10 * p} line 0"))
+        for c, r in enumerate(ROMAN[:2]):
+            n = 10 * p + c + 1
+            docs.append(Doc(f"Capítulo {r}", _story(n)))
+            expected.append((f"{part} \u2014 Capítulo {r}", f"Story of part {n} line 0"))
+    return build_epub(path, docs, language="es", title="Libro de prueba"), expected
+
+
 def imprint_page(path: Path | str) -> tuple[Path, Expected]:
     """A publisher's imprint page as its own file after the title page, no TOC."""
     docs = [
@@ -463,5 +487,6 @@ KNOWN_CHAPTERS = {
     "'Produced by' credit line": credit_line_first,
     "broken TOC nesting": broken_nesting,
     "Spanish legal front matter": spanish_front_matter,
+    "Spanish, two parts with legal pages each": spanish_two_parts,
     "publisher's imprint page": imprint_page,
 }
