@@ -20,6 +20,7 @@ a ZIP's headers can lie. A book beyond them is refused (`BookError` naming the m
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import posixpath
 import re
@@ -858,32 +859,45 @@ def _chapters(pieces: list[Segment], book_title: str, notes: list[str]) -> list[
     # Before the first chapter, or after a part's title ("Segunda parte"): where a part's own
     # front matter (its tasa, aprobaciones, dedication) sits.
     front = True
+    # The part the text itself names last (a part-title page, a part heading opening a
+    # chapter), for chapters the TOC does not place in a part, or in the wrong one; it holds
+    # until the TOC's own section changes.
+    section, toc_section = "", ""
     for seg in pieces:
         seg.blocks = xhtml.story_blocks(seg.blocks)
         if not kept:
             # Before the first chapter: a transcription's credit line is not the book's text.
             seg.blocks = xhtml.drop_credits(seg.blocks)
+        if not seg.continues and seg.parent != toc_section:
+            section, toc_section = "", seg.parent
         why = _drop_reason(seg, book_title, front)
-        name = seg.label or next((b.text for b in seg.blocks if b.heading), "")
+        lead = [b.text for b in itertools.takewhile(lambda b: b.heading, seg.blocks[:3])]
+        name = seg.label or xhtml.join_headings(lead)
         if seg.continues and joined and why in (None, xhtml.NO_TEXT):
             kept[-1].blocks.extend(seg.blocks)
         elif why is None:
+            part, count = xhtml.leading_part(seg)
+            if count:
+                seg.blocks = seg.blocks[count:]
+            section = part or (name if xhtml.part_heading(name) else section)
+            seg.parent = section or seg.parent
             kept.append(seg)
             joined = True
             front = xhtml.part_heading(name)
         else:
             joined = False
-            front = front or xhtml.part_heading(name)
+            if xhtml.part_heading(name):
+                front, section = True, name
             _skipped(seg, why, notes)
     kept = _split(kept, book_title, notes)
-    # A label repeated across sections ("Chapter I" in every part) gets the section's name.
-    labels = Counter(seg.label for seg in kept)
+    split = [_parts(seg, notes) for seg in kept]
+    heads = [xhtml.title_and_text(parts[0]) for parts in split]
+    # A title repeated across sections ("Chapter I" in every part) gets the section's name.
+    repeated = Counter(title for title, _ in heads)
     chapters: list[Chapter] = []
-    for seg in kept:
-        parts = _parts(seg, notes)
+    for seg, parts, (title, text) in zip(kept, split, heads, strict=True):
         number = len(chapters) + 1
-        title, text = xhtml.title_and_text(parts[0])
-        if labels[seg.label] > 1 and seg.label and seg.parent:
+        if repeated[title] > 1 and title and seg.parent:
             title = xhtml.shorten(f"{seg.parent} \u2014 {title}")
         title = title or f"Chapter {number}"
         if len(parts) == 1:

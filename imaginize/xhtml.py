@@ -670,6 +670,22 @@ def part_heading(text: str) -> bool:
     return len(text) <= _HEADING_MAX and bool(_PART.fullmatch(text))
 
 
+def leading_part(seg: Segment) -> tuple[str, int]:
+    """The name of a part heading opening `seg` ("BOOK TWO", "1806") that is not its own
+    label, and how many blocks it takes; ("", 0) when there is none."""
+    wanted = tokens(seg.label)
+    k = 0
+    while (
+        k < len(seg.blocks) - 1
+        and seg.blocks[k].heading
+        and (k > 0 or part_heading(seg.blocks[k].text))
+        and not (k > 0 and chapter_heading(seg.blocks[k].text))
+        and not (wanted and contains(wanted, tokens(seg.blocks[k].text)))
+    ):
+        k += 1
+    return join_headings([b.text for b in seg.blocks[:k]]), k
+
+
 def _part_tail(blocks: list[Block]) -> tuple[list[Block], str]:
     """`blocks` without a trailing part heading ("BOOK TWO", "1806"), and its name."""
     k = len(blocks)

@@ -440,6 +440,34 @@ def spanish_front_matter(path: Path | str) -> tuple[Path, Expected]:
     return build_epub(path, docs, language="es", title="Libro de prueba"), expected
 
 
+def part_pages_no_toc(path: Path | str) -> tuple[Path, Expected]:
+    """Files, no TOC: a part-title page before each book's "CHAPTER I" and "CHAPTER II"."""
+    docs: list[Doc] = []
+    expected: Expected = []
+    for b, book in enumerate(("BOOK ONE", "BOOK TWO")):
+        docs.append(Doc("", f"<h1>{book}</h1>", f"part{b}.xhtml", heading=False))
+        for c, r in enumerate(ROMAN[:2]):
+            n = 2 * b + c + 1
+            docs.append(Doc(f"CHAPTER {r}", _story(n), f"b{b}c{c}.xhtml"))
+            expected.append((f"{book} \u2014 CHAPTER {r}", f"Story of part {n} line 0"))
+    return build_epub(path, docs, toc="none"), expected
+
+
+def part_headings_in_chapters(path: Path | str) -> tuple[Path, Expected]:
+    """A TOC of chapters only ("CHAPTER I" twice, flat); each book's name is a heading
+    opening its first chapter's file."""
+    docs: list[Doc] = []
+    expected: Expected = []
+    for b, book in enumerate(("BOOK ONE: 1805", "BOOK TWO: 1806")):
+        for c, r in enumerate(ROMAN[:2]):
+            n = 2 * b + c + 1
+            head = f"<h2>{book}</h2>" if c == 0 else ""
+            body = f"{head}<h3>CHAPTER {r}</h3>{_story(n)}"
+            docs.append(Doc(f"CHAPTER {r}", body, f"b{b}c{c}.xhtml", heading=False))
+            expected.append((f"{book} \u2014 CHAPTER {r}", f"Story of part {n} line 0"))
+    return build_epub(path, docs), expected
+
+
 def spanish_two_parts(path: Path | str) -> tuple[Path, Expected]:
     """Both parts of a Spanish classic, each with its own legal pages, dedication and
     prologue, and chapters named alike in both; a flat TOC."""
@@ -486,6 +514,8 @@ KNOWN_CHAPTERS = {
     "no TOC, parts, prologue, epilogue": no_toc_parts,
     "'Produced by' credit line": credit_line_first,
     "broken TOC nesting": broken_nesting,
+    "no TOC, part-title pages": part_pages_no_toc,
+    "TOC of chapters only, part headings in the text": part_headings_in_chapters,
     "Spanish legal front matter": spanish_front_matter,
     "Spanish, two parts with legal pages each": spanish_two_parts,
     "publisher's imprint page": imprint_page,
