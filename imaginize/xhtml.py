@@ -601,8 +601,8 @@ def drop_reason(seg: Segment, book_title: str) -> str | None:
         return f"title {label!r}"
     if sum(b.link_chars for b in seg.blocks) * 2 > chars:
         return "mostly links (a table of contents)"
-    headings = sum(1 for b in seg.blocks if chapter_heading(b.text, b.heading))
-    if len(seg.blocks) >= 3 and headings * 5 >= len(seg.blocks) * 3 and small:
+    headings = len({b.text for b in seg.blocks if chapter_heading(b.text, b.heading)})
+    if headings >= 3 and headings * 5 >= len(seg.blocks) * 3 and small:
         return "a list of chapter headings (a table of contents)"
     # A title page: a few short lines (title, author, publisher) under the book's title.
     title = tokens(book_title)
@@ -638,13 +638,29 @@ def front_reason(seg: Segment) -> str | None:
     return None
 
 
+def _credit(text: str) -> bool:
+    """A credit line: "Produced by" and the like, then names ("David Widger", "Judith Boss
+    and the Online Distributed Proofreading Team"), or words only credits use."""
+    match = _CREDIT.match(text) if len(text) <= _CREDIT_MAX else None
+    if match is None:
+        return False
+    if _CREDIT_WORDS.search(text):
+        return True
+    names = re.findall(r"[^\W\d_][\w'\u2019.-]*", text[match.end() :])
+    return bool(names) and all(w[0].isupper() or w in _NAME_JOINS for w in names)
+
+
+_CREDIT_WORDS = re.compile(
+    r"proofread|gutenberg|e-?text|e-?book|transcri|volunteer|scann|page images|"
+    r"internet archive|pgdp|html version|distributed",
+    re.IGNORECASE,
+)
+_NAME_JOINS = frozenset(("and", "the", "of", "de", "van", "von", "at", "&"))
+
+
 def drop_credits(blocks: list[Block]) -> list[Block]:
     """`blocks` without transcription credit lines among their first few."""
-    return [
-        b
-        for k, b in enumerate(blocks)
-        if k >= 5 or len(b.text) > _CREDIT_MAX or not _CREDIT.match(b.text)
-    ]
+    return [b for k, b in enumerate(blocks) if k >= 5 or not _credit(b.text)]
 
 
 def chapter_heading(text: str, heading: bool = True) -> bool:

@@ -967,3 +967,16 @@ def test_plain_text_contents_page_is_dropped(tmp_path: Path) -> None:
         "CHAPTER I.",
         "CHAPTER II.",
     ]
+
+
+def test_credit_line_opening_the_first_chapter_file_is_dropped(tmp_path: Path) -> None:
+    credit = "<p>Produced by Test Volunteer and the Online Distributed Proofreading Team.</p>"
+    chapters = [
+        ("CHAPTER I", credit + "<h1>CHAPTER I</h1><p>It began at sea.</p>"),
+        ("CHAPTER II", "<p>Produced by the mill, the flour was sold.</p>"),
+    ]
+    book = read_book(build_epub(tmp_path / "b.epub", chapters, gutenberg=True))
+    assert [c.text for c in book.chapters] == [
+        "It began at sea.",
+        "Produced by the mill, the flour was sold.",
+    ]
