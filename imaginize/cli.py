@@ -193,6 +193,21 @@ def cli() -> None:
 @click.option("--batch-delay", type=click.FloatRange(min=0), help="Seconds between batches.")
 @click.option("--rpm", type=click.FloatRange(min=0.1), help="Requests per minute, at most.")
 @click.option(
+    "--tpm",
+    type=click.FloatRange(min=1),
+    help="Tokens per minute, at most: each request reserves its prompt and output cap, and "
+    "gives back what the reply did not use.",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="IMAGINIZE_REDIS_URL",
+    metavar="URL",
+    help="Keep the shared pace in this Redis (redis://host:6379/0), so processes on every "
+    "machine using it share one budget per API key [env IMAGINIZE_REDIS_URL; needs "
+    "pip install 'imaginize[redis]'].",
+)
+@click.option(
     "--chapter-timeout",
     type=click.FloatRange(min=1),
     help="Seconds before a chapter is given up as timed out [default: 300, or two "
@@ -260,6 +275,8 @@ def run(
     batch_size: int | None,
     batch_delay: float | None,
     rpm: float | None,
+    tpm: float | None,
+    redis_url: str | None,
     chapter_timeout: float | None,
     max_wait: float,
     images: bool,
@@ -300,10 +317,13 @@ def run(
         lease=lease,
         heartbeat=heartbeat,
         lock_lifetime=lock_lifetime,
-        limits=limits_for(config, tier, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm),
+        limits=limits_for(
+            config, tier, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm, tpm=tpm
+        ),
         chapter_timeout=chapter_timeout,
         max_wait=max_wait,
         images=ImageOptions(image_model, image_size, image_quality) if images else None,
+        redis_url=_redis_url(redis_url, config.key_from),
     )
     single = len(books) == 1 and not books[0].is_dir()
     if estimate_only:
@@ -406,6 +426,18 @@ def _settings() -> config.Layered:
     """The settings `main` loaded (passed as the context object), else loaded now."""
     found = click.get_current_context().find_object(config.Layered)
     return found if found is not None else config.load()
+
+
+def _redis_url(url: str | None, key_from: str) -> str | None:
+    """The --redis URL, refused when this folder's settings file named it for a key from
+    elsewhere: that file must not choose where a user's key's usage is shared."""
+    origin = _origin("redis_url", "pace.redis_url")
+    if url and origin and origin.trust is config.Trust.PROJECT_FILE and key_from != origin.name:
+        raise ConfigError(
+            f"{origin.name}: refusing to share the pace of the API key from {key_from or 'none'} "
+            f"through redis_url set by this folder's settings file; give --redis to use it"
+        )
+    return url or None
 
 
 def _origin(param: str, key: str) -> config.Origin | None:

@@ -60,7 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rate.batch_size", "batch_size", int),
     Setting("rate.batch_delay", "batch_delay", float),
     Setting("rate.rpm", "rpm", float),
+    Setting("rate.tpm", "tpm", float, help="tokens per minute"),
     Setting("rate.max_wait", "max_wait", float, help="longest server pause waited out"),
+    Setting("pace.redis_url", "redis_url", str, "IMAGINIZE_REDIS_URL", help="shared pace"),
     Setting("coordination.lease", "lease", float),
     Setting("coordination.heartbeat", "heartbeat", float),
     Setting("coordination.lock_lifetime", "lock_lifetime", float),
@@ -255,6 +257,10 @@ EXAMPLE = """\
 # batch_delay = 2.0
 # rpm = 60                 # requests per minute for the whole book
 # max_wait = 300           # a server's pause (429 Retry-After) longer than this stops the run
+# tpm = 200000             # tokens per minute: prompt + output cap reserved, unused given back
+
+[pace]
+# redis_url = "redis://host:6379/0"  # env IMAGINIZE_REDIS_URL; one pace for every machine
 
 [coordination]
 # lease = 600              # seconds without a heartbeat before a claim is taken over

@@ -31,7 +31,7 @@ from imaginize.events import ChapterFinished, Event, EventSink, Notice
 from imaginize.forkserver import context
 from imaginize.images import ImageStore, wanted_units
 from imaginize.model import Book
-from imaginize.pacing import Pacer
+from imaginize.pacing import SharedPace, open_pacer, pace_digest
 from imaginize.providers import ProviderKind
 from imaginize.store import ManifestStore
 from imaginize.watch import ImageWatcher, ManifestWatcher
@@ -96,6 +96,7 @@ class Launcher:
         # What stopped the whole run (a refused key, a server's long pause), raised at the end.
         self._fatal: ImaginizeError | None = None
         self._paused_until = 0.0
+        self._pacer: SharedPace | None = None
         self._no_more_starts = False
         self._last_memory_check = 0.0
         # Notices already passed on: N workers learning one fact about a server say it once.
@@ -166,7 +167,14 @@ class Launcher:
         assert self.autoscaler is not None
         spec = self.jobs[0][0]
         if spec.limits is not None:
-            paused = Pacer(Path(spec.pace_dir or spec.out_dir), spec.limits).read().paused_until
+            if self._pacer is None:
+                self._pacer = open_pacer(
+                    Path(spec.pace_dir or spec.out_dir),
+                    spec.limits,
+                    redis_url=spec.redis_url,
+                    digest=pace_digest(spec.provider.base_url, spec.provider.api_key),
+                )
+            paused = self._pacer.read().paused_until
             if paused > self._paused_until:
                 self._paused_until = paused
                 self.autoscaler.rate_limited()

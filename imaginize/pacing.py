@@ -16,7 +16,16 @@ Limits, whichever is strictest:
 - `rpm`: consecutive sends are at least 60/rpm seconds apart;
 - `max_in_flight`: requests under way at once across all processes (free tier: 1, i.e. the
   requests of a batch go one after another). An in-flight entry expires after `in_flight_ttl`
-  so a killed process cannot hold its place for ever.
+  so a killed process cannot hold its place for ever;
+- `tpm`: tokens per minute. A request reserves its prompt and its output cap before it goes
+  (`slot(tokens=N)`), and the reply's reported usage gives the rest back (`settle`). The
+  budget is a GCRA with no burst: each reservation moves a theoretical arrival time on by
+  tokens * 60/tpm, the next request goes once that time is reached, and a refund moves it back.
+  The `rpm` spacing is the same algorithm with one unit per request. One number per budget
+  (no log of past sends), and a refund is a subtraction.
+
+Two backends behind one interface (`SharedPace`): this file pace (`Pacer`) for one machine,
+and Redis (`pace_redis.RedisPacer`, `--redis`) for processes on many; `open_pacer` chooses.
 
 What is not guaranteed: a process whose clock is far off from the others' (pacing uses each
 process's wall clock against times written by the others; one machine shares one clock).
@@ -31,6 +40,7 @@ import math
 import os
 import secrets
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -58,8 +68,7 @@ def pace_dir(base_url: str | None, api_key: str, env: dict[str, str] | None = No
     only a digest of it."""
     env = dict(os.environ) if env is None else env
     cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    digest = hashlib.sha256(f"{base_url or 'openai'}\0{api_key}".encode()).hexdigest()[:16]
-    return cache / "imaginize" / "pace" / digest
+    return cache / "imaginize" / "pace" / pace_digest(base_url, api_key)
 
 
 def server_name(base_url: str | None) -> str:
@@ -95,6 +104,7 @@ class Limits:
     rpm: float | None = None
     max_in_flight: int | None = None
     in_flight_ttl: float = 600.0
+    tpm: float | None = None
 
     @classmethod
     def for_tier(
@@ -104,12 +114,26 @@ class Limits:
         batch_size: int | None = None,
         batch_delay: float | None = None,
         rpm: float | None = None,
+        tpm: float | None = None,
     ) -> Limits:
         if tier is Tier.FREE:
             size = batch_size or 3
-            return cls(size, 60.0 if batch_delay is None else batch_delay, rpm, max_in_flight=1)
+            delay = 60.0 if batch_delay is None else batch_delay
+            return cls(size, delay, rpm, max_in_flight=1, tpm=tpm)
         size = batch_size or 5
-        return cls(size, 2.0 if batch_delay is None else batch_delay, rpm, max_in_flight=size)
+        delay = 2.0 if batch_delay is None else batch_delay
+        return cls(size, delay, rpm, max_in_flight=size, tpm=tpm)
+
+    def tightened(self, rpm: float | None = None, tpm: float | None = None) -> Limits:
+        """These limits, held to a server's own (`x-ratelimit-limit-*`) where that is
+        stricter; never looser than the user's."""
+        return replace(self, rpm=_stricter(self.rpm, rpm), tpm=_stricter(self.tpm, tpm))
+
+
+def _stricter(mine: float | None, theirs: float | None) -> float | None:
+    if theirs is None or theirs <= 0:
+        return mine
+    return theirs if mine is None else min(mine, theirs)
 
 
 @dataclass(frozen=True)
@@ -126,6 +150,8 @@ class PaceState:
     # failed since: the backoff grows with them, and --max-wait counts from the first.
     unreachable_since: float = 0.0
     unreachable_tries: int = 0
+    # The token budget's theoretical arrival time (see `tpm` above); 0: none reserved.
+    token_tat: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,6 +163,7 @@ class PaceState:
             "sends": self.sends,
             "unreachableSince": self.unreachable_since,
             "unreachableTries": self.unreachable_tries,
+            "tokenTat": self.token_tat,
         }
 
     @classmethod
@@ -150,18 +177,26 @@ class PaceState:
             sends=int(data.get("sends", 0)),
             unreachable_since=float(data.get("unreachableSince", 0.0)),
             unreachable_tries=int(data.get("unreachableTries", 0)),
+            token_tat=float(data.get("tokenTat", 0.0)),
         )
 
 
 # Sends are spaced a little wider than the limit: the server counts arrivals, and a request can
 # reach it later after its slot than the one before it did (connection set-up, a busy core).
 RPM_MARGIN = 0.02
+# How often a request waiting for the token budget looks again (refunds move it back).
+TOKEN_POLL = 0.05
 # Longest wait between two tries of a server that does not answer connections.
 UNREACHABLE_BACKOFF_CAP = 30.0
 
 
 def rpm_interval(rpm: float) -> float:
     return 60.0 / rpm * (1 + RPM_MARGIN)
+
+
+def token_interval(tpm: float) -> float:
+    """Seconds of the token budget one token takes, with the same margin as requests."""
+    return 60.0 / tpm * (1 + RPM_MARGIN)
 
 
 def next_send_time(state: PaceState, limits: Limits, now: float) -> float:
@@ -172,6 +207,8 @@ def next_send_time(state: PaceState, limits: Limits, now: float) -> float:
         earliest = max(earliest, state.last_send + rpm_interval(limits.rpm))
     if state.batch_sends >= limits.batch_size:
         earliest = max(earliest, state.last_send + limits.batch_delay)
+    if limits.tpm:
+        earliest = max(earliest, state.token_tat)
     return earliest
 
 
@@ -181,9 +218,11 @@ def reserve(
     now: float,
     ticket: str,
     is_dead: Callable[[str], bool] = lambda ticket: False,
+    tokens: int = 0,
 ) -> tuple[PaceState, float | None]:
-    """Try to take a send slot for `ticket`. Returns the new state and None when the request
-    may go at once, or the unchanged state and how long to wait before asking again.
+    """Try to take a send slot for `ticket` (and `tokens` of the token budget). Returns the new
+    state and None when the request may go at once, or the unchanged state and how long to
+    wait before asking again.
 
     A request under way holds its place until it finishes, its process is seen dead
     (`is_dead(ticket)`; tickets are `host:pid:random`), or `in_flight_ttl` passes."""
@@ -199,6 +238,9 @@ def reserve(
     else:
         batch_sends = state.batch_sends + 1
     live[ticket] = now + limits.in_flight_ttl
+    token_tat = state.token_tat
+    if limits.tpm:
+        token_tat = max(token_tat, now) + max(0, tokens) * token_interval(limits.tpm)
     return (
         replace(
             state,
@@ -206,9 +248,17 @@ def reserve(
             last_send=now,
             in_flight=live,
             sends=state.sends + 1,
+            token_tat=token_tat,
         ),
         None,
     )
+
+
+def refund(state: PaceState, limits: Limits, tokens: int) -> PaceState:
+    """Give back `tokens` reserved but not used."""
+    if not limits.tpm or tokens <= 0:
+        return state
+    return replace(state, token_tat=max(0.0, state.token_tat - tokens * token_interval(limits.tpm)))
 
 
 def finish(state: PaceState, ticket: str) -> PaceState:
@@ -223,9 +273,127 @@ def pause(state: PaceState, until: float, reason: str) -> PaceState:
     return replace(state, paused_until=until, pause_reason=reason)
 
 
-class Pacer:
-    """The shared pace on disk. `slot()` wraps one request. `max_wait`: the longest pause of
-    `server` (named in messages) that is waited out."""
+class Reservation:
+    """A slot's share of the token budget: `settle(used)` gives back what the reply did not
+    use. Not settled (no usage reported, an error), the whole reservation stays spent."""
+
+    def __init__(self, tokens: int, give_back: Callable[[int], None]) -> None:
+        self.tokens = tokens
+        self._give_back = give_back
+        self.settled = False
+
+    def settle(self, used: int | None) -> None:
+        if self.settled or used is None:
+            return
+        self.settled = True
+        unused = self.tokens - max(0, used)
+        if unused > 0:
+            self._give_back(unused)
+
+
+class SharedPace(ABC):
+    """The interface every pace backend offers its users (the analyzer, the image maker, the
+    launcher): slots, pauses, reachability. `max_wait`: the longest pause of `server` (named
+    in messages) that is waited out."""
+
+    limits: Limits
+    max_wait: float
+    server: str
+    _clock: Callable[[], float]
+    _sleep: Callable[[float], None]
+
+    @contextmanager
+    def slot(self, tokens: int = 0) -> Iterator[Reservation]:
+        """Wait for a send slot (and `tokens` of the token budget), hold it while the request
+        runs, give it back after (or at once when the work it is for is given up on, see
+        `cancel`). Raises `ServerPaused` rather than wait out a pause longer than `max_wait`."""
+        ticket = owner_id(secrets.token_hex(6))
+        tokens = max(0, int(tokens)) if self.limits.tpm else 0
+        while True:
+            cancel.check()  # an abandoned analysis must not queue for a slot
+            wait, paused_until = self._attempt(ticket, tokens)
+            if wait is None:
+                break
+            self.check_pause(paused_until)
+            if self.limits.tpm:
+                # A reply's refund can bring the token budget's time much nearer: look again.
+                wait = min(wait, TOKEN_POLL)
+            self._sleep(max(wait, 0.001))
+        try:
+            with cancel.guarded(lambda: self._give_back(ticket)):
+                yield Reservation(tokens, self._refund)
+        finally:
+            self._give_back(ticket)
+
+    def tighten(self, rpm: float | None = None, tpm: float | None = None) -> None:
+        """Hold this process to a server's stated limits where they are stricter."""
+        self.limits = self.limits.tightened(rpm, tpm)
+
+    @abstractmethod
+    def read(self) -> PaceState:
+        """The shared record, its times on this process's clock."""
+
+    @abstractmethod
+    def _attempt(self, ticket: str, tokens: int) -> tuple[float | None, float]:
+        """Reserve a slot: (None, pause end) when taken, else (seconds to wait, pause end)."""
+
+    @abstractmethod
+    def _give_back(self, ticket: str) -> None: ...
+
+    @abstractmethod
+    def _refund(self, tokens: int) -> None: ...
+
+    @abstractmethod
+    def pause(self, seconds: float, reason: str) -> float:
+        """Everyone waits `seconds` from now (a 429's Retry-After, or a backoff). Returns when
+        the pause now in force ends (a longer one already written stands)."""
+
+    @abstractmethod
+    def unreachable(self, reason: str) -> float:
+        """A request found the server unreachable: everyone waits a backoff that grows with
+        the failed tries (1, 2, 4 ... 30 s), then tries again. Raises `ServerPaused` once it
+        has been unreachable for longer than `max_wait`; returns the pause's end otherwise."""
+
+    @abstractmethod
+    def reachable(self) -> None:
+        """A request got an answer: the server is back, and nobody waits for it any more."""
+
+    def _unreachable_verdict(self, since: float, now: float, reason: str) -> None:
+        if now - since > self.max_wait:
+            when = clock_time(since, now)
+            raise ServerPaused(
+                f"{self.server} has been unreachable since {when} ({now - since:.0f}s, longer "
+                f"than --max-wait {self.max_wait:g}s; last: {reason}): stopped, no chapter "
+                "failed; re-run when it is back"
+            )
+
+    def check_pause(self, until: float, asked: str = "") -> float:
+        """Seconds left of a pause ending at `until`; `ServerPaused` when that is longer than
+        `max_wait`. `asked`: whom the server asked, for the message."""
+        now = self._clock()
+        left = until - now
+        if left > self.max_wait:
+            when = clock_time(until, now)
+            raise ServerPaused(
+                f"{self.server} asked{asked} to wait until {when} ({left:.0f}s from now), longer "
+                f"than --max-wait {self.max_wait:g}s: stopped, no chapter failed; re-run after "
+                f"{when}"
+            )
+        return max(0.0, left)
+
+    def pause_left(self, asked: str = "") -> float:
+        """Seconds left of the pause in force (0 when none), as `check_pause`."""
+        return self.check_pause(self.read().paused_until, asked)
+
+
+def unreachable_wait(tries: int, left: float) -> float:
+    """The backoff after `tries` failed tries; the last wait ends just past --max-wait (`left`
+    from now): one more try, then the verdict."""
+    return min(UNREACHABLE_BACKOFF_CAP, 2.0 ** (tries - 1), max(0.5, left + 0.5))
+
+
+class Pacer(SharedPace):
+    """The shared pace on disk, for the processes of one machine."""
 
     def __init__(
         self,
@@ -269,36 +437,22 @@ class Pacer:
             self._lock.release()
         return outcome
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Wait for a send slot, hold it while the request runs, give it back after (or at
-        once when the work it is for is given up on, see `cancel`). Raises `ServerPaused`
-        rather than wait out a pause longer than `max_wait`."""
-        ticket = owner_id(secrets.token_hex(6))
-
+    def _attempt(self, ticket: str, tokens: int) -> tuple[float | None, float]:
         def attempt(state: PaceState) -> tuple[PaceState, tuple[float | None, float]]:
-            updated, wait = reserve(state, self.limits, self._clock(), ticket, owner_is_dead)
+            updated, wait = reserve(
+                state, self.limits, self._clock(), ticket, owner_is_dead, tokens
+            )
             return updated, (wait, state.paused_until)
 
-        while True:
-            cancel.check()  # an abandoned analysis must not queue for a slot
-            wait, paused_until = self._update(attempt)
-            if wait is None:
-                break
-            self.check_pause(paused_until)
-            self._sleep(max(wait, 0.001))
-        try:
-            with cancel.guarded(lambda: self._give_back(ticket)):
-                yield
-        finally:
-            self._give_back(ticket)
+        return self._update(attempt)
 
     def _give_back(self, ticket: str) -> None:
         self._update(lambda s: (finish(s, ticket), None))
 
+    def _refund(self, tokens: int) -> None:
+        self._update(lambda s: (refund(s, self.limits, tokens), None))
+
     def pause(self, seconds: float, reason: str) -> float:
-        """Everyone waits `seconds` from now (a 429's Retry-After, or a backoff). Returns when
-        the pause now in force ends (a longer one already written stands)."""
         until = self._clock() + max(0.0, seconds)
 
         def change(state: PaceState) -> tuple[PaceState, float]:
@@ -308,17 +462,12 @@ class Pacer:
         return self._update(change)
 
     def unreachable(self, reason: str) -> float:
-        """A request found the server unreachable: everyone waits a backoff that grows with
-        the failed tries (1, 2, 4 ... 30 s), then tries again. Raises `ServerPaused` once it
-        has been unreachable for longer than `max_wait`; returns the pause's end otherwise."""
         now = self._clock()
 
         def change(state: PaceState) -> tuple[PaceState, tuple[float, float]]:
             since = state.unreachable_since or now
             tries = state.unreachable_tries + 1
-            # The last wait ends just past --max-wait: one more try, then the verdict.
-            left = self.max_wait - (now - since) + 0.5
-            wait = min(UNREACHABLE_BACKOFF_CAP, 2.0 ** (tries - 1), max(0.5, left))
+            wait = unreachable_wait(tries, self.max_wait - (now - since))
             updated = pause(
                 replace(state, unreachable_since=since, unreachable_tries=tries),
                 now + wait,
@@ -327,17 +476,10 @@ class Pacer:
             return updated, (since, updated.paused_until)
 
         since, until = self._update(change)
-        if now - since > self.max_wait:
-            when = clock_time(since, now)
-            raise ServerPaused(
-                f"{self.server} has been unreachable since {when} ({now - since:.0f}s, longer "
-                f"than --max-wait {self.max_wait:g}s; last: {reason}): stopped, no chapter "
-                "failed; re-run when it is back"
-            )
+        self._unreachable_verdict(since, now, reason)
         return until
 
     def reachable(self) -> None:
-        """A request got an answer: the server is back, and nobody waits for it any more."""
         if not self.read().unreachable_since:
             return  # the common case: one read, no lock
 
@@ -354,23 +496,33 @@ class Pacer:
 
         self._update(change)
 
-    def check_pause(self, until: float, asked: str = "") -> float:
-        """Seconds left of a pause ending at `until`; `ServerPaused` when that is longer than
-        `max_wait`. `asked`: whom the server asked, for the message."""
-        now = self._clock()
-        left = until - now
-        if left > self.max_wait:
-            when = clock_time(until, now)
-            raise ServerPaused(
-                f"{self.server} asked{asked} to wait until {when} ({left:.0f}s from now), longer "
-                f"than --max-wait {self.max_wait:g}s: stopped, no chapter failed; re-run after "
-                f"{when}"
-            )
-        return max(0.0, left)
 
-    def pause_left(self, asked: str = "") -> float:
-        """Seconds left of the pause in force (0 when none), as `check_pause`."""
-        return self.check_pause(self.read().paused_until, asked)
+def pace_digest(base_url: str | None, api_key: str) -> str:
+    """What names one key's pace on one server (a folder, Redis keys): a digest, never the
+    key itself."""
+    return hashlib.sha256(f"{base_url or 'openai'}\0{api_key}".encode()).hexdigest()[:16]
+
+
+def open_pacer(
+    folder: Path,
+    limits: Limits,
+    *,
+    redis_url: str | None = None,
+    digest: str = "",
+    max_wait: float = DEFAULT_MAX_WAIT,
+    server: str = "the server",
+    notice: Callable[[str], None] = lambda line: None,
+) -> SharedPace:
+    """The one place a backend is chosen: Redis when a URL is given, else the file pace in
+    `folder`. `digest` (`pace_digest`) names the Redis keys; `notice` gets one line when
+    Redis goes away and one when it is back."""
+    if redis_url:
+        from imaginize.pace_redis import RedisPacer  # redis is an optional dependency
+
+        return RedisPacer(
+            redis_url, digest, limits, max_wait=max_wait, server=server, notice=notice
+        )
+    return Pacer(folder, limits, max_wait=max_wait, server=server)
 
 
 def aggregate_rate(limits: Limits) -> float:

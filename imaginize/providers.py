@@ -181,10 +181,13 @@ def limits_for(
     batch_size: int | None = None,
     batch_delay: float | None = None,
     rpm: float | None = None,
+    tpm: float | None = None,
 ) -> Limits | None:
     """The pace for this provider: none offline; else the tier's (free for OpenRouter's
     ':free' models unless said otherwise, paid by default) with any overrides."""
     if config.kind is not ProviderKind.OPENAI:
         return None
     chosen = Tier(tier) if tier else Tier.FREE if config.model.endswith(":free") else Tier.PAID
-    return Limits.for_tier(chosen, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm)
+    return Limits.for_tier(
+        chosen, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm, tpm=tpm
+    )

@@ -36,7 +36,15 @@ from imaginize.images import (
 from imaginize.launcher import Launcher
 from imaginize.locking import DEFAULT_LOCK_LIFETIME, reporting_waits
 from imaginize.model import Book, Chapter, Usage
-from imaginize.pacing import DEFAULT_MAX_WAIT, Limits, Pacer, clock_time, pace_dir, server_name
+from imaginize.pacing import (
+    DEFAULT_MAX_WAIT,
+    Limits,
+    clock_time,
+    open_pacer,
+    pace_digest,
+    pace_dir,
+    server_name,
+)
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.pricing import cost, total_cost
 from imaginize.providers import ProviderConfig, ProviderKind, is_local, resolve_provider
@@ -73,6 +81,8 @@ class RunOptions:
     max_wait: float = DEFAULT_MAX_WAIT
     # --images: an illustration per scene (openai provider); prompts only when offline.
     images: ImageOptions | None = None
+    # --redis: the shared pace in Redis, for processes on several machines (None: a file).
+    redis_url: str | None = None
 
 
 def chapter_timeout_for(provider: ProviderConfig) -> float:
@@ -250,7 +260,15 @@ def _server_pause(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -
         if spec.limits is None or spec.provider.kind is not ProviderKind.OPENAI:
             continue
         server = server_name(spec.provider.base_url)
-        pacer = Pacer(Path(folder), spec.limits, max_wait=options.max_wait, server=server)
+        # With --redis this is also where a wrong URL stops the run (ConfigError, exit 2).
+        pacer = open_pacer(
+            Path(folder),
+            spec.limits,
+            redis_url=spec.redis_url,
+            digest=pace_digest(spec.provider.base_url, spec.provider.api_key),
+            max_wait=options.max_wait,
+            server=server,
+        )
         left = pacer.pause_left(" an earlier request")
         if left > 0:
             now = time.time()
@@ -393,6 +411,7 @@ def _spec(
         max_wait=options.max_wait,
         images=options.images,
         book_sha256=sha256,
+        redis_url=options.redis_url if options.limits else None,
     )
 
 

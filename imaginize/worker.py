@@ -52,7 +52,14 @@ from imaginize.image_worker import ImageJob, prepare_images, work_on_image
 from imaginize.images import ImageOptions, unit_parts, wanted_units
 from imaginize.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.model import Book
-from imaginize.pacing import DEFAULT_MAX_WAIT, Limits, Pacer, server_name
+from imaginize.pacing import (
+    DEFAULT_MAX_WAIT,
+    Limits,
+    SharedPace,
+    open_pacer,
+    pace_digest,
+    server_name,
+)
 from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE, analyze_chapter
 from imaginize.providers import ProviderConfig, ProviderKind, make_analyzer
 from imaginize.results import CHAPTERS_DIR
@@ -94,6 +101,8 @@ class WorkerSpec:
     # The book's sha256, stamped on every result file so no other book ever adopts it
     # (empty: the worker takes the one its manifest records).
     book_sha256: str = ""
+    # --redis: the pace is kept in this Redis instead of `pace_dir`.
+    redis_url: str | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -150,20 +159,28 @@ class _Job:
     images: ImageJob | None = None
     # The process's stop handling (serve): None in a run_worker of the calling process.
     interrupts: Interrupts | None = None
-    pacer: Pacer | None = None
+    pacer: SharedPace | None = None
     # Whether the analyzer has built what it needs before its first chapter (`_ready`).
     warmed: bool = False
 
 
-def _prepare(spec: WorkerSpec, book: Book | None, analyzer: Analyzer | None) -> _Job:
+def _prepare(
+    spec: WorkerSpec,
+    book: Book | None,
+    analyzer: Analyzer | None,
+    sink: EventSink = ignore,
+) -> _Job:
     book = book or read_book(spec.book_path)
     pacer = None
     if spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI:
-        pacer = Pacer(
+        pacer = open_pacer(
             Path(spec.pace_dir or spec.out_dir),
             spec.limits,
+            redis_url=spec.redis_url,
+            digest=pace_digest(spec.provider.base_url, spec.provider.api_key),
             max_wait=spec.max_wait,
             server=server_name(spec.provider.base_url),
+            notice=lambda line: sink(Notice(line)),
         )
     if analyzer is None:
         analyzer = make_analyzer(spec.provider, book, pacer)
@@ -205,7 +222,7 @@ def run_jobs(
 ) -> int:
     """Work on several books, one chapter at a time, in book order: a worker takes the first
     claimable chapter of the first book that has one, and leaves when every book is settled."""
-    prepared = [_prepare(spec, book, analyzer) for spec, book in jobs]
+    prepared = [_prepare(spec, book, analyzer, sink) for spec, book in jobs]
     for job in prepared:
         job.interrupts = interrupts
     owner = mf.owner_id(worker_id)

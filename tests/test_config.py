@@ -102,6 +102,7 @@ def test_init_writes_a_commented_example_that_parses(places: tuple[Path, Path]) 
         "provider": {},
         "run": {},
         "rate": {},
+        "pace": {},
         "coordination": {},
         "images": {},
     }

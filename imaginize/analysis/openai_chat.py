@@ -21,7 +21,7 @@ import openai
 
 from imaginize import cancel
 from imaginize.analysis import openai_client
-from imaginize.analysis.openai_errors import StatusError, call
+from imaginize.analysis.openai_errors import StatusError, call, request_tokens
 from imaginize.analysis.prompt import chapter_messages, repair_messages
 from imaginize.analysis.reply import ReplyError, parse_reply
 from imaginize.analysis.server import (
@@ -34,7 +34,7 @@ from imaginize.analysis.server import (
 from imaginize.chunking import estimate_tokens, halve, share_scenes, split_chapter
 from imaginize.errors import ProviderError
 from imaginize.model import Analysis, Chapter, Scene, Usage
-from imaginize.pacing import Pacer
+from imaginize.pacing import SharedPace
 
 # How often a chunk may be halved for a cut-off reply or a small context.
 MAX_SPLITS = 4
@@ -67,7 +67,7 @@ class OpenAIAnalyzer:
         max_output_tokens: int | None = None,
         context_tokens: int | None = None,
         book_title: str = "",
-        pacer: Pacer | None = None,
+        pacer: SharedPace | None = None,
     ) -> None:
         self.model = model
         self._client = openai_client.build(api_key, base_url, timeout)
@@ -275,7 +275,10 @@ class OpenAIAnalyzer:
                 streamed["stream_options"] = {"include_usage": True}
             try:
                 content, finish, raw_usage = call(
-                    self._pacer, functools.partial(self._streamed, streamed)
+                    self._pacer,
+                    functools.partial(self._streamed, streamed),
+                    tokens=request_tokens(params),
+                    used=lambda reply: reply[2],
                 )
                 break
             except StatusError as error:
@@ -287,7 +290,12 @@ class OpenAIAnalyzer:
                     state.streaming = False
                     self._say(f"{self._server} does not stream replies ({error})")
         else:
-            completion = call(self._pacer, lambda: self._completions.create(**params))
+            completion = call(
+                self._pacer,
+                lambda: self._completions.create(**params),
+                tokens=request_tokens(params),
+                used=lambda reply: getattr(reply, "usage", None),
+            )
             content, finish, raw_usage = _whole(completion)
         if not isinstance(content, str):
             raise ProviderError("malformed response: content is not text", retryable=True)

@@ -7,7 +7,8 @@ every process sharing the key (through the pacer), for the server's Retry-After 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
@@ -15,12 +16,15 @@ import openai
 
 from imaginize import cancel
 from imaginize.backoff import backoff_delay, retry_after_seconds
+from imaginize.chunking import estimate_tokens
 from imaginize.errors import AuthenticationError, ProviderError, ServerUnreachable
-from imaginize.pacing import Pacer
+from imaginize.pacing import Reservation, SharedPace
 from imaginize.safetext import mask_secrets
 
 _RETRYABLE_STATUS = {408, 409, 429}
 T = TypeVar("T")
+# The reservation of an unpaced call: nothing to give back.
+_UNPACED = Reservation(0, lambda tokens: None)
 
 
 class StatusError(ProviderError):
@@ -89,15 +93,17 @@ def _code(exc: openai.APIStatusError) -> str:
 
 
 @contextmanager
-def translated(pacer: Pacer | None) -> Iterator[None]:
-    """Run one API call in a pacer slot and turn the client's exceptions into ours. Work
-    that was given up on (see `cancel`) sends nothing more, and its request under way is cut
-    off (connection shut, slot given back). A server asking for a wait longer than the
-    pacer's `max_wait` raises `ServerPaused`: the run stops instead of waiting."""
+def translated(pacer: SharedPace | None, tokens: int = 0) -> Iterator[Reservation]:
+    """Run one API call in a pacer slot (holding `tokens` of a --tpm budget; the caller
+    settles the reservation it is given with the usage reported) and turn the client's
+    exceptions into ours. Work that was given up on (see `cancel`) sends nothing more, and
+    its request under way is cut off (connection shut, slot given back). A server asking for
+    a wait longer than the pacer's `max_wait` raises `ServerPaused`: the run stops instead
+    of waiting."""
     cancel.check()
     try:
-        with cancel.guarded(), pacer.slot() if pacer else nullcontext():
-            yield
+        with cancel.guarded(), pacer.slot(tokens) if pacer else nullcontext(_UNPACED) as held:
+            yield held
         if pacer:
             pacer.reachable()
     except openai.AuthenticationError as exc:
@@ -105,6 +111,8 @@ def translated(pacer: Pacer | None) -> Iterator[None]:
     except openai.APIStatusError as exc:
         problem = status_error(exc, pacer.server if pacer else "")
         wait = problem.retry_after
+        if pacer:
+            _tighten(pacer, exc.response.headers)
         if pacer and (exc.status_code == 429 or (wait is not None and wait > pacer.max_wait)):
             if problem.retry_after is None:
                 problem.retry_after = backoff_delay(1, base=2.0)
@@ -146,6 +154,54 @@ def _cause(exc: BaseException) -> str:
     return " ".join(reason.split())[:200]
 
 
-def call(pacer: Pacer | None, request: Callable[[], T]) -> T:
-    with translated(pacer):
-        return request()
+def call(
+    pacer: SharedPace | None,
+    request: Callable[[], T],
+    tokens: int = 0,
+    used: Callable[[T], Any] | None = None,
+) -> T:
+    """`request()` in a slot. `tokens`: what it may spend at most (prompt and output cap),
+    reserved of a --tpm budget; `used(result)`: the reply's usage, whose total gives the rest
+    back."""
+    with translated(pacer, tokens) as held:
+        result = request()
+        if used is not None:
+            held.settle(_total_tokens(used(result)))
+        return result
+
+
+def request_tokens(params: Mapping[str, Any]) -> int:
+    """What a chat request may spend at most: its messages' estimated tokens and its output
+    cap (`max_tokens` or `max_completion_tokens`)."""
+    text = "".join(str(m.get("content") or "") for m in params.get("messages") or ())
+    cap = params.get("max_completion_tokens") or params.get("max_tokens") or 0
+    return estimate_tokens(text) + int(cap)
+
+
+def _total_tokens(usage: Any) -> int | None:
+    """A reply's reported tokens (None: not reported, so nothing is given back). Some servers
+    leave out the total and give its parts."""
+
+    def count(name: str) -> int | None:
+        value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    total = count("total_tokens")
+    parts = count("prompt_tokens"), count("completion_tokens")
+    if total is None and None not in parts:
+        total = sum(p for p in parts if p is not None)
+    return total
+
+
+def _tighten(pacer: SharedPace, headers: Mapping[str, str]) -> None:
+    """A server's own per-minute limits (`x-ratelimit-limit-requests/-tokens`) hold this
+    process where they are stricter than the user's."""
+    pacer.tighten(rpm=_header_number(headers, "requests"), tpm=_header_number(headers, "tokens"))
+
+
+def _header_number(headers: Mapping[str, str], what: str) -> float | None:
+    try:
+        value = float(headers.get(f"x-ratelimit-limit-{what}") or "")
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 and math.isfinite(value) else None

@@ -1,0 +1,416 @@
+"""The shared pace in Redis (--redis) and the token budget (--tpm), in both backends.
+
+In-process: fakeredis runs the Lua scripts with an injected clock, and the same expectations
+hold for the file pace. Across processes: CLI runs on one key against tests/fake_openai.py, the
+pace in fakeredis's TCP server, and in a real `redis-server` where one is on PATH.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imaginize.analysis.openai_errors import call, request_tokens
+from imaginize.pacing import Limits, Pacer, SharedPace, pace_digest
+from tests.fake_openai import FakeOpenAI, rate_limited
+from tests.replies import answer
+from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+
+fakeredis = pytest.importorskip("fakeredis")
+pytest.importorskip("lupa")  # fakeredis runs Lua with it
+pace_redis = pytest.importorskip("imaginize.pace_redis")
+
+KEY = "sk-test-0123456789abcdef"
+IMAGINIZE = [sys.executable, "-m", "imaginize"]
+# Three workers a host, no batches: the rate is the only limit.
+PACE = ["--concurrent", "3", "--batch-delay", "0"]
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+Make = Callable[[Limits], SharedPace]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def server() -> Any:
+    return fakeredis.FakeServer()
+
+
+def redis_pacer(server: Any, clock: Clock, limits: Limits, **kwargs: Any) -> SharedPace:
+    client = fakeredis.FakeRedis(server=server, decode_responses=True)
+    return pace_redis.RedisPacer(
+        "redis://fake",
+        pace_digest(None, KEY),
+        limits,
+        client=client,
+        clock=clock,
+        sleep=clock.sleep,
+        **kwargs,
+    )
+
+
+@pytest.fixture(params=["file", "redis"])
+def make(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock, server: Any) -> Make:
+    """A pacer of either backend on one shared pace; each call is another process."""
+    if request.param == "file":
+        return lambda limits: Pacer(tmp_path, limits, clock=clock, sleep=clock.sleep)
+    return lambda limits: redis_pacer(server, clock, limits)
+
+
+def test_rpm_spaces_sends_across_processes(make: Make, clock: Clock) -> None:
+    limits = Limits(batch_size=100, batch_delay=0.0, rpm=60)
+    one, two = make(limits), make(limits)
+    starts = []
+    for pacer in (one, two, one, two):
+        with pacer.slot():
+            starts.append(clock.now)
+    # GCRA without burst: 60/rpm seconds apart, with the 2 % margin, whoever sends.
+    assert [round(s - 1000.0, 6) for s in starts] == [0.0, 1.02, 2.04, 3.06]
+
+
+def test_tokens_are_reserved_then_refunded_to_the_usage(make: Make, clock: Clock) -> None:
+    limits = Limits(batch_size=100, batch_delay=0.0, tpm=6000)  # 0.0102 s a token
+    one, two = make(limits), make(limits)
+    with one.slot(tokens=1000) as held:
+        pass
+    with two.slot(tokens=10):  # the whole reservation stands: 1000 tokens = 10.2 s
+        assert clock.now == pytest.approx(1010.2)
+    with one.slot(tokens=1000) as held:
+        held.settle(400)  # the reply used 400: 600 given back
+    with two.slot(tokens=10):
+        # (Waits for tokens are taken in steps of TOKEN_POLL: to within a few ms.)
+        assert clock.now == pytest.approx(1010.2 + 0.102 + 4.08, abs=0.01)
+    held.settle(0)  # a second settle gives nothing more back
+    with one.slot(tokens=1):
+        assert clock.now == pytest.approx(1010.2 + 0.102 + 4.08 + 0.102, abs=0.01)
+
+
+def test_no_tpm_means_no_token_wait(make: Make, clock: Clock) -> None:
+    pacer = make(Limits(batch_size=100, batch_delay=0.0))
+    for _ in range(3):
+        with pacer.slot(tokens=10**6):
+            pass
+    assert clock.now == 1000.0
+
+
+def test_in_flight_cap_is_shared_and_freed(make: Make, clock: Clock) -> None:
+    limits = Limits(batch_size=100, batch_delay=0.0, max_in_flight=1)
+    one, two = make(limits), make(limits)
+    with one.slot():
+        assert len(two.read().in_flight) == 1
+        assert two._attempt("other:1:x", 0)[0] is not None  # full while one's request runs
+    assert two.read().in_flight == {}
+    with two.slot():
+        assert clock.now == 1000.0
+
+
+def test_a_pause_holds_every_process(make: Make, clock: Clock) -> None:
+    limits = Limits(batch_size=100, batch_delay=0.0)
+    one, two = make(limits), make(limits)
+    assert one.pause(5.0, "HTTP 429") == pytest.approx(1005.0)
+    assert one.pause(1.0, "shorter") == pytest.approx(1005.0)  # a longer one stands
+    assert two.read().pause_reason == "HTTP 429"
+    with two.slot():
+        assert clock.now == pytest.approx(1005.0)
+
+
+def test_unreachable_backs_off_and_reachable_ends_it(make: Make, clock: Clock) -> None:
+    limits = Limits(batch_size=100, batch_delay=0.0)
+    one, two = make(limits), make(limits)
+    assert one.unreachable("refused") == pytest.approx(1001.0)
+    assert two.unreachable("refused") == pytest.approx(1002.0)
+    assert two.read().unreachable_tries == 2
+    one.reachable()
+    state = two.read()
+    assert (state.unreachable_since, state.unreachable_tries) == (0.0, 0)
+    assert state.paused_until == pytest.approx(1000.0)
+
+
+def test_the_keys_are_named_by_a_digest_never_the_key(server: Any, clock: Clock) -> None:
+    pacer = redis_pacer(server, clock, Limits(batch_size=5, batch_delay=0.0, tpm=100))
+    with pacer.slot(tokens=5):
+        names = fakeredis.FakeRedis(server=server, decode_responses=True).keys("*")
+    assert sorted(names) == [
+        f"imaginize:pace:{pace_digest(None, KEY)}:flight",
+        f"imaginize:pace:{pace_digest(None, KEY)}:state",
+    ]
+    assert not any(KEY in name or KEY[3:] in name for name in names)
+    other = pace_digest("http://127.0.0.1:8080/v1", KEY)
+    assert other != pace_digest(None, KEY)  # another server: another budget
+
+
+def test_a_redis_gone_away_holds_requests_until_it_is_back(server: Any) -> None:
+    said: list[str] = []
+    client = fakeredis.FakeRedis(server=server, decode_responses=True)
+    pacer = pace_redis.RedisPacer(
+        "redis://:secret@fake:6379/0",
+        "d1",
+        Limits(batch_size=100, batch_delay=0.0),
+        client=client,
+        notice=said.append,
+    )
+    server.connected = False
+    done = threading.Event()
+
+    def request() -> None:
+        with pacer.slot():
+            done.set()
+
+    worker = threading.Thread(target=request, daemon=True)
+    worker.start()
+    time.sleep(1.0)
+    assert not done.is_set(), "a request went on without Redis"
+    server.connected = True
+    assert done.wait(10)
+    worker.join(5)
+    assert len(said) == 2, said
+    assert "unreachable" in said[0] and "requests wait until it is back" in said[0]
+    assert "secret" not in said[0]  # the URL's password is not shown
+    assert said[1] == "Redis at redis://:***@fake:6379/0 is back: requests go on"
+
+
+def test_call_reserves_the_request_and_settles_to_the_usage(tmp_path: Path) -> None:
+    clock = Clock()
+    pacer = Pacer(tmp_path, Limits(100, 0.0, tpm=60000), clock=clock, sleep=clock.sleep)
+    params = {"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 900}
+    assert request_tokens(params) == 100 + 900
+
+    class Usage:
+        total_tokens = 250
+
+    reply = call(pacer, lambda: "reply", tokens=request_tokens(params), used=lambda r: Usage())
+    assert reply == "reply"
+    # 1000 reserved, 750 given back: the next request may go 250 tokens' time later.
+    assert pacer.read().token_tat == pytest.approx(1000.0 + 250 * 0.00102)
+
+
+def test_a_servers_stated_limits_tighten_but_never_loosen(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    import openai
+
+    pacer = Pacer(tmp_path, Limits(5, 0.0, rpm=100, tpm=50000), max_wait=60)
+    client = openai.OpenAI(base_url=fake_openai.url, api_key=KEY, max_retries=0)
+    for stated, expected in (
+        ({"x-ratelimit-limit-requests": 60, "x-ratelimit-limit-tokens": 90000}, (60, 50000)),
+        ({"x-ratelimit-limit-requests": 500, "x-ratelimit-limit-tokens": 1000}, (60, 1000)),
+    ):
+        fake_openai.enqueue(rate_limited(0, 1, headers=stated))
+        with pytest.raises(Exception, match="HTTP 429"):
+            call(
+                pacer,
+                lambda: client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}]
+                ),
+            )
+        assert (pacer.limits.rpm, pacer.limits.tpm) == expected
+
+
+# -- across processes ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A Redis on a port of this machine: fakeredis's TCP server, and a real redis-server
+    when one is on PATH (Debian: apt install redis-server)."""
+    port = free_port()
+    if request.param == "fakeredis":
+        tcp = fakeredis.TcpFakeServer(("127.0.0.1", port), server_type="redis")
+        thread = threading.Thread(target=tcp.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            tcp.shutdown()
+            tcp.server_close()
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server on PATH")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def host(tmp_path: Path, name: str, url: str, *args: str) -> subprocess.Popen[str]:
+    """One simulated machine: its own copy of the book, output and cache folders (so no
+    file pace is shared), one imaginize run with 3 workers."""
+    folder = tmp_path / name
+    folder.mkdir()
+    book = folder / "sample.epub"
+    shutil.copy(SAMPLE, book)
+    env = {**CLEAN_ENV, "XDG_CACHE_HOME": str(folder / "cache"), "OPENAI_API_KEY": KEY}
+    return subprocess.Popen(
+        [*IMAGINIZE, str(book), "-o", str(folder / "out"), "--base-url", url, "-q", *PACE, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def two_hosts(tmp_path: Path, server: FakeOpenAI, *args: str) -> list[dict[str, Any]]:
+    procs = [host(tmp_path, name, server.url, *args) for name in ("one", "two")]
+    try:
+        for p in procs:
+            _out, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err
+    finally:
+        for p in procs:
+            p.kill()
+    return sorted(
+        (r for r in server.requests if r["endpoint"] == "chat"), key=lambda r: r["t_mono"]
+    )
+
+
+def aggregate_rpm(log: list[dict[str, Any]]) -> float:
+    sends = [r["t_mono"] for r in log if r["status"] == 200]
+    return (len(sends) - 1) / (sends[-1] - sends[0]) * 60.0
+
+
+# The test server allows 10 requests in any 5 s: 120 a minute, enforced over short windows.
+SERVER_LIMIT = {"rpm": 10, "rate_window": 5.0}
+
+
+def test_two_hosts_on_one_key_share_one_budget_in_redis(
+    fake_openai: FakeOpenAI, tmp_path: Path, redis_url: str
+) -> None:
+    fake_openai.script(responder=answer, **SERVER_LIMIT)
+    log = two_hosts(tmp_path, fake_openai, "--rpm", "120", "--redis", redis_url)
+    assert [r["status"] for r in log].count(429) == 0
+    assert sum(1 for r in log if r["status"] == 200) == 16  # 8 chapters on each host
+    rate = aggregate_rpm(log)
+    print(f"aggregate {rate:.1f} rpm of 120 ({redis_url})")
+    assert 0.9 * 120 <= rate <= 120
+
+
+def test_without_redis_two_hosts_each_send_the_full_rate(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """The control: the same two hosts with their own file paces overrun the server."""
+    fake_openai.script(responder=answer, **SERVER_LIMIT)
+    log = two_hosts(tmp_path, fake_openai, "--rpm", "120")
+    limited = [r["status"] for r in log].count(429)
+    print(f"without redis: {limited} requests refused with 429")
+    assert limited > 0
+
+
+def test_a_wrong_redis_url_is_one_line_and_exit_2(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    book = tmp_path / "sample.epub"
+    shutil.copy(SAMPLE, book)
+    env = {**CLEAN_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "OPENAI_API_KEY": KEY}
+    for url, reason in (
+        (f"redis://:hunter2@127.0.0.1:{free_port()}/0", "cannot use it"),
+        ("http://127.0.0.1:6379", "not a Redis URL"),
+    ):
+        result = subprocess.run(
+            [*IMAGINIZE, str(book), "--base-url", fake_openai.url, "-q", "--redis", url],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--redis" in lines[0] and reason in lines[0], lines
+        assert "hunter2" not in result.stderr
+    assert not fake_openai.requests  # nothing was sent
+
+
+def test_a_redis_url_from_the_folders_settings_is_refused_for_a_key_from_elsewhere(
+    tmp_path: Path,
+) -> None:
+    book = tmp_path / "sample.epub"
+    shutil.copy(SAMPLE, book)
+    (tmp_path / "imaginize.toml").write_text('[pace]\nredis_url = "redis://evil:6379/0"\n')
+    env = {**CLEAN_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache"), "OPENAI_API_KEY": KEY}
+    env.pop("IMAGINIZE_REDIS_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "imaginize", str(book), "-q"],
+        capture_output=True,
+        text=True,
+        env={**env, "XDG_CONFIG_HOME": str(tmp_path / "config")},
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "refusing to share the pace" in result.stderr
+    assert "imaginize.toml" in result.stderr
+
+
+def test_a_429_pause_in_redis_holds_the_other_host(
+    fake_openai: FakeOpenAI, tmp_path: Path, redis_url: str
+) -> None:
+    fake_openai.script(responder=answer)
+    fake_openai.enqueue(rate_limited(2))
+    log = two_hosts(tmp_path, fake_openai, "--redis", redis_url)
+    t429 = next(r["t_mono"] for r in log if r["status"] == 429)
+    later = [r["t_mono"] - t429 for r in log if r["t_mono"] > t429 + 0.25]
+    assert later and min(later) >= 2.0 - 0.05
+    assert sum(1 for r in log if r["status"] == 200) == 16
+
+
+def test_two_hosts_share_one_token_budget_in_redis(
+    fake_openai: FakeOpenAI, tmp_path: Path, redis_url: str
+) -> None:
+    """Each request reserves its prompt and output cap (thousands of tokens: a request every
+    15 s at this --tpm) and gets back all but the 200 its reply reports using: the aggregate
+    follows the tokens used."""
+    fake_openai.script(
+        responder=lambda body: {
+            **answer(body),
+            "usage": {"prompt_tokens": 150, "completion_tokens": 50},
+        }
+    )
+    log = two_hosts(tmp_path, fake_openai, "--tpm", "24000", "--redis", redis_url)
+    assert sum(1 for r in log if r["status"] == 200) == 16
+    tokens_per_minute = aggregate_rpm(log) * 200
+    print(f"aggregate {tokens_per_minute:.0f} tokens/min of 24000 ({redis_url})")
+    assert 0.9 * 24000 <= tokens_per_minute <= 24000
