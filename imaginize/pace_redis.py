@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -184,9 +183,9 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
-def connect(url: str) -> Any:
-    """A client for `url`, checked with a PING. ConfigError (exit 2) for a missing package,
-    a malformed URL or a server that does not answer."""
+def connect(url: str, check: bool = True) -> Any:
+    """A client for `url`, checked with a PING (`check`). ConfigError (exit 2) for a missing
+    package, a malformed URL or a server that does not answer."""
     if redis is None:
         raise ConfigError(
             "--redis needs the redis package: pip install 'imaginize[redis]'"
@@ -199,7 +198,8 @@ def connect(url: str) -> Any:
     except ValueError as exc:
         raise ConfigError(f"--redis {shown}: not a Redis URL ({exc})") from None
     try:
-        client.ping()
+        if check:
+            client.ping()
     except redis.exceptions.RedisError as exc:
         raise ConfigError(f"--redis {shown}: cannot use it ({exc})") from None
     return client
@@ -221,11 +221,14 @@ class RedisPacer(SharedPace):
         max_wait: float = DEFAULT_MAX_WAIT,
         server: str = "the server",
         notice: Callable[[str], None] = lambda line: None,
+        check: bool = True,
     ) -> None:
+        """`check`: PING now, a ConfigError if that fails (the run's start); a worker started
+        later does not, and waits for a Redis that is away like any other request."""
         if not digest:
             raise ValueError("a Redis pace needs the key's digest")
         self.url = safe_url(url)
-        self.client = client if client is not None else connect(url)
+        self.client = client if client is not None else connect(url, check)
         self.limits = limits
         self.max_wait = max_wait
         self.server = server
@@ -234,6 +237,9 @@ class RedisPacer(SharedPace):
         self._sleep = sleep
         self._notice = notice
         self._away = False
+        # Tickets whose give-back found Redis away: retried once it answers again, so they
+        # do not hold their places until they expire.
+        self._owed: list[str] = []
         prefix = f"imaginize:pace:{digest}"
         self.keys = [f"{prefix}:state", f"{prefix}:flight"]
         self._scripts = {
@@ -259,14 +265,14 @@ class RedisPacer(SharedPace):
         while True:
             try:
                 reply = self._scripts[name](keys=self.keys, args=[self._now_arg(), *args])
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except (RedisConnectionError, RedisTimeoutError):
                 if once:
                     return []
                 if not self._away:
                     self._away = True
+                    # The same words from every worker: the launcher passes them on once.
                     self._notice(
-                        f"Redis at {self.url} is unreachable ({exc}): requests wait until "
-                        "it is back"
+                        f"Redis at {self.url} is unreachable: requests wait until it is back"
                     )
                 tries += 1
                 cancel.check()  # work given up on does not wait for Redis
@@ -285,6 +291,8 @@ class RedisPacer(SharedPace):
 
     def _attempt(self, ticket: str, tokens: int) -> tuple[float | None, float]:
         limits = self.limits
+        while self._owed and self._zrem(self._owed[-1]):
+            self._owed.pop()
         kind, wait, paused_until, now = self._run(
             "reserve",
             ticket,
@@ -314,9 +322,15 @@ class RedisPacer(SharedPace):
             pass  # the next reservation waits for Redis
 
     def _give_back(self, ticket: str) -> None:
-        # Not given back (Redis away), the ticket expires after in_flight_ttl.
-        with suppress(RedisConnectionError, RedisTimeoutError):
+        if not self._zrem(ticket):
+            self._owed.append(ticket)
+
+    def _zrem(self, ticket: str) -> bool:
+        try:
             self.client.zrem(self.keys[1], ticket)
+        except (RedisConnectionError, RedisTimeoutError):
+            return False
+        return True
 
     def _refund(self, tokens: int) -> None:
         if self.limits.tpm and tokens > 0:

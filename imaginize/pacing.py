@@ -512,15 +512,23 @@ def open_pacer(
     max_wait: float = DEFAULT_MAX_WAIT,
     server: str = "the server",
     notice: Callable[[str], None] = lambda line: None,
+    check: bool = False,
 ) -> SharedPace:
     """The one place a backend is chosen: Redis when a URL is given, else the file pace in
     `folder`. `digest` (`pace_digest`) names the Redis keys; `notice` gets one line when
-    Redis goes away and one when it is back."""
+    Redis goes away and one when it is back; `check`: a Redis that does not answer now is
+    a ConfigError (the run's start) rather than waited for (a worker's)."""
     if redis_url:
         from imaginize.pace_redis import RedisPacer  # redis is an optional dependency
 
         return RedisPacer(
-            redis_url, digest, limits, max_wait=max_wait, server=server, notice=notice
+            redis_url,
+            digest,
+            limits,
+            max_wait=max_wait,
+            server=server,
+            notice=notice,
+            check=check,
         )
     return Pacer(folder, limits, max_wait=max_wait, server=server)
 

@@ -268,6 +268,7 @@ def _server_pause(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -
             digest=pace_digest(spec.provider.base_url, spec.provider.api_key),
             max_wait=options.max_wait,
             server=server,
+            check=True,
         )
         left = pacer.pause_left(" an earlier request")
         if left > 0:

@@ -192,6 +192,18 @@ def test_a_redis_gone_away_holds_requests_until_it_is_back(server: Any) -> None:
     assert said[1] == "Redis at redis://:***@fake:6379/0 is back: requests go on"
 
 
+def test_a_place_not_given_back_while_redis_was_away_is_freed_when_it_is_back(
+    server: Any, clock: Clock
+) -> None:
+    limits = Limits(batch_size=100, batch_delay=0.0, max_in_flight=1)
+    pacer = redis_pacer(server, clock, limits)
+    with pacer.slot():
+        server.connected = False  # goes away while the request runs
+    server.connected = True
+    with pacer.slot():  # not held up until the lost ticket expires (in_flight_ttl)
+        assert clock.now == 1000.0
+
+
 def test_call_reserves_the_request_and_settles_to_the_usage(tmp_path: Path) -> None:
     clock = Clock()
     pacer = Pacer(tmp_path, Limits(100, 0.0, tpm=60000), clock=clock, sleep=clock.sleep)
@@ -414,3 +426,49 @@ def test_two_hosts_share_one_token_budget_in_redis(
     tokens_per_minute = aggregate_rpm(log) * 200
     print(f"aggregate {tokens_per_minute:.0f} tokens/min of 24000 ({redis_url})")
     assert 0.9 * 24000 <= tokens_per_minute <= 24000
+
+
+def test_a_redis_restarted_mid_run_holds_requests_then_they_go_on(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server on PATH (Debian: apt install redis-server)")
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no"]
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return process
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    fake_openai.script(responder=lambda body: {**answer(body), "delay": 0.3})
+    redis_server = start_redis()
+    run = host(tmp_path, "one", fake_openai.url, "--redis", f"redis://127.0.0.1:{port}/0")
+    try:
+        fake_openai.wait_for_requests(2, timeout=60)
+        redis_server.kill()
+        redis_server.wait(10)
+        stopped = time.monotonic()
+        seen = len(fake_openai.requests)
+        time.sleep(3.0)
+        # Requests already on the wire finish; no new one starts without the pace.
+        assert len(fake_openai.requests) <= seen + 3
+        redis_server = start_redis()
+        _out, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+        redis_server.kill()
+        redis_server.wait(10)
+    assert run.returncode == 0, err
+    later = [r for r in fake_openai.requests if r["t_mono"] > stopped + 3.0]
+    assert later, "nothing was sent once Redis was back"
+    assert err.count("is unreachable: requests wait until it is back") == 1, err
+    assert err.count("is back: requests go on") == 1, err
