@@ -100,3 +100,18 @@ def test_its_real_cut_off_is_asked_again_in_halves(
         subject.analyze(chapter_one, 2)
     first, second = (r["body"]["messages"][-1]["content"] for r in fake_openai.requests[:2])
     assert len(second) < len(first)  # half the chapter, not the same request again
+
+
+def test_its_interrupted_stream_is_named_with_the_fix(fake_openai: FakeOpenAI) -> None:
+    # With -j 2, every chapter failed "malformed response: an empty stream".
+    sse = recorded("stream_interrupted")["sse"]
+    body = "\n".join(sse) + "\n"
+    fake_openai.enqueue(
+        {"kind": "malformed", "status": 200, "body": body, "content_type": "text/event-stream"}
+    )
+    subject = OpenAIAnalyzer(model="gemma-3-270m-q4_k_m", api_key="x", base_url=fake_openai.url)
+    with pytest.raises(ProviderError) as caught:
+        subject.analyze(read_book(SAMPLE).chapters[0], 2)
+    assert caught.value.retryable
+    assert "ended a reply unfinished" in str(caught.value)
+    assert "-j 1" in str(caught.value) and "--interrupt_requests False" in str(caught.value)

@@ -333,9 +333,16 @@ class OpenAIAnalyzer:
                 raise ProviderError(
                     f"the server broke off its reply: {exc}", retryable=True
                 ) from None
-        if not finish and not parts:
-            raise ProviderError("malformed response: an empty stream", retryable=True)
-        return "".join(parts), finish or "stop", usage
+        if not finish:
+            # Ended without saying why: llama-cpp-python's server does this to a reply
+            # whenever another request waits (its interrupt_requests, on by default).
+            raise ProviderError(
+                f"{self._server} ended a reply unfinished ({len(parts)} pieces, no "
+                "finish_reason): llama-cpp-python does when another request waits; use -j 1 "
+                "or start it with --interrupt_requests False",
+                retryable=True,
+            )
+        return "".join(parts), finish, usage
 
     def _say(self, message: str) -> None:
         if message not in self._state.said:
