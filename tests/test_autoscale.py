@@ -130,7 +130,7 @@ def test_auto_settles_at_one_on_a_server_that_answers_in_turn(tmp_path: Path) ->
 
     story = "<p>The lantern swung over the wall while Mara counted the glowing fruit.</p>" * 3
     book = build_epub(tmp_path / "many.epub", [(f"Chapter {n}", story) for n in range(1, 15)])
-    with FakeOpenAI(responder=lambda body: {**answer(body), "delay": 0.4}, slots=1) as server:
+    with FakeOpenAI(responder=lambda body: {**answer(body), "delay": 0.6}, slots=1) as server:
         result = imaginize(
             book, "-o", tmp_path / "out", "--base-url", server.url, "-j", "auto",
             "--batch-delay", "0",
