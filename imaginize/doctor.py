@@ -9,6 +9,7 @@ context it holds, instead of learning it chapter by chapter.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from collections.abc import Callable
@@ -50,6 +51,9 @@ class Report:
     streaming: bool
     context_tokens: int | None
     latency: float | None
+    # Requests it serves at once, as seen: 1 when two at once took twice as long, or one
+    # was cut short; None when not measured.
+    parallel: int | None = None
 
     @property
     def reachable(self) -> bool:
@@ -94,6 +98,15 @@ def diagnose(config: ProviderConfig, timeout: float | None = None) -> Report:
         if probe(f"replies: {reply_format}", constrained) and chosen is None:
             chosen = reply_format
     streaming = probe("streaming", lambda: _stream(client, model))
+    parallel: list[int] = []
+
+    def two_at_once() -> tuple[bool, str]:
+        seen, detail = _parallel(client, model)
+        parallel.append(seen)
+        return True, detail
+
+    if streaming:
+        probe("two requests at once", two_at_once)
     context: list[int] = []
 
     def context_size() -> tuple[bool, str]:
@@ -121,6 +134,7 @@ def diagnose(config: ProviderConfig, timeout: float | None = None) -> Report:
         streaming=streaming,
         context_tokens=context[0] if context else None,
         latency=min(latency) if latency else None,
+        parallel=parallel[0] if parallel else None,
     )
 
 
@@ -150,6 +164,36 @@ def _stream(client: Any, model: str) -> tuple[bool, str]:
     return True, f"{count} chunks, usage {'in the last chunk' if usage else 'not sent'}"
 
 
+def _parallel(client: Any, model: str) -> tuple[int, str]:
+    """Two short streamed replies, one alone and then two at once: a server that answers in
+    turn takes twice as long for the pair, and llama-cpp-python's cuts the first short."""
+
+    def one() -> tuple[float, bool]:
+        started = time.monotonic()
+        finished = False
+        stream = client.chat.completions.create(
+            model=model, messages=_PROBE, max_tokens=24, stream=True
+        )
+        with stream:
+            for chunk in stream:
+                finished = finished or any(c.finish_reason for c in chunk.choices or ())
+        return time.monotonic() - started, finished
+
+    alone, _ = call(None, one)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        pair = [pool.submit(call, None, one) for _ in range(2)]
+        results = [f.result() for f in pair]
+    slowest = max(seconds for seconds, _ in results)
+    if not all(done for _, done in results):
+        return 1, (
+            "a reply was cut short when another arrived (llama-cpp-python: start it with "
+            "--interrupt_requests False, or run -j 1)"
+        )
+    if slowest > 1.7 * alone:
+        return 1, f"answered in turn ({alone:.1f} s alone, {slowest:.1f} s two at once): -j 1"
+    return 2, f"together ({alone:.1f} s alone, {slowest:.1f} s two at once)"
+
+
 def render(report: Report) -> str:
     width = max(len(c.capability) for c in report.checks)
     lines = [f"{report.server} ({report.model})"]
@@ -168,6 +212,8 @@ def render(report: Report) -> str:
         lines.append("  context       unknown until a request is refused for its length")
     if report.latency is not None:
         lines.append(f"  a short reply {report.latency:.1f} s")
+    if report.parallel == 1:
+        lines.append("  workers       -j 1 (more only queue, or are cut short)")
     return "\n".join(lines)
 
 
@@ -181,6 +227,7 @@ def to_json(report: Report) -> str:
             "streaming": report.streaming,
             "contextTokens": report.context_tokens,
             "latencySeconds": report.latency,
+            "parallel": report.parallel,
         },
         indent=2,
     )

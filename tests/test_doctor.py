@@ -82,3 +82,13 @@ def test_the_cli_prints_the_table_or_json_and_fails_on_a_dead_server(
     assert dead.returncode == 2
     assert "cannot use this server" in dead.stdout
     assert "Traceback" not in dead.stderr
+
+
+def test_a_one_slot_server_is_told_apart(fake_openai: FakeOpenAI) -> None:
+    # llama.cpp with one slot: the second of two requests waits for the first.
+    fake_openai.script(responder=lambda body: {**schema_bound(body), "delay": 0.5}, slots=1)
+    report = report_for(fake_openai)
+    assert report.parallel == 1
+    assert "-j 1" in render(report)
+    fake_openai.script(slots=None)
+    assert report_for(fake_openai).parallel == 2
