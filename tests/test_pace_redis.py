@@ -241,6 +241,26 @@ def test_a_servers_stated_limits_tighten_but_never_loosen(
         assert (pacer.limits.rpm, pacer.limits.tpm) == expected
 
 
+def test_a_refused_request_gives_its_tokens_back(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    import openai
+
+    pacer = Pacer(tmp_path, Limits(5, 0.0, tpm=60000), max_wait=60)
+    client = openai.OpenAI(base_url=fake_openai.url, api_key=KEY, max_retries=0)
+    fake_openai.enqueue(rate_limited(0, 1))
+    before = time.time()
+    with pytest.raises(Exception, match="HTTP 429"):
+        call(
+            pacer,
+            lambda: client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            ),
+            tokens=30000,  # half a minute of the budget
+        )
+    assert pacer.read().token_tat < before + 1.0  # not before + 30 s
+
+
 # -- across processes ---------------------------------------------------------------------
 
 

@@ -101,8 +101,10 @@ def translated(pacer: SharedPace | None, tokens: int = 0) -> Iterator[Reservatio
     a wait longer than the pacer's `max_wait` raises `ServerPaused`: the run stops instead
     of waiting."""
     cancel.check()
+    taken: list[Reservation] = []
     try:
         with cancel.guarded(), pacer.slot(tokens) if pacer else nullcontext(_UNPACED) as held:
+            taken.append(held)
             yield held
         if pacer:
             pacer.reachable()
@@ -113,6 +115,9 @@ def translated(pacer: SharedPace | None, tokens: int = 0) -> Iterator[Reservatio
         wait = problem.retry_after
         if pacer:
             _tighten(pacer, exc.response.headers)
+            if 400 <= exc.status_code < 500:
+                for held in taken:
+                    held.settle(0)  # a request refused (a 429 too) spent no tokens
         if pacer and (exc.status_code == 429 or (wait is not None and wait > pacer.max_wait)):
             if problem.retry_after is None:
                 problem.retry_after = backoff_delay(1, base=2.0)
