@@ -129,7 +129,7 @@ def test_auto_settles_at_one_on_a_server_that_answers_in_turn(tmp_path: Path) ->
     from tests.epubs import build_epub
 
     story = "<p>The lantern swung over the wall while Mara counted the glowing fruit.</p>" * 3
-    book = build_epub(tmp_path / "many.epub", [(f"Chapter {n}", story) for n in range(1, 15)])
+    book = build_epub(tmp_path / "many.epub", [(f"Chapter {n}", story) for n in range(1, 19)])
     with FakeOpenAI(responder=lambda body: {**answer(body), "delay": 0.6}, slots=1) as server:
         result = imaginize(
             book, "-o", tmp_path / "out", "--base-url", server.url, "-j", "auto",
@@ -142,4 +142,4 @@ def test_auto_settles_at_one_on_a_server_that_answers_in_turn(tmp_path: Path) ->
         "the server gains nothing from more than 1 request(s) at once (it answers them in "
         "turn): keeping 1 worker(s)"
     )
-    assert len(list((tmp_path / "out" / "chapters").glob("*.json"))) == 14
+    assert len(list((tmp_path / "out" / "chapters").glob("*.json"))) == 18

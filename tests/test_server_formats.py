@@ -3,6 +3,7 @@ the reply format it accepts, its context size, and counts it cannot trust."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -290,3 +291,24 @@ def test_a_context_size_given_sizes_the_first_request_too(fake_openai: FakeOpenA
     assert len(subject.analyze(LONG, 3).scenes) == 3
     assert {r["status"] for r in fake_openai.requests} == {200}
     assert subject.chunk_tokens(12_000) < 2000
+
+
+def test_a_server_sending_no_usage_gets_estimated_counts(fake_openai: FakeOpenAI) -> None:
+    # llama-cpp-python streams no usage at all: the run said "0 tokens" for thousands spent.
+    answer_text = json.dumps({"scenes": [{"quote": PARAGRAPHS[0]}]})
+    chunk = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": answer_text}, "finish_reason": "stop"}],
+    }
+    stream = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n"
+    fake_openai.enqueue(
+        {"kind": "malformed", "status": 200, "content_type": "text/event-stream", "body": stream}
+    )
+    subject = analyzer(fake_openai)
+    result = subject.analyze(LONG, 1)
+    assert result.usage.prompt_tokens > 400 and result.usage.completion_tokens > 10
+    assert subject.spent == result.usage
+    assert any("sends no token usage; counts are estimated" in n for n in subject.take_notices())

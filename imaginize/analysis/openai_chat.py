@@ -300,7 +300,15 @@ class OpenAIAnalyzer:
         if not isinstance(content, str):
             raise ProviderError("malformed response: content is not text", retryable=True)
         usage, problem = usage_from(raw_usage)
-        if problem:
+        if raw_usage is None:
+            # Tokens were spent all the same (llama-cpp-python streams no usage): estimated
+            # as --estimate does, rather than a total of 0.
+            prompt = sum(estimate_tokens(str(m.get("content", ""))) for m in params["messages"])
+            usage = Usage(prompt, estimate_tokens(content))
+            self._say(
+                f"{self._server} sends no token usage; counts are estimated (~4 characters a token)"
+            )
+        elif problem:
             self._say(f"{self._server} reported {problem}; counted as 0")
         self.spent += usage
         return content, str(finish), usage
