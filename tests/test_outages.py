@@ -19,6 +19,7 @@ from imaginize.store import ManifestStore
 from tests.fake_openai import FakeOpenAI
 from tests.replies import answer
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+from tests.test_pacing import Clock
 
 
 def free_port() -> int:
@@ -77,14 +78,6 @@ def test_a_server_that_stays_away_stops_the_run_past_max_wait(tmp_path: Path) ->
     manifest = ManifestStore(tmp_path / "out").read()
     assert manifest is not None
     assert all((e.status, e.attempts) == (mf.Status.PENDING, 0) for e in manifest.chapters)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_unreachable_backs_off_and_reachable_ends_the_wait(tmp_path: Path) -> None:

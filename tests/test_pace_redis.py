@@ -24,6 +24,7 @@ from imaginize.pacing import Limits, Pacer, SharedPace, pace_digest
 from tests.fake_openai import FakeOpenAI, rate_limited
 from tests.replies import answer
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+from tests.test_pacing import Clock
 
 fakeredis = pytest.importorskip("fakeredis")
 pytest.importorskip("lupa")  # fakeredis runs Lua with it
@@ -33,17 +34,6 @@ KEY = "sk-test-0123456789abcdef"
 IMAGINIZE = [sys.executable, "-m", "imaginize"]
 # Three workers a host, no batches: the rate is the only limit.
 PACE = ["--concurrent", "3", "--batch-delay", "0"]
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 Make = Callable[[Limits], SharedPace]
@@ -241,9 +231,7 @@ def test_a_servers_stated_limits_tighten_but_never_loosen(
         assert (pacer.limits.rpm, pacer.limits.tpm) == expected
 
 
-def test_a_refused_request_gives_its_tokens_back(
-    tmp_path: Path, fake_openai: FakeOpenAI
-) -> None:
+def test_a_refused_request_gives_its_tokens_back(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     import openai
 
     pacer = Pacer(tmp_path, Limits(5, 0.0, tpm=60000), max_wait=60)
