@@ -475,8 +475,9 @@ def config_show() -> None:
     # Parameters without a default carry click's UNSET sentinel; show them as empty.
     defaults = {p.name: p.default for p in run.params if isinstance(p.default, str | int | float)}
     settings = _settings()
-    click.echo(config.render_show(settings, defaults))
-    click.echo(_key_destination(settings))
+    # A project file's values are anyone's text: escaped like every other shown value.
+    click.echo(for_terminal(config.render_show(settings, defaults)))
+    click.echo(for_terminal(_key_destination(settings)))
 
 
 def _key_destination(settings: config.Layered) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 from imaginize.atomic import write_atomic
 from imaginize.errors import ConfigError
+from imaginize.safetext import without_password
 
 PROJECT_FILE = "imaginize.toml"
 
@@ -221,7 +222,7 @@ def render_show(layered: Layered, defaults: Mapping[str, Any]) -> str:
             value, source = layered.values[setting.key], layered.sources[setting.key]
         else:
             value, source = defaults.get(setting.param), "default"
-        shown = "" if value is None else str(value)
+        shown = "" if value is None else without_password(str(value))
         if setting.secret and shown:
             shown = mask(shown)
         rows.append((setting.key, shown, source))

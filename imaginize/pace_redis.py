@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from imaginize import cancel
 from imaginize.errors import ConfigError
@@ -36,6 +35,7 @@ from imaginize.pacing import (
     rpm_interval,
     token_interval,
 )
+from imaginize.safetext import without_password
 
 try:
     import redis
@@ -173,23 +173,14 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('ZRANGE', KEYS[2], 0, -1, 'WI
 
 def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+    return without_password(url)
 
 
 def connect(url: str, check: bool = True) -> Any:
     """A client for `url`, checked with a PING (`check`). ConfigError (exit 2) for a missing
     package, a malformed URL or a server that does not answer."""
     if redis is None:
-        raise ConfigError(
-            "--redis needs the redis package: pip install 'imaginize[redis]'"
-        )
+        raise ConfigError("--redis needs the redis package: pip install 'imaginize[redis]'")
     shown = safe_url(url)
     try:
         client = redis.Redis.from_url(

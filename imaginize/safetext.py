@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 # Bidi embeddings, overrides, isolates and marks: they reorder the text around them.
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
@@ -72,6 +73,20 @@ def mask_secrets(text: str, extra: Iterable[str | None] = ()) -> str:
 def _mask_match(found: re.Match[str]) -> str:
     prefix = found.group(1) if found.re.groups else ""
     return prefix + mask(found.group(0)[len(prefix) :])
+
+
+def without_password(url: str) -> str:
+    """`url` with the password of its user part, if any, shown as ***."""
+    parts = urlsplit(url)
+    try:
+        password = parts.password
+    except ValueError:  # not a URL after all
+        return url
+    if not password or "@" not in parts.netloc:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
 
 
 def escape_controls(text: str) -> str:

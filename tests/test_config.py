@@ -127,6 +127,22 @@ def test_show_masks_keys_and_names_sources(
     assert "run.max_attempts" in shown and "(default)" in shown
 
 
+def test_show_hides_url_passwords_and_escapes_a_project_files_text(
+    places: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A Redis URL's password was printed in full, and a project file's values went to the
+    # terminal as they were (escape sequences included).
+    project, _ = places
+    project.write_text(
+        '[pace]\nredis_url = "redis://:hunter2pass@cache:6379/0"\n'
+        '[provider]\nmodel = "m\\u001b[2Jx"\n'
+    )
+    assert main(["config", "show"]) == 0
+    shown = capsys.readouterr().out
+    assert "hunter2pass" not in shown and "redis://:***@cache:6379/0" in shown
+    assert "\x1b" not in shown and "m\\x1b[2Jx" in shown
+
+
 def run_in(
     folder: Path, env: dict[str, str], *args: str | Path
 ) -> subprocess.CompletedProcess[str]:
