@@ -392,7 +392,10 @@ while not stop.exists():
             bad += 1
             print(repr(exc), file=sys.stderr)
         reads += 1
-out.write_text(json.dumps({"reads": reads, "bad": bad, "versions": len(versions)}))
+# Whole or not at all: the test reads it as soon as it exists.
+report = {"reads": reads, "bad": bad, "versions": len(versions)}
+out.with_suffix(".tmp").write_text(json.dumps(report))
+out.with_suffix(".tmp").rename(out)
 """
 
 
