@@ -188,6 +188,4 @@ def limits_for(
     if config.kind is not ProviderKind.OPENAI:
         return None
     chosen = Tier(tier) if tier else Tier.FREE if config.model.endswith(":free") else Tier.PAID
-    return Limits.for_tier(
-        chosen, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm, tpm=tpm
-    )
+    return Limits.for_tier(chosen, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm, tpm=tpm)

@@ -104,26 +104,28 @@ class OpenAIAnalyzer:
     # --- splitting -----------------------------------------------------------------------
 
     def _analyze(self, chunk: Chapter, scenes: int, splits: int) -> Analysis:
-        room = self._room_for_text()
-        if room is not None and estimate_tokens(chunk.text) > room:
-            parts = split_chapter(chunk, max(MIN_CHUNK_TOKENS, room))
-            if len(parts) > 1:
-                return self._in_parts(parts, scenes, splits, Usage())
+        parts = self._fitted(chunk)
+        if len(parts) > 1:
+            return self._in_parts(parts, scenes, splits, Usage())
         try:
             return self._ask(chunk, scenes)
         except _CutOff as cut:
             problem, spent = str(cut), cut.usage
-        # Never the same request again: the chunk in parts that fit what was learned.
-        room = self._room_for_text()
-        if splits >= MAX_SPLITS:
-            parts = [chunk]
-        elif room is not None and estimate_tokens(chunk.text) > room:
-            parts = split_chapter(chunk, max(MIN_CHUNK_TOKENS, room))
-        else:
+        # Never the same request again: the chunk in parts that fit what was learned, else
+        # in halves.
+        parts = [] if splits >= MAX_SPLITS else self._fitted(chunk)
+        if len(parts) == 1:
             parts = halve(chunk)
         if len(parts) < 2:
             raise ProviderError(problem)
         return self._in_parts(parts, scenes, splits + 1, spent)
+
+    def _fitted(self, chunk: Chapter) -> list[Chapter]:
+        """The chunk in parts that fit the server's known context (one part when it does)."""
+        room = self._room_for_text()
+        if room is None or estimate_tokens(chunk.text) <= room:
+            return [chunk]
+        return split_chapter(chunk, max(MIN_CHUNK_TOKENS, room))
 
     def _in_parts(self, parts: list[Chapter], scenes: int, splits: int, spent: Usage) -> Analysis:
         analyses = [
@@ -150,7 +152,7 @@ class OpenAIAnalyzer:
             return parse_reply(reply, chunk.text, scenes, usage)
         except ReplyError as problem:
             first = str(problem)
-        retry = repair_messages(messages, reply, first, truncated=False)
+        retry = repair_messages(messages, reply, first)
         again, more = self._complete(retry, cap, spent=usage)
         usage += more
         try:
@@ -166,7 +168,8 @@ class OpenAIAnalyzer:
             except ReplyError as problem:
                 second = str(problem)
         reason = first if second == first else f"{first}; after a repair request: {second}"
-        raise _Unusable(f"unusable reply: {reason}", usage)
+        # Its tokens are in self.spent, which the worker records with the failure.
+        raise ProviderError(f"unusable reply: {reason}")
 
     def _output_cap(self, scenes: int, messages: list[dict[str, str]]) -> int:
         cap = self._max_output_tokens or min(
@@ -366,14 +369,6 @@ def _whole(completion: Any) -> tuple[Any, str, Any]:
     except (AttributeError, IndexError, TypeError):
         raise ProviderError("malformed response: no choices", retryable=True) from None
     return content, str(finish), getattr(completion, "usage", None)
-
-
-class _Unusable(ProviderError):
-    """A reply that stayed unusable after its repair; the tokens spent on it are kept."""
-
-    def __init__(self, message: str, usage: Usage) -> None:
-        super().__init__(message)
-        self.usage = usage
 
 
 def usage_from(raw: Any) -> tuple[Usage, str]:

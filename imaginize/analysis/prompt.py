@@ -51,15 +51,14 @@ def chapter_messages(chunk: Chapter, scenes: int, book_title: str = "") -> list[
 
 
 def repair_messages(
-    messages: list[dict[str, str]], reply: str, problem: str, truncated: bool
+    messages: list[dict[str, str]], reply: str, problem: str
 ) -> list[dict[str, str]]:
+    """The conversation again with the unusable reply and why. (A cut-off reply is not
+    repaired: its chunk is asked for again in halves.)"""
     ask = (
         f"Your reply could not be used: {problem}. Reply again with only the JSON object "
-        "described above"
+        "described above. Copy quotes exactly from the chapter text."
     )
-    if truncated:
-        ask += ", keeping every description short so that the whole reply fits"
-    ask += ". Copy quotes exactly from the chapter text."
     return [
         *messages,
         {"role": "assistant", "content": reply},
