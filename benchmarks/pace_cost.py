@@ -16,62 +16,15 @@ import argparse
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from imaginize.pacing import Limits, SharedPace, open_pacer, pace_digest
+from tests.local_servers import fakeredis_tcp, redis_server
 
 FREE = Limits(batch_size=10**9, batch_delay=0.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def fakeredis_tcp() -> Iterator[str]:
-    import fakeredis
-
-    port = _free_port()
-    server = fakeredis.TcpFakeServer(("127.0.0.1", port), server_type="redis")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextmanager
-def redis_server(binary: str) -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def _pacer(folder: str, url: str | None) -> SharedPace:

@@ -4,7 +4,6 @@ worker waits for it and goes on when it is back; one that stays away stops the r
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from imaginize.errors import ServerPaused
 from imaginize.pacing import Limits, Pacer
 from imaginize.store import ManifestStore
 from tests.fake_openai import FakeOpenAI
+from tests.local_servers import free_port
 from tests.replies import answer
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
 from tests.test_pacing import Clock
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_run(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[str]:

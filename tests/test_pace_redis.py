@@ -22,6 +22,7 @@ import pytest
 from imaginize.analysis.openai_errors import call, request_tokens
 from imaginize.pacing import Limits, Pacer, SharedPace, pace_digest
 from tests.fake_openai import FakeOpenAI, rate_limited
+from tests.local_servers import fakeredis_tcp, free_port, redis_server
 from tests.replies import answer
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
 from tests.test_pacing import Clock
@@ -252,49 +253,19 @@ def test_a_refused_request_gives_its_tokens_back(tmp_path: Path, fake_openai: Fa
 # -- across processes ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(params=["fakeredis", "redis-server"])
 def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A Redis on a port of this machine: fakeredis's TCP server, and a real redis-server
     when one is on PATH (Debian: apt install redis-server)."""
-    port = free_port()
     if request.param == "fakeredis":
-        tcp = fakeredis.TcpFakeServer(("127.0.0.1", port), server_type="redis")
-        thread = threading.Thread(target=tcp.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            tcp.shutdown()
-            tcp.server_close()
+        with fakeredis_tcp() as url:
+            yield url
         return
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server on PATH")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
+    with redis_server(binary) as url:
+        yield url
 
 
 def host(tmp_path: Path, name: str, url: str, *args: str) -> subprocess.Popen[str]:
