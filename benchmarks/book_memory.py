@@ -33,7 +33,7 @@ PARAGRAPH = b"<p>The lantern swung in the wind and the orchard went dark again.<
 # Run in the child: read the book, print one line saying what came of it.
 _READ = """
 import sys, time
-from imaginize.book import read_book
+from imaginize.reading.epub import read_book
 from imaginize.errors import BookError
 started = time.perf_counter()
 try:

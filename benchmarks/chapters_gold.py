@@ -36,7 +36,7 @@ _CHILD = """
 import json, sys
 import imaginize
 from benchmarks import source
-from imaginize.book import read_book
+from imaginize.reading.epub import read_book
 source.check(imaginize.__file__, source.expected(), "the reader")
 out = {}
 for path in sys.argv[1:]:

@@ -37,9 +37,9 @@ from pathlib import Path
 import imaginize
 from benchmarks.machine import LoadMonitor
 from benchmarks.source import REPO_ROOT, check, describe, environ, expected, exported, python
-from imaginize.atomic import write_json_atomic
-from imaginize.results import CHAPTERS_DIR
-from imaginize.store import ManifestStore
+from imaginize.coordination.atomic import write_json_atomic
+from imaginize.coordination.store import ManifestStore
+from imaginize.guides.results import CHAPTERS_DIR
 
 SOURCE_ENV = "IMAGINIZE_BENCH_SOURCE"
 LEASE = 600.0

@@ -3,12 +3,12 @@
     IMAGINIZE_BENCH_TIMINGS=t.jsonl python -m benchmarks.instrument cli BOOK [run options]
 
 `cli` is `python -m imaginize` with the patches below. Workers are not separate
-`python -m imaginize.worker` programs any more: the launcher forks them from a
+`python -m imaginize.workers.worker` programs any more: the launcher forks them from a
 `multiprocessing` forkserver, a fresh interpreter that imports `forkserver.PRELOAD` and then
 forks one child per worker, so patches made in the CLI process never reach them. `cli`
 therefore appends `benchmarks.instrument_worker` to `forkserver.PRELOAD` and then starts the
 forkserver itself before the CLI's imports, as the console entry does: the forkserver imports
-it after `imaginize.worker` and the analyzer's modules, that import patches the modules
+it after `imaginize.workers.worker` and the analyzer's modules, that import patches the modules
 already loaded there, and every worker forked afterwards inherits the patched functions.
 (The forkserver ignores a preload module that fails to import, so speedup.py checks that
 worker events did arrive.)
@@ -77,7 +77,7 @@ def _timed(ev: str, func: F) -> F:
 
 
 def _patch_store() -> None:
-    from imaginize.store import ManifestStore
+    from imaginize.coordination.store import ManifestStore
 
     original_locked = ManifestStore.locked
     original_transact = ManifestStore.transact
@@ -120,10 +120,10 @@ def _patch_store() -> None:
 
 
 def _patch_pacer() -> None:
-    """The request pacer's shared file (imaginize/pacing.py, when present) is coordination
+    """The request pacer's shared file (imaginize/pacing/pace.py, when present) is coordination
     too: its `_update` transactions are recorded as "pace" events (`op` the caller)."""
     try:
-        from imaginize.pacing import Pacer
+        from imaginize.pacing.pace import Pacer
     except ImportError:
         return
     original = Pacer._update
@@ -141,7 +141,7 @@ def _patch_pacer() -> None:
 
 def _patch_worker() -> None:
     """In the forkserver (through `benchmarks.instrument_worker`): the worker's functions."""
-    from imaginize import worker
+    from imaginize.workers import worker
 
     original_make = worker.make_analyzer
 
@@ -181,13 +181,14 @@ def _patch_worker() -> None:
             record("exit", time.monotonic(), code=code)
             _dump()
 
-    # The launcher pickles its target by name (imaginize.worker.process_main); the child
+    # The launcher pickles its target by name (imaginize.workers.worker.process_main); the child
     # looks that name up in this module, so it finds the wrapper.
     worker.process_main = process_main
 
 
 def _patch_launcher() -> None:
-    from imaginize import forkserver, launcher, run
+    from imaginize import run
+    from imaginize.workers import forkserver, launcher
 
     run.read_book = _timed("read_book", run.read_book)
     run._finish = _timed("finish", run._finish)  # type: ignore[attr-defined]
@@ -248,15 +249,15 @@ def main(argv: list[str]) -> int:
     record("start", T_START)
     code = 1
     try:
-        # As the console entry does (`imaginize.entry`): the forkserver starts before the CLI's
+        # As the console entry does (`imaginize.cli.entry`): the forkserver starts before the CLI's
         # imports, with the preload the run's analyzer wants, and this patch appended.
-        from imaginize import entry as console
-        from imaginize import forkserver
+        from imaginize.cli import entry as console
+        from imaginize.workers import forkserver
 
         if WORKER_PATCH not in forkserver.PRELOAD:
             forkserver.PRELOAD.append(WORKER_PATCH)
         _timed("warm_up", forkserver.warm_up)(console.calls_server(rest, os.environ))
-        from imaginize.cli import main as entry
+        from imaginize.cli.main import main as entry
 
         record("imported", time.monotonic(), imaginize=_imaginize_file())
         _patch_store()

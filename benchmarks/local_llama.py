@@ -27,7 +27,7 @@ The run is bounded: past `--deadline` seconds the CLI gets SIGINT (as Ctrl-C), t
 of its process group; the figures of what finished are printed all the same.
 
 `--record DIR` instead sends one real request per case to the server (the chapter prompt of
-chapter 1 as imaginize builds it; the schema from imaginize.analysis.reply_schema) and writes
+chapter 1 as imaginize builds it; the schema from imaginize.analysis.openai.reply_schema) and writes
 each reply (status, headers, the JSON body or the SSE lines) to DIR/CASE.json, for tests.
 
 `--snapshot REV` measures imaginize/ as of a git revision (benchmarks/source.py), since other
@@ -227,8 +227,8 @@ def request(
 def _chapter_prompt(oversized: bool = False) -> tuple[list[dict[str, str]], str]:
     """The messages imaginize sends for chapter 1 of the sample (or for a chapter holding the
     whole book twice, far over an 8k context), and how the stored request describes them."""
-    from imaginize.analysis.prompt import chapter_messages
-    from imaginize.book import read_book
+    from imaginize.analysis.openai.prompt import chapter_messages
+    from imaginize.reading.epub import read_book
 
     book = read_book(BOOK)
     chapter = book.chapters[0]
@@ -239,7 +239,7 @@ def _chapter_prompt(oversized: bool = False) -> tuple[list[dict[str, str]], str]
     chars = sum(len(m["content"]) for m in messages)
     what = "the whole book twice as one chapter" if oversized else f"chapter {chapter.number}"
     note = (
-        f"imaginize.analysis.prompt.chapter_messages({what} of {BOOK.name}, scenes=2): "
+        f"imaginize.analysis.openai.prompt.chapter_messages({what} of {BOOK.name}, scenes=2): "
         f"system + user, {chars} characters (not stored)"
     )
     return messages, note
@@ -247,7 +247,7 @@ def _chapter_prompt(oversized: bool = False) -> tuple[list[dict[str, str]], str]
 
 def _cases() -> dict[str, tuple[str, dict[str, Any], bool]]:
     """name -> (what it shows, request fields beside the messages, oversized prompt)."""
-    from imaginize.analysis.reply_schema import reply_schema
+    from imaginize.analysis.openai.reply_schema import reply_schema
 
     schema = reply_schema()
     strict = {"name": "x", "strict": True, "schema": schema}

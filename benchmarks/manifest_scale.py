@@ -55,7 +55,7 @@ def _wchar() -> int | None:
 
 def _book(out: Path, chapters: int) -> None:
     """A format-1 manifest of `chapters`, the first half completed, as both revisions read."""
-    from imaginize import manifest as mf
+    from imaginize.coordination import manifest as mf
 
     entries = []
     for n in range(1, chapters + 1):
@@ -85,9 +85,9 @@ def _book(out: Path, chapters: int) -> None:
 def measure(chapters: int, cycles: int, root: Path) -> dict[str, Any]:
     """In the measured process: per-transaction times and bytes of `publish_and_claim`."""
     import imaginize
-    from imaginize import manifest as mf
-    from imaginize.atomic import write_json_atomic
-    from imaginize.store import ManifestStore
+    from imaginize.coordination import manifest as mf
+    from imaginize.coordination.atomic import write_json_atomic
+    from imaginize.coordination.store import ManifestStore
 
     check(imaginize.__file__, expected(), "the measured process")
     out = root / "out"
@@ -166,10 +166,10 @@ def _run(rev: str | None, chapters: int, cycles: int) -> dict[str, Any]:
 
 
 def _before_journal() -> str:
-    """The last commit before imaginize/journal.py was added."""
+    """The last commit before imaginize/coordination/journal.py was added."""
     command = ["git", "-C", str(REPO_ROOT), "log", "--diff-filter=A", "--format=%H"]
     added = subprocess.run(
-        [*command, "--", "imaginize/journal.py"],
+        [*command, "--", "imaginize/coordination/journal.py"],
         check=True,
         capture_output=True,
         text=True,

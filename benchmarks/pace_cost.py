@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from imaginize.pacing import Limits, SharedPace, open_pacer, pace_digest
+from imaginize.pacing import open_pacer
+from imaginize.pacing.pace import Limits, SharedPace, pace_digest
 from tests.local_servers import fakeredis_tcp, redis_server
 
 FREE = Limits(batch_size=10**9, batch_delay=0.0)

@@ -197,7 +197,7 @@ def report(results: list[Result], args: argparse.Namespace, chapters: int) -> No
         f"0.9-1.0, and no 429); gaps between accepted requests as the server received them, "
         f"s: the first (requests 1-2), the shortest (n: between requests n and n+1), the "
         f"median (the limit's interval is {60 / args.rpm:.3f} s; the pacer may space "
-        "reservations wider, by its margin imaginize.pacing.RPM_MARGIN);\nload: 1-minute load "
+        "reservations wider, by its margin imaginize.pacing.pace.RPM_MARGIN);\nload: 1-minute load "
         "average at the end of the run."
     )
     for r in results:

@@ -7,10 +7,10 @@ are not profiled here; benchmarks/instrument.py times them.
 
 Same book, fake server and options as benchmarks/speedup.py. Prints the wall time and the
 functions with the largest cumulative time, then the imports that took longest
-(`-X importtime`, measured in a separate `python -c "import imaginize.cli"`).
+(`-X importtime`, measured in a separate `python -c "import imaginize.cli.main"`).
 
 --snapshot REV: both import imaginize/ as of REV (benchmarks/source.py); the profile's
-imaginize files and the import run's `imaginize.cli.__file__` are checked to be the
+imaginize files and the import run's `imaginize.cli.main.__file__` are checked to be the
 snapshot's, and the script stops if they are not.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from benchmarks.source import REPO_ROOT, check, describe, environ, exported, python, verify
 from benchmarks.speedup import build_book, fake_server
 
-_IMPORT_CLI = "import imaginize.cli; print(imaginize.__file__)"
+_IMPORT_CLI = "import imaginize.cli.main; print(imaginize.__file__)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         _, cumulative, name = line.split("|")
         if cumulative.strip().isdigit():
             rows.append((int(cumulative), name.rstrip()))
-    print("slowest imports of `import imaginize.cli` (cumulative, s):")
+    print("slowest imports of `import imaginize.cli.main` (cumulative, s):")
     for micros, name in sorted(rows, reverse=True)[: args.top // 2]:
         print(f"  {micros / 1e6:6.3f} {name}")
     return 0

@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 from unittest import mock
 
-from imaginize.analysis import reply
-from imaginize.book import read_book
+from imaginize.analysis.openai import reply
+from imaginize.reading.epub import read_book
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = [

@@ -13,7 +13,7 @@ after its last chapter counts too. A revision without `publish_and_claim` (--sna
 measured doing what its worker did: `_claim_next` before every chapter, then `publish`.
 Prints milliseconds per cycle spent in (cumulative, i.e. including what they call) the
 functions that make up a transaction, and the wall time per cycle. Since the journal
-(imaginize/journal.py) a transaction appends a line and reads only the lines added since;
+(coordination/journal.py) a transaction appends a line and reads only the lines added since;
 `benchmarks.manifest_scale` measures how that cost holds as the book grows.
 """
 
@@ -69,19 +69,20 @@ RESULT = {
 
 
 def stage(path: Path, data: dict[str, object]) -> None:
-    from imaginize.atomic import write_json_atomic
+    from imaginize.coordination.atomic import write_json_atomic
 
     # As the worker stages a result: the data fsynced, the folder left to the publish's rename.
     write_json_atomic(path, data, sync_dir=False)
 
 
 def profile(chapters: int, cycles: int, root: Path) -> None:
-    from imaginize.manifest import Claim
-    from imaginize.pacing import Limits, Pacer
-    from imaginize.providers import ProviderConfig, ProviderKind
-    from imaginize.results import CHAPTERS_DIR
-    from imaginize.store import ManifestStore
-    from imaginize.worker import WorkerSpec, _claim_next
+    from imaginize.analysis.providers import ProviderConfig, ProviderKind
+    from imaginize.coordination.manifest import Claim
+    from imaginize.coordination.store import ManifestStore
+    from imaginize.guides.results import CHAPTERS_DIR
+    from imaginize.pacing.pace import Limits, Pacer
+    from imaginize.workers.spec import WorkerSpec
+    from imaginize.workers.worker import _claim_next
 
     store = ManifestStore(root / "out")
     store.join(

@@ -1,5 +1,5 @@
 import sys
 
-from imaginize.entry import main
+from imaginize.cli.entry import main
 
 sys.exit(main())

@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from imaginize.analysis.providers import ProviderKind, limits_for, resolve_provider
 from imaginize.events import EventSink, RunFinished, ignore
-from imaginize.providers import ProviderKind, limits_for, resolve_provider
 from imaginize.run import RunOptions, run_book
 
 

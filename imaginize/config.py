@@ -26,7 +26,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from imaginize.atomic import write_atomic
+from imaginize.coordination.atomic import write_atomic
 from imaginize.errors import ConfigError
 from imaginize.safetext import without_password
 

@@ -13,18 +13,19 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from imaginize import manifest as mf
 from imaginize.analysis.base import Analyzer
-from imaginize.analysis.prompt import chapter_messages
-from imaginize.autoscale import DEFAULT_MAX_WORKERS, AutoScaler, initial_workers
-from imaginize.book import book_fingerprint, chapter_selection, read_book
-from imaginize.chunking import split_chapter
+from imaginize.analysis.estimate import DEFAULT_LATENCY, Estimate, estimate, wall_time
+from imaginize.analysis.openai.prompt import chapter_messages
+from imaginize.analysis.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
+from imaginize.analysis.pricing import cost, total_cost
+from imaginize.analysis.providers import ProviderConfig, ProviderKind, is_local, resolve_provider
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.locking import DEFAULT_LOCK_LIFETIME, reporting_waits
+from imaginize.coordination.store import ManifestStore, provenance
+from imaginize.coordination.watch import ManifestWatcher
 from imaginize.errors import BookError, ManifestError, ProviderError
-from imaginize.estimate import DEFAULT_LATENCY, Estimate, estimate, wall_time
 from imaginize.events import EventSink, LibraryFinished, Notice, RunFinished, RunStarted, ignore
-from imaginize.forkserver import warm_up
-from imaginize.guides import BookInfo, ChapterInfo, write_guides
-from imaginize.images import (
+from imaginize.guides.images import (
     IMAGES_DIR,
     ImageOptions,
     ImageStore,
@@ -33,25 +34,25 @@ from imaginize.images import (
     wanted_units,
     write_prompt_files,
 )
-from imaginize.launcher import Launcher
-from imaginize.locking import DEFAULT_LOCK_LIFETIME, reporting_waits
+from imaginize.guides.merge import BookInfo, ChapterInfo, write_guides
+from imaginize.guides.results import load_results
 from imaginize.model import Book, Chapter, Usage
-from imaginize.pacing import (
+from imaginize.pacing import open_pacer
+from imaginize.pacing.pace import (
     DEFAULT_MAX_WAIT,
     Limits,
     clock_time,
-    open_pacer,
     pace_digest,
     pace_dir,
     server_name,
 )
-from imaginize.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
-from imaginize.pricing import cost, total_cost
-from imaginize.providers import ProviderConfig, ProviderKind, is_local, resolve_provider
-from imaginize.results import load_results
-from imaginize.store import ManifestStore, provenance
-from imaginize.watch import ManifestWatcher
-from imaginize.worker import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT, WorkerSpec, run_worker
+from imaginize.reading.chunking import split_chapter
+from imaginize.reading.epub import book_fingerprint, chapter_selection, read_book
+from imaginize.workers.autoscale import DEFAULT_MAX_WORKERS, AutoScaler, initial_workers
+from imaginize.workers.forkserver import warm_up
+from imaginize.workers.launcher import Launcher
+from imaginize.workers.spec import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT, WorkerSpec
+from imaginize.workers.worker import run_worker
 
 
 @dataclass(frozen=True)
@@ -369,7 +370,7 @@ def estimate_book(
 def _measured(
     book: Book, selected: list[Chapter], options: RunOptions, plan: Estimate, workers: int
 ) -> tuple[Estimate, str]:
-    from imaginize.doctor import measure_speed  # the openai client: only for this
+    from imaginize.analysis.openai.doctor import measure_speed  # the openai client: only for this
 
     sample = split_chapter(selected[0], 1000)[0] if selected else Chapter(1, "", "")
     try:

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from imaginize.autoscale import WINDOW, AutoScaler, initial_workers, process_rss
+from imaginize.workers.autoscale import WINDOW, AutoScaler, initial_workers, process_rss
 from tests.fake_openai import FakeOpenAI, rate_limited
 from tests.replies import answer
 from tests.test_cli import SAMPLE, imaginize

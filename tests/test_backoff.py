@@ -10,7 +10,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from imaginize.backoff import backoff_delay, parse_duration, retry_after_seconds
+from imaginize.pacing.backoff import backoff_delay, parse_duration, retry_after_seconds
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 

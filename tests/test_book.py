@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from imaginize import xhtml
-from imaginize.book import (
+from imaginize.errors import BookError, ConfigError
+from imaginize.model import Book
+from imaginize.reading import xhtml
+from imaginize.reading.epub import (
     CHAPTER_CHARS,
     ReadLimits,
     _Budget,
@@ -24,8 +26,6 @@ from imaginize.book import (
     chapter_selection,
     read_book,
 )
-from imaginize.errors import BookError, ConfigError
-from imaginize.model import Book
 from tests.epubs import (
     JPEG_MAGIC,
     KNOWN_CHAPTERS,
@@ -538,7 +538,7 @@ def inflated(
 _BOUNDED_READ = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
-from imaginize.book import read_book
+from imaginize.reading.epub import read_book
 from imaginize.errors import BookError
 try:
     read_book(sys.argv[1])

@@ -13,17 +13,18 @@ from pathlib import Path
 import pytest
 
 from imaginize import cancel
-from imaginize import manifest as mf
-from imaginize.analysis.openai_chat import OpenAIAnalyzer
-from imaginize.book import book_fingerprint
+from imaginize.analysis.openai.chat import OpenAIAnalyzer
+from imaginize.analysis.providers import ProviderConfig, ProviderKind
 from imaginize.cancel import Token
-from imaginize.claims import within
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.claims import within
+from imaginize.coordination.store import ManifestStore
 from imaginize.errors import ProviderError
 from imaginize.model import Book, Chapter
-from imaginize.pacing import Limits, Pacer
-from imaginize.providers import ProviderConfig, ProviderKind
-from imaginize.store import ManifestStore
-from imaginize.worker import WorkerSpec, run_worker
+from imaginize.pacing.pace import Limits, Pacer
+from imaginize.reading.epub import book_fingerprint
+from imaginize.workers.spec import WorkerSpec
+from imaginize.workers.worker import run_worker
 from tests.fake_openai import FakeOpenAI, hang
 from tests.replies import answer
 

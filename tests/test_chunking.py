@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imaginize.chunking import (
+from imaginize.model import Chapter
+from imaginize.reading.chunking import (
     estimate_tokens,
     scene_count,
     share_scenes,
     split_chapter,
     word_equivalents,
 )
-from imaginize.model import Chapter
 
 
 def _chapter(text: str) -> Chapter:
@@ -276,7 +276,7 @@ def test_share_scenes_sums_to_the_total_and_gives_each_at_least_one(
 
 
 def test_halve_cuts_at_the_paragraph_break_nearest_the_middle() -> None:
-    from imaginize.chunking import halve
+    from imaginize.reading.chunking import halve
 
     text = "One short.\n\nA second, longer paragraph here.\n\nThird one.\n\nFour."
     first, second = halve(Chapter(1, "T", text))
@@ -285,7 +285,7 @@ def test_halve_cuts_at_the_paragraph_break_nearest_the_middle() -> None:
 
 
 def test_halve_cuts_one_paragraph_at_a_sentence_end_and_never_inside_a_sentence() -> None:
-    from imaginize.chunking import halve
+    from imaginize.reading.chunking import halve
 
     text = "The tide came in.  Wren ran! Then   it was dark and very, very cold."
     first, second = halve(Chapter(1, "T", text))

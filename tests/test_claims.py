@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from imaginize import cancel
-from imaginize import manifest as mf
-from imaginize.analysis.openai_chat import OpenAIAnalyzer
-from imaginize.claims import Heartbeat, Interrupts, Stop, within
+from imaginize.analysis.openai.chat import OpenAIAnalyzer
+from imaginize.analysis.pipeline import analyze_chapter
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.claims import Heartbeat, Interrupts, Stop, within
+from imaginize.coordination.store import ManifestStore
 from imaginize.errors import ProviderError
 from imaginize.model import Chapter
-from imaginize.pacing import Limits, Pacer
-from imaginize.pipeline import analyze_chapter
-from imaginize.store import ManifestStore
+from imaginize.pacing.pace import Limits, Pacer
 from tests.fake_openai import FakeOpenAI
 from tests.replies import answer
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from imaginize.cli import cli, main
+from imaginize.cli.main import cli, main
 from tests.epubs import build_epub, write_zip
 from tests.fake_openai import FakeOpenAI, error, reply
 from tests.replies import answer
@@ -76,7 +76,7 @@ def test_bad_inputs_get_one_line_and_status_2(tmp_path: Path) -> None:
     cases = [tmp_path / "missing.epub", folder, empty, jpeg, text, truncated, no_container]
     # One interpreter for all the cases keeps this fast; each still goes through main().
     script = (
-        "import sys; from imaginize.cli import main\n"
+        "import sys; from imaginize.cli.main import main\n"
         "for p in sys.argv[1:]:\n"
         "    code = main([p, '-o', p + '.out'])\n"
         "    print(code, file=sys.stderr, flush=True)\n"

@@ -2,7 +2,7 @@
 
 What each test shows (see manifest-format.md for the rules they check):
 
-- stress: 8 `python -m imaginize.worker` processes released at once do a 200-chapter book,
+- stress: 8 `python -m imaginize.workers.worker` processes released at once do a 200-chapter book,
   every chapter exactly once, tokens unique and growing, nothing left behind;
 - chaos: workers are kill -9'd at random moments and while they hold the manifest lock, and
   replaced; the manifest always parses, no chapter is lost or published twice, and a lock
@@ -16,12 +16,12 @@ What each test shows (see manifest-format.md for the rules they check):
 
 How processes are started. Python needs about a second of CPU to import a worker (openai's
 types dominate), so:
-- stress workers run `imaginize.worker.main` behind a file barrier: each imports, says it is
+- stress workers run `imaginize.workers.worker.main` behind a file barrier: each imports, says it is
   ready, and waits for a "go" file; the test creates it once all 8 are ready, so the claims
   race for real instead of trickling in one import at a time;
 - chaos workers (dozens of restarts) are forked from a parent that has imported the worker
   and parsed the book (`_zygote_main`); each is still its own OS process running
-  `imaginize.worker.main`, killed with SIGKILL; the fresh run that finishes the book is
+  `imaginize.workers.worker.main`, killed with SIGKILL; the fresh run that finishes the book is
   `run_book` (a launcher and its worker processes) with the journal on;
 - the CLI tests run `python -m imaginize` exactly as a user would.
 
@@ -57,19 +57,19 @@ from typing import IO, Any, NoReturn, TypeVar
 import pytest
 from click.testing import CliRunner
 
-from imaginize import cli as cli_module
-from imaginize import manifest as mf
-from imaginize.book import book_fingerprint, read_book
+from imaginize.analysis.providers import ProviderConfig, ProviderKind
+from imaginize.cli import main as cli_module
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.locking import DEFAULT_LOCK_LIFETIME
+from imaginize.coordination.store import JOURNAL_NAME, LOCK_NAME, MANIFEST_NAME, ManifestStore
 from imaginize.events import RunFinished
-from imaginize.guides import CHAPTERS, CONTENTS, ELEMENTS
-from imaginize.locking import DEFAULT_LOCK_LIFETIME
+from imaginize.guides.merge import CHAPTERS, CONTENTS, ELEMENTS
+from imaginize.guides.results import CHAPTERS_DIR, read_result, result_path
 from imaginize.model import Book
-from imaginize.pacing import PACE_LOCK_NAME, RATE_NAME
-from imaginize.providers import ProviderConfig, ProviderKind
-from imaginize.results import CHAPTERS_DIR, read_result, result_path
+from imaginize.pacing.pace import PACE_LOCK_NAME, RATE_NAME
+from imaginize.reading.epub import book_fingerprint, read_book
 from imaginize.run import RunOptions
-from imaginize.store import JOURNAL_NAME, LOCK_NAME, MANIFEST_NAME, ManifestStore
-from imaginize.worker import DEFAULT_HEARTBEAT, WorkerSpec
+from imaginize.workers.spec import DEFAULT_HEARTBEAT, WorkerSpec
 from tests.epubs import build_epub
 from tests.fake_openai import FakeOpenAIProcess, prompt_text
 from tests.replies import answer
@@ -332,12 +332,12 @@ def imaginize_cli(book: Path, *options: str) -> list[str]:
 # CPU) happens before the barrier, so all workers reach their first claim together.
 BARRIER_WORKER = """
 import os, sys, time
-import imaginize.analysis.openai_chat, imaginize.worker
+import imaginize.analysis.openai.chat, imaginize.workers.worker
 worker_id, ready, go = sys.argv[1:4]
 open(ready, "w").close()
 while not os.path.exists(go):
     time.sleep(0.002)
-sys.exit(imaginize.worker.main([worker_id]))
+sys.exit(imaginize.workers.worker.main([worker_id]))
 """
 
 
@@ -380,8 +380,8 @@ def _zygote_main(book_path: str) -> None:
     forks a worker process per line "worker_id spec_path" on stdin, answering "started
     worker_id pid"; it reaps its children at once and reports "exit pid code". Stdin closed:
     children killed."""
-    import imaginize.analysis.openai_chat  # noqa: F401 (paid for once, before any fork)
-    from imaginize import worker
+    import imaginize.analysis.openai.chat  # noqa: F401 (paid for once, before any fork)
+    from imaginize.workers import worker
 
     worker.read_book = functools.cache(worker.read_book)  # type: ignore[assignment]
     worker.read_book(book_path)
@@ -629,7 +629,7 @@ class Observer:
 FRESH_RUN = """
 import json, sys
 from pathlib import Path
-from imaginize.providers import ProviderConfig, ProviderKind
+from imaginize.analysis.providers import ProviderConfig, ProviderKind
 from imaginize.run import RunOptions, run_book
 book, out, url, journal, settings = sys.argv[1:6]
 config = ProviderConfig(ProviderKind.OPENAI, "fake", api_key="test", base_url=url)

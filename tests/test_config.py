@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from imaginize import config
-from imaginize.cli import main
+from imaginize.cli.main import main
 from imaginize.errors import ConfigError
 from tests.fake_openai import FakeOpenAI
 from tests.replies import answer

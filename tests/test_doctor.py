@@ -7,9 +7,9 @@ import json
 import subprocess
 import sys
 
-from imaginize.analysis.server import ReplyFormat
-from imaginize.doctor import diagnose, render
-from imaginize.providers import resolve_provider
+from imaginize.analysis.openai.doctor import diagnose, render
+from imaginize.analysis.openai.server import ReplyFormat
+from imaginize.analysis.providers import resolve_provider
 from tests.fake_openai import FakeOpenAI
 from tests.replies import schema_bound
 from tests.test_cli import CLEAN_ENV, ROOT

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imaginize.entry import calls_server
+from imaginize.cli.entry import calls_server
 
 
 @pytest.fixture

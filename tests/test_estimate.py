@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from imaginize.cli import main
-from imaginize.estimate import estimate, wall_time
+from imaginize.analysis.estimate import estimate, wall_time
+from imaginize.cli.main import main
 from imaginize.model import Chapter
-from imaginize.pacing import Limits, Tier
+from imaginize.pacing.pace import Limits, Tier
 from tests.fake_openai import FakeOpenAI
 from tests.test_cli import SAMPLE
 

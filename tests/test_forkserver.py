@@ -8,7 +8,7 @@ from multiprocessing.context import ForkServerContext
 
 import pytest
 
-from imaginize import forkserver
+from imaginize.workers import forkserver
 
 
 def test_the_preload_follows_the_analyzer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -19,13 +19,16 @@ def test_the_preload_follows_the_analyzer(monkeypatch: pytest.MonkeyPatch) -> No
     forkserver.context(False)
     forkserver.context(True)
     offline, server = asked
-    assert offline[0] == server[0] == "imaginize.preload"  # first: the worker's own modules
-    assert "imaginize.preload_openai" in server and "imaginize.preload_openai" not in offline
-    assert "imaginize.analysis.offline" in offline
+    assert offline[0] == server[0] == "imaginize.workers.preload"  # first: the worker's own modules
+    assert (
+        "imaginize.workers.preload_openai" in server
+        and "imaginize.workers.preload_openai" not in offline
+    )
+    assert "imaginize.analysis.offline.analyzer" in offline
 
 
 def test_importing_the_preload_outside_the_forkserver_keeps_the_exit_status() -> None:
     # In the forkserver it ends the interpreter with os._exit(0) at exit; anywhere else that
     # would turn every exit status into 0.
-    code = "import imaginize.preload, sys; sys.exit(3)"
+    code = "import imaginize.workers.preload, sys; sys.exit(3)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 3

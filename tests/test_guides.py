@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imaginize.book import book_fingerprint
+from imaginize.analysis.providers import ProviderKind, resolve_provider
+from imaginize.coordination.store import MANIFEST_NAME
 from imaginize.events import Notice
-from imaginize.guides import (
+from imaginize.guides.merge import (
     CHAPTERS,
     CONTENTS,
     ELEMENTS,
@@ -27,11 +28,10 @@ from imaginize.guides import (
     render_elements,
     write_guides,
 )
+from imaginize.guides.results import read_result, result_path
 from imaginize.model import ChapterResult, Element, ElementKind, Scene, Usage
-from imaginize.providers import ProviderKind, resolve_provider
-from imaginize.results import read_result, result_path
+from imaginize.reading.epub import book_fingerprint
 from imaginize.run import RunOptions, run_book
-from imaginize.store import MANIFEST_NAME
 from tests.epubs import build_epub
 
 C, CR, P, IT = ElementKind.CHARACTER, ElementKind.CREATURE, ElementKind.PLACE, ElementKind.ITEM

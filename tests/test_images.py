@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from imaginize import manifest as mf
 from imaginize import run
+from imaginize.analysis.providers import ProviderKind, resolve_provider
+from imaginize.coordination import manifest as mf
 from imaginize.errors import ProviderError
 from imaginize.events import ignore
-from imaginize.guides import MergedElement
-from imaginize.images import (
+from imaginize.guides.images import (
     ImageOptions,
     ImageStore,
     build_prompt,
@@ -26,9 +26,9 @@ from imaginize.images import (
     wanted_units,
     with_chapter_units,
 )
+from imaginize.guides.merge import MergedElement
+from imaginize.guides.results import read_result, result_path, write_result
 from imaginize.model import ChapterResult, ElementKind, ImageRecord, Scene
-from imaginize.providers import ProviderKind, resolve_provider
-from imaginize.results import read_result, result_path, write_result
 from imaginize.run import RunOptions, run_book
 from tests.fake_openai import FakeOpenAI, error, image, make_jpeg, make_png
 from tests.replies import answer

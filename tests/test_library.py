@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from imaginize.providers import ProviderConfig, ProviderKind
+from imaginize.analysis.providers import ProviderConfig, ProviderKind
+from imaginize.coordination.store import ManifestStore
 from imaginize.run import RunOptions, library_out_dirs, run_book
-from imaginize.store import ManifestStore
 from tests.epubs import build_epub
 from tests.fake_openai import FakeOpenAI
 from tests.replies import answer, chapter_text

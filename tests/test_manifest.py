@@ -1,4 +1,4 @@
-"""The manifest's pure state transitions (imaginize/manifest.py) against manifest-format.md.
+"""The manifest's pure state transitions (coordination/manifest.py) against manifest-format.md.
 
 Time and liveness are injected: `now` is a number and `is_dead` a predicate, so nothing here
 sleeps or depends on real processes, except the owner tests at the end, which spawn and reap
@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from imaginize import manifest as mf
-from imaginize.manifest import Entry, Manifest, Status
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.manifest import Entry, Manifest, Status
 
 LEASE = 100.0
 MAX = 3

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from imaginize.analysis.offline import OfflineAnalyzer
-from imaginize.analysis.text import normalize_ws
+from imaginize.analysis.offline.analyzer import OfflineAnalyzer
+from imaginize.analysis.offline.text import normalize_ws
 from imaginize.model import Analysis, Book, Chapter, ElementKind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_deterministic_across_hash_seeds() -> None:
     script = (
         "import json, sys\n"
         "from tests.test_offline import LIGHTHOUSE, make_book\n"
-        "from imaginize.analysis.offline import OfflineAnalyzer\n"
+        "from imaginize.analysis.offline.analyzer import OfflineAnalyzer\n"
         "book = make_book(LIGHTHOUSE)\n"
         "an = OfflineAnalyzer(book)\n"
         "out = [[s.to_json() for s in an.analyze(c, 3).scenes]"
@@ -351,9 +351,9 @@ def test_names_that_show_no_sign_of_a_person_are_left_out() -> None:
 
 
 def test_no_look_stays_out_of_image_prompts() -> None:
-    from imaginize.analysis.catalogue import NO_LOOK, look_of
-    from imaginize.guides import MergedElement
-    from imaginize.images import build_prompt
+    from imaginize.analysis.offline.catalogue import NO_LOOK, look_of
+    from imaginize.guides.images import build_prompt
+    from imaginize.guides.merge import MergedElement
     from imaginize.model import Scene
 
     text = "Tom walked to Gannet Rock. Tom sat on Gannet Rock and waited for the boat."
@@ -612,9 +612,9 @@ def test_unpunctuated_wall_of_text() -> None:
 
 
 def _read_book(path: Path) -> Book:
-    if importlib.util.find_spec("imaginize.book") is None:
-        pytest.skip("imaginize.book is not available")
-    from imaginize.book import read_book
+    if importlib.util.find_spec("imaginize.reading.epub") is None:
+        pytest.skip("imaginize.reading.epub is not available")
+    from imaginize.reading.epub import read_book
 
     return read_book(path)
 

@@ -7,8 +7,8 @@ from unittest.mock import ANY
 
 import pytest
 
-from imaginize.analysis.openai_chat import OpenAIAnalyzer
-from imaginize.analysis.reply_schema import SCHEMA_NAME, reply_schema
+from imaginize.analysis.openai.chat import OpenAIAnalyzer
+from imaginize.analysis.openai.reply_schema import SCHEMA_NAME, reply_schema
 from imaginize.errors import AuthenticationError, ProviderError
 from imaginize.model import Chapter
 from tests.fake_openai import (
@@ -41,7 +41,7 @@ def good(**extra: object) -> dict:
 
 
 def _prompt() -> str:
-    from imaginize.analysis.prompt import chapter_messages
+    from imaginize.analysis.openai.prompt import chapter_messages
 
     return "\n".join(m["content"] for m in chapter_messages(CHAPTER, 2))
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from imaginize import manifest as mf
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.store import ManifestStore
 from imaginize.errors import ServerPaused
-from imaginize.pacing import Limits, Pacer
-from imaginize.store import ManifestStore
+from imaginize.pacing.pace import Limits, Pacer
 from tests.fake_openai import FakeOpenAI
 from tests.local_servers import free_port
 from tests.replies import answer

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from imaginize.analysis.openai_errors import call, request_tokens
-from imaginize.pacing import Limits, Pacer, SharedPace, pace_digest
+from imaginize.analysis.openai.errors import call, request_tokens
+from imaginize.pacing.pace import Limits, Pacer, SharedPace, pace_digest
 from tests.fake_openai import FakeOpenAI, rate_limited
 from tests.local_servers import fakeredis_tcp, free_port, redis_server
 from tests.replies import answer
@@ -29,7 +29,7 @@ from tests.test_pacing import Clock
 
 fakeredis = pytest.importorskip("fakeredis")
 pytest.importorskip("lupa")  # fakeredis runs Lua with it
-pace_redis = pytest.importorskip("imaginize.pace_redis")
+pace_redis = pytest.importorskip("imaginize.pacing.redis_pace")
 
 KEY = "sk-test-0123456789abcdef"
 IMAGINIZE = [sys.executable, "-m", "imaginize"]

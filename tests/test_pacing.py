@@ -14,9 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from imaginize.coordination.manifest import owner_is_dead
 from imaginize.errors import LockTimeout
-from imaginize.manifest import owner_is_dead
-from imaginize.pacing import Limits, Pacer, PaceState, Tier, finish, next_send_time, pause, reserve
+from imaginize.pacing.pace import (
+    Limits,
+    Pacer,
+    PaceState,
+    Tier,
+    finish,
+    next_send_time,
+    pause,
+    reserve,
+)
 
 
 class Clock:
@@ -98,7 +107,7 @@ def test_pacer_slots_with_an_injected_clock(tmp_path: Path) -> None:
 CHILD = """
 import sys, time
 from pathlib import Path
-from imaginize.pacing import Limits, Pacer
+from imaginize.pacing.pace import Limits, Pacer
 folder, count, log = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 barrier = folder / "go"
 while not barrier.exists():
@@ -163,7 +172,7 @@ def test_a_place_held_by_a_dead_process_is_freed_at_once(tmp_path: Path) -> None
 HOLD_PACE_LOCK = """
 import sys, time
 from pathlib import Path
-from imaginize.pacing import Limits, Pacer
+from imaginize.pacing.pace import Limits, Pacer
 pacer = Pacer(Path(sys.argv[1]), Limits(batch_size=1, batch_delay=0.0))
 pacer._lock.acquire()
 (Path(sys.argv[1]) / "held").touch()

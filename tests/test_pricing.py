@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from imaginize.analysis.pricing import cost, format_cost, price, total_cost
 from imaginize.model import ChapterResult, Usage
-from imaginize.pricing import cost, format_cost, price, total_cost
 
 
 def result(model: str, prompt: int, completion: int, provider: str = "openai") -> ChapterResult:

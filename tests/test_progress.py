@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from imaginize.cli.progress import PlainProgress
 from imaginize.events import ChapterFailed, ChapterFinished, RunStarted
 from imaginize.model import ChapterResult
-from imaginize.progress import PlainProgress
 
 
 def finished(number: int) -> ChapterFinished:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from imaginize.config import Origin, Trust
-from imaginize.errors import ConfigError
-from imaginize.providers import (
+from imaginize.analysis.providers import (
     DEFAULT_OPENAI_MODEL,
     DEFAULT_OPENROUTER_MODEL,
     OPENROUTER_BASE_URL,
     ProviderKind,
     resolve_provider,
 )
+from imaginize.config import Origin, Trust
+from imaginize.errors import ConfigError
 
 LOCAL = "http://127.0.0.1:8080/v1"
 

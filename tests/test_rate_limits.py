@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from imaginize import manifest as mf
-from imaginize.store import ManifestStore
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.store import ManifestStore
 from tests.fake_openai import FakeOpenAI, hang, rate_limited
 from tests.replies import answer
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE, start_imaginize

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from imaginize.book import read_book
+from imaginize.reading.epub import read_book
 from tests.fake_openai import FakeOpenAI
 from tests.replies import paraphrasing, reply_json
 from tests.test_cli import SAMPLE

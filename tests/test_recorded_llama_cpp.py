@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from imaginize.analysis.openai_chat import OpenAIAnalyzer
-from imaginize.book import read_book
+from imaginize.analysis.openai.chat import OpenAIAnalyzer
 from imaginize.errors import ProviderError
+from imaginize.reading.epub import read_book
 from tests.fake_openai import FakeOpenAI
 from tests.test_cli import SAMPLE
 

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imaginize.analysis.reply import QuoteFinder, ReplyError, extract_json_object, parse_reply
+from imaginize.analysis.openai.reply import (
+    QuoteFinder,
+    ReplyError,
+    extract_json_object,
+    parse_reply,
+)
 from imaginize.model import ElementKind, Usage
 
 CHAPTER = (

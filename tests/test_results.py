@@ -11,10 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imaginize.book import book_fingerprint
-from imaginize.model import ChapterResult, Element, ElementKind, Scene, Usage
-from imaginize.providers import ProviderKind, resolve_provider
-from imaginize.results import (
+from imaginize.analysis.providers import ProviderKind, resolve_provider
+from imaginize.coordination.store import ManifestStore
+from imaginize.guides.results import (
     CHAPTERS_DIR,
     CorruptResult,
     Provenance,
@@ -23,8 +22,10 @@ from imaginize.results import (
     result_path,
     write_result,
 )
-from imaginize.store import ManifestStore
-from imaginize.worker import WorkerSpec, run_worker
+from imaginize.model import ChapterResult, Element, ElementKind, Scene, Usage
+from imaginize.reading.epub import book_fingerprint
+from imaginize.workers.spec import WorkerSpec
+from imaginize.workers.worker import run_worker
 from tests.epubs import build_epub
 
 _TEXT = st.text(max_size=40)  # any unicode (no lone surrogates), newlines and quotes included
@@ -100,7 +101,10 @@ def test_write_then_read_gives_the_same_result(tmp_path: Path) -> None:
 @given(result=_RESULTS)
 def test_any_result_round_trips(result: ChapterResult) -> None:
     # fsync is what makes the write durable, not what makes it readable: skipped for speed.
-    with tempfile.TemporaryDirectory() as folder, mock.patch("imaginize.atomic.os.fsync"):
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        mock.patch("imaginize.coordination.atomic.os.fsync"),
+    ):
         out = Path(folder)
         write_result(out, result)
         assert read_result(result_path(out, result.chapter)) == result

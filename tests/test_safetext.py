@@ -20,10 +20,14 @@ import openai
 import pytest
 from rich.console import Console
 
-from imaginize import manifest as mf
 from imaginize import safetext
-from imaginize.analysis.openai_errors import status_error
-from imaginize.claims import record_failure
+from imaginize.analysis.openai.errors import status_error
+from imaginize.cli.live import LiveProgress
+from imaginize.cli.progress import PlainProgress
+from imaginize.cli.status import StatusReport, render_status
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.claims import record_failure
+from imaginize.coordination.store import JOURNAL_NAME, MANIFEST_NAME, ManifestStore
 from imaginize.errors import ProviderError
 from imaginize.events import (
     BookProgress,
@@ -38,12 +42,8 @@ from imaginize.events import (
     RunFinished,
     RunStarted,
 )
-from imaginize.guides import BookInfo, ChapterInfo, render_contents
-from imaginize.live import LiveProgress
+from imaginize.guides.merge import BookInfo, ChapterInfo, render_contents
 from imaginize.model import ChapterResult
-from imaginize.progress import PlainProgress
-from imaginize.status import StatusReport, render_status
-from imaginize.store import JOURNAL_NAME, MANIFEST_NAME, ManifestStore
 from tests.epubs import build_epub, edit_member, opf_name
 from tests.fake_openai import FakeOpenAI, error
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE, imaginize

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from imaginize import cancel
-from imaginize.analysis.openai_chat import OpenAIAnalyzer, usage_from
-from imaginize.analysis.reply_schema import reply_schema
+from imaginize.analysis.openai.chat import OpenAIAnalyzer, usage_from
+from imaginize.analysis.openai.reply_schema import reply_schema
 from imaginize.errors import ProviderError
 from imaginize.model import Chapter, Usage
 from tests.fake_openai import FakeOpenAI, error

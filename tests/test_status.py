@@ -1,4 +1,4 @@
-"""`imaginize status` and `imaginize unlock` (imaginize/status.py), and what the command line
+"""`imaginize status` and `imaginize unlock` (imaginize/cli/status.py), and what the command line
 does with a hand-edited manifest."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from imaginize.images import ImageStore
-from imaginize.status import break_stuck_lock, render_status, status_report
-from imaginize.store import LOCK_NAME, MANIFEST_NAME, ManifestStore
+from imaginize.cli.status import break_stuck_lock, render_status, status_report
+from imaginize.coordination.store import LOCK_NAME, MANIFEST_NAME, ManifestStore
+from imaginize.guides.images import ImageStore
 from tests.test_cli import SAMPLE, imaginize
 
 IMAGE_LOCK = ImageStore.lock_name

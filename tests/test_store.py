@@ -27,14 +27,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from imaginize import journal
-from imaginize import manifest as mf
-from imaginize.atomic import sweep_temp_files, write_atomic, write_json_atomic
+from imaginize.coordination import journal
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.atomic import sweep_temp_files, write_atomic, write_json_atomic
+from imaginize.coordination.locking import lock_holder
+from imaginize.coordination.store import JOURNAL_NAME, LOCK_NAME, MANIFEST_NAME, ManifestStore
 from imaginize.errors import ExitCode, LockTimeout, ManifestError
-from imaginize.locking import lock_holder
+from imaginize.guides.results import result_path
 from imaginize.model import ChapterResult, Usage
-from imaginize.results import result_path
-from imaginize.store import JOURNAL_NAME, LOCK_NAME, MANIFEST_NAME, ManifestStore
 
 SHA = "5f2c" * 16
 CHAPTERS = [(1, "One"), (2, "Two"), (3, "Three"), (4, "Four")]
@@ -134,7 +134,7 @@ def files_bytes(out: Path) -> tuple[bytes, bytes]:
 HOLDER = """
 import sys, time
 from pathlib import Path
-from imaginize.locking import manifest_lock
+from imaginize.coordination.locking import manifest_lock
 lock_path, ready, release = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 lock = manifest_lock(lock_path)
 lock.acquire(timeout=30)
@@ -190,7 +190,7 @@ def test_failed_write_leaves_the_old_manifest_and_no_temp_file(
         raise OSError(5, "Input/output error")
 
     # A journal line whose fsync fails is taken back: nobody reads it from the page cache.
-    monkeypatch.setattr("imaginize.journal._sync", broken_sync)
+    monkeypatch.setattr("imaginize.coordination.journal._sync", broken_sync)
     with pytest.raises(OSError, match="Input/output"):
         store.claim("h:1:w", lease=LEASE, max_attempts=3)
     monkeypatch.undo()
@@ -201,7 +201,7 @@ def test_failed_write_leaves_the_old_manifest_and_no_temp_file(
         raise OSError(28, "No space left on device")
 
     # A compaction whose snapshot cannot be written changes nothing either.
-    monkeypatch.setattr("imaginize.atomic.os.replace", broken_replace)
+    monkeypatch.setattr("imaginize.coordination.atomic.os.replace", broken_replace)
     with pytest.raises(OSError, match="No space"):
         store.compact()
     monkeypatch.undo()
@@ -226,7 +226,7 @@ def test_a_read_decodes_only_what_changed_since_the_stores_last_read(
         decoded.append({b'{"forma': "snapshot", b'{"seq":': "line"}.get(head, "header"))
         return loads(text)
 
-    monkeypatch.setattr("imaginize.journal.json.loads", counting)
+    monkeypatch.setattr("imaginize.coordination.journal.json.loads", counting)
     mine = store.read()
     assert [d for d in decoded if d != "header"] == []  # its own write: nothing to decode
     other = ManifestStore(tmp_path)
@@ -374,7 +374,7 @@ def test_a_manifest_that_is_not_an_object_is_invalid(tmp_path: Path) -> None:
 READER = """
 import json, sys
 from pathlib import Path
-from imaginize.store import ManifestStore
+from imaginize.coordination.store import ManifestStore
 folder, ready, stop, out = map(Path, sys.argv[1:5])
 reads = bad = 0
 versions = set()
@@ -402,7 +402,7 @@ out.with_suffix(".tmp").rename(out)
 def test_readers_never_see_a_torn_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A big manifest, so a non-atomic snapshot would be visible half-done; and a compaction
     # whenever the journal outgrows it, so readers meet compactions as well as appends.
-    monkeypatch.setattr("imaginize.journal.MIN_JOURNAL_BYTES", 0)
+    monkeypatch.setattr("imaginize.coordination.journal.MIN_JOURNAL_BYTES", 0)
     chapters = [(n, f"Chapter {n} " + "x" * 200) for n in range(1, 41)]
     store = joined(tmp_path, chapters)
     stop = tmp_path / "stop"
@@ -527,7 +527,7 @@ def test_a_writer_whose_journal_changed_under_its_lock_writes_nothing(tmp_path: 
 def test_compaction_replaces_the_snapshot_and_starts_a_new_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("imaginize.journal.MIN_JOURNAL_BYTES", 0)
+    monkeypatch.setattr("imaginize.coordination.journal.MIN_JOURNAL_BYTES", 0)
     store = joined(tmp_path)
     reader = ManifestStore(tmp_path)
     generations = []
@@ -561,7 +561,7 @@ def test_a_compaction_killed_before_the_new_journal_applies_nothing_twice(
         written.append(path)
         write_atomic(path, data)
 
-    monkeypatch.setattr("imaginize.journal.write_atomic", killed_after_the_snapshot)
+    monkeypatch.setattr("imaginize.coordination.journal.write_atomic", killed_after_the_snapshot)
     with pytest.raises(KeyboardInterrupt):
         store.compact()
     monkeypatch.undo()
@@ -618,10 +618,10 @@ def test_a_manifest_removed_with_its_journal_left_starts_afresh(tmp_path: Path) 
 WRITER = """
 import sys
 from pathlib import Path
-import imaginize.journal
-from imaginize.atomic import write_atomic
-from imaginize.store import ManifestStore
-imaginize.journal.MIN_JOURNAL_BYTES = 0  # a compaction every few transactions
+import imaginize.coordination.journal
+from imaginize.coordination.atomic import write_atomic
+from imaginize.coordination.store import ManifestStore
+imaginize.coordination.journal.MIN_JOURNAL_BYTES = 0  # a compaction every few transactions
 store = ManifestStore(Path(sys.argv[1]))
 done = Path(sys.argv[2])
 i = 0
@@ -1211,7 +1211,7 @@ def test_a_live_holders_lock_expires_after_the_lifetime_and_not_before(tmp_path:
 RACER = """
 import json, os, sys, time
 from pathlib import Path
-from imaginize.store import ManifestStore
+from imaginize.coordination.store import ManifestStore
 out, go, log, rounds = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 store = ManifestStore(out, lock_timeout=30)
 inside = out / "inside"

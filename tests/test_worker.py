@@ -13,19 +13,20 @@ from typing import Any
 
 import pytest
 
-from imaginize import manifest as mf
-from imaginize import worker
-from imaginize.analysis import offline
-from imaginize.atomic import write_json_atomic
-from imaginize.claims import Flag, Interrupts, Stop
+from imaginize.analysis.offline import analyzer as offline
+from imaginize.analysis.providers import ProviderConfig, ProviderKind
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.atomic import write_json_atomic
+from imaginize.coordination.claims import Flag, Interrupts, Stop
+from imaginize.coordination.store import ManifestStore
 from imaginize.errors import ExitCode
 from imaginize.events import ChapterFinished, ChapterRetry, ChapterStarted
-from imaginize.images import ImageOptions
+from imaginize.guides.images import ImageOptions
 from imaginize.model import Analysis, Book, Chapter, Usage
-from imaginize.pacing import Limits
-from imaginize.providers import ProviderConfig, ProviderKind
-from imaginize.store import ManifestStore
-from imaginize.worker import WorkerSpec, _claim_next, run_jobs, run_worker
+from imaginize.pacing.pace import Limits
+from imaginize.workers import worker
+from imaginize.workers.spec import WorkerSpec
+from imaginize.workers.worker import _claim_next, run_jobs, run_worker
 
 PROVIDER = ProviderConfig(ProviderKind.OPENAI, "fake", api_key="test", base_url="http://x/v1")
 OFFLINE = ProviderConfig(ProviderKind.OFFLINE, "heuristic")

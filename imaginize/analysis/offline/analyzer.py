@@ -1,0 +1,85 @@
+"""The built-in offline analyzer: useful illustration guides with no API key and no network.
+
+Heuristic and deterministic. Given the whole book it first builds a catalogue of recurring
+names (characters, creatures, places, items) with aliases and visual descriptions gathered
+from every chapter (see `catalogue`); each chunk is then analysed on its own against that
+catalogue: scenes are its most visual passages (see `scenes`), elements the catalogue entries
+it mentions, with reference quotes taken from the chunk itself.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from imaginize.analysis.offline.catalogue import Catalogue, chunk_elements
+from imaginize.analysis.offline.scenes import (
+    SceneBuilder,
+    candidate_windows,
+    pick_windows,
+    sentence_features,
+)
+from imaginize.model import Analysis, Book, Chapter, Usage
+
+MAX_ELEMENTS = 30
+
+
+class OfflineAnalyzer:
+    """An `Analyzer` that needs nothing but the text.
+
+    With `book`, names and descriptions come from the whole book (built on first use, once);
+    without it, each chunk is its own little book.
+    """
+
+    provider = "offline"
+    model = "heuristic-1"
+    spent = Usage()
+
+    def __init__(self, book: Book | None = None, *, max_elements: int = MAX_ELEMENTS) -> None:
+        self._book = book
+        self._max_elements = max_elements
+        self._catalogue: Catalogue | None = None
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Build the book-wide catalogue now. Workers call this before they claim a chapter:
+        built lazily, inside the first chapter's analysis, it would count against that
+        chapter's time limit (minutes on a huge book) while the chapter is held."""
+        _ = self.catalogue
+
+    @property
+    def catalogue(self) -> Catalogue | None:
+        """The book-wide catalogue, or None when no book was given."""
+        if self._book is None:
+            return None
+        with self._lock:
+            if self._catalogue is None:
+                self._catalogue = Catalogue([c.text for c in self._book.chapters])
+            return self._catalogue
+
+    def chunk_tokens(self, configured: int) -> int:
+        return configured
+
+    def take_notices(self) -> list[str]:
+        return []
+
+    def analyze(self, chunk: Chapter, scenes: int) -> Analysis:
+        if not chunk.text.strip():
+            return Analysis(scenes=(), elements=())
+        catalogue = self.catalogue or Catalogue([chunk.text])
+        sentences = catalogue.sentences(chunk.text)
+        if not sentences:
+            return Analysis(scenes=(), elements=())
+        hits = catalogue.find(sentences)
+        per_sentence: list[list[int]] = [[] for _ in sentences]
+        for h in hits:
+            # "I" is everywhere in a first-person story: it makes no passage more visual.
+            if h.entry != catalogue.narrator:
+                per_sentence[h.sentence].append(h.entry)
+        feats = sentence_features(sentences)
+        windows = candidate_windows(sentences, feats, per_sentence)
+        chosen = pick_windows(windows, max(scenes, 0), len(sentences))
+        builder = SceneBuilder(sentences, feats, hits, catalogue)
+        return Analysis(
+            scenes=tuple(builder.build(w) for w in chosen),
+            elements=tuple(chunk_elements(catalogue, sentences, hits, self._max_elements)),
+        )

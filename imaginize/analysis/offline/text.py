@@ -1,0 +1,331 @@
+"""Text plumbing for the offline analyzer: paragraphs, sentences and tokens with offsets.
+
+Everything works on character offsets into the original text, so a quote is always a slice of
+it; nothing here rewrites text except `normalize_ws`, which gives the form quotes are compared in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
+
+from imaginize.analysis.offline.lexicon import ABBREVIATIONS
+
+# CJK ideographs, kana and hangul: scripts written without spaces between words.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+CJK_RE = re.compile(f"[{_CJK}]")
+
+# A word: letters/digits with inner apostrophes or hyphens ("don't", "waistcoat-pocket").
+TOKEN_RE = re.compile(r"\w+(?:[’'\-]\w+)*")  # noqa: RUF001
+_POSSESSIVE_RE = re.compile(r"[’']s$", re.IGNORECASE)  # noqa: RUF001
+# Contractions glued to a word: "Dinah'll", "I'm", "we've" (the base is the word before).
+_CONTRACTION_RE = re.compile(r"[’'](?:ll|d|ve|re|m)$", re.IGNORECASE)  # noqa: RUF001
+
+_PARA_BREAK_RE = re.compile(r"\n[ \t\r\f\v]*\n")
+# Sentence-final punctuation plus any closing quotes or brackets that belong to it.
+_TERMINATOR_RE = re.compile(r"(?:[.!?…]+|[。！？]+)[”’\"')\]」』»]*")  # noqa: RUF001
+_CJK_TERMINATORS = frozenset("。！？")  # noqa: RUF001
+_OPENERS = frozenset("“‘\"'(«[「『—")  # noqa: RUF001
+# Where an overlong sentence may be cut: after a clause mark (never inside a word).
+_CLAUSE_RE = re.compile(r"[,;:—–，、；：](?=\s|\ufeff|[^\W\d_]|$)")  # noqa: RUF001
+_TRAILING_CLAUSE_MARKS = ",;:—–，、；：\ufeff \n\t"  # noqa: RUF001
+
+# Quote sizes, in words (CJK: two characters count as one word).
+MAX_UNIT_WORDS = 70
+TARGET_PIECE_WORDS = 50
+
+
+def normalize_ws(text: str) -> str:
+    """The form quotes are compared in: runs of whitespace become one space."""
+    return " ".join(text.split())
+
+
+def word_length(text: str) -> float:
+    """Length in words; CJK characters count as half a word each, as they carry no spaces."""
+    cjk = len(CJK_RE.findall(text))
+    if not cjk:
+        return float(len(text.split()))
+    return len(CJK_RE.sub(" ", text).split()) + cjk / 2
+
+
+def paragraph_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each non-blank paragraph, trimmed of surrounding whitespace."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for m in _PARA_BREAK_RE.finditer(text):
+        _add_trimmed(text, pos, m.start(), spans)
+        pos = m.end()
+    _add_trimmed(text, pos, len(text), spans)
+    return spans
+
+
+def _add_trimmed(text: str, start: int, end: int, out: list[tuple[int, int]]) -> None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start < end:
+        out.append((start, end))
+
+
+def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Split text[start:end] (one paragraph) into sentences, as absolute (start, end) pairs."""
+    spans: list[tuple[int, int]] = []
+    pos = start
+    for m in _TERMINATOR_RE.finditer(text, start, end):
+        cut = m.end()
+        if _is_boundary(text, m, end):
+            _add_trimmed(text, pos, cut, spans)
+            pos = cut
+    _add_trimmed(text, pos, end, spans)
+    return spans
+
+
+def _is_boundary(text: str, m: re.Match[str], end: int) -> bool:
+    mark = m.group()
+    if mark[0] in _CJK_TERMINATORS:
+        return True
+    after = m.end()
+    if after >= end:
+        return True
+    if not text[after].isspace():
+        return False
+    if mark[0] == "." and _is_abbreviation(text, m.start()):
+        return False
+    nxt = after
+    while nxt < end and text[nxt].isspace():
+        nxt += 1
+    if nxt >= end:
+        return True
+    ch = text[nxt]
+    return ch.isupper() or ch.isdigit() or ch in _OPENERS or bool(CJK_RE.match(ch))
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """Whether the word before the full stop at `dot` is "Mr", "St", an initial, ..."""
+    begin = dot
+    while begin > 0 and text[begin - 1].isalpha():
+        begin -= 1
+    word = text[begin:dot]
+    return word in ABBREVIATIONS or (len(word) == 1 and word.isupper())
+
+
+def split_long(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Cut an overlong sentence into pieces of about TARGET_PIECE_WORDS at clause marks,
+    falling back to whitespace (or between CJK characters); short sentences pass unchanged."""
+    if word_length(text[start:end]) <= MAX_UNIT_WORDS:
+        return [(start, end)]
+    cuts = [m.end() for m in _CLAUSE_RE.finditer(text, start, end)]
+    pieces: list[tuple[int, int]] = []
+    piece_start = start
+    last_ok = start
+    for cut in [*cuts, end]:
+        if word_length(text[piece_start:cut]) > TARGET_PIECE_WORDS and last_ok > piece_start:
+            pieces.append((piece_start, last_ok))
+            piece_start = last_ok
+        last_ok = cut
+    pieces.append((piece_start, end))
+    out: list[tuple[int, int]] = []
+    for a, b in pieces:
+        for c, d in _hard_split(text, a, b):
+            _add_clause(text, c, d, out)
+    return out
+
+
+def _hard_split(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Split a clause with no usable punctuation into windows, cutting only between words."""
+    if word_length(text[start:end]) <= MAX_UNIT_WORDS:
+        return [(start, end)]
+    if CJK_RE.search(text, start, end) and not re.search(r"\s", text[start:end]):
+        step = TARGET_PIECE_WORDS * 2  # characters
+        return [(i, min(i + step, end)) for i in range(start, end, step)]
+    out: list[tuple[int, int]] = []
+    words = [m.span() for m in re.finditer(r"\S+", text[start:end])]
+    for i in range(0, len(words), TARGET_PIECE_WORDS):
+        group = words[i : i + TARGET_PIECE_WORDS]
+        out.append((start + group[0][0], start + group[-1][1]))
+    return out
+
+
+def _add_clause(text: str, start: int, end: int, out: list[tuple[int, int]]) -> None:
+    """Keep a clause piece without the comma or dash it was cut after."""
+    while end > start and text[end - 1] in _TRAILING_CLAUSE_MARKS:
+        end -= 1
+    while start < end and text[start].isspace():
+        start += 1
+    if start < end:
+        out.append((start, end))
+
+
+class Token(NamedTuple):
+    """A word of a sentence. `base` drops a possessive "'s"; `initial` says whether the word
+    starts a sentence or a quotation, where capitals say nothing about names."""
+
+    text: str
+    base: str
+    lower: str
+    start: int
+    end: int
+    initial: bool
+    possessive: bool
+    comma_after: bool
+
+
+def tokenize(text: str, start: int, end: int) -> list[Token]:
+    """Tokens of text[start:end] (one sentence) with absolute offsets."""
+    spans = [m.span() for m in TOKEN_RE.finditer(text, start, end)]
+    # gaps[i] is the text before token i; gaps[-1] the text after the last one.
+    bounds = [start, *(x for span in spans for x in span), end]
+    gaps = [text[bounds[k] : bounds[k + 1]] for k in range(0, len(bounds), 2)]
+    tokens: list[Token] = []
+    prev_word = ""
+    for i, (a, b) in enumerate(spans):
+        word = text[a:b]
+        base, possessive = _base(word)
+        gap = gaps[i]
+        after = gaps[i + 1]
+        tokens.append(
+            Token(
+                word,
+                base,
+                base.lower(),
+                a,
+                b,
+                i == 0 or (gap != " " and _starts_clause(gap, prev_word)),
+                possessive,
+                "," in after or "\uff0c" in after,  # ASCII or fullwidth comma
+            )
+        )
+        prev_word = word
+    return tokens
+
+
+def _base(word: str) -> tuple[str, bool]:
+    """The word without a possessive "'s" or a glued contraction, and whether it was a
+    possessive."""
+    if "'" not in word and "\u2019" not in word:
+        return word, False
+    if len(word) > 2:
+        base = _POSSESSIVE_RE.sub("", word)
+        if base != word:
+            return base, True
+    return _CONTRACTION_RE.sub("", word), False
+
+
+def _starts_clause(gap: str, prev_word: str) -> bool:
+    """Whether the text between two words makes the second one start a sentence or quote."""
+    for ch in gap:
+        if ch in '“‘«("[:':  # noqa: RUF001
+            return True
+        if ch in "!?…":
+            return True
+        if ch == "." and prev_word not in ABBREVIATIONS and not _is_initial(prev_word):
+            return True
+    stripped = gap.rstrip()
+    return len(stripped) >= 2 and stripped[-1] == "'" and stripped[-2].isspace()
+
+
+def _is_initial(word: str) -> bool:
+    return len(word) == 1 and word.isupper()
+
+
+_NOUN_ENDINGS = (("ies", "y"), ("es", ""), ("s", ""))
+_VERB_ENDINGS = (*_NOUN_ENDINGS, ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("d", ""))
+
+
+@lru_cache(maxsize=65536)
+def stem_variants(word: str, verbal: bool = True) -> tuple[str, ...]:
+    """The word and the forms it may be listed under: "lamps" -> "lamp", and for verbs also
+    "glowing" -> "glow". Nouns only lose plural endings, so "deserting" is no "desert"."""
+    out = [word]
+    for suffix, repl in _VERB_ENDINGS if verbal else _NOUN_ENDINGS:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            out.append(word[: len(word) - len(suffix)] + repl)
+    return tuple(out)
+
+
+def in_lexicon(word: str, lexicon: frozenset[str], verbal: bool = False) -> bool:
+    return any(v in lexicon for v in stem_variants(word, verbal))
+
+
+@dataclass(slots=True)
+class Sentence:
+    """One sentence (or piece of an overlong one) of a text, with its tokens."""
+
+    source: str  # the whole text the offsets point into
+    para: int  # running paragraph number, to keep windows inside one paragraph
+    start: int
+    end: int
+    tokens: list[Token]
+    piece: bool = False  # cut out of an overlong sentence at a clause mark
+
+    @property
+    def text(self) -> str:
+        return self.source[self.start : self.end]
+
+
+def split_text(text: str, para_offset: int = 0) -> list[Sentence]:
+    """All sentence units of a text in order; overlong sentences are cut at clauses."""
+    out: list[Sentence] = []
+    for p, (ps, pe) in enumerate(paragraph_spans(text)):
+        for ss, se in sentence_spans(text, ps, pe):
+            for us, ue in split_long(text, ss, se):
+                piece = (us, ue) != (ss, se)
+                out.append(Sentence(text, para_offset + p, us, ue, tokenize(text, us, ue), piece))
+    return out
+
+
+_QUOTE_RE = re.compile(r"[“”\"‘]|(?<=\S)’(?![\w])")  # noqa: RUF001
+
+
+def quoted_shares(sentences: Sequence[Sentence]) -> list[float]:
+    """How much of each sentence lies inside quotation marks."""
+    return [share for share, _ in _quote_states(sentences)]
+
+
+def narrated_tokens(sentences: Sequence[Sentence]) -> list[list[bool]]:
+    """For each token of each sentence, whether it is narration (outside quotation marks)."""
+    out: list[list[bool]] = []
+    for s, (_, inside) in zip(sentences, _quote_states(sentences), strict=True):
+        marks = [(m.start() + s.start, m.group()) for m in _QUOTE_RE.finditer(s.text)]
+        flags: list[bool] = []
+        k = 0
+        for t in s.tokens:
+            while k < len(marks) and marks[k][0] < t.start:
+                inside = _toggle(inside, marks[k][1])
+                k += 1
+            flags.append(not inside)
+        out.append(flags)
+    return out
+
+
+def _quote_states(sentences: Sequence[Sentence]) -> list[tuple[float, bool]]:
+    """(share of the sentence inside quotation marks, whether it starts inside one). A
+    quotation may span the sentences of a paragraph, so the state carries over until the
+    paragraph ends."""
+    out: list[tuple[float, bool]] = []
+    inside = False
+    para = -1
+    for s in sentences:
+        if s.para != para:
+            inside, para = False, s.para
+        start_inside = inside
+        text = s.text
+        quoted = 0
+        pos = 0
+        for m in _QUOTE_RE.finditer(text):
+            if inside:
+                quoted += m.start() - pos
+            inside = _toggle(inside, m.group())
+            pos = m.end()
+        if inside:
+            quoted += len(text) - pos
+        out.append((quoted / max(1, len(text)), start_inside))
+    return out
+
+
+def _toggle(inside: bool, mark: str) -> bool:
+    return (not inside) if mark == '"' else mark in "\u201c\u2018"  # opening double/single
