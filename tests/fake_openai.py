@@ -19,7 +19,8 @@ prints its URL ("http://127.0.0.1:PORT/v1") as the first stdout line and serves 
 (or stdin EOF with --exit-on-stdin-eof). ``FakeOpenAIProcess`` wraps this for tests.
 
 Endpoints (the "/v1" prefix is optional): POST /v1/chat/completions ("chat"), POST
-/v1/images/generations ("images"), GET /v1/models ("models"). Anything else answers 404.
+/v1/images/generations ("images"), GET /v1/models ("models"); the Batch API's /v1/files and
+/v1/batches (tests/fake_batches.py, script keys batch_*). Anything else answers 404.
 
 Steps: what the server answers to one request. A step is a JSON object (a dict in Python; a bare
 string is shorthand for ``{"content": <string>}``). Keys common to every kind:
@@ -120,6 +121,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from tests import fake_batches
+from tests.fake_batches import FakeBatches
+
 __all__ = [
     "FakeOpenAI",
     "FakeOpenAIProcess",
@@ -165,6 +169,11 @@ SCRIPT_KEYS = {
     "context_style",
     "reject_stream",
     "slots",
+    # the Batch API: tests/fake_batches.py
+    "batch_api",
+    "batch_timing",
+    "batch_token_cap",
+    "batch_expire",
 }
 # (message, type, code): close to what api.openai.com sends, so error mapping is realistic.
 ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
@@ -505,6 +514,7 @@ class FakeOpenAI:
         self.reject_stream = reject_stream
         self._slots: threading.Semaphore | None = None
         self.slots = slots
+        self.batches = FakeBatches(self)  # /v1/files and /v1/batches (tests/fake_batches.py)
         self.script(default=default, image_default=image_default, responder=responder)
 
     # -- lifecycle
@@ -608,6 +618,14 @@ class FakeOpenAI:
                 setattr(self, key, merged[key])
         if "rejected_formats" in merged:
             self.rejected_formats = tuple(merged["rejected_formats"])
+        for key, attr in (
+            ("batch_api", "enabled"),
+            ("batch_timing", "timing"),
+            ("batch_token_cap", "token_cap"),
+            ("batch_expire", "expire"),
+        ):
+            if key in merged:
+                setattr(self.batches, attr, merged[key])
         if "model_ids" in merged:
             self.model_ids = list(merged["model_ids"])
 
@@ -739,7 +757,28 @@ class FakeOpenAI:
                 self._log_file.flush()  # other processes read the file while we run
             self._cond.notify_all()
 
+    def batch_reply(self, body: dict[str, Any], index: int) -> tuple[int, dict[str, Any]]:
+        """A batch line's answer (status, body) from the chat endpoint's reply source: its
+        queue, then the responder, then the default. Error steps give their error body;
+        steps that make sense only on a live connection (malformed, hang...) a 500."""
+        with self._lock:
+            step = self._queues["chat"].popleft() if self._queues["chat"] else None
+        if step is None and self.responder is not None:
+            answer = self.responder(body)
+            step = None if answer is None else _normalize(answer, "chat")
+        step = step or self._defaults["chat"]
+        if step["kind"] == "reply":
+            record = {"seq": f"batch{index}", "t_wall": time.time()}
+            return 200, json.loads(self._completion(step, body, record))
+        status = int(step.get("status", 500)) if step["kind"] == "error" else 500
+        message, error_type, code = ERROR_DEFAULTS.get(status, (f"HTTP {status}", "", None))
+        detail = {"message": step.get("message", message), "type": error_type, "code": code}
+        return status, {"error": detail}
+
     def _serve(self, handler: _Handler) -> None:
+        if fake_batches.handles(handler.path):
+            self.batches.serve(handler)
+            return
         t_mono, t_wall = time.monotonic(), time.time()
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
