@@ -73,3 +73,20 @@ def paraphrasing(body: Mapping[str, Any] | None) -> dict[str, Any]:
         del words[len(words) // 2]
         scene["quote"] = " ".join(words).lower()
     return {"kind": "reply", "content": json.dumps(answer)}
+
+
+def inventing(body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A base model too small to copy (Gemma 3 270M): its quotes are its own words, unless
+    the schema lists the quotes it may give, which a grammar-constrained server then keeps
+    it to (it takes the choices spread over the list)."""
+    answer = json.loads(reply_json(body))
+    wanted = (body or {}).get("response_format") or {}
+    schema = (wanted.get("json_schema") or {}).get("schema") or wanted.get("schema") or {}
+    quote = schema.get("properties", {}).get("scenes", {}).get("items", {})
+    choices = quote.get("properties", {}).get("quote", {}).get("enum") or []
+    for n, scene in enumerate(answer["scenes"]):
+        if choices:
+            scene["quote"] = choices[(n * 7 + 3) % len(choices)]
+        else:
+            scene["quote"] = f"The model imagined moment number {n} in a garden of glass."
+    return {"kind": "reply", "content": json.dumps(answer)}

@@ -171,6 +171,8 @@ def make_analyzer(config: ProviderConfig, book: Book, pacer: Pacer | None = None
         context_tokens=config.context_tokens,
         book_title=book.title,
         pacer=pacer,
+        # Small local models invent quotes; a server's grammar can keep them to the book's.
+        quote_choices=is_local(config.base_url or ""),
     )
 
 

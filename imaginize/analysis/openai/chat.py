@@ -23,6 +23,7 @@ from imaginize import cancel
 from imaginize.analysis.openai import client as openai_client
 from imaginize.analysis.openai.errors import StatusError, call, request_tokens
 from imaginize.analysis.openai.prompt import chapter_messages, repair_messages
+from imaginize.analysis.openai.quote_choices import quote_choices
 from imaginize.analysis.openai.reply import ReplyError, parse_reply
 from imaginize.analysis.openai.server import (
     context_limit,
@@ -68,8 +69,11 @@ class OpenAIAnalyzer:
         context_tokens: int | None = None,
         book_title: str = "",
         pacer: SharedPace | None = None,
+        quote_choices: bool = False,
     ) -> None:
         self.model = model
+        # Scenes' quotes limited to the chunk's own sentences, where the format has a schema.
+        self._quote_choices = quote_choices
         self._client = openai_client.build(api_key, base_url, timeout)
         # Built on first use otherwise, which would happen inside the first pacer slot.
         self._completions = self._client.chat.completions
@@ -147,13 +151,14 @@ class OpenAIAnalyzer:
     def _ask(self, chunk: Chapter, scenes: int) -> Analysis:
         messages = chapter_messages(chunk, scenes, self._book_title)
         cap = self._output_cap(scenes, messages)
-        reply, usage = self._complete(messages, cap)
+        quotes = quote_choices(chunk.text) if self._quote_choices else ()
+        reply, usage = self._complete(messages, cap, quotes=quotes)
         try:
             return parse_reply(reply, chunk.text, scenes, usage)
         except ReplyError as problem:
             first = str(problem)
         retry = repair_messages(messages, reply, first)
-        again, more = self._complete(retry, cap, spent=usage)
+        again, more = self._complete(retry, cap, spent=usage, quotes=quotes)
         usage += more
         try:
             return parse_reply(again, chunk.text, scenes, usage)
@@ -161,7 +166,7 @@ class OpenAIAnalyzer:
             second = str(problem)
         if again.strip() == reply.strip():
             # The model repeats itself in that conversation: one fresh one, colder.
-            fresh, more = self._complete(messages, cap, spent=usage, temperature=0.0)
+            fresh, more = self._complete(messages, cap, spent=usage, temperature=0.0, quotes=quotes)
             usage += more
             try:
                 return parse_reply(fresh, chunk.text, scenes, usage)
@@ -201,6 +206,7 @@ class OpenAIAnalyzer:
         *,
         spent: Usage | None = None,
         temperature: float | None = None,
+        quotes: tuple[str, ...] = (),
     ) -> tuple[str, Usage]:
         """The reply's text and usage. Raises _CutOff for a reply stopped at a limit (with
         the usage so far), ProviderError for what the server said."""
@@ -210,7 +216,7 @@ class OpenAIAnalyzer:
             params[state.max_tokens_field] = cap
             if temperature is not None:
                 params["temperature"] = temperature
-            response_format = state.format.response_format()
+            response_format = state.format.response_format(quotes)
             if response_format is not None:
                 params["response_format"] = response_format
             try:

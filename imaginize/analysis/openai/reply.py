@@ -278,6 +278,12 @@ _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.!?\u2026\u3002\uff01\uff1f])[\"'\u201d\u2019)\]]*\s+|\n\s*\n")
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of `text`; a blank line ends one too."""
+    bounds = [0, *(m.end() for m in _SENTENCE_END.finditer(text)), len(text)]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if text[a:b].strip()]
+
+
 class QuoteFinder:
     """Finds a quote in a chapter, ignoring differences of whitespace and quote marks, and
     (`closest`) the passage a quote not copied exactly stands for."""
@@ -317,11 +323,9 @@ class QuoteFinder:
 
     def _sentence_spans(self) -> list[tuple[int, int, tuple[str, ...]]]:
         if self._sentences is None:
-            bounds = [0, *(m.end() for m in _SENTENCE_END.finditer(self._text)), len(self._text)]
             self._sentences = [
                 (a, b, tuple(_WORD.findall(self._text[a:b].casefold())))
-                for a, b in itertools.pairwise(bounds)
-                if self._text[a:b].strip()
+                for a, b in sentence_spans(self._text)
             ]
         return self._sentences
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,11 +60,17 @@ def _strict_schema(bounds: bool) -> dict[str, Any]:
     return _strict(_inline(schema, definitions), _KEPT_BOUNDS if bounds else frozenset())
 
 
-def reply_schema(*, string_bounds: bool = False) -> dict[str, Any]:
+def reply_schema(*, string_bounds: bool = False, quotes: Sequence[str] = ()) -> dict[str, Any]:
     """The strict JSON schema of a chapter reply (a fresh copy: callers may embed it).
     `string_bounds`: keep minLength, which grammar-based servers (llama.cpp) enforce and
-    OpenAI's strict mode may refuse."""
-    return copy.deepcopy(_strict_schema(string_bounds))
+    OpenAI's strict mode may refuse. `quotes`: the only values a scene's quote may take
+    (see `quote_choices`)."""
+    schema = copy.deepcopy(_strict_schema(string_bounds))
+    if quotes:
+        quote = schema["properties"]["scenes"]["items"]["properties"]["quote"]
+        quote["enum"] = list(quotes)
+        quote.pop("minLength", None)
+    return schema
 
 
 def _inline(node: Any, definitions: dict[str, Any]) -> Any:

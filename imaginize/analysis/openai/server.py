@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -28,16 +29,21 @@ class ReplyFormat(StrEnum):
     JSON_OBJECT = "json_object"
     PLAIN = "plain prompting"
 
-    def response_format(self) -> dict[str, Any] | None:
-        """The `response_format` request field for this format (None: not sent)."""
+    def response_format(self, quotes: Sequence[str] = ()) -> dict[str, Any] | None:
+        """The `response_format` request field for this format (None: not sent); `quotes`
+        limits scenes' quotes to those passages where the format carries a schema."""
         match self:
             case ReplyFormat.JSON_SCHEMA:
+                schema = reply_schema(quotes=quotes)
                 return {
                     "type": "json_schema",
-                    "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": reply_schema()},
+                    "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": schema},
                 }
             case ReplyFormat.JSON_OBJECT_SCHEMA:
-                return {"type": "json_object", "schema": reply_schema(string_bounds=True)}
+                return {
+                    "type": "json_object",
+                    "schema": reply_schema(string_bounds=True, quotes=quotes),
+                }
             case ReplyFormat.JSON_OBJECT:
                 return {"type": "json_object"}
             case ReplyFormat.PLAIN:
