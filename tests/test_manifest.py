@@ -8,6 +8,7 @@ a real child to get a pid that provably no longer runs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -552,53 +553,67 @@ def entry_like(draw: st.DrawFn) -> object:
     return base
 
 
-def test_the_quick_entry_parser_agrees_on_every_edge_of_every_field() -> None:
+def test_an_entry_on_every_edge_of_every_field_parses_or_names_it() -> None:
     for number in range(1, 6):
         written = mixed().entry(number).to_json()
         for key in ENTRY_KEYS:
             without = {k: v for k, v in written.items() if k != key}
-            check_parsers_agree(without)
+            check_entry_parse(without)
             for value in EDGES:
-                check_parsers_agree({**written, key: value})
+                check_entry_parse({**written, key: value})
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(entry_like())
-def test_the_quick_entry_parser_agrees_with_the_careful_one(data: object) -> None:
-    check_parsers_agree(data)
+def test_an_entry_parses_or_names_the_bad_field(data: object) -> None:
+    check_entry_parse(data)
 
 
-def check_parsers_agree(data: object) -> None:
-    """`_plain_entry` (the fast path of every read) only takes what the field-by-field
-    parser takes, and builds the same entry, field types included."""
+# The type each parsed field has (times as floats, whatever the JSON number was).
+FIELD_TYPES = {
+    "number": (int,),
+    "title": (str,),
+    "status": (mf.Status,),
+    "owner": (str, type(None)),
+    "claimed_at": (float, type(None)),
+    "heartbeat_at": (float, type(None)),
+    "attempts": (int,),
+    "token": (int,),
+    "completed_at": (float, type(None)),
+    "error": (str, type(None)),
+    "retryable": (bool,),
+    "retry_at": (float, type(None)),
+    "tokens": (int,),
+    "spent_prompt": (int,),
+    "spent_completion": (int,),
+}
+
+
+def check_entry_parse(data: object) -> None:
+    """Either an entry whose every field has the format's type (no bool for a count, no
+    infinite time, no negative count), or a ValueError; never another exception."""
     try:
-        careful: Entry | None = mf._checked_entry(data)
+        entry = Entry.from_json(data)
     except ValueError:
-        careful = None
-    quick = mf._plain_entry(data)
-    if quick is not None:
-        assert careful is not None
-        assert vars(quick) == vars(careful)
-        assert [type(v) for v in vars(quick).values()] == [type(v) for v in vars(careful).values()]
-        assert hash(quick) == hash(careful)
-    if careful is None:
-        with pytest.raises(ValueError):
-            Entry.from_json(data)
-    else:
-        assert Entry.from_json(data) == careful
+        return
+    assert set(vars(entry)) == set(FIELD_TYPES) == {f.name for f in fields(Entry)}
+    for name, kinds in FIELD_TYPES.items():
+        value = getattr(entry, name)
+        assert type(value) in kinds, (name, value)
+        if type(value) is int:
+            assert value >= 0, (name, value)
+        if type(value) is float:
+            assert math.isfinite(value), (name, value)
 
 
-def test_the_quick_entry_parser_takes_what_imaginize_writes() -> None:
+def test_an_entry_reads_back_as_imaginize_wrote_it() -> None:
     m = replace(mixed(), created_at=1795393200.25, updated_at=1795393260.75)
     m = mf.heartbeat(m, 4, m.entry(4).token, 1795393281.5)[0]
     for entry in m.chapters:
-        quick = mf._plain_entry(json.loads(json.dumps(entry.to_json())))
-        assert quick is not None and quick == entry
-        assert set(vars(quick)) == {f.name for f in fields(Entry)}
-    # Whole-second times (a hand edit) take the careful path, with the same result.
+        assert Entry.from_json(json.loads(json.dumps(entry.to_json()))) == entry
+    # Whole-second times (a hand edit) are read as the same float.
     data = m.entry(4).to_json()
     data["heartbeatAt"] = 1795393281
-    assert mf._plain_entry(data) is None
     assert Entry.from_json(data).heartbeat_at == 1795393281.0
 
 

@@ -70,6 +70,9 @@ class _View:
         return self.generation is not None and self.journal == self.generation
 
 
+_UNREAD = object()  # `ManifestFiles._base` before a read, and after a write
+
+
 class _Race(Exception):
     """The files changed between two reads (a compaction): read again."""
 
@@ -82,6 +85,8 @@ class ManifestFiles:
         self.path = snapshot
         self.journal_path = journal_path(snapshot)
         self._view: _View | None = None
+        # What `read` returned last, until a write: the only version `write` may start from.
+        self._base: mf.Manifest | object | None = _UNREAD
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -97,6 +102,7 @@ class ManifestFiles:
             self._view = view
             if view.manifest is not None:
                 view.manifest.rebase()
+            self._base = view.manifest
             return view.manifest
         assert problem is not None
         raise problem
@@ -214,10 +220,12 @@ class ManifestFiles:
     def write(self, updated: mf.Manifest, base: mf.Manifest | None) -> None:
         """Make `updated` the manifest: one journal line when the change can be said in one
         (the common case), else a compaction. Only under the lock, where `read` gave `base`
-        (None: no manifest) and nothing read since."""
+        (None: no manifest) and nothing read or written since. What was written is not kept:
+        the next `read` reads it back from the files like anyone else's change."""
         view = self._view
-        if (view.manifest if view is not None else None) is not base:
+        if self._base is not base:
             raise RuntimeError(f"{self.path}: written from a version other than the last read")
+        self._base = _UNREAD
         line = None
         if view is not None and view.manifest is not None and view.current:
             line = _line(view.manifest, updated, view.seq + 1)
@@ -255,35 +263,21 @@ class ManifestFiles:
                 with suppress(OSError):
                     handle.truncate(view.offset)
                 raise
-        updated.rebase()
-        self._view = _View(
-            updated,
-            view.generation,
-            view.snapshot_key,
-            view.snapshot_size,
-            view.journal,
-            view.offset + len(line),
-            view.seq + 1,
-            view.offset + len(line),
-        )
 
     def compact(self, manifest: mf.Manifest) -> None:
         """Write `manifest` as a new snapshot, then give it a new, empty journal. Killed
-        between the two, the old journal stays, named by the new snapshot as superseded."""
+        between the two, the old journal stays, named by the new snapshot as superseded. The
+        next `read` parses the new snapshot."""
         view = self._view
+        self._base = _UNREAD
         generation = secrets.token_hex(8)
         data = manifest.to_json()
         data["generation"] = generation
         data["supersedes"] = view.journal if view is not None else None
         raw = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+        self._view = None
         write_atomic(self.path, raw)
-        key = _stat_key(self.path)
-        header = _header_line(generation)
-        write_atomic(self.journal_path, header)
-        manifest.rebase()
-        self._view = _View(
-            manifest, generation, key, len(raw), generation, len(header), 0, len(header)
-        )
+        write_atomic(self.journal_path, _header_line(generation))
 
 
 # --- the journal's lines --------------------------------------------------------------------

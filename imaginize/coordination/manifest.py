@@ -82,9 +82,31 @@ class Entry:
 
     @classmethod
     def from_json(cls, data: Any) -> Entry:
-        """Parse one chapter entry; a ValueError names the first field of the wrong type."""
-        entry = _plain_entry(data)
-        return entry if entry is not None else _checked_entry(data)
+        """Parse one chapter entry field by field; a ValueError names the first field that is
+        wrong (a wrong type, an unknown status, a negative count)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"must be an object, not {_show(data)}")
+        status = _field(data, "status", str)
+        if status not in _STATUSES:
+            known = ", ".join(s.value for s in Status)
+            raise ValueError(f"status: must be one of {known}, not {_show(status)}")
+        return cls(
+            number=_count(data, "number"),
+            title=_field(data, "title", str),
+            status=_STATUSES[status],
+            owner=_field(data, "owner", str, None),
+            claimed_at=_time(data, "claimedAt", None),
+            heartbeat_at=_time(data, "heartbeatAt", None),
+            attempts=_count(data, "attempts", 0),
+            token=_count(data, "token", 0),
+            completed_at=_time(data, "completedAt", None),
+            error=_field(data, "error", str, None),
+            retryable=_field(data, "retryable", bool, False),
+            retry_at=_time(data, "retryAt", None),
+            tokens=_count(data, "tokens", 0),
+            spent_prompt=_count(data, "spentPromptTokens", 0),
+            spent_completion=_count(data, "spentCompletionTokens", 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -312,101 +334,7 @@ def _count(data: dict[str, Any], key: str, default: int | None = None) -> int:
     return value
 
 
-def _checked_entry(data: Any) -> Entry:
-    """Parse one chapter entry field by field, naming the first one that is wrong."""
-    if not isinstance(data, dict):
-        raise ValueError(f"must be an object, not {_show(data)}")
-    status = _field(data, "status", str)
-    if status not in _STATUSES:
-        known = ", ".join(s.value for s in Status)
-        raise ValueError(f"status: must be one of {known}, not {_show(status)}")
-    return Entry(
-        number=_count(data, "number"),
-        title=_field(data, "title", str),
-        status=_STATUSES[status],
-        owner=_field(data, "owner", str, None),
-        claimed_at=_time(data, "claimedAt", None),
-        heartbeat_at=_time(data, "heartbeatAt", None),
-        attempts=_count(data, "attempts", 0),
-        token=_count(data, "token", 0),
-        completed_at=_time(data, "completedAt", None),
-        error=_field(data, "error", str, None),
-        retryable=_field(data, "retryable", bool, False),
-        retry_at=_time(data, "retryAt", None),
-        tokens=_count(data, "tokens", 0),
-        spent_prompt=_count(data, "spentPromptTokens", 0),
-        spent_completion=_count(data, "spentCompletionTokens", 0),
-    )
-
-
 _STATUSES = {s.value: s for s in Status}
-
-
-def _plain_entry(data: Any) -> Entry | None:
-    """The entry as json.loads gives it for a manifest imaginize wrote (every value of the
-    exact type the format names, every time a float), checked in one pass; None for anything
-    else, which `_checked_entry` then accepts or rejects with its message. Every transaction
-    parses the whole manifest, so this is the path that counts: several times faster than
-    checking field by field. It accepts only what `_checked_entry` accepts, and builds the
-    same entry (tests/test_manifest.py compares the two on arbitrary input)."""
-    if type(data) is not dict:
-        return None
-    get = data.get
-    number, title, status = get("number"), get("title"), get("status")
-    owner, error = get("owner"), get("error")
-    claimed_at, heartbeat_at = get("claimedAt"), get("heartbeatAt")
-    completed_at, retry_at = get("completedAt"), get("retryAt")
-    attempts, token, tokens = get("attempts", 0), get("token", 0), get("tokens", 0)
-    retryable = get("retryable", False)
-    spent_prompt, spent_completion = get("spentPromptTokens", 0), get("spentCompletionTokens", 0)
-    if not (
-        type(number) is int
-        and type(attempts) is int
-        and type(token) is int
-        and type(tokens) is int
-        and number >= 0
-        and attempts >= 0
-        and token >= 0
-        and tokens >= 0
-        and type(spent_prompt) is int
-        and type(spent_completion) is int
-        and spent_prompt >= 0
-        and spent_completion >= 0
-        and type(title) is str
-        and type(status) is str
-        and (owner is None or type(owner) is str)
-        and (error is None or type(error) is str)
-        and type(retryable) is bool
-        and (claimed_at is None or (type(claimed_at) is float and math.isfinite(claimed_at)))
-        and (heartbeat_at is None or (type(heartbeat_at) is float and math.isfinite(heartbeat_at)))
-        and (completed_at is None or (type(completed_at) is float and math.isfinite(completed_at)))
-        and (retry_at is None or (type(retry_at) is float and math.isfinite(retry_at)))
-    ):
-        return None
-    known = _STATUSES.get(status)
-    if known is None:
-        return None
-    # Built the way pickle restores a frozen dataclass: its __init__ costs more than all the
-    # checks above (one object.__setattr__ per field), and the values are checked already.
-    entry = object.__new__(Entry)
-    entry.__dict__.update(
-        number=number,
-        title=title,
-        status=known,
-        owner=owner,
-        claimed_at=claimed_at,
-        heartbeat_at=heartbeat_at,
-        attempts=attempts,
-        token=token,
-        completed_at=completed_at,
-        error=error,
-        retryable=retryable,
-        retry_at=retry_at,
-        tokens=tokens,
-        spent_prompt=spent_prompt,
-        spent_completion=spent_completion,
-    )
-    return entry
 
 
 # --- owners -------------------------------------------------------------------------------
