@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from imaginize.analysis.offline.analyzer import OfflineAnalyzer
+from imaginize.analysis.offline.catalogue import NO_LOOK, Catalogue, Entry
 from imaginize.analysis.offline.text import normalize_ws
 from imaginize.model import Analysis, Book, Chapter, ElementKind
 
@@ -606,6 +607,71 @@ def test_unpunctuated_wall_of_text() -> None:
     assert_verbatim(result, text)
     for scene in result.scenes:
         assert len(scene.quote.split()) <= 80
+
+
+# --- the cast (issue 11): one entry per person, every kind as itself ---------------------
+
+
+def _entries(texts: list[str]) -> dict[str, Entry]:
+    """Every catalogue entry of the texts, by its name."""
+    return {e.name: e for e in Catalogue(texts).entries}
+
+
+def _holder(entries: dict[str, Entry], name: str) -> str:
+    """The name of the one entry that has `name` as its name or an alias."""
+    found = [e.name for e in entries.values() if name == e.name or name in e.aliases]
+    assert len(found) == 1, (name, found)
+    return found[0]
+
+
+FAMILY = [
+    """Mr. Bennet was so odd a mixture of quick parts and sarcastic humour that his wife \
+could not understand him. Mrs. Bennet was a woman of mean understanding. "My dear Mr. Bennet," \
+said his lady to him one day, "have you heard the news?" Mr. Bennet replied that he had not. \
+Mrs. Bennet cried out that she would go at once.""",
+    """Mr. Bingley was good-looking and gentlemanlike. Miss Bingley was a fine woman with an \
+air of decided fashion. Bingley smiled at the room. Miss Bingley said she was tired. Mr. \
+Bingley said he would dance. Bingley danced every dance.""",
+    """Mr. Bennet laughed at her. Mrs. Bennet said she was ill. Mr. Bennet said he was not. \
+Miss Bingley turned away, and she sighed.""",
+]
+
+
+def test_people_sharing_a_surname_are_not_merged() -> None:
+    entries = _entries(FAMILY)
+    # Husband and wife, brother and sister: four people, each with an entry of their own.
+    assert _holder(entries, "Mr. Bennet") != _holder(entries, "Mrs. Bennet")
+    assert _holder(entries, "Mr. Bingley") != _holder(entries, "Miss Bingley")
+    # A bare surname is the man's: "Bingley danced".
+    assert _holder(entries, "Bingley") == _holder(entries, "Mr. Bingley")
+    for name in ("Mr. Bennet", "Mrs. Bennet", "Miss Bingley"):
+        assert entries[_holder(entries, name)].kind == ElementKind.CHARACTER
+
+
+def test_a_father_is_not_his_daughter() -> None:
+    text = (
+        "At noon Caroline Beaufort said she would wait. Then Caroline Beaufort cried, and she "
+        "wept. "
+        "Beaufort said he was ruined, and he wept. Beaufort said he would go. "
+        "Beaufort told him he was proud."
+    )
+    entries = _entries([text])
+    assert _holder(entries, "Beaufort") != _holder(entries, "Caroline Beaufort")
+
+
+def test_a_figure_after_was_a_describes_the_person() -> None:
+    text = (
+        "Lady Catherine was a tall, large woman, with strongly-marked features. Lady "
+        "Catherine said she was pleased. The sister, Catherine, was a slender, worldly girl "
+        "of about thirty, with a solid, sticky bob of red hair. M. Krempe was a little squat "
+        "man with a gruff voice. Krempe said he was busy. Krempe said he would lecture. "
+        "Mr. Sloane was a man of business. Mr. Sloane said he was going."
+    )
+    entries = _entries([text])
+    assert "a tall, large woman" in entries["Lady Catherine"].description
+    assert "a little squat man" in entries[_holder(entries, "Krempe")].description
+    # "a man of business" draws nothing.
+    assert entries["Mr. Sloane"].description.endswith(NO_LOOK)
 
 
 # --- the real-world corpus -------------------------------------------------------------------

@@ -147,7 +147,7 @@ def phrases_at(s: Sentence, first: int, last: int, gender: str | None) -> list[s
     pre = _adjectives_before(s, first)
     if pre:
         out.append(pre)
-    out.extend(_after(s, last))
+    out.extend(_after(s, last, first))
     out.extend(_pronoun_features(s, last, gender))
     return out
 
@@ -165,11 +165,20 @@ def _plain_gap_or_comma(s: Sentence, a: int, b: int) -> bool:
     return gap in ("", ",")
 
 
-def _after(s: Sentence, last: int) -> list[str]:
+def _after(s: Sentence, last: int, first: int | None = None) -> list[str]:
     toks = s.tokens
     k = last + 1
     if k >= len(toks):
         return []
+    if (
+        first is not None
+        and first > 0
+        and toks[first - 1].comma_after
+        and toks[last].comma_after
+        and toks[k].lower in _COPULAS
+    ):
+        # "The sister, Catherine, was a slender, worldly girl": the name is an aside.
+        return _after_verb(s, k)
     resume = _aside_end(s, last)
     if resume is not None:
         # "Tobias Marsh—Tib to everyone—was twelve": the aside says nothing of the looks.
@@ -240,6 +249,8 @@ def _predicate(s: Sentence, start: int) -> list[str]:
     k = _skip(toks, start, _INTENSIFIERS)
     if k < len(toks) and toks[k].lower in _WEAR:
         return _feature_clause(s, k, need_visual=False)
+    if k < len(toks) and toks[k].lower in ("a", "an"):
+        return _figure_phrase(s, k)
     k = _skip_age(s, k)
     out: list[str] = []
     end = k - 1
@@ -264,6 +275,46 @@ def _predicate(s: Sentence, start: int) -> list[str]:
     coated = _coating(s, max(end + 1, k))
     if coated:
         out.append(coated)
+    return out
+
+
+_FIGURE_REACH = 6  # words from "a" to the noun: "a sturdy straw-haired man"
+_PLAIN_LOOKS = words("little small great large big old young")
+
+
+def _figure_phrase(s: Sentence, k: int) -> list[str]:
+    """ "was a tall, large woman, with strongly-marked features" -> "a tall, large woman",
+    "strongly-marked features": adjectives that draw the figure, then a word for a person
+    or an animal; "of thirty" stays with it. A lone "a little man" says too little."""
+    toks = s.tokens
+    j = k + 1
+    looks: list[str] = []
+    while j < len(toks) and j - k <= _FIGURE_REACH:
+        w = toks[j].lower
+        if w in PERSON_NOUNS or w in CREATURES:
+            break
+        if not toks[j].text[:1].islower() or w in _NOUN_STOPS - {"and"}:
+            return []
+        if not _plain_gap_or_comma(s, j - 1, j):
+            return []
+        if _visual(w):
+            looks.append(w)
+        j += 1
+    else:
+        return []
+    if not looks or (len(looks) == 1 and looks[0] in _PLAIN_LOOKS and j - k == 2):
+        return []
+    end = j
+    if (
+        end + 2 < len(toks)
+        and toks[end + 1].lower == "of"
+        and (toks[end + 2].lower in _NUMBER_WORDS or toks[end + 2].text.isdigit())
+        and _plain_gap(s, toks[end], toks[end + 2])
+    ):
+        end += 2  # "a sturdy straw-haired man of thirty"
+    out = [_slice(s, k, end)]
+    if end + 1 < len(toks) and toks[end + 1].lower == "with":
+        out.extend(_feature_clause(s, end + 2, need_visual=True))
     return out
 
 

@@ -154,7 +154,8 @@ APPEARANCE_ADJECTIVES = words(
     bearded bald curly curled straight wild shaggy sleek neat elegant shabby ragged
     hunchbacked lame muscular delicate frail pale dark fair grey gray white red black
     golden blue green brown pink yellow silver mossy furry feathered scaly bushy woolly
-    hairy spotted striped freckled floury dusty muddy sooty grimy
+    hairy spotted striped freckled floury dusty muddy sooty grimy squat blond blonde
+    lanky wiry portly corpulent dumpy swarthy sallow ruddy rosy tanned sunburnt stooped
     """
 )
 
@@ -330,6 +331,14 @@ BARE_HONORIFICS = words(
     Brother Sister Uncle Aunt
     """
 )
+
+# Titles that tell apart the people of one family before a surname: a man, a married woman,
+# an unmarried one ("Mr. Bennet", "Mrs. Bennet", "Miss Bennet" are three people).
+TITLE_CLASSES: dict[str, str] = {
+    **dict.fromkeys(("Mr", "Mister", "Monsieur", "M", "Herr", "Signor", "Señor"), "m"),
+    **dict.fromkeys(("Mrs", "Madame", "Mme", "Frau", "Señora", "Signora"), "mrs"),
+    **dict.fromkeys(("Miss", "Mademoiselle", "Mlle", "Fräulein", "Señorita", "Signorina"), "miss"),
+}
 
 # Titles that say the person is a grown-up man or woman.
 ADULT_TITLES = words(

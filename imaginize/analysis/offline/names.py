@@ -34,6 +34,7 @@ from imaginize.analysis.offline.lexicon import (
     PLACE_TYPES,
     SPEECH_VERBS,
     SUBJECT_PRONOUNS,
+    TITLE_CLASSES,
     VEHICLES,
     VISIBLE_VERBS,
     words,
@@ -56,6 +57,7 @@ _NICKNAME_AUDIENCE = words(
     "everyone everybody all his her their friends family the most us me them"
 )
 _DETERMINERS = words("the a an this that his her my your our their")
+_CLASS_GENDER = {"m": "m", "mrs": "f", "miss": "f"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +256,8 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
         by_key = _drop_common_nouns(sentences, by_key)
     votes = {k: _gender_votes(sentences, k, ms) for k, ms in by_key.items()}
     genders = {k: _decide_gender(v, 2) for k, v in votes.items()}
-    clusters = _cluster(by_key, genders, _nicknames(sentences, mentions))
+    leaning = {k: _decide_gender(v, 1) for k, v in votes.items()}
+    clusters = _cluster(by_key, genders, _nicknames(sentences, mentions), leaning)
     groups: list[NameGroup] = []
     for keys in clusters:
         ms = sorted((m for k in keys for m in by_key[k]), key=lambda m: (m.sentence, m.first))
@@ -289,6 +292,7 @@ def _cluster(
     by_key: dict[Key, list[Mention]],
     genders: dict[Key, str | None],
     links: Sequence[tuple[Key, Key]] = (),
+    leaning: dict[Key, str | None] | None = None,
 ) -> list[list[Key]]:
     """Merge keys naming the same thing: same core, or a single word that is the first (or
     the only possible last) word of longer names, or names `links` says are one."""
@@ -305,7 +309,7 @@ def _cluster(
 
     for c in sorted(by_core):
         if len(c) == 1:
-            for p in _owners(c[0], by_core, core_count, genders):
+            for p in _owners(c[0], by_core, core_count, genders, leaning or genders):
                 ra, rb = find(c), find(p)
                 if ra != rb:
                     parent[max(ra, rb)] = min(ra, rb)
@@ -324,7 +328,44 @@ def _cluster(
             g = HONORIFICS.get(k[0]) if len(k) > 1 else None
             clash = g is not None and root_gender.get(root) not in (None, g)
             clusters[k if clash else root].append(k)
-    return [sorted(ks) for _, ks in sorted(clusters.items())]
+    out: list[list[Key]] = []
+    for _, ks in sorted(clusters.items()):
+        out.extend(_by_title_class(ks, by_key, genders))
+    return [sorted(ks) for ks in out]
+
+
+def _title_class(k: Key) -> str | None:
+    """ "m" for "Mr. Bennet", "mrs" for "Mrs. Bennet", "miss" for "Miss Bennet": a title
+    before a lone surname that says which of a family is meant; None otherwise."""
+    if len(k) != 2 or k[1] in HONORIFICS:
+        return None
+    return TITLE_CLASSES.get(k[0])
+
+
+def _by_title_class(
+    keys: list[Key], by_key: dict[Key, list[Mention]], genders: dict[Key, str | None]
+) -> list[list[Key]]:
+    """Split a cluster whose surname is given with titles of different people: Mr. Bennet,
+    Mrs. Bennet and Miss Bingley are a husband, a wife and a sister, not one person. Other
+    keys go with the class of their own gender, else with the most mentioned class."""
+    classes: dict[str, list[Key]] = defaultdict(list)
+    for k in keys:
+        tc = _title_class(k)
+        if tc is not None:
+            classes[tc].append(k)
+    if len(classes) < 2:
+        return [keys]
+    size = {tc: sum(len(by_key[k]) for k in ks) for tc, ks in classes.items()}
+    top = max(sorted(size), key=lambda tc: size[tc])
+    for k in keys:
+        if _title_class(k) is None:
+            g = genders.get(k)
+            if g is None and len(k) == 1 and "m" in classes:
+                g = "m"  # a bare surname ("Bingley danced") is the man's, in English prose
+            own = [tc for tc in sorted(classes) if _CLASS_GENDER[tc] == g]
+            tc = max(own, key=lambda c: size[c]) if own else top
+            classes[tc].append(k)
+    return [classes[tc] for tc in sorted(classes)]
 
 
 def _root_genders(
@@ -353,9 +394,11 @@ def _owners(
     by_core: dict[Key, list[Key]],
     core_count: dict[Key, int],
     genders: dict[Key, str | None],
+    leaning: dict[Key, str | None],
 ) -> list[Key]:
     """The longer names a one-word name is short for ("Daisy" -> "Daisy Buchanan"), or none
-    when it is ambiguous ("Egg" in "East Egg" and "West Egg")."""
+    when it is ambiguous ("Egg" in "East Egg" and "West Egg"). `leaning` are genders on
+    slighter evidence (one pronoun), enough to keep apart a surname and a full name."""
     longer = [c for c in sorted(by_core) if len(c) > 1 and word in (c[0], c[-1])]
     # One-off runs such as "April Daisy" are usually two names side by side.
     recurring = [c for c in longer if core_count[c] >= 2] or longer
@@ -371,9 +414,12 @@ def _owners(
         # only when the first name is used on its own about as much as the full names.
         top = max(core_count[c] for c in firsts)
         return firsts if alone >= 3 and alone * 2 >= top else []
-    if len(lasts) == 1:
-        return lasts
     g = genders.get((word,))
+    if len(lasts) == 1:
+        # "Beaufort", her father, is not "Caroline Beaufort".
+        lean = leaning.get((word,))
+        other = {leaning.get(k) for k in by_core[lasts[0]]} - {None, lean}
+        return [] if lean is not None and other else lasts
     same = [c for c in lasts if any(genders.get(k) == g for k in by_core[c])] if g else []
     return same if len(same) == 1 else []
 
