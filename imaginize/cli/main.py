@@ -16,16 +16,14 @@ from click.core import ParameterSource
 
 from imaginize import __version__, config
 from imaginize.analysis.estimate import DEFAULT_LATENCY
-from imaginize.analysis.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.analysis.providers import ProviderKind, limits_for, resolve_provider
 from imaginize.cli.progress import PlainProgress, render_estimate
+from imaginize.cli.queue_commands import queue_commands, queue_report
 from imaginize.cli.status import break_stuck_lock, render_status, status_report
-from imaginize.coordination.locking import DEFAULT_LOCK_LIFETIME
-from imaginize.coordination.manifest import DEFAULT_LEASE
 from imaginize.errors import ConfigError, ExitCode, ImaginizeError, Incomplete
 from imaginize.events import RunFinished
-from imaginize.guides.images import DEFAULT_IMAGE_MODEL, ImageOptions
-from imaginize.pacing.pace import DEFAULT_MAX_WAIT, Tier
+from imaginize.guides.images import ImageOptions
+from imaginize.pacing.pace import Tier
 from imaginize.run import (
     RunOptions,
     default_out_dir,
@@ -35,8 +33,19 @@ from imaginize.run import (
     run_books,
 )
 from imaginize.safetext import for_terminal, remember_secret
-from imaginize.workers.autoscale import DEFAULT_MAX_WORKERS
-from imaginize.workers.spec import DEFAULT_HEARTBEAT
+from imaginize.settings import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_LEASE,
+    DEFAULT_LOCK_LIFETIME,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CHUNK_TOKENS,
+    DEFAULT_MAX_WAIT,
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_PAGES_PER_IMAGE,
+    ClaimPolicy,
+    RunSettings,
+)
 
 if TYPE_CHECKING:
     from imaginize.cli.live import LiveProgress
@@ -139,7 +148,7 @@ def cli() -> None:
 @click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
-    default=3,
+    default=DEFAULT_MAX_ATTEMPTS,
     show_default=True,
     help="Tries per chapter before it is marked failed.",
 )
@@ -302,28 +311,33 @@ def run(
         api_key_from=_origin("api_key", "provider.api_key"),
         base_url_from=_origin("base_url", "provider.base_url"),
     )
-    options = RunOptions(
-        out_dir=output_dir,
+    settings = RunSettings(
         provider=config,
-        chapters=chapters,
-        force=force,
+        limits=limits_for(
+            config, tier, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm, tpm=tpm
+        ),
+        claims=ClaimPolicy(
+            lease=lease,
+            heartbeat=heartbeat,
+            max_attempts=max_attempts,
+            lock_lifetime=lock_lifetime,
+        ),
+        images=ImageOptions(image_model, image_size, image_quality) if images else None,
         pages_per_image=pages_per_image,
         max_chunk_tokens=max_chunk_tokens,
-        max_attempts=max_attempts,
+        chapter_timeout=chapter_timeout,
+        max_wait=max_wait,
+        redis_url=_redis_url(redis_url, config.key_from),
+    )
+    options = RunOptions(
+        settings=settings,
+        out_dir=output_dir,
+        chapters=chapters,
+        force=force,
         retry_failed=retry_failed,
         concurrent=concurrent or 1,
         auto_scale=concurrent is None,
         max_workers=max_workers,
-        lease=lease,
-        heartbeat=heartbeat,
-        lock_lifetime=lock_lifetime,
-        limits=limits_for(
-            config, tier, batch_size=batch_size, batch_delay=batch_delay, rpm=rpm, tpm=tpm
-        ),
-        chapter_timeout=chapter_timeout,
-        max_wait=max_wait,
-        images=ImageOptions(image_model, image_size, image_quality) if images else None,
-        redis_url=_redis_url(redis_url, config.key_from),
     )
     single = len(books) == 1 and not books[0].is_dir()
     if estimate_only:
@@ -368,12 +382,30 @@ def _out_dir(book: Path, output_dir: Path | None) -> Path:
     return output_dir or default_out_dir(book)
 
 
+for _command in queue_commands(run):
+    cli.add_command(_command)
+
+
 @cli.command()
-@click.argument("book", type=click.Path(path_type=Path))
+@click.argument("book", type=click.Path(path_type=Path), required=False)
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(book: Path, output_dir: Path | None, as_json: bool) -> None:
-    """Show the state of every chapter of BOOK from its manifest."""
+@click.option("--redis", "redis_url", metavar="URL", help="Instead: the books on this queue.")
+@click.option("--queue", "queue_name", default="imaginize", help="The queue (with --redis).")
+def status(
+    book: Path | None,
+    output_dir: Path | None,
+    as_json: bool,
+    redis_url: str | None,
+    queue_name: str,
+) -> None:
+    """Show the state of every chapter of BOOK from its manifest, or (--redis) every book
+    on the queue with the host that ran it."""
+    if book is None:
+        if not redis_url:
+            raise click.UsageError("give a BOOK, or --redis URL for the queue")
+        click.echo(queue_report(redis_url, queue_name, as_json))
+        return
     report = status_report(_out_dir(book, output_dir))
     click.echo(render_status(report, as_json=as_json))
 
