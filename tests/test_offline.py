@@ -674,6 +674,50 @@ def test_a_figure_after_was_a_describes_the_person() -> None:
     assert entries["Mr. Sloane"].description.endswith(NO_LOOK)
 
 
+def test_a_place_and_a_name_side_by_side_are_not_glued() -> None:
+    text = (
+        "Pierre said he would come. Pierre laughed, and he sat down. In Moscow the snow fell. "
+        "She lived in Moscow all winter. They drove to Moscow at night. Natasha smiled, and "
+        "she ran off. When he returned to Moscow Pierre went to the club. Pierre said he was "
+        "happy. On the way to Moscow Pierre slept. Natasha laughed. Pierre said he would go. "
+        "They rode from Moscow at dawn. Then Pierre looked at Natasha. Later Pierre said he knew."
+    )
+    entries = _entries([text])
+    assert not any("Moscow Pierre" in (e.name, *e.aliases) for e in entries.values())
+    assert entries["Pierre"].kind == ElementKind.CHARACTER
+    assert entries["Moscow"].kind == ElementKind.PLACE
+    # A full name stays whole even when both its parts are common alone.
+    clerval = (
+        "Henry Clerval was my friend. Then Clerval said he would go. Henry laughed. "
+        "Later Clerval smiled, and he waved. Then Henry said he was ready. Clerval "
+        "said he would stay. Henry Clerval sat down. Then Henry wept, and he left. "
+        "Then Clerval said he knew. Then Henry Clerval said he was happy."
+    )
+    entries = _entries([clerval])
+    assert _holder(entries, "Henry") == _holder(entries, "Clerval") == "Henry Clerval"
+
+
+def test_families_are_not_people_and_ships_are_things() -> None:
+    text = [
+        "The Bennets were the only family in the lane. Then Elizabeth Bennet said she would "
+        "walk. The Bennets dined with the Lucases. Then Charlotte Lucas said she was tired. "
+        "Later the Bennets went home. The Lucases were kind. Then Charlotte Lucas said she "
+        "would stay. Then Elizabeth Bennet smiled, and she ran. The Lucases came to tea.",
+        "Then Ahab stood on the deck of the Pequod. The Pequod sailed from Nantucket at dawn. "
+        "Then Ahab said he would find the whale. Aboard the Pequod the men were silent. The "
+        "Pequod rolled, and she groaned in the swell. Then Ahab walked the deck of the Pequod. "
+        "Later Ahab said he was ready. The Pequod turned north.",
+    ]
+    entries = _entries(text)
+    names = {n for e in entries.values() for n in (e.name, *e.aliases)}
+    assert not names & {"Bennets", "Lucases"}
+    assert entries["Elizabeth Bennet"].kind == ElementKind.CHARACTER
+    pequod = entries["Pequod"]
+    assert pequod.kind == ElementKind.ITEM
+    assert pequod.description.startswith("A ship")
+    assert entries["Ahab"].kind == ElementKind.CHARACTER
+
+
 # --- the real-world corpus -------------------------------------------------------------------
 
 

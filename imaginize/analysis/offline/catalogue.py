@@ -34,6 +34,7 @@ from imaginize.analysis.offline.lexicon import (
     PERSON_NOUNS,
     PLACE_PREFIXES,
     PLACE_TYPES,
+    VEHICLES,
     VISUAL_ADJECTIVES,
     words,
 )
@@ -48,6 +49,7 @@ from imaginize.analysis.offline.names import (
     is_capitalised,
     name_word,
     narrator_group,
+    vessel_mentions,
 )
 from imaginize.analysis.offline.text import (
     Sentence,
@@ -416,7 +418,18 @@ def _lead(sentences: Sequence[Sentence], g: NameGroup) -> str:
                 return _PLACE_LEADS.get(c[0], c[0].lower())
         return noun or "place"
     if g.kind == ElementKind.ITEM:
-        return noun or cores[0][-1].lower()
+        if noun or cores[0][-1].lower() in ITEMS:
+            return noun or cores[0][-1].lower()
+        # A name that is no word for a thing: a vessel's ("the Pequod"), when the text says so.
+        vessels = Counter(
+            t.lower
+            for m in g.mentions
+            for t in sentences[m.sentence].tokens[max(0, m.first - 2) : m.first]
+            if t.lower in VEHICLES
+        )
+        if vessels:
+            return min(vessels, key=lambda w: (-vessels[w], w))
+        return "ship" if vessel_mentions(sentences, g.mentions) else cores[0][-1].lower()
     # A rank or role ("queen", "captain") when the text mostly calls them by it.
     titles = Counter(m.key[0] for m in g.mentions if m.key[0] in HONORIFICS)
     for title, n in sorted(titles.items(), key=lambda kv: (-kv[1], kv[0])):

@@ -547,6 +547,16 @@ VEHICLES = words(
     """
 )
 
+# Parts and people of a vessel: "the deck of the Pequod" names a ship.
+VESSEL_PARTS = words(
+    """
+    deck decks hull mast masts mainmast bow bows stern helm rigging sails keel bulwarks
+    forecastle quarter-deck cabin cabins crew hold gangway
+    """
+)
+# What ships do: "the Pequod sailed", "the Rachel anchored".
+VESSEL_VERBS = words("sailed anchored docked steamed foundered sank capsized heeled moored")
+
 # Items worth tracking when they recur with "the": "the brass key", "the map".
 ITEMS = words(
     """

@@ -36,6 +36,8 @@ from imaginize.analysis.offline.lexicon import (
     SUBJECT_PRONOUNS,
     TITLE_CLASSES,
     VEHICLES,
+    VESSEL_PARTS,
+    VESSEL_VERBS,
     VISIBLE_VERBS,
     words,
 )
@@ -249,6 +251,9 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
         min_count = 2 if words < 20_000 else 3
     stats = _Stats(sentences)
     mentions = [m for m in find_mentions(sentences, stats) if _valid_key(m.key, stats)]
+    mentions = _unglued(sentences, mentions, stats)
+    families = _family_keys(sentences, mentions)
+    mentions = [m for m in mentions if m.key not in families]
     by_key: dict[Key, list[Mention]] = defaultdict(list)
     for m in mentions:
         by_key[m.key].append(m)
@@ -269,6 +274,80 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
             groups.append(group)
     groups.sort(key=lambda g: (-g.count, g.name))
     return groups
+
+
+# A run of names is a place and a person side by side ("to Moscow Pierre went") when the
+# first part alone follows "in", "to", "from" ... this often, the second part this rarely.
+_PLACE_LED = 0.4
+_PERSON_LED = 0.2
+_GLUE_LEAST = 3  # mentions of each part alone, at least
+
+
+def _unglued(
+    sentences: Sequence[Sentence], mentions: list[Mention], stats: _Stats
+) -> list[Mention]:
+    """Split runs of capitalised words that are a place and a name meeting across a boundary
+    the text leaves unmarked ("When he returned to Moscow Pierre went to the club"): the
+    first part alone is mostly somewhere one goes ("in Moscow"), the second mostly not, and
+    each is named alone more often than the run. "Henry Clerval" stays: nobody goes "to Henry"."""
+    counts = Counter(m.key for m in mentions)
+    led: Counter[Key] = Counter()
+    for m in mentions:
+        toks = sentences[m.sentence].tokens
+        back = m.first - 1 if m.first > 0 and toks[m.first - 1].lower == "the" else m.first
+        led[m.key] += back > 0 and toks[back - 1].lower in PLACE_PREPOSITIONS
+
+    def place(k: Key) -> bool:
+        return led[k] >= _PLACE_LED * counts[k]
+
+    def person(k: Key) -> bool:
+        return led[k] < _PERSON_LED * counts[k]
+
+    out: list[Mention] = []
+    for m in mentions:
+        key = m.key
+        cut = 0
+        if len(key) > 1 and not any(w in HONORIFICS or w in NAME_CONNECTORS for w in key):
+            need = max(_GLUE_LEAST, counts[key] + 1)
+            cut = next(
+                (
+                    i
+                    for i in range(1, len(key))
+                    if counts[key[:i]] >= need
+                    and counts[key[i:]] >= need
+                    and place(key[:i])
+                    and person(key[i:])
+                    and "'s" not in key[i - 1]
+                ),
+                0,
+            )
+        if not cut:
+            out.append(m)
+            continue
+        out.append(Mention(m.sentence, m.first, m.first + cut - 1, key[:cut]))
+        out.append(Mention(m.sentence, m.first + cut, m.last, key[cut:]))
+    return [m for m in out if _valid_key(m.key, stats)]
+
+
+def _family_keys(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> set[Key]:
+    """Plural surnames ("the Bennets", "the Lucases"): a family, not one person to draw. The
+    singular must be a word of another name in the text, and "the" must lead most mentions."""
+    words_of = {w for m in mentions if not _plural_of(m.key) for w in m.key}
+    led: Counter[Key] = Counter()
+    total: Counter[Key] = Counter()
+    for m in mentions:
+        if _plural_of(m.key) and _plural_of(m.key) & words_of:
+            total[m.key] += 1
+            led[m.key] += m.first > 0 and sentences[m.sentence].tokens[m.first - 1].lower == "the"
+    return {k for k, n in total.items() if led[k] * 2 >= n}
+
+
+def _plural_of(key: Key) -> set[str]:
+    """The singulars a one-word plural name may be of: "Lucases" -> Lucase, Lucas."""
+    if len(key) != 1 or not key[0].endswith("s") or len(key[0]) < 4:
+        return set()
+    w = key[0]
+    return {w[:-1], w[:-2]} if w.endswith("es") else {w[:-1]}
 
 
 def _nicknames(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> list[tuple[Key, Key]]:
@@ -318,7 +397,7 @@ def _cluster(
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
     lasts = _index_lasts(by_core, core_count)
-    root_gender = _root_genders(by_core, genders, find)
+    root_gender = _root_genders(by_core, leaning or genders, find)
     clusters: dict[Key, list[Key]] = defaultdict(list)
     for c in sorted(by_core):
         for k in by_core[c]:
@@ -670,10 +749,37 @@ def _score_mention(sentences: Sequence[Sentence], m: Mention, score: Counter[Ele
         score[ElementKind.CREATURE] += 4
     if before and before[-1] in ITEMS:
         score[ElementKind.ITEM] += 3
+    if _vessel_evidence(toks, m, back):
+        score[ElementKind.ITEM] += 3
     # "Bill, the Lizard", "the Kittiwake, the fastest boat", "the Spine, the causeway"
     found = appositive_noun(toks, m.last)
     if found is not None:
         score[found[0]] += 3
+
+
+def _vessel_evidence(toks: Sequence[Token], m: Mention, back: int) -> bool:
+    """ "aboard the Pequod", "the deck of the Pequod", "the whaler Rachel", "the Pequod
+    sailed": the name of a ship (or another vessel), which is drawn as a thing."""
+    prev = toks[back - 1].lower if back > 0 else ""
+    prev2 = toks[back - 2].lower if back > 1 else ""
+    before = toks[m.first - 1].lower if m.first > 0 else ""
+    nxt = toks[m.last + 1].lower if m.last + 1 < len(toks) else ""
+    return (
+        (back < m.first and prev in ("aboard", "board"))
+        or (back < m.first and prev == "of" and prev2 in VESSEL_PARTS)
+        or before in VEHICLES
+        or nxt in VESSEL_VERBS
+    )
+
+
+def vessel_mentions(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> int:
+    """How many of the mentions say the name is a vessel's."""
+    n = 0
+    for m in mentions:
+        toks = sentences[m.sentence].tokens
+        back = m.first - 1 if m.first > 0 and toks[m.first - 1].lower == "the" else m.first
+        n += _vessel_evidence(toks, m, back)
+    return n
 
 
 def _its_body(toks: Sequence[Token], last: int) -> bool:
