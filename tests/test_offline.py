@@ -718,6 +718,27 @@ def test_families_are_not_people_and_ships_are_things() -> None:
     assert entries["Ahab"].kind == ElementKind.CHARACTER
 
 
+def test_pet_forms_join_the_given_name_used_near_them() -> None:
+    filler = (
+        "The rain fell on the roof. The wind blew hard. The lamp went out. The night was long. "
+    )
+    text = (
+        'Then Elizabeth said she would walk. "Come, Lizzy," said Jane, and she smiled. Later '
+        'Elizabeth laughed, and she ran. "Eliza," said Miss Bingley, "you walk too much." Then '
+        "Elizabeth said she liked it. Then Lizzy smiled, and she sat. Then Jane said she was "
+        'pleased. "My dear Eliza," said Charlotte. Then Charlotte said she would go. '
+        + filler
+        + "Then Bill said he was tired. Then Bill laughed, and he sat. Then Bill ran off. "
+        + filler
+        + "In a poem, Father William said he was old. Father William stood on his head. "
+        "Father William said he would stop."
+    )
+    entries = _entries([text])
+    assert _holder(entries, "Lizzy") == _holder(entries, "Eliza") == "Elizabeth"
+    # "Bill" is short for William, but this Bill is never near Father William.
+    assert _holder(entries, "Bill") != _holder(entries, "Father William")
+
+
 # --- the real-world corpus -------------------------------------------------------------------
 
 

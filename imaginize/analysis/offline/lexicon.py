@@ -332,6 +332,50 @@ BARE_HONORIFICS = words(
     """
 )
 
+# English pet forms of given names: "Lizzy" and "Eliza" are Elizabeth when the text also
+# says Elizabeth nearby (`names._diminutive_links`). Lower case: pet form -> full names.
+DIMINUTIVES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        ("lizzy", "lizzie", "liz", "eliza", "beth", "betsy", "bess", "bessie", "betty"),
+        ("elizabeth",),
+    ),
+    **dict.fromkeys(
+        ("kitty", "kate", "katie", "kathy", "cathy", "kit"), ("catherine", "katherine")
+    ),
+    **dict.fromkeys(("bob", "bobby", "rob", "robin", "bert"), ("robert",)),
+    **dict.fromkeys(("bill", "billy", "will", "willy", "willie"), ("william",)),
+    **dict.fromkeys(("jim", "jimmy", "jamie", "jem"), ("james",)),
+    **dict.fromkeys(("tom", "tommy"), ("thomas",)),
+    **dict.fromkeys(("dick", "dicky", "rick"), ("richard",)),
+    **dict.fromkeys(("harry", "hal"), ("henry", "harold")),
+    **dict.fromkeys(("ned", "ted", "teddy", "eddie", "eddy"), ("edward", "edmund")),
+    **dict.fromkeys(("jack", "johnny", "jacky"), ("john",)),
+    **dict.fromkeys(("peggy", "maggie", "meg", "madge", "margery"), ("margaret",)),
+    **dict.fromkeys(("polly", "molly", "mamie", "mally"), ("mary",)),
+    **dict.fromkeys(("sally", "sadie"), ("sarah", "sara")),
+    **dict.fromkeys(("nell", "nelly", "nellie"), ("ellen", "eleanor", "helen")),
+    **dict.fromkeys(("sue", "susie", "suky"), ("susan", "susanna", "susannah")),
+    **dict.fromkeys(("annie", "nancy", "nan", "nanny"), ("anne", "ann", "anna")),
+    **dict.fromkeys(("fanny",), ("frances",)),
+    **dict.fromkeys(("dolly",), ("dorothy", "dorothea")),
+    **dict.fromkeys(("charley", "charlie", "chas"), ("charles",)),
+    **dict.fromkeys(("lottie", "lotty"), ("charlotte",)),
+    **dict.fromkeys(("fred", "freddy", "freddie"), ("frederick", "frederic")),
+    **dict.fromkeys(("sam", "sammy"), ("samuel",)),
+    **dict.fromkeys(("ben", "benny"), ("benjamin",)),
+    **dict.fromkeys(("joe", "joey"), ("joseph",)),
+    **dict.fromkeys(("nick", "nicky"), ("nicholas",)),
+    **dict.fromkeys(("tony",), ("anthony", "antony")),
+    **dict.fromkeys(("andy",), ("andrew",)),
+    **dict.fromkeys(("dan", "danny"), ("daniel",)),
+    **dict.fromkeys(("pete",), ("peter",)),
+    **dict.fromkeys(("phil",), ("philip", "phillip")),
+    **dict.fromkeys(("jenny", "jennie"), ("jane", "janet", "jennifer")),
+    **dict.fromkeys(("sophy",), ("sophia", "sophie")),
+    **dict.fromkeys(("georgie",), ("george", "georgiana", "georgina")),
+    **dict.fromkeys(("natasha",), ("natalya", "natalia", "natalie")),
+}
+
 # Titles that tell apart the people of one family before a surname: a man, a married woman,
 # an unmarried one ("Mr. Bennet", "Mrs. Bennet", "Miss Bennet" are three people).
 TITLE_CLASSES: dict[str, str] = {

@@ -21,6 +21,7 @@ from imaginize.analysis.offline.lexicon import (
     BODY,
     CREATURE_VERBS,
     CREATURES,
+    DIMINUTIVES,
     HONORIFICS,
     ITEMS,
     NAME_CONNECTORS,
@@ -392,7 +393,8 @@ def _cluster(
                 ra, rb = find(c), find(p)
                 if ra != rb:
                     parent[max(ra, rb)] = min(ra, rb)
-    for a, b in links:
+    lean = leaning or genders
+    for a, b in [*links, *_diminutive_links(by_key, by_core, lean)]:
         ra, rb = find(core(a)), find(core(b))
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
@@ -411,6 +413,46 @@ def _cluster(
     for _, ks in sorted(clusters.items()):
         out.extend(_by_title_class(ks, by_key, genders))
     return [sorted(ks) for ks in out]
+
+
+_PET_REACH = 3  # sentences between a pet form and its full name that tie the two...
+_PET_TIES = 2  # ... this many times
+
+
+def _diminutive_links(
+    by_key: dict[Key, list[Mention]],
+    by_core: dict[Key, list[Key]],
+    leaning: dict[Key, str | None],
+) -> list[tuple[Key, Key]]:
+    """Pet forms and the given names they are short for ("Lizzy", "Eliza" -> "Elizabeth"),
+    when exactly one name starts with that given name and the two are used within a few
+    sentences of each other more than once: the Lizard Bill is no Father William."""
+    starts: dict[str, list[Key]] = defaultdict(list)
+    for c in by_core:
+        starts[c[0].lower()].append(c)
+    out: list[tuple[Key, Key]] = []
+    for c in sorted(by_core):
+        if len(c) != 1:
+            continue
+        fulls = [t for f in DIMINUTIVES.get(c[0].lower(), ()) for t in starts.get(f, ()) if t != c]
+        if not fulls:
+            continue
+        # The shortest one: "Elizabeth" over "Elizabeth Bennet" (they are merged anyway).
+        target = min(fulls, key=lambda t: (len(t), t))
+        if any(len(t) == len(target) and t != target for t in fulls):
+            continue
+        g, h = leaning.get(c), next((leaning[k] for k in by_core[target] if leaning.get(k)), None)
+        if g and h and g != h:
+            continue
+        near = {
+            m.sentence + d
+            for k in by_core[target]
+            for m in by_key[k]
+            for d in range(-_PET_REACH, _PET_REACH + 1)
+        }
+        if sum(m.sentence in near for k in by_core[c] for m in by_key[k]) >= _PET_TIES:
+            out.append((c, target))
+    return out
 
 
 def _title_class(k: Key) -> str | None:
