@@ -81,6 +81,7 @@ def profile(chapters: int, cycles: int, root: Path) -> None:
     from imaginize.coordination.store import ManifestStore
     from imaginize.guides.results import CHAPTERS_DIR
     from imaginize.pacing.pace import Limits, Pacer
+    from imaginize.settings import RunSettings
     from imaginize.workers.spec import WorkerSpec
     from imaginize.workers.worker import _claim_next
 
@@ -104,7 +105,7 @@ def profile(chapters: int, cycles: int, root: Path) -> None:
         )
 
     offline = ProviderConfig(ProviderKind.OFFLINE, "heuristic")
-    spec = WorkerSpec(str(root / "book.epub"), str(root / "out"), offline)
+    spec = WorkerSpec(str(root / "book.epub"), str(root / "out"), RunSettings(offline))
     chained = hasattr(store, "publish_and_claim")
     held: list[Claim] = []  # the claim the last publish made, if any
 

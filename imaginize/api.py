@@ -18,7 +18,6 @@ as `imaginize.errors.ImaginizeError` subclasses; nothing is printed and nothing 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,8 @@ def analyze_book(
 
     Provider settings follow the CLI's rules (explicit arguments, then OPENAI_API_KEY and
     friends when `use_environment`); `concurrent="auto"` sizes the worker pool itself. Any
-    other `RunOptions` field (chapters="1-3", force=True, pages_per_image=2, ...) may be
-    given by name.
+    other run option (chapters="1-3", force=True, pages_per_image=2, lease=60, ...: a field
+    of `RunOptions`, `settings.RunSettings` or `settings.ClaimPolicy`) may be given by name.
     """
     config = resolve_provider(
         ProviderKind(provider),
@@ -56,14 +55,12 @@ def analyze_book(
         env=os.environ if use_environment else {},
     )
     auto = concurrent == "auto"
-    limits = limits_for(config, tier)
-    run_options = replace(
-        RunOptions(),
+    run_options = RunOptions.of(
         out_dir=Path(output_dir) if output_dir else None,
         provider=config,
         concurrent=1 if auto else int(concurrent),
         auto_scale=auto,
-        limits=limits,
+        limits=limits_for(config, tier),
         **options,
     )
     return run_book(book, run_options, on_event)

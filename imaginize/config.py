@@ -29,6 +29,20 @@ from typing import Any
 from imaginize.coordination.atomic import write_atomic
 from imaginize.errors import ConfigError
 from imaginize.safetext import without_password
+from imaginize.settings import (
+    DEFAULT_CHAPTER_TIMEOUT,
+    DEFAULT_HEARTBEAT,
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_LEASE,
+    DEFAULT_LOCK_LIFETIME,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CHUNK_TOKENS,
+    DEFAULT_MAX_WAIT,
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_OPENAI_MODEL,
+    DEFAULT_PAGES_PER_IMAGE,
+    HOSTED_TIMEOUT,
+)
 
 PROJECT_FILE = "imaginize.toml"
 
@@ -230,46 +244,48 @@ def render_show(layered: Layered, defaults: Mapping[str, Any]) -> str:
     return "\n".join(f"{k.ljust(width[0])}  {v.ljust(width[1])}  ({s})" for k, v, s in rows)
 
 
-EXAMPLE = """\
+# The example shows the defaults of `settings.py` (this one's line would be too long).
+_MAX_WAIT = f"max_wait = {DEFAULT_MAX_WAIT:g}"
+EXAMPLE = f"""\
 # imaginize settings. Precedence: command-line flags > environment > this file
 # (imaginize.toml in the working directory) > ~/.config/imaginize/config.toml > defaults.
 # Every key is optional; remove the leading '#' to set one.
 
 [provider]
 # kind = "auto"            # auto: openai when a key or base URL is set, else offline
-# model = "gpt-4o-mini"    # env OPENAI_MODEL
+# model = "{DEFAULT_OPENAI_MODEL}"    # env OPENAI_MODEL
 # base_url = "http://127.0.0.1:8080/v1"   # env OPENAI_BASE_URL (llama.cpp, vLLM, Ollama...)
 # api_key = "..."          # env OPENAI_API_KEY; better kept in the environment than here
-# timeout = 120            # seconds to wait for one reply
+# timeout = {HOSTED_TIMEOUT:g}            # seconds to wait for one reply
 # max_output_tokens = 4096
 # context_size = 8192       # tokens a local server holds (llama-server -c, Ollama num_ctx)
 
 [run]
-# pages_per_image = 1.5    # one scene per this many pages of 300 words
-# max_chunk_tokens = 12000 # longer chapters are split
-# max_attempts = 3         # tries per chapter, across all processes
-# chapter_timeout = 300    # seconds before a chapter is given up
+# pages_per_image = {DEFAULT_PAGES_PER_IMAGE:g}    # one scene per this many pages of 300 words
+# max_chunk_tokens = {DEFAULT_MAX_CHUNK_TOKENS} # longer chapters are split
+# max_attempts = {DEFAULT_MAX_ATTEMPTS}         # tries per chapter, across all processes
+# chapter_timeout = {DEFAULT_CHAPTER_TIMEOUT:g}    # seconds before a chapter is given up
 # concurrent = 1           # worker processes, or "auto"
-# max_workers = 6          # upper bound for concurrent = "auto"
+# max_workers = {DEFAULT_MAX_WORKERS}          # upper bound for concurrent = "auto"
 
 [rate]
 # tier = "paid"            # free: batches of 3, 60 s apart; paid: batches of 5, 2 s apart
 # batch_size = 5
 # batch_delay = 2.0
 # rpm = 60                 # requests per minute for the whole book
-# max_wait = 300           # a server's pause (429 Retry-After) longer than this stops the run
+# {_MAX_WAIT:<25}# a server's pause (429 Retry-After) longer than this stops the run
 # tpm = 200000             # tokens per minute: prompt + output cap reserved, unused given back
 
 [pace]
 # redis_url = "redis://host:6379/0"  # env IMAGINIZE_REDIS_URL; one pace for every machine
 
 [coordination]
-# lease = 600              # seconds without a heartbeat before a claim is taken over
-# heartbeat = 30
-# lock_lifetime = 600      # age after which a lock file is broken
+# lease = {DEFAULT_LEASE:g}              # seconds without a heartbeat before a claim is taken over
+# heartbeat = {DEFAULT_HEARTBEAT:g}
+# lock_lifetime = {DEFAULT_LOCK_LIFETIME:g}      # age after which a lock file is broken
 
 [images]
-# model = "gpt-image-1"    # or "dall-e-3"
+# model = "{DEFAULT_IMAGE_MODEL}"    # or "dall-e-3"
 # size = "1024x1024"
 # quality = "auto"
 """

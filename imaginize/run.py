@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import shlex
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from imaginize.analysis.base import Analyzer
 from imaginize.analysis.estimate import DEFAULT_LATENCY, Estimate, estimate, wall_time
 from imaginize.analysis.openai.prompt import chapter_messages
-from imaginize.analysis.pipeline import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 from imaginize.analysis.pricing import cost, total_cost
 from imaginize.analysis.providers import ProviderConfig, ProviderKind, is_local, resolve_provider
 from imaginize.coordination import manifest as mf
-from imaginize.coordination.locking import DEFAULT_LOCK_LIFETIME, reporting_waits
+from imaginize.coordination.locking import reporting_waits
 from imaginize.coordination.store import ManifestStore, provenance
 from imaginize.coordination.watch import ManifestWatcher
 from imaginize.errors import BookError, ManifestError, ProviderError
 from imaginize.events import EventSink, LibraryFinished, Notice, RunFinished, RunStarted, ignore
 from imaginize.guides.images import (
     IMAGES_DIR,
-    ImageOptions,
     ImageStore,
     expected_units,
     unit_parts,
@@ -38,52 +37,59 @@ from imaginize.guides.merge import BookInfo, ChapterInfo, write_guides
 from imaginize.guides.results import load_results
 from imaginize.model import Book, Chapter, Usage
 from imaginize.pacing import open_pacer
-from imaginize.pacing.pace import (
-    DEFAULT_MAX_WAIT,
-    Limits,
-    clock_time,
-    pace_digest,
-    pace_dir,
-    server_name,
-)
+from imaginize.pacing.pace import clock_time, pace_digest, pace_dir, server_name
 from imaginize.reading.chunking import split_chapter
 from imaginize.reading.epub import book_fingerprint, chapter_selection, read_book
-from imaginize.workers.autoscale import DEFAULT_MAX_WORKERS, AutoScaler, initial_workers
+from imaginize.settings import (
+    DEFAULT_CHAPTER_TIMEOUT,
+    DEFAULT_MAX_WORKERS,
+    ClaimPolicy,
+    RunSettings,
+)
+from imaginize.workers.autoscale import AutoScaler, initial_workers
 from imaginize.workers.forkserver import warm_up
 from imaginize.workers.launcher import Launcher
-from imaginize.workers.spec import DEFAULT_CHAPTER_TIMEOUT, DEFAULT_HEARTBEAT, WorkerSpec
+from imaginize.workers.spec import WorkerSpec
 from imaginize.workers.worker import run_worker
+
+
+def _offline_settings() -> RunSettings:
+    return RunSettings(resolve_provider())
 
 
 @dataclass(frozen=True)
 class RunOptions:
+    """A run: the settings every worker is told (`settings.RunSettings`), and what is
+    decided once for the whole run (which books and chapters, how many workers)."""
+
+    settings: RunSettings = field(default_factory=_offline_settings)
     out_dir: Path | None = None
-    provider: ProviderConfig = field(default_factory=resolve_provider)
     chapters: str | None = None
     force: bool = False
     retry_failed: bool = False
-    pages_per_image: float = DEFAULT_PAGES_PER_IMAGE
-    max_chunk_tokens: int = DEFAULT_MAX_CHUNK_TOKENS
-    max_attempts: int = 3
     concurrent: int = 1
     # --concurrent auto: the launcher sizes the pool itself, up to max_workers.
     auto_scale: bool = False
     max_workers: int = DEFAULT_MAX_WORKERS
-    lease: float = mf.DEFAULT_LEASE
-    heartbeat: float = DEFAULT_HEARTBEAT
-    lock_lifetime: float = DEFAULT_LOCK_LIFETIME
-    poll: float = 0.2
     journal: Path | None = None
     in_process: bool = False
-    limits: Limits | None = None
-    # None: long enough for two replies of the provider's timeout, and at least the default.
-    chapter_timeout: float | None = None
-    # --max-wait: a server's pause longer than this stops the run (exit 3) instead.
-    max_wait: float = DEFAULT_MAX_WAIT
-    # --images: an illustration per scene (openai provider); prompts only when offline.
-    images: ImageOptions | None = None
-    # --redis: the shared pace in Redis, for processes on several machines (None: a file).
-    redis_url: str | None = None
+
+    @classmethod
+    def of(cls, **named: Any) -> RunOptions:
+        """Options from flat names, as `analyze_book` takes them: a field of `RunOptions`,
+        of `RunSettings` (provider, limits, images, pages_per_image, ...) or of
+        `ClaimPolicy` (lease, heartbeat, poll, max_attempts, lock_lifetime). Settings not
+        named keep their defaults; an unknown name is a TypeError."""
+        parts: dict[type, dict[str, Any]] = {RunOptions: {}, RunSettings: {}, ClaimPolicy: {}}
+        owners = {f.name: kind for kind in parts for f in fields(kind)}
+        for name, value in named.items():
+            if name not in owners or name in ("settings", "claims"):
+                raise TypeError(f"unknown run option {name!r}")
+            parts[owners[name]][name] = value
+        provider = parts[RunSettings].pop("provider", None) or resolve_provider()
+        claims = ClaimPolicy(**parts[ClaimPolicy])
+        settings = RunSettings(provider, claims=claims, **parts[RunSettings])
+        return cls(settings=settings, **parts[RunOptions])
 
 
 def chapter_timeout_for(provider: ProviderConfig) -> float:
@@ -118,7 +124,7 @@ class _Prepared:
 def _prepare(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSink) -> _Prepared:
     book = read_book(book_path)
     wanted = _selected(book, options.chapters)
-    config = options.provider
+    config = options.settings.provider
     sink(
         RunStarted(
             book_path,
@@ -133,7 +139,7 @@ def _prepare(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSin
     )
     for warning in book.warnings:
         sink(Notice(f"{book_path}: {warning}"))
-    store = ManifestStore(out_dir, lock_lifetime=options.lock_lifetime)
+    store = ManifestStore(out_dir, lock_lifetime=options.settings.claims.lock_lifetime)
     sha256 = book_fingerprint(book_path)
     store.join(
         book_path=str(book_path.resolve()),
@@ -146,7 +152,7 @@ def _prepare(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSin
         warn=lambda line: sink(Notice(line)),
     )
     spec = _spec(book_path, out_dir, wanted, options, sha256)
-    if options.images is not None:
+    if options.settings.images is not None:
         if config.kind is ProviderKind.OPENAI:
             _join_images(spec, sha256, book, options, wanted)
         else:
@@ -164,7 +170,7 @@ def _join_images(
 ) -> None:
     """Create or rejoin the image manifest, listing the units of the selected chapters that
     are done; --force and --retry-failed reach those chapters' images too."""
-    images = ImageStore(Path(spec.out_dir), lock_lifetime=options.lock_lifetime)
+    images = ImageStore(Path(spec.out_dir), lock_lifetime=spec.settings.claims.lock_lifetime)
     ours = wanted_units(images, wanted) or ()
     images.join(
         book_path=spec.book_path,
@@ -193,7 +199,7 @@ def run_book(
     try:
         _server_pause([job], options, sink)
         if here:
-            _run_here(job.spec, job.store, sink, job.book, analyzer, options.max_attempts)
+            _run_here(job.spec, job.store, sink, job.book, analyzer)
         else:
             _launch([job], options, sink)
     finally:
@@ -258,16 +264,17 @@ def _server_pause(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -
     it lasts longer than --max-wait."""
     folders = {job.spec.pace_dir or job.spec.out_dir: job.spec for job in jobs}
     for folder, spec in folders.items():
-        if spec.limits is None or spec.provider.kind is not ProviderKind.OPENAI:
+        settings = spec.settings
+        if settings.limits is None or settings.provider.kind is not ProviderKind.OPENAI:
             continue
-        server = server_name(spec.provider.base_url)
+        server = server_name(settings.provider.base_url)
         # With --redis this is also where a wrong URL stops the run (ConfigError, exit 2).
         pacer = open_pacer(
             Path(folder),
-            spec.limits,
-            redis_url=spec.redis_url,
-            digest=pace_digest(spec.provider.base_url, spec.provider.api_key),
-            max_wait=options.max_wait,
+            settings.limits,
+            redis_url=settings.redis_url,
+            digest=pace_digest(settings.provider.base_url, settings.provider.api_key),
+            max_wait=settings.max_wait,
             server=server,
             check=True,
         )
@@ -278,13 +285,13 @@ def _server_pause(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -
                 Notice(
                     f"{server} asked an earlier request to wait until "
                     f"{clock_time(now + left, now)}: waiting {left:.0f}s "
-                    f"(within --max-wait {options.max_wait:g}s)"
+                    f"(within --max-wait {settings.max_wait:g}s)"
                 )
             )
 
 
 def _calls_server(options: RunOptions) -> bool:
-    return options.provider.kind is ProviderKind.OPENAI
+    return options.settings.provider.kind is ProviderKind.OPENAI
 
 
 def library_out_dirs(books: list[Path], out_dir: Path | None) -> list[Path]:
@@ -324,8 +331,8 @@ def _launch(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -> None
     scaler = None
     if options.auto_scale:
         start = initial_workers(max_workers=options.max_workers)
-        base_url = options.provider.base_url
-        if options.provider.kind is ProviderKind.OPENAI and base_url and is_local(base_url):
+        provider, url = options.settings.provider, options.settings.provider.base_url
+        if provider.kind is ProviderKind.OPENAI and url and is_local(url):
             # One machine's model server: start alone, grow only while it pays.
             start = 1
         scaler = AutoScaler(start, max_workers=options.max_workers)
@@ -345,19 +352,20 @@ def estimate_book(
     wanted = set(_selected(book, options.chapters))
     workers = options.max_workers if options.auto_scale else options.concurrent
     selected = [c for c in book.chapters if c.number in wanted]
+    settings = options.settings
     plan = estimate(
         selected,
-        model=options.provider.model,
+        model=settings.provider.model,
         book_title=book.title,
-        pages_per_image=options.pages_per_image,
-        max_chunk_tokens=options.max_chunk_tokens,
-        limits=options.limits,
+        pages_per_image=settings.pages_per_image,
+        max_chunk_tokens=settings.max_chunk_tokens,
+        limits=settings.limits,
         workers=workers,
         latency=latency or DEFAULT_LATENCY,
     )
     if latency is not None:
         return book, plan, f"{latency:g} s a request (--assume-latency)"
-    config = options.provider
+    config = settings.provider
     if config.kind is ProviderKind.OFFLINE:
         return book, plan, "offline: no requests"
     if not config.base_url or not is_local(config.base_url):
@@ -374,13 +382,13 @@ def _measured(
 
     sample = split_chapter(selected[0], 1000)[0] if selected else Chapter(1, "", "")
     try:
-        speed = measure_speed(options.provider, chapter_messages(sample, 1, book.title))
+        speed = measure_speed(options.settings.provider, chapter_messages(sample, 1, book.title))
     except ProviderError as exc:
         note = f"{DEFAULT_LATENCY:g} s a request; the server could not be timed ({exc})"
         return plan, note
     requests = max(1, plan.requests)
     seconds = speed.seconds_for(plan.input_tokens // requests, plan.output_tokens // requests)
-    wall = wall_time(plan.requests, workers, seconds, options.limits)
+    wall = wall_time(plan.requests, workers, seconds, options.settings.limits)
     note = (
         f"{seconds:.0f} s a request, measured: {speed.first_token:.1f} s to read "
         f"{speed.prompt_tokens:,} prompt tokens, {speed.tokens_per_second:.1f} tokens/s written"
@@ -391,29 +399,24 @@ def _measured(
 def _spec(
     book_path: Path, out_dir: Path, wanted: list[int], options: RunOptions, sha256: str
 ) -> WorkerSpec:
-    """The workers' spec. Derived settings are made here, for every caller: a claim beats
-    three times per lease and an idle worker looks four times per lease, so a short lease
-    (a library caller's `lease=1`) is never outlived by a live worker's silence."""
+    """The workers' spec. Derived settings are made here, for every caller: the claim policy
+    fitted to its lease (`ClaimPolicy.fitted`), the chapter timeout for the provider, and
+    the pace's place (none unpaced)."""
+    settings = options.settings
+    paced = settings.limits is not None
     return WorkerSpec(
         book_path=str(book_path.resolve()),
         out_dir=str(out_dir.resolve()),
-        provider=options.provider,
+        settings=replace(
+            settings,
+            claims=settings.claims.fitted(),
+            chapter_timeout=settings.chapter_timeout or chapter_timeout_for(settings.provider),
+            redis_url=settings.redis_url if paced else None,
+        ),
         chapters=tuple(wanted),
-        pages_per_image=options.pages_per_image,
-        max_chunk_tokens=options.max_chunk_tokens,
-        max_attempts=options.max_attempts,
-        lease=options.lease,
-        heartbeat=min(options.heartbeat, options.lease / 3),
-        lock_lifetime=options.lock_lifetime,
-        poll=min(options.poll, options.lease / 4),
-        journal=str(options.journal) if options.journal else None,
-        limits=options.limits,
-        pace_dir=_pace_dir(options.provider) if options.limits else None,
-        chapter_timeout=options.chapter_timeout or chapter_timeout_for(options.provider),
-        max_wait=options.max_wait,
-        images=options.images,
         book_sha256=sha256,
-        redis_url=options.redis_url if options.limits else None,
+        pace_dir=_pace_dir(settings.provider) if paced else None,
+        journal=str(options.journal) if options.journal else None,
     )
 
 
@@ -433,10 +436,9 @@ def _run_here(
     sink: EventSink,
     book: Book,
     analyzer: Analyzer | None,
-    max_attempts: int,
 ) -> None:
     # Events come from the manifest, as with worker processes, so both paths report alike.
-    watcher = ManifestWatcher(store, sink, spec.chapters, max_attempts)
+    watcher = ManifestWatcher(store, sink, spec.chapters, spec.settings.claims.max_attempts)
     watcher.poll()
 
     def notices(event: object) -> None:
@@ -471,13 +473,14 @@ def _finish(job: _Prepared, sink: EventSink = ignore) -> RunFinished:
                 unfinished += 1
     image_failures: dict[str, str] = {}
     unfinished_images = 0
-    if job.spec.images is not None and job.spec.provider.kind is not ProviderKind.OPENAI:
-        write_prompt_files(out_dir, job.spec.images.model)
-    elif job.spec.images is not None:
+    settings = job.spec.settings
+    if settings.images is not None and settings.provider.kind is not ProviderKind.OPENAI:
+        write_prompt_files(out_dir, settings.images.model)
+    elif settings.images is not None:
         image_failures, unfinished_images = _images_left(
-            out_dir, job.spec.max_attempts, wanted, current
+            out_dir, settings.claims.max_attempts, wanted, current
         )
-    model = job.spec.provider.model
+    model = settings.provider.model
     guides = write_guides(out_dir, book_info(book), results, failures, spent, model)
     done = [n for n in wanted if n in results]
     tokens = sum(r.usage.total_tokens for r in results.values()) + spent.total_tokens

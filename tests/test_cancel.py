@@ -23,6 +23,7 @@ from imaginize.errors import ProviderError
 from imaginize.model import Book, Chapter
 from imaginize.pacing.pace import Limits, Pacer
 from imaginize.reading.epub import book_fingerprint
+from imaginize.settings import ClaimPolicy, RunSettings
 from imaginize.workers.spec import WorkerSpec
 from imaginize.workers.worker import run_worker
 from tests.fake_openai import FakeOpenAI, hang
@@ -106,15 +107,10 @@ def test_a_chapter_past_its_timeout_frees_the_slot_for_its_retry(
     provider = ProviderConfig(
         ProviderKind.OPENAI, "fake-model", api_key="test", base_url=fake_openai.url, timeout=60
     )
-    spec = WorkerSpec(
-        str(book.path),
-        str(out),
-        provider,
-        limits=ONE_AT_A_TIME,
-        pace_dir=str(tmp_path / "pace"),
-        chapter_timeout=1.0,
-        max_attempts=3,
+    settings = RunSettings(
+        provider, limits=ONE_AT_A_TIME, claims=ClaimPolicy(max_attempts=3), chapter_timeout=1.0
     )
+    spec = WorkerSpec(str(book.path), str(out), settings, pace_dir=str(tmp_path / "pace"))
     started = time.monotonic()
     assert run_worker(spec, "w1", book=book) == 1
     assert time.monotonic() - started < 15

@@ -69,7 +69,8 @@ from imaginize.model import Book
 from imaginize.pacing.pace import PACE_LOCK_NAME, RATE_NAME
 from imaginize.reading.epub import book_fingerprint, read_book
 from imaginize.run import RunOptions
-from imaginize.workers.spec import DEFAULT_HEARTBEAT, WorkerSpec
+from imaginize.settings import DEFAULT_HEARTBEAT, ClaimPolicy, RunSettings
+from imaginize.workers.spec import WorkerSpec
 from tests.epubs import build_epub
 from tests.fake_openai import FakeOpenAIProcess, prompt_text
 from tests.replies import answer
@@ -498,9 +499,8 @@ def test_stress_eight_workers_two_hundred_chapters(tmp_path: Path, processes: Pr
     journal = tmp_path / "journal.txt"
     ids = [f"w{n}" for n in range(1, 9)]
     with server(tmp_path, "tests.replies:answer") as fake:
-        spec = WorkerSpec(
-            str(book.path), str(out), provider(fake.url), journal=str(journal), poll=0.05
-        )
+        settings = RunSettings(provider(fake.url), claims=ClaimPolicy(poll=0.05))
+        spec = WorkerSpec(str(book.path), str(out), settings, journal=str(journal))
         workers = start_behind_barrier(processes, spec, ids, tmp_path / "barrier")
         codes = [wait_exit(p, 120) for p in workers]
         requests = fake.requests()
@@ -633,7 +633,7 @@ from imaginize.analysis.providers import ProviderConfig, ProviderKind
 from imaginize.run import RunOptions, run_book
 book, out, url, journal, settings = sys.argv[1:6]
 config = ProviderConfig(ProviderKind.OPENAI, "fake", api_key="test", base_url=url)
-options = RunOptions(
+options = RunOptions.of(
     out_dir=Path(out), provider=config, concurrent=2, journal=Path(journal),
     **json.loads(settings),
 )
@@ -650,10 +650,7 @@ def test_chaos_kill_9_workers_at_random_moments(tmp_path: Path, processes: Proce
     killed: set[int] = set()
     rng = random.Random(os.environ.get("CHAOS_SEED", time.time_ns()))
     with server(tmp_path, "tests.test_concurrency:answer_briskly") as fake:
-        spec = WorkerSpec(
-            str(book.path),
-            str(out),
-            provider(fake.url),
+        claims = ClaimPolicy(
             lease=CHAOS_LEASE,
             heartbeat=0.25,
             lock_lifetime=CHAOS_LOCK_LIFETIME,
@@ -661,8 +658,9 @@ def test_chaos_kill_9_workers_at_random_moments(tmp_path: Path, processes: Proce
             # Kills that land on claims keep hitting the first pending chapter; without a
             # high cap it would be abandoned as "a chapter that kills its workers".
             max_attempts=1000,
-            journal=str(journal),
         )
+        settings = RunSettings(provider(fake.url), claims=claims)
+        spec = WorkerSpec(str(book.path), str(out), settings, journal=str(journal))
         spec_path = tmp_path / "spec.json"
         spec_path.write_text(spec.to_json(), encoding="utf-8")
         zygote = Zygote(processes, book.path)
@@ -725,10 +723,10 @@ def test_chaos_kill_9_workers_at_random_moments(tmp_path: Path, processes: Proce
                     json.dumps(
                         {
                             "lease": CHAOS_LEASE,
-                            "heartbeat": spec.heartbeat,
+                            "heartbeat": claims.heartbeat,
                             "lock_lifetime": CHAOS_LOCK_LIFETIME,
-                            "poll": spec.poll,
-                            "max_attempts": spec.max_attempts,
+                            "poll": claims.poll,
+                            "max_attempts": claims.max_attempts,
                         }
                     ),
                 ],
@@ -1000,8 +998,9 @@ def test_claim_of_a_killed_worker_is_taken_over_at_once(
     journal = tmp_path / "journal.txt"
     with server(tmp_path, "tests.test_concurrency:hang_on_chapter_one_once") as fake:
         # The 10-minute lease and the default poll: only the dead pid can free chapter 1.
-        spec = WorkerSpec(str(book.path), str(out), provider(fake.url), journal=str(journal))
-        assert spec.lease == 600.0
+        settings = RunSettings(provider(fake.url))
+        spec = WorkerSpec(str(book.path), str(out), settings, journal=str(journal))
+        assert spec.settings.claims.lease == 600.0
         ids = ["w1", "w2"]
         workers = start_behind_barrier(processes, spec, ids, tmp_path / "barrier")
 
@@ -1039,10 +1038,10 @@ def test_claim_of_a_killed_worker_is_taken_over_at_once(
 def test_ten_minute_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert mf.DEFAULT_LEASE == 600.0
     assert DEFAULT_LOCK_LIFETIME == 600.0
-    options = RunOptions()
-    assert (options.lease, options.lock_lifetime) == (600.0, 600.0)
-    spec = WorkerSpec("book.epub", str(tmp_path), provider("http://127.0.0.1:9/v1"))
-    assert (spec.lease, spec.lock_lifetime) == (600.0, 600.0)
+    claims = RunOptions().settings.claims
+    assert (claims.lease, claims.lock_lifetime) == (600.0, 600.0)
+    spec = WorkerSpec("book.epub", str(tmp_path), RunSettings(provider("http://127.0.0.1:9/v1")))
+    assert (spec.settings.claims.lease, spec.settings.claims.lock_lifetime) == (600.0, 600.0)
     assert ManifestStore(tmp_path)._lock.lifetime == 600.0
 
     help_text = CliRunner().invoke(cli_module.cli, ["run", "--help"]).output
@@ -1060,8 +1059,9 @@ def test_ten_minute_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(cli_module, "run_book", fake_run_book)
     assert cli_module.main([str(tmp_path / "book.epub"), "--base-url", "http://x/v1"]) == 0
     (used,) = seen
-    assert (used.lease, used.lock_lifetime) == (600.0, 600.0)
-    assert used.heartbeat == DEFAULT_HEARTBEAT
+    claims = used.settings.claims
+    assert (claims.lease, claims.lock_lifetime) == (600.0, 600.0)
+    assert claims.heartbeat == DEFAULT_HEARTBEAT
 
 
 @pytest.mark.parametrize("holder", ["empty", "live pid, no start token"])

@@ -467,7 +467,7 @@ def test_the_guides_never_quote_another_books_results_left_in_the_folder(
     second = _story(tmp_path / "b.epub", "Forest", "Bob", "dark forest")
     out = tmp_path / "out"
     offline = resolve_provider(ProviderKind.OFFLINE)
-    run_book(first, RunOptions(out_dir=out, provider=offline, in_process=True))
+    run_book(first, RunOptions.of(out_dir=out, provider=offline, in_process=True))
     (out / MANIFEST_NAME).unlink()
     notices: list[str] = []
 
@@ -476,7 +476,7 @@ def test_the_guides_never_quote_another_books_results_left_in_the_folder(
             notices.append(event.message)
 
     # Only chapter 1 is run: chapter 2's file stays the other book's, and is left out.
-    options = RunOptions(out_dir=out, provider=offline, in_process=True, chapters="1")
+    options = RunOptions.of(out_dir=out, provider=offline, in_process=True, chapters="1")
     finished = run_book(second, options, sink)
     assert (finished.completed, finished.total) == (1, 1)
     guides = "".join((out / name).read_text(encoding="utf-8") for name in (CONTENTS, CHAPTERS))

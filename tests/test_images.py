@@ -317,12 +317,12 @@ def test_images_left_to_make_leave_the_run_unfinished(book: Path) -> None:
     # Chapters 1 and 2 done (offline); then a run with --images for chapter 1 whose workers
     # stopped before drawing anything (as when they are killed): its images are unfinished.
     out = book.parent / "out"
-    offline = RunOptions(
+    offline = RunOptions.of(
         out_dir=out, provider=resolve_provider(ProviderKind.OFFLINE), chapters="1-2"
     )
     assert run_book(book, replace(offline, in_process=True)).completed == 2
     online = resolve_provider(ProviderKind.OPENAI, base_url="http://127.0.0.1:9/v1")
-    options = RunOptions(out_dir=out, provider=online, chapters="1", images=ImageOptions())
+    options = RunOptions.of(out_dir=out, provider=online, chapters="1", images=ImageOptions())
     job = run._prepare(book, out, options, ignore)
     listed = ImageStore(out).read()
     assert listed is not None and [e.number for e in listed.chapters] == [1001, 1002]

@@ -112,8 +112,9 @@ def test_a_short_lease_is_kept_alive_for_library_callers(
         tmp_path / "tides.epub", [("Chapter 1", STORY), ("Chapter 2", SLOW)], title="Tides"
     )
     provider = ProviderConfig(ProviderKind.OPENAI, "fake", api_key="test", base_url=fake_openai.url)
-    options = RunOptions(out_dir=tmp_path / "out", provider=provider, concurrent=2, lease=1.0)
-    assert options.heartbeat > options.lease  # the defaults alone would lose the claim
+    options = RunOptions.of(out_dir=tmp_path / "out", provider=provider, concurrent=2, lease=1.0)
+    claims = options.settings.claims
+    assert claims.heartbeat > claims.lease  # the defaults alone would lose the claim
     finished = run_book(book, options)
     assert finished.completed == 2
     assert len([r for r in fake_openai.requests if r["endpoint"] == "chat"]) == 2

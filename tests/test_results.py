@@ -24,6 +24,7 @@ from imaginize.guides.results import (
 )
 from imaginize.model import ChapterResult, Element, ElementKind, Scene, Usage
 from imaginize.reading.epub import book_fingerprint
+from imaginize.settings import RunSettings
 from imaginize.workers.spec import WorkerSpec
 from imaginize.workers.worker import run_worker
 from tests.epubs import build_epub
@@ -269,7 +270,7 @@ def test_a_worker_stamps_its_results_even_from_a_spec_made_by_hand(tmp_path: Pat
     out = tmp_path / "out"
     sha = book_fingerprint(book)
     ManifestStore(out).join(book_path=str(book), sha256=sha, title="B", chapters=[(1, "C")])
-    spec = WorkerSpec(str(book), str(out), resolve_provider(ProviderKind.OFFLINE))
+    spec = WorkerSpec(str(book), str(out), RunSettings(resolve_provider(ProviderKind.OFFLINE)))
     assert spec.book_sha256 == ""
     assert run_worker(spec, "w1") == 1
     assert read_result(result_path(out, 1)).book_sha256 == sha

@@ -24,6 +24,7 @@ from imaginize.events import ChapterFinished, ChapterRetry, ChapterStarted
 from imaginize.guides.images import ImageOptions
 from imaginize.model import Analysis, Book, Chapter, Usage
 from imaginize.pacing.pace import Limits
+from imaginize.settings import ClaimPolicy, RunSettings
 from imaginize.workers import worker
 from imaginize.workers.spec import WorkerSpec
 from imaginize.workers.worker import _claim_next, run_jobs, run_worker
@@ -33,14 +34,13 @@ OFFLINE = ProviderConfig(ProviderKind.OFFLINE, "heuristic")
 
 
 def test_the_spec_crosses_as_json_with_only_what_workers_use() -> None:
-    spec = WorkerSpec(
-        "book.epub",
-        "out",
+    settings = RunSettings(
         PROVIDER,
-        chapters=(1, 3),
         limits=Limits(batch_size=2, batch_delay=0.5),
+        claims=ClaimPolicy(lease=60.0, max_attempts=5),
         images=ImageOptions("dall-e-3", "32x32"),
     )
+    spec = WorkerSpec("book.epub", "out", settings, chapters=(1, 3))
     assert WorkerSpec.from_json(spec.to_json()) == spec
     assert "extra" not in {f.name for f in fields(WorkerSpec)}
     assert "extra" not in json.loads(spec.to_json())
@@ -79,7 +79,8 @@ def idle_store(tmp_path: Path, now: float) -> ManifestStore:
 def test_an_idle_worker_waits_for_retries_it_may_still_claim(tmp_path: Path) -> None:
     now = time.time()
     store = idle_store(tmp_path, now)
-    spec = WorkerSpec("book.epub", str(tmp_path), PROVIDER, poll=0.2, max_attempts=3)
+    claims = ClaimPolicy(poll=0.2, max_attempts=3)
+    spec = WorkerSpec("book.epub", str(tmp_path), RunSettings(PROVIDER, claims=claims))
     # Chapter 2 is failed for good and 3 is not wanted: neither is a reason to wake early.
     wait = _claim_next(store, spec, mf.owner_id("w1"), (1, 2), lambda: False)
     assert wait == 0.2
@@ -125,7 +126,8 @@ def make_book(tmp_path: Path, name: str, count: int) -> tuple[WorkerSpec, Book]:
         title=name,
         chapters=[(c.number, c.title) for c in chapters],
     )
-    spec = WorkerSpec(str(book.path), str(out), OFFLINE, journal=str(tmp_path / "journal"))
+    journal = str(tmp_path / "journal")
+    spec = WorkerSpec(str(book.path), str(out), RunSettings(OFFLINE), journal=journal)
     return spec, book
 
 
@@ -305,10 +307,12 @@ def test_an_idle_look_passes_over_finished_chapters(monkeypatch: pytest.MonkeyPa
         return reason(entry, *args)
 
     monkeypatch.setattr(mf, "claimable_reason", counted)
-    spec = WorkerSpec("/b.epub", "/out", OFFLINE)
+    spec = WorkerSpec("/b.epub", "/out", RunSettings(OFFLINE))
     assert worker._anything_claimable(m, spec, 10.0, None)
     assert looked == [2001, 2002]
-    assert worker._idle_wait(m, spec, 10.0, (2001,)) == pytest.approx(min(spec.poll, 40.0))
+    assert worker._idle_wait(m, spec, 10.0, (2001,)) == pytest.approx(
+        min(spec.settings.claims.poll, 40.0)
+    )
 
 
 def test_an_idle_wait_without_changes_sleeps_it_all_in_short_naps(tmp_path: Path) -> None:
@@ -359,7 +363,7 @@ def test_the_offline_index_is_built_before_the_first_claim(
 
     monkeypatch.setattr(offline, "Catalogue", SlowCatalogue)
     events: list[object] = []
-    quick = replace(spec, chapter_timeout=0.5)
+    quick = replace(spec, settings=replace(spec.settings, chapter_timeout=0.5))
     assert run_worker(quick, "w1", book=book, sink=events.append) == 2
     assert not [e for e in events if isinstance(e, ChapterRetry)]
     m = ManifestStore(Path(spec.out_dir)).read()

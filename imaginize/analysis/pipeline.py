@@ -7,9 +7,7 @@ from imaginize.analysis.base import Analyzer
 from imaginize.guides.merge import normalise_name
 from imaginize.model import Chapter, ChapterResult, Element, Usage
 from imaginize.reading.chunking import scene_count, share_scenes, split_chapter
-
-DEFAULT_PAGES_PER_IMAGE = 1.5
-DEFAULT_MAX_CHUNK_TOKENS = 12_000
+from imaginize.settings import DEFAULT_MAX_CHUNK_TOKENS, DEFAULT_PAGES_PER_IMAGE
 
 
 def analyze_chapter(

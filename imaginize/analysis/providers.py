@@ -15,16 +15,21 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from imaginize.analysis.base import Analyzer
 from imaginize.config import BUILT_IN, Origin, Trust
 from imaginize.errors import ConfigError
-from imaginize.model import Book
-from imaginize.pacing.pace import Limits, Pacer, Tier
+from imaginize.settings import DEFAULT_OPENAI_MODEL, HOSTED_TIMEOUT, LOCAL_TIMEOUT
+
+if TYPE_CHECKING:
+    # Not loaded at run time: the CLI decides the provider before the rest of the library
+    # is imported (cli/main.py), so this module stays small.
+    from imaginize.analysis.base import Analyzer
+    from imaginize.model import Book
+    from imaginize.pacing.pace import Limits, Pacer
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_OPENROUTER_MODEL = "openai/gpt-4o-mini"
 # Local servers ignore the key, but the client insists on one.
 _NO_KEY = "not-needed"
@@ -42,7 +47,7 @@ class ProviderConfig:
     model: str
     api_key: str = ""
     base_url: str | None = None
-    timeout: float = 120.0
+    timeout: float = HOSTED_TIMEOUT
     max_output_tokens: int | None = None
     # Tokens of prompt plus reply the server holds, when the user knows it (--context-size).
     context_tokens: int | None = None
@@ -103,12 +108,6 @@ def resolve_provider(
         reason=f"base URL {url}" if url else "OpenAI API",
         key_from=key_from.name if key else "",
     )
-
-
-# Seconds to wait for one reply. A local server on a laptop or a small GPU can take minutes
-# for a chapter (a reasoning model longer), a hosted API rarely more than one.
-HOSTED_TIMEOUT = 120.0
-LOCAL_TIMEOUT = 600.0
 
 
 def default_timeout(base_url: str | None) -> float:
@@ -187,6 +186,8 @@ def limits_for(
 ) -> Limits | None:
     """The pace for this provider: none offline; else the tier's (free for OpenRouter's
     ':free' models unless said otherwise, paid by default) with any overrides."""
+    from imaginize.pacing.pace import Limits, Tier
+
     if config.kind is not ProviderKind.OPENAI:
         return None
     chosen = Tier(tier) if tier else Tier.FREE if config.model.endswith(":free") else Tier.PAID

@@ -166,13 +166,13 @@ def _summary(event: RunFinished) -> str:
 
 def render_estimate(title: str, options: RunOptions, plan: Estimate, latency: str) -> str:
     """`latency`: where the time a request takes comes from (measured, assumed)."""
-    config = options.provider
+    config, limits = options.settings.provider, options.settings.limits
     pace = (
         "unpaced"
-        if options.limits is None
+        if limits is None
         else (
-            f"batches of {options.limits.batch_size}, {options.limits.batch_delay:g}s apart"
-            + (f", {options.limits.rpm:g} rpm" if options.limits.rpm else "")
+            f"batches of {limits.batch_size}, {limits.batch_delay:g}s apart"
+            + (f", {limits.rpm:g} rpm" if limits.rpm else "")
         )
     )
     spent = format_cost(plan.cost) if plan.cost is not None else f"unknown for {config.model}"

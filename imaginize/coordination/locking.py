@@ -36,8 +36,8 @@ from pathlib import Path
 from filelock import BaseFileLock, FileLock, SoftFileLock, SoftFileLockLifetimeWarning, Timeout
 
 from imaginize.errors import LockTimeout
+from imaginize.settings import DEFAULT_LOCK_LIFETIME
 
-DEFAULT_LOCK_LIFETIME = 600.0
 POLL_INTERVAL = 0.005
 # Critical sections last milliseconds: a lock still held after this long is worth a word.
 REPORT_AFTER = 3.0

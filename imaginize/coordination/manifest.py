@@ -27,11 +27,12 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from imaginize.settings import DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS
+
 # 2: the manifest is a snapshot and a journal of the changes since (journal.py); an imaginize
 # that knows only format 1 would read the snapshot alone, so a format-2 manifest must stop it.
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
-DEFAULT_LEASE = 600.0
 
 
 class Status(StrEnum):
@@ -460,7 +461,7 @@ def claim(
     now: float,
     *,
     lease: float = DEFAULT_LEASE,
-    max_attempts: int = 3,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     is_dead: DeadCheck = owner_is_dead,
     wanted: Iterable[int] | None = None,
 ) -> tuple[Manifest, Claim | None]:
@@ -561,7 +562,7 @@ def complete_and_claim(
     owner: str,
     *,
     lease: float = DEFAULT_LEASE,
-    max_attempts: int = 3,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     is_dead: DeadCheck = owner_is_dead,
     wanted: Iterable[int] | None = None,
 ) -> tuple[Manifest, bool, Claim | None]:

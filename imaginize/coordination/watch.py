@@ -21,6 +21,7 @@ from imaginize.events import (
     Notice,
 )
 from imaginize.guides.results import CorruptResult, read_result, result_path
+from imaginize.settings import DEFAULT_MAX_ATTEMPTS
 
 
 class ManifestWatcher:
@@ -31,7 +32,7 @@ class ManifestWatcher:
         store: ManifestStore,
         sink: EventSink,
         wanted: Iterable[int] | None = None,
-        max_attempts: int = 3,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         *,
         label: bool = False,
     ) -> None:

@@ -29,10 +29,10 @@ from imaginize.guides.results import (
     write_result,
 )
 from imaginize.model import ChapterResult, ImageRecord, Scene
+from imaginize.settings import DEFAULT_IMAGE_MODEL
 
 IMAGES_DIR = "images"
 UNIT_BASE = 1000
-DEFAULT_IMAGE_MODEL = "gpt-image-1"
 # Longest prompt each model accepts, in characters (OpenAI's documented limits).
 PROMPT_LIMITS = {"gpt-image-1": 32_000, "dall-e-3": 4_000, "dall-e-2": 1_000}
 DEFAULT_PROMPT_LIMIT = 4_000

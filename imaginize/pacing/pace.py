@@ -55,13 +55,12 @@ from imaginize.coordination.atomic import write_json_atomic
 from imaginize.coordination.locking import acquire, pace_lock
 from imaginize.coordination.manifest import owner_id, owner_is_dead
 from imaginize.errors import ServerPaused
+from imaginize.settings import DEFAULT_MAX_WAIT
 
 RATE_NAME = ".imaginize.rate.json"
 # Not the `.imaginize.rate.lock` of earlier versions, which was a SoftFileLock marker: an
 # older imaginize would take the kernel lock's file, left in place, for a held marker.
 PACE_LOCK_NAME = ".imaginize.pace.lock"
-# The longest pause a server may ask for that a run waits out (`--max-wait`).
-DEFAULT_MAX_WAIT = 300.0
 
 
 def pace_dir(base_url: str | None, api_key: str, env: dict[str, str] | None = None) -> Path:

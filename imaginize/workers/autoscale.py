@@ -18,12 +18,13 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
+from imaginize.settings import DEFAULT_MAX_WORKERS
+
 GROW_BELOW = 1.2
 SHRINK_ABOVE = 2.0
 BASELINE_SAMPLES = 3
 WINDOW = 4
 GAIN_NEEDED = 1.15
-DEFAULT_MAX_WORKERS = 6
 DEFAULT_MEMORY_LIMIT = 2 * 1024**3
 
 

@@ -46,14 +46,14 @@ def prepare_images(spec: WorkerSpec, options: ImageOptions, pacer: Pacer | None)
 
     generator = ImageGenerator(
         model=options.model,
-        api_key=spec.provider.api_key,
-        base_url=spec.provider.base_url,
+        api_key=spec.settings.provider.api_key,
+        base_url=spec.settings.provider.base_url,
         size=options.size,
         quality=options.quality,
-        timeout=spec.chapter_timeout,
+        timeout=spec.settings.chapter_timeout,
         pacer=pacer,
     )
-    store = ImageStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+    store = ImageStore(Path(spec.out_dir), lock_lifetime=spec.settings.claims.lock_lifetime)
     return ImageJob(store, generator)
 
 
@@ -68,7 +68,7 @@ def work_on_image(
     """Make the claimed scene's image and publish it; False when it failed or was lost."""
     chapter, scene = unit_parts(claim.number)
     started = time.monotonic()
-    beats = ImageStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+    beats = ImageStore(Path(spec.out_dir), lock_lifetime=spec.settings.claims.lock_lifetime)
     model = job.generator.model
 
     def make() -> tuple[str, bytes]:
@@ -77,9 +77,11 @@ def work_on_image(
 
     try:
         # A Token: an image given up on has its request's connection and slot let go at once.
-        with Heartbeat(beats, claim.number, claim.token, spec.heartbeat, on_lost=Token()) as beat:
+        with Heartbeat(
+            beats, claim.number, claim.token, spec.settings.claims.heartbeat, on_lost=Token()
+        ) as beat:
             prompt, data = within(
-                spec.chapter_timeout,
+                spec.settings.chapter_timeout,
                 make,
                 f"image-{claim.number}",
                 cancel=beat.lost,
@@ -94,7 +96,7 @@ def work_on_image(
         sink(Notice(f"{away}; every worker waits for it, no attempt spent"))
         return False
     except Exception as exc:  # this image failed; the worker goes on with the next unit
-        record_failure(job.store, claim, spec.max_attempts, exc, sink)
+        record_failure(job.store, claim, spec.settings.claims.max_attempts, exc, sink)
         return False
     stem = image_stem(chapter, scene)
     folder = Path(spec.out_dir) / IMAGES_DIR

@@ -79,15 +79,19 @@ class Launcher:
         self.autoscaler = autoscaler
         self.sink = self._observe if autoscaler else sink
         self._outer_sink = sink
-        self._context = context(any(spec.provider.kind is ProviderKind.OPENAI for spec, _ in jobs))
+        self._context = context(
+            any(spec.settings.provider.kind is ProviderKind.OPENAI for spec, _ in jobs)
+        )
         self.watch_interval = watch_interval
         self.stores = [
-            ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime) for spec, _ in jobs
+            ManifestStore(Path(spec.out_dir), lock_lifetime=spec.settings.claims.lock_lifetime)
+            for spec, _ in jobs
         ]
         # Each book's image units when --images asks for them (None otherwise).
         self.image_stores = [
-            ImageStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
-            if spec.images is not None and spec.provider.kind is ProviderKind.OPENAI
+            ImageStore(Path(spec.out_dir), lock_lifetime=spec.settings.claims.lock_lifetime)
+            if spec.settings.images is not None
+            and spec.settings.provider.kind is ProviderKind.OPENAI
             else None
             for spec, _ in jobs
         ]
@@ -110,11 +114,13 @@ class Launcher:
         the server asked for a wait longer than --max-wait."""
         label = len(self.jobs) > 1
         watchers: list[ManifestWatcher | ImageWatcher] = [
-            ManifestWatcher(store, self.sink, spec.chapters, spec.max_attempts, label=label)
+            ManifestWatcher(
+                store, self.sink, spec.chapters, spec.settings.claims.max_attempts, label=label
+            )
             for store, (spec, _) in zip(self.stores, self.jobs, strict=True)
         ]
         watchers += [
-            ImageWatcher(store, self.sink, spec.max_attempts)
+            ImageWatcher(store, self.sink, spec.settings.claims.max_attempts)
             for store, (spec, _) in zip(self.image_stores, self.jobs, strict=True)
             if store is not None
         ]
@@ -168,13 +174,15 @@ class Launcher:
         """Bring the number of working (not retiring) workers to the autoscaler's target."""
         assert self.autoscaler is not None
         spec = self.jobs[0][0]
-        if spec.limits is not None:
+        if spec.settings.limits is not None:
             if self._pacer is None:
                 self._pacer = open_pacer(
                     Path(spec.pace_dir or spec.out_dir),
-                    spec.limits,
-                    redis_url=spec.redis_url,
-                    digest=pace_digest(spec.provider.base_url, spec.provider.api_key),
+                    spec.settings.limits,
+                    redis_url=spec.settings.redis_url,
+                    digest=pace_digest(
+                        spec.settings.provider.base_url, spec.settings.provider.api_key
+                    ),
                 )
             paused = self._pacer.read().paused_until
             if paused > self._paused_until:
@@ -278,11 +286,15 @@ class Launcher:
     def _work_left(self) -> bool:
         for store, images, (spec, _) in zip(self.stores, self.image_stores, self.jobs, strict=True):
             chapters = store.read()
-            if chapters is not None and not mf.settled(chapters, spec.max_attempts, spec.chapters):
+            if chapters is not None and not mf.settled(
+                chapters, spec.settings.claims.max_attempts, spec.chapters
+            ):
                 return True
             units = images.read() if images is not None else None
             wanted = wanted_units(units, spec.chapters)
-            if units is not None and not mf.settled(units, spec.max_attempts, wanted):
+            if units is not None and not mf.settled(
+                units, spec.settings.claims.max_attempts, wanted
+            ):
                 return True
         return False
 

@@ -111,26 +111,26 @@ def _prepare(
 ) -> _Job:
     book = book or read_book(spec.book_path)
     pacer = None
-    if spec.limits is not None and spec.provider.kind is ProviderKind.OPENAI:
+    if spec.settings.limits is not None and spec.settings.provider.kind is ProviderKind.OPENAI:
         pacer = open_pacer(
             Path(spec.pace_dir or spec.out_dir),
-            spec.limits,
-            redis_url=spec.redis_url,
-            digest=pace_digest(spec.provider.base_url, spec.provider.api_key),
-            max_wait=spec.max_wait,
-            server=server_name(spec.provider.base_url),
+            spec.settings.limits,
+            redis_url=spec.settings.redis_url,
+            digest=pace_digest(spec.settings.provider.base_url, spec.settings.provider.api_key),
+            max_wait=spec.settings.max_wait,
+            server=server_name(spec.settings.provider.base_url),
             notice=lambda line: sink(Notice(line)),
         )
     if analyzer is None:
-        analyzer = make_analyzer(spec.provider, book, pacer)
-    store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+        analyzer = make_analyzer(spec.settings.provider, book, pacer)
+    store = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.settings.claims.lock_lifetime)
     if not spec.book_sha256:  # a spec made by hand: results carry the folder's book all the same
         with suppress(ManifestError):  # no readable manifest: the first claim says so
             known = store.read()
             spec = replace(spec, book_sha256=known.book_sha256 if known else "")
     images = None
-    if spec.images is not None and spec.provider.kind is ProviderKind.OPENAI:
-        images = prepare_images(spec, spec.images, pacer)
+    if spec.settings.images is not None and spec.settings.provider.kind is ProviderKind.OPENAI:
+        images = prepare_images(spec, spec.settings.images, pacer)
     return _Job(spec, store, book, analyzer, images, pacer=pacer)
 
 
@@ -309,14 +309,19 @@ def _claim_next(
     # Look before locking: an idle worker reads the manifest without the lock and takes it
     # only when there is something to claim.
     current = store.read()
-    if current is None or mf.settled(current, spec.max_attempts, wanted):
+    if current is None or mf.settled(current, spec.settings.claims.max_attempts, wanted):
         return None
     if not _anything_claimable(current, spec, store.clock(), wanted):
         return _idle_wait(current, spec, store.clock(), wanted)
     wait = ready()
     if wait > 0:
         return wait
-    claim = store.claim(owner, lease=spec.lease, max_attempts=spec.max_attempts, wanted=wanted)
+    claim = store.claim(
+        owner,
+        lease=spec.settings.claims.lease,
+        max_attempts=spec.settings.claims.max_attempts,
+        wanted=wanted,
+    )
     if claim is None:
         return 0.0
     if should_stop():
@@ -344,18 +349,20 @@ def _work_on(
     sink(ChapterStarted(number, chapter.title, worker_id))
     started = time.monotonic()
     spent_before = analyzer.spent
-    beats = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.lock_lifetime)
+    beats = ManifestStore(Path(spec.out_dir), lock_lifetime=spec.settings.claims.lock_lifetime)
     try:
         # A Token: giving the chapter up (timeout, stop, claim lost) also shuts its request's
         # connection and gives its pacer slot back at once (see cancel).
-        with Heartbeat(beats, number, token, spec.heartbeat, on_lost=Token()) as beat:
+        with Heartbeat(
+            beats, number, token, spec.settings.claims.heartbeat, on_lost=Token()
+        ) as beat:
             result = within(
-                spec.chapter_timeout,
+                spec.settings.chapter_timeout,
                 lambda: analyze_chapter(
                     chapter,
                     analyzer,
-                    pages_per_image=spec.pages_per_image,
-                    max_chunk_tokens=spec.max_chunk_tokens,
+                    pages_per_image=spec.settings.pages_per_image,
+                    max_chunk_tokens=spec.settings.max_chunk_tokens,
                 ),
                 f"chapter-{number}",
                 cancel=beat.lost,  # a claim taken over stops spending on our side
@@ -372,7 +379,7 @@ def _work_on(
         return False, None
     except Exception as exc:  # the chapter failed; a bug met on it must not end the worker
         spent = analyzer.spent - spent_before  # repairs, cut-offs: paid for, all the same
-        record_failure(store, claim, spec.max_attempts, exc, sink, spent)
+        record_failure(store, claim, spec.settings.claims.max_attempts, exc, sink, spent)
         return False, None
     finally:
         # What the provider learned on the way (its server's context, a refused format).
@@ -390,8 +397,8 @@ def _work_on(
                 staged,
                 result.usage.total_tokens,
                 owner,
-                lease=spec.lease,
-                max_attempts=spec.max_attempts,
+                lease=spec.settings.claims.lease,
+                max_attempts=spec.settings.claims.max_attempts,
                 wanted=spec.chapters,
             )
         else:
@@ -425,7 +432,10 @@ def _anything_claimable(
 ) -> bool:
     allowed = None if wanted is None else set(wanted)
     return any(
-        mf.claimable_reason(e, now, spec.lease, spec.max_attempts, mf.owner_is_dead) is not None
+        mf.claimable_reason(
+            e, now, spec.settings.claims.lease, spec.settings.claims.max_attempts, mf.owner_is_dead
+        )
+        is not None
         for e in _open_entries(current)
         if allowed is None or e.number in allowed
     )
@@ -447,11 +457,11 @@ def _idle_wait(
     due = [
         e.retry_at - now
         for e in _open_entries(current)
-        if mf.retry_pending(e, spec.max_attempts)
+        if mf.retry_pending(e, spec.settings.claims.max_attempts)
         and e.retry_at is not None
         and (allowed is None or e.number in allowed)
     ]
-    return max(0.01, min([spec.poll, *due]))
+    return max(0.01, min([spec.settings.claims.poll, *due]))
 
 
 # --- the worker process -------------------------------------------------------------------
