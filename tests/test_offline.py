@@ -739,6 +739,43 @@ def test_pet_forms_join_the_given_name_used_near_them() -> None:
     assert _holder(entries, "Bill") != _holder(entries, "Father William")
 
 
+def test_looks_a_creature_had_before_its_name_and_clothes_worn_by_pronoun() -> None:
+    text = (
+        "Her eyes immediately met those of a large blue caterpillar, that was sitting on the "
+        "top with its arms folded. The Caterpillar and Alice looked at each other. Then the "
+        "Caterpillar took the hookah out of its mouth. Then the Caterpillar yawned. Alice "
+        "said she was sorry. The judge, by the way, was the King; and as he wore his crown "
+        "over the wig, he did not look comfortable. Then the King said he was cross. Later "
+        "the King said he would shout. Then Alice said she would go. Mrs. Wilson had changed "
+        "her costume, and was now attired in an elaborate dress of cream-coloured chiffon. "
+        "Then Mrs. Wilson said she was hot. Then Mrs. Wilson laughed, and she sat."
+    )
+    entries = _entries([text])
+    assert "large blue" in entries["Caterpillar"].description
+    assert "crown" in entries["King"].description
+    assert "cream-coloured chiffon" in entries["Mrs. Wilson"].description
+
+
+def test_a_letter_read_out_still_describes() -> None:
+    letter = (
+        '"I must say also a few words to you, my dear cousin, of little darling William. I '
+        "wish you could see him; he is very tall of his age, with sweet laughing blue eyes, "
+        "dark eyelashes, and curling hair. When he smiles, two little dimples appear on each "
+        "cheek. He has already had one or two little wives, but Louisa is his favourite, a "
+        'pretty little girl of five years of age."'
+    )
+    text = (
+        letter
+        + "\n\nThen William said he was hungry. Then William ran, and he fell. "
+        + '"Look, William," said Victor, "there is the lake." Then Victor said he was cold. '
+        + "Later Victor smiled, and he waved."
+    )
+    entries = _entries([text])
+    assert "blue eyes" in entries["William"].description
+    # A short speech stays speech: nothing said in it describes Victor.
+    assert entries["Victor"].description.endswith(NO_LOOK)
+
+
 # --- the real-world corpus -------------------------------------------------------------------
 
 

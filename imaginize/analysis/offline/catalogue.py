@@ -121,7 +121,7 @@ class Catalogue:
         common = {t.lower for s in sentences for t in s.tokens if t.text[:1].islower()}
         self._name_words = {t.base for s in sentences for t in s.tokens if t.lower not in common}
         groups = group_names(sentences)
-        dialogue = [q > 0.5 for q in quoted_shares(sentences)]
+        dialogue = _spoken(sentences, quoted_shares(sentences))
         figures = _figure_words(groups)
         self.figures: dict[str, str | None] = figures
         # A first-person story: who "I" is, by name when the others address them by one.
@@ -129,8 +129,9 @@ class Catalogue:
         first_person = first_person_share(sentences, narrated) >= FIRST_PERSON_SHARE
         teller = narrator_group(sentences, groups, narrated) if first_person else None
         own = first_person_phrases(sentences, narrated, dialogue) if first_person else []
+        looks = _species_looks(sentences, groups)
         entries = [
-            _name_entry(sentences, g, dialogue, figures, own if g is teller else None)
+            _name_entry(sentences, g, dialogue, figures, own if g is teller else None, looks)
             for g in groups
         ]
         taken = {w.lower() for g in groups for k in g.keys for w in k}
@@ -218,6 +219,24 @@ class Catalogue:
         return Hit(si, entry, i, i)
 
 
+# A paragraph this long and this much inside quotation marks is a letter or a tale told
+# within the story (Frankenstein's letters, the creature's account): its descriptions count.
+_TOLD_WORDS = 60
+_TOLD_SHARE = 0.9
+
+
+def _spoken(sentences: Sequence[Sentence], shares: Sequence[float]) -> list[bool]:
+    """Which sentences are speech, whose words about others are rarely a portrait: mostly
+    inside quotation marks, unless their paragraph is a long told passage."""
+    words: Counter[int] = Counter()
+    quoted: Counter[int] = Counter()
+    for s, q in zip(sentences, shares, strict=True):
+        words[s.para] += len(s.tokens)
+        quoted[s.para] += q * len(s.tokens)
+    told = {p for p, n in words.items() if n >= _TOLD_WORDS and quoted[p] >= _TOLD_SHARE * n}
+    return [q > 0.5 and s.para not in told for s, q in zip(sentences, shares, strict=True)]
+
+
 def _longest(cand: tuple[Key, int]) -> tuple[int, int]:
     return -len(cand[0]), cand[1]
 
@@ -251,9 +270,11 @@ def _name_entry(
     dialogue: Sequence[bool],
     figures: Mapping[str, str | None],
     own: Sequence[str] | None = None,
+    species_looks: Mapping[str, list[str]] | None = None,
 ) -> Entry:
     """The entry of a named element; `own` are the phrases "I" says of themselves when
-    this is the narrator of a first-person story."""
+    this is the narrator of a first-person story; `species_looks` the adjectives the text
+    puts before creature nouns ("a large blue caterpillar"), for creatures named by one."""
     species, seen = _named_animal(sentences, g) if g.kind == ElementKind.CREATURE else ("", [])
     if g.kind == ElementKind.PLACE:
         phrases = _place_phrases(sentences, g.mentions, dialogue)
@@ -265,6 +286,8 @@ def _name_entry(
         phrases += [" ".join(_modifiers_at(sentences, m)) for m in seen]
         phrases += mention_phrases(sentences, seen, "n", dialogue, figures)
         phrases = [p for p in phrases if p]
+    elif g.kind == ElementKind.CREATURE and species_looks:
+        phrases += species_looks.get(_species_noun(g), [])
     ranked = rank_phrases([*phrases, *(own or ())], _MAX_DESCRIPTION_PHRASES)
     lead = species or _lead(sentences, g)
     if g.kind == ElementKind.CHARACTER and lead in ("", "man", "woman", "male", "female"):
@@ -314,6 +337,34 @@ def _named_animal(sentences: Sequence[Sentence], g: NameGroup) -> tuple[str, lis
                 ]
                 return noun, seen
     return "", []
+
+
+def _species_noun(g: NameGroup) -> str:
+    """The creature noun a creature is named by: "caterpillar" for "the Caterpillar",
+    "cat" for "the Cheshire Cat"; "" for a name like "Rufus"."""
+    longest = max((core(k) for k in g.keys), key=lambda c: (len(c), c))
+    noun = longest[-1].lower()
+    return noun if noun in CREATURES and noun not in _GENERIC_CREATURES else ""
+
+
+def _species_looks(
+    sentences: Sequence[Sentence], groups: Sequence[NameGroup]
+) -> dict[str, list[str]]:
+    """The adjectives before each lower-case mention of the nouns creatures are named by
+    ("a large blue caterpillar" for the Caterpillar): the same animal, seen before the
+    text starts calling it by its capitalised name."""
+    nouns = {_species_noun(g) for g in groups if g.kind == ElementKind.CREATURE} - {""}
+    out: dict[str, list[str]] = defaultdict(list)
+    if not nouns:
+        return out
+    for s in sentences:
+        toks = s.tokens
+        for i, t in enumerate(toks):
+            if t.lower in nouns and t.text[:1].islower():
+                j = adjectives_before(toks, i)
+                if j < i and j > 0 and toks[j - 1].lower in _DETERMINERS:
+                    out[t.lower].append(" ".join(tk.lower for tk in toks[j:i]))
+    return out
 
 
 def _animal_nouns(s: Sentence, si: int) -> list[tuple[str, Mention]]:

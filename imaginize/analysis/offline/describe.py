@@ -18,6 +18,7 @@ from imaginize.analysis.offline.lexicon import (
     COLOURS,
     CREATURES,
     EVERYDAY_THINGS,
+    FABRICS,
     ITEMS,
     MATERIALS,
     NOT_NAMES,
@@ -432,12 +433,17 @@ def _pronoun_features(s: Sentence, last: int, gender: str | None) -> list[str]:
     same sentence and before any other name."""
     if gender not in _PERSONAL:
         return []
-    owner = _PERSONAL[gender][1]
+    subject, owner = _PERSONAL[gender]
     toks = s.tokens
     for k in range(last + 1, min(len(toks), last + 25)):
         t = toks[k]
         if is_capitalised(t) and not t.initial and t.lower not in NOT_NAMES:
             return []
+        if t.lower == subject and k + 1 < len(toks) and toks[k + 1].lower in _WEAR:
+            # "was the King; and as he wore his crown over the wig"
+            found = _feature_clause(s, k + 2, need_visual=False)
+            if found:
+                return found
         if t.lower == owner:
             found = _owned_feature(s, k + 1)
             if found:
@@ -626,6 +632,12 @@ def _continued(s: Sentence, gender: str, figures: Mapping[str, str | None]) -> l
     others = {figures[t.base] for t in s.tokens if t.base in figures}
     if others and (gender in others or None in others):
         return None
+    if opening not in (subject, owner):
+        # "I wish you could see him; he is very tall of his age, with ... blue eyes"
+        k = _clause_opening(s, subject)
+        if k is None:
+            return []
+        return _after(s, k) + ([] if others else _worn(s, after=k))
     got = _after(s, 0) if opening == subject else []
     if opening == owner:
         got += _owned_feature(s, 1)  # "Its eyes were large and amber."
@@ -635,6 +647,15 @@ def _continued(s: Sentence, gender: str, figures: Mapping[str, str | None]) -> l
         return got + _worn(s)
     owned = [k + 1 for k, t in enumerate(s.tokens) if t.lower == owner]
     return got + [p for k in owned for p in _owned_feature(s, k)]
+
+
+def _clause_opening(s: Sentence, subject: str) -> int | None:
+    """The token of a clause after a semicolon that opens with `subject` ("; he is")."""
+    toks = s.tokens
+    for k in range(1, len(toks)):
+        if toks[k].lower == subject and ";" in _gap(s, toks[k - 1], toks[k]):
+            return k
+    return None
 
 
 def first_person_phrases(
@@ -682,12 +703,13 @@ def _other_figures(s: Sentence, first: int, last: int, figures: Mapping[str, str
 
 
 def _worn(s: Sentence, after: int = -1) -> list[str]:
-    """Visual phrases about a body or clothes ("short copper-brown hair") after token
-    `after` of a sentence about one figure: they are almost always that figure's."""
+    """Visual phrases about a body, clothes or a cloth ("short copper-brown hair",
+    "cream-coloured chiffon") after token `after` of a sentence about one figure: they are
+    almost always that figure's."""
     return [
         _slice(s, a, b)
         for a, b in visual_noun_spans(s)
-        if a > after and _wearable(s.tokens[b].lower)
+        if a > after and (_wearable(s.tokens[b].lower) or s.tokens[b].lower in FABRICS)
     ]
 
 

@@ -42,7 +42,16 @@ LIGHT = words(
     """
 )
 
-MATERIALS = words(
+# Cloth: what a dress is made of ("cream-coloured chiffon").
+FABRICS = words(
+    """
+    silk satin velvet lace linen wool cotton chiffon muslin tweed flannel flannels crêpe
+    crepe serge calico gingham taffeta brocade organdie organza cambric worsted corduroy
+    denim chintz gauze tulle homespun broadcloth fustian
+    """
+)
+
+MATERIALS = FABRICS | words(
     """
     glass crystal marble stone granite brick wooden wood oak pine timber iron steel brass
     copper tin lead silk satin velvet lace linen wool woollen cotton leather fur feather
