@@ -22,6 +22,9 @@ same responder get the same replies. A reply step with "status" >= 400 goes to t
                      fails at validation with code "token_limit_exceeded", as OpenAI's does
     batch_expire     how many of the next batches expire: half their requests are answered,
                      the rest are in the error file with code "batch_expired"
+    batch_delays     {"upload" | "create" | "content": seconds}: the next such request is
+                     logged and done, then answered that much later (once each), so a test
+                     can kill a client while it waits for the answer
 Each request is logged like the others (endpoint "files" or "batches"); a batch create's
 record also holds "custom_ids": the custom_id of every line of its input file.
 """
@@ -56,6 +59,7 @@ class FakeBatches:
         self.timing: tuple[float, float, float] = (0.05, 0.1, 0.05)
         self.token_cap: int | None = None
         self.expire = 0
+        self.delays: dict[str, float] = {}
         self._lock = threading.Lock()
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -80,6 +84,16 @@ class FakeBatches:
         status, payload, content_type = self._route(handler, route, raw, record)
         record["status"] = status
         self.fake._record(record)
+        phase = None
+        if route[-1] == "content":
+            phase = "content"
+        elif handler.command == "POST" and len(route) == 1:
+            phase = {"files": "upload", "batches": "create"}.get(route[0])
+        with self._lock:
+            delay = self.delays.pop(phase, 0.0) if phase else 0.0
+        if delay and self.fake._stop.wait(delay):
+            handler.close_connection = True
+            return
         handler.send(status, payload, content_type)
 
     def _route(

@@ -57,6 +57,9 @@ Choosing the step for a request, first match wins:
     1. routing/auth/body problems: unknown path 404, wrong method 405, api_key set and the
        Authorization header is not "Bearer <api_key>" 401, body not JSON 400;
     2. rpm set and the sliding window of accepted POSTs is full: 429 with Retry-After;
+    2b. tpm set and a chat reply's reported usage (its total_tokens) would take the tokens
+       accepted in the sliding window past tpm * rate_window / 60: 429 with Retry-After
+       (checked once the reply is chosen, steps 5-7; the reply's step is then not used);
     3. reject_response_format set and the chat request's response_format type is in
        rejected_formats (default json_schema, json_object): an error with that status, as some
        servers (llama.cpp) do;
@@ -78,6 +81,8 @@ Script file (JSON object; every key optional; the same keys go to FakeOpenAI.scr
      "default": step, "image_default": step,     # chat / images answer when the queue is empty
      "responder": "tests.helpers:answer",        # importable callable, see 6. above
      "rpm": 30, "rate_window": 60.0,             # sliding-window rate limit (window in seconds)
+     "tpm": 40000,                                # tokens a minute, over the same window
+     "ratelimit_headers": true,                  # x-ratelimit-limit/remaining/reset-* on replies
      "reject_response_format": 400, "rejected_formats": ["json_schema", "json_object"],
      "api_key": "test", "model_ids": ["fake-model"],
      "context_tokens": 4096, "context_style": "openai"}
@@ -161,6 +166,8 @@ SCRIPT_KEYS = {
     "responder",
     "rpm",
     "rate_window",
+    "tpm",
+    "ratelimit_headers",
     "reject_response_format",
     "rejected_formats",
     "api_key",
@@ -174,6 +181,7 @@ SCRIPT_KEYS = {
     "batch_timing",
     "batch_token_cap",
     "batch_expire",
+    "batch_delays",
 }
 # (message, type, code): close to what api.openai.com sends, so error mapping is realistic.
 ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
@@ -473,6 +481,8 @@ class FakeOpenAI:
         responder: Responder | str | None = None,
         rpm: int | None = None,
         rate_window: float = 60.0,
+        tpm: int | None = None,
+        ratelimit_headers: bool = False,
         reject_response_format: int | None = None,
         rejected_formats: Iterable[str] = ("json_schema", "json_object"),
         api_key: str | None = None,
@@ -499,12 +509,16 @@ class FakeOpenAI:
         }
         self._records: list[dict[str, Any]] = []
         self._accepted: collections.deque[float] = collections.deque()  # rate-limit window
+        self._tokens: collections.deque[tuple[float, int]] = collections.deque()  # tpm window
         self._log_file: Any = None
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.responder: Responder | None = None
         self.rpm = rpm
         self.rate_window = rate_window
+        self.tpm = tpm
+        # Every chat reply states the limits and what is left of them, as OpenAI's do.
+        self.ratelimit_headers = ratelimit_headers
         self.reject_response_format = reject_response_format
         self.rejected_formats = tuple(rejected_formats)
         self.api_key = api_key
@@ -607,6 +621,8 @@ class FakeOpenAI:
         for key in (
             "rpm",
             "rate_window",
+            "tpm",
+            "ratelimit_headers",
             "reject_response_format",
             "api_key",
             "context_tokens",
@@ -623,6 +639,7 @@ class FakeOpenAI:
             ("batch_timing", "timing"),
             ("batch_token_cap", "token_cap"),
             ("batch_expire", "expire"),
+            ("batch_delays", "delays"),
         ):
             if key in merged:
                 setattr(self.batches, attr, merged[key])
@@ -748,6 +765,52 @@ class FakeOpenAI:
             self._accepted.append(now)  # rejected requests do not count, as with OpenAI
         return None
 
+    def _token_limit(self, step: Step, body: Any) -> Step | None:
+        """2b: a 429 when this reply's tokens would overrun the tpm window, else None (the
+        tokens are then counted)."""
+        assert self.tpm is not None
+        usage = {
+            "prompt_tokens": _tokens(prompt_text(body)),
+            "completion_tokens": _tokens(str(step.get("content", "ok"))),
+            **(step.get("usage") or {}),
+        }
+        used = usage.get("total_tokens") or usage["prompt_tokens"] + usage["completion_tokens"]
+        allowed = self.tpm * self.rate_window / 60.0
+        now = time.monotonic()
+        with self._lock:
+            while self._tokens and self._tokens[0][0] <= now - self.rate_window:
+                self._tokens.popleft()
+            if sum(n for _, n in self._tokens) + used > allowed:
+                wait = self._tokens[0][0] + self.rate_window - now if self._tokens else 1.0
+                return rate_limited(
+                    max(1, math.ceil(wait)),
+                    message=f"Rate limit reached: {self.tpm} tokens per minute.",
+                    headers={"x-ratelimit-limit-tokens": self.tpm},
+                )
+            self._tokens.append((now, int(used)))
+        return None
+
+    def _stated_limits(self) -> dict[str, str]:
+        """x-ratelimit-* headers for the limits set (rpm, tpm) and what is left of them in
+        the window now, per minute as OpenAI states them."""
+        now = time.monotonic()
+        stated: dict[str, str] = {}
+        with self._lock:
+            for name, limit, entries in (
+                ("requests", self.rpm, [(t, 1) for t in self._accepted]),
+                ("tokens", self.tpm, list(self._tokens)),
+            ):
+                if not limit:
+                    continue
+                live = [(t, n) for t, n in entries if t > now - self.rate_window]
+                per_minute = limit if name == "tokens" else limit * 60.0 / self.rate_window
+                left = max(0, round(per_minute * self.rate_window / 60.0) - sum(n for _, n in live))
+                reset = live[0][0] + self.rate_window - now if live else 0.0
+                stated[f"x-ratelimit-limit-{name}"] = f"{per_minute:g}"
+                stated[f"x-ratelimit-remaining-{name}"] = str(left)
+                stated[f"x-ratelimit-reset-{name}"] = f"{max(0.0, reset):.3f}s"
+        return stated
+
     def _record(self, record: dict[str, Any]) -> None:
         with self._cond:
             record["seq"] = len(self._records)
@@ -794,6 +857,9 @@ class FakeOpenAI:
         route = ENDPOINTS.get(handler.path.split("?", 1)[0].removeprefix("/v1"))
         endpoint = route[0] if route else None
         step, source, tb = self._choose(handler, route, body, body_ok)
+        if endpoint == "chat" and step["kind"] in ("reply", "loop") and self.tpm:
+            limited = self._token_limit(step, body)
+            step, source = (limited, "token_limit") if limited else (step, source)
         kind = step["kind"]
         status = {"hang": None, "truncated": 200}.get(kind, step.get("status", 200))
         record = {
@@ -813,6 +879,8 @@ class FakeOpenAI:
         self._record(record)
 
         headers = {"x-request-id": f"req_fake_{record['seq']}", **step.get("headers", {})}
+        if self.ratelimit_headers and endpoint == "chat" and kind in ("reply", "loop"):
+            headers = {**self._stated_limits(), **headers}
         # A reply's delay is its generation time: on a server with slots, spent in one.
         slot = self._slots if kind in ("reply", "loop") else None
         if slot is not None:

@@ -4,13 +4,42 @@ files imaginize builds and ingests, and whole runs against the server over real 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-from tests.fake_openai import FakeOpenAI, error, reply
+from imaginize.analysis.openai.batch import Limits, split_files
+from imaginize.analysis.providers import ProviderConfig, ProviderKind
+from imaginize.coordination import batch_state as bs
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.store import ManifestStore
+from imaginize.errors import ConfigError
+from imaginize.events import Notice
+from imaginize.run import RunOptions, run_book
+from imaginize.workers.batch_run import BatchOptions, cancel_batches, run_batch_books
+from tests.epubs import build_epub
+from tests.fake_openai import (
+    FakeOpenAI,
+    FakeOpenAIProcess,
+    error,
+    prompt_text,
+    read_log,
+    reply,
+)
+from tests.replies import answer
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "the-lanternfruit-orchard.epub"
 
 # --- the test server's Batch API ------------------------------------------------------------
 
@@ -128,3 +157,386 @@ def test_a_server_without_the_batch_api_answers_404(
         client.files.create(file=("in.jsonl", b"{}\n"), purpose="batch")
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve("batch_x")
+
+
+# --- the manifest's batch fields and transitions ---------------------------------------------
+
+
+def _manifest(chapters: int = 3) -> mf.Manifest:
+    return mf.new_manifest(
+        "/b.epub", "ab" * 32, "B", [(n, f"C{n}") for n in range(1, chapters + 1)], 1.0
+    )
+
+
+def _requests(number: int, ref: str, count: int = 1) -> tuple[mf.BatchRequest, ...]:
+    return tuple(
+        mf.BatchRequest(f"x-c{number}-k{k}-a1", f"key{number}.{k}", ref) for k in range(count)
+    )
+
+
+def test_batch_fields_round_trip_and_manifests_without_them_load() -> None:
+    plain = _manifest()
+    data = plain.to_json()
+    assert "batches" not in data and all("batch" not in c for c in data["chapters"])
+    assert mf.Manifest.from_json(json.loads(json.dumps(data))) == plain
+    record = mf.BatchRecord("r1", "in_progress", "batch_1", "file-1", 2, 900, 5.0, None, 1, 0)
+    batched, _ = bs.submit(plain, {1: (0, _requests(1, "r1", 2))}, [record], 2.0, 3)
+    again = mf.Manifest.from_json(json.loads(json.dumps(batched.to_json())))
+    assert again == batched
+    assert again.entry(1).status is mf.Status.BATCHED
+    assert again.entry(1).batch == _requests(1, "r1", 2)
+    assert again.batches == (replace(record, requests=2),)
+    with pytest.raises(ValueError, match=r"chapters\[0\]: batch\[0\]: customId: missing"):
+        broken = batched.to_json()
+        broken["chapters"][0]["batch"] = [{"key": "k", "batch": "r1"}]
+        mf.Manifest.from_json(broken)
+
+
+def test_the_batches_are_written_as_a_snapshot_and_read_back(tmp_path: Path) -> None:
+    store = ManifestStore(tmp_path)
+    store.join(book_path="/b.epub", sha256="ab" * 32, title="B", chapters=[(1, "C1"), (2, "C2")])
+    record = mf.BatchRecord("r1", owner="me")
+    store.transact(lambda m: bs.submit(m, {1: (0, _requests(1, "r1"))}, [record], 2.0, 3))
+    store.transact(lambda m: (bs.update_record(m, "r1", id="batch_9", status="validating"), None))
+    fresh = ManifestStore(tmp_path).read()
+    assert fresh is not None
+    assert [(r.ref, r.id, r.status, r.requests) for r in fresh.batches] == [
+        ("r1", "batch_9", "validating", 1)
+    ]
+    assert fresh.entry(1).status is mf.Status.BATCHED
+    assert mf.claim(fresh, "w", 3.0)[1].number == 2  # a batched chapter is nobody's to claim
+
+
+def test_a_chapter_planned_by_two_processes_is_batched_once() -> None:
+    start = _manifest()
+    # Both planned chapters 1 and 2 from the same version; the first records them.
+    first, taken = bs.submit(
+        start, {1: (0, _requests(1, "a")), 2: (0, _requests(2, "a"))}, [mf.BatchRecord("a")], 2.0, 3
+    )
+    assert taken == [1, 2]
+    second, again = bs.submit(
+        first, {1: (0, _requests(1, "b")), 3: (0, _requests(3, "b"))}, [mf.BatchRecord("b")], 2.0, 3
+    )
+    assert again == [3]
+    assert [(r.ref, r.requests) for r in second.batches] == [("a", 2), ("b", 1)]
+    assert second.entry(1).batch == _requests(1, "a")
+
+
+def test_batch_files_are_as_few_as_the_limits_allow() -> None:
+    lines = [(b"x" * 10, 100)] * 10
+    assert split_files(lines, Limits(requests=50, bytes=10_000, tokens=10_000)) == [list(range(10))]
+    assert split_files(lines, Limits(requests=4, bytes=10_000, tokens=10_000)) == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9],
+    ]
+    assert split_files(lines, Limits(requests=50, bytes=35, tokens=10_000))[0] == [0, 1, 2]
+    assert split_files(lines, Limits(requests=50, bytes=10_000, tokens=250))[0] == [0, 1]
+    # Open batches hold tokens: only what fits the room is sent now.
+    assert split_files(lines, Limits(tokens=10_000), room=350) == [[0, 1, 2]]
+
+
+# --- whole runs against the test server -----------------------------------------------------
+
+FAST = BatchOptions(poll=0.02)
+STORY = (
+    "<p>The red kite rose over the green hill while Mara ran below with the string.</p>"
+    "<p>At dusk the lanterns of the village glowed amber along the grey harbour wall.</p>"
+)
+
+
+def _shelf(tmp_path: Path) -> Path:
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    shutil.copy(SAMPLE, shelf / "a-orchard.epub")
+    build_epub(shelf / "b-kites.epub", [(f"Chapter {n}", STORY) for n in (1, 2, 3)], title="Kites")
+    build_epub(
+        shelf / "c-harbour.epub",
+        [("Arrival", STORY.replace("kite", "boat")), ("Storm", STORY.replace("red", "black"))],
+        title="Harbour",
+    )
+    return shelf
+
+
+def _options(server: FakeOpenAI | str, out_dir: Path, **named: Any) -> RunOptions:
+    url = server if isinstance(server, str) else server.url
+    provider = ProviderConfig(ProviderKind.OPENAI, "fake-model", api_key="test", base_url=url)
+    return RunOptions.of(out_dir=out_dir, provider=provider, **named)
+
+
+def _created(requests: list[dict[str, Any]]) -> list[list[str]]:
+    """The custom_ids of each batch created, in order."""
+    return [
+        r["custom_ids"] for r in requests if r["path"] == "/v1/batches" and r["method"] == "POST"
+    ]
+
+
+def _chapters_sent(requests: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(book, chapter, attempt) of every request in every batch created."""
+    found = []
+    for ids in _created(requests):
+        for custom in ids:
+            match = re.fullmatch(r"([0-9a-f]+)-c(\d+)-k\d+-a(\d+)", custom)
+            assert match, custom
+            found.append(match.groups())
+    return found
+
+
+def _folder(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _counted(body: Any) -> dict[str, Any]:
+    """`answer` with its usage stated: a streamed live reply and a batch reply then report
+    the same tokens (the server counts a streamed reply by its pieces otherwise)."""
+    step = answer(body)
+    usage = {"prompt_tokens": len(prompt_text(body)) // 4, "completion_tokens": 300}
+    return step | {"usage": usage}
+
+
+def test_three_books_through_the_batch_api_match_a_live_run(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(responder=_counted, batch_timing=[0.02, 0.02, 0.02])
+    shelf = _shelf(tmp_path)
+    library = run_batch_books([shelf], _options(fake_openai, tmp_path / "batch"), FAST)
+    assert [(b.completed, b.total, b.failures) for b in library.books] == [
+        (8, 8, {}),
+        (3, 3, {}),
+        (2, 2, {}),
+    ]
+    sent = _chapters_sent(fake_openai.requests)
+    assert len(sent) == 13 and len(set(sent)) == 13
+    assert len(_created(fake_openai.requests)) == 3  # one file per book
+    assert not [r for r in fake_openai.requests if r["endpoint"] == "chat"]
+    for book in sorted(shelf.glob("*.epub")):
+        out = tmp_path / "live" / f"imaginize_{book.stem}"
+        run_book(book, _options(fake_openai, out, in_process=True))
+        assert _folder(tmp_path / "batch" / f"imaginize_{book.stem}") == _folder(out)
+
+
+def test_failed_and_unusable_replies_go_in_a_follow_up_batch(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(responder=answer, batch_timing=[0, 0, 0])
+    # The file lists the chapters in order: chapter 1's request fails, chapter 2's reply is
+    # not JSON (a repair request goes in the next batch), chapter 3 expires... no: answered.
+    fake_openai.enqueue(error(500), reply("I cannot answer in JSON, sorry."))
+    out = tmp_path / "out"
+    library = run_batch_books([SAMPLE], _options(fake_openai, out), FAST)
+    assert library.books[0].completed == 8
+    rounds = _created(fake_openai.requests)
+    assert len(rounds) == 2
+    assert sorted(c.split("-", 1)[1] for c in rounds[1]) == ["c1-k0-a2", "c2-k0-a2"]
+    second = [r for r in fake_openai.requests if r["path"] == "/v1/files" and r["method"] == "POST"]
+    assert len(second) == 2
+    manifest = ManifestStore(out).read()
+    assert manifest is not None
+    assert [e.attempts for e in manifest.chapters] == [2, 2, 1, 1, 1, 1, 1, 1]
+    assert all(e.batch is None for e in manifest.chapters)
+
+
+def test_the_repair_request_carries_the_unusable_reply(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(responder=answer, batch_timing=[0, 0, 0])
+    fake_openai.enqueue(reply("no json here"))
+    book = build_epub(tmp_path / "k.epub", [("Chapter 1", STORY)], title="Kites")
+    run_batch_books([book], _options(fake_openai, tmp_path / "out"), FAST)
+    uploads = fake_openai.batches.files
+    second = [json.loads(line) for line in uploads["file-fake3"]["data"].splitlines()]
+    messages = second[0]["body"]["messages"]
+    assert messages[-2] == {"role": "assistant", "content": "no json here"}
+    assert "could not be used" in messages[-1]["content"]
+
+
+def test_an_expired_batch_is_sent_again(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.script(responder=answer, batch_timing=[0, 0, 0], batch_expire=1)
+    library = run_batch_books([SAMPLE], _options(fake_openai, tmp_path / "out"), FAST)
+    assert library.books[0].completed == 8
+    rounds = _created(fake_openai.requests)
+    assert [len(r) for r in rounds] == [8, 4]  # half expired, and only that half again
+    assert {c.split("-")[1] for c in rounds[1]} == {"c5", "c6", "c7", "c8"}
+
+
+def test_the_token_cap_splits_files_and_holds_them_back(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # A chapter's request holds ~4,400-4,900 tokens (prompt + output cap): 3 fit in 15,000.
+    fake_openai.script(responder=answer, batch_timing=[0.02, 0.02, 0.02], batch_token_cap=15_000)
+    notices: list[str] = []
+    options = replace(FAST, token_cap=15_000)
+    library = run_batch_books(
+        [SAMPLE],
+        _options(fake_openai, tmp_path / "out"),
+        options,
+        lambda e: notices.append(e.message) if isinstance(e, Notice) else None,
+    )
+    assert library.books[0].completed == 8
+    sizes = [len(r) for r in _created(fake_openai.requests)]
+    assert len(sizes) >= 3 and max(sizes) <= 3 and sum(sizes) == 8
+    assert not [n for n in notices if "refused" in n]  # never past the server's cap
+
+
+def test_a_batch_refused_for_the_token_cap_is_sent_again_smaller(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # Our cap is far above the server's (10,000 tokens, about two chapters): the whole book
+    # in one file is refused; the run halves what it sends at once until the server takes it.
+    fake_openai.script(responder=answer, batch_timing=[0.02, 0.02, 0.02], batch_token_cap=10_000)
+    notices: list[str] = []
+    library = run_batch_books(
+        [SAMPLE],
+        _options(fake_openai, tmp_path / "out"),
+        replace(FAST, token_cap=10_000_000),
+        lambda e: notices.append(e.message) if isinstance(e, Notice) else None,
+    )
+    assert (library.books[0].completed, library.books[0].failures) == (8, {})
+    refused = [n for n in notices if "refused for the enqueued-token cap" in n]
+    assert refused and "token_limit_exceeded" in refused[0]
+    states = [b["status"] for b in fake_openai.batches.batches.values()]
+    assert states.count("completed") >= 4 and "failed" in states
+    sent = _chapters_sent([r for r in fake_openai.requests if r.get("custom_ids")])
+    accepted = [
+        ids
+        for ids, b in zip(
+            _created(fake_openai.requests), fake_openai.batches.batches.values(), strict=True
+        )
+        if b["status"] == "completed"
+    ]
+    assert sorted(int(c.split("-c")[1].split("-")[0]) for ids in accepted for c in ids) == list(
+        range(1, 9)
+    )
+    assert len(sent) > 8  # the refused files' requests were sent again, in accepted files
+
+
+def test_a_server_without_the_batch_api_is_refused_before_any_upload(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(batch_api=False)
+    with pytest.raises(ConfigError, match=r"127\.0\.0\.1:\d+ has no Batch API"):
+        run_batch_books([SAMPLE], _options(fake_openai, tmp_path / "out"), FAST)
+    assert [r["method"] for r in fake_openai.requests] == ["GET"]
+
+
+def test_no_wait_then_a_re_run_sends_nothing_twice(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.script(responder=answer, batch_timing=[0.3, 0.3, 0.1])
+    out = tmp_path / "out"
+    first = run_batch_books([SAMPLE], _options(fake_openai, out), replace(FAST, wait=False))
+    assert (first.books[0].completed, first.books[0].unfinished) == (0, 8)
+    manifest = ManifestStore(out).read()
+    assert manifest is not None
+    assert {e.status for e in manifest.chapters} == {mf.Status.BATCHED}
+    # Another terminal meanwhile, and then the first again: both poll, neither sends.
+    run_batch_books([SAMPLE], _options(fake_openai, out), replace(FAST, wait=False))
+    done = run_batch_books([SAMPLE], _options(fake_openai, out), FAST)
+    assert done.books[0].completed == 8
+    sent = _chapters_sent(fake_openai.requests)
+    assert len(sent) == 8 and len(set(sent)) == 8
+
+
+def test_batch_cancel_gives_the_chapters_back(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.script(responder=answer, batch_timing=[5, 5, 5])
+    out = tmp_path / "out"
+    run_batch_books([SAMPLE], _options(fake_openai, out), replace(FAST, wait=False))
+    provider = _options(fake_openai, out).settings.provider
+    assert list(cancel_batches([SAMPLE], out, provider)) == [(out, (1, 8))]
+    manifest = ManifestStore(out).read()
+    assert manifest is not None
+    assert {e.status for e in manifest.chapters} == {mf.Status.PENDING}
+    assert [e.attempts for e in manifest.chapters] == [0] * 8
+    assert [(r.status, r.ingested) for r in manifest.batches] == [("cancelled", True)]
+    assert fake_openai.batches.batches["batch_fake1"]["status"] == "cancelled"
+
+
+# --- kill -9 at any moment, then re-run ------------------------------------------------------
+
+
+def _cli(url: str, out: Path, home: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "imaginize",
+        str(SAMPLE),
+        "-o",
+        str(out),
+        "--base-url",
+        url,
+        "--api-key",
+        "test",
+        "--model",
+        "fake-model",
+        "--batch-api",
+        "-q",
+    ]
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OPENROUTER_"))}
+    return env | {"HOME": str(home), "IMAGINIZE_BATCH_POLL": "0.05", "PYTHONPATH": str(ROOT)}
+
+
+def _wait_for(log: Path, test: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(test(r) for r in read_log(log)):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"no such request in {log}")
+
+
+@pytest.mark.parametrize(
+    ("phase", "seen"),
+    [
+        ("upload", lambda r: r["path"] == "/v1/files" and r["method"] == "POST"),
+        ("create", lambda r: r["path"] == "/v1/batches" and r["method"] == "POST"),
+        ("content", lambda r: r["path"].endswith("/content")),
+    ],
+)
+def test_kill_9_at_any_step_then_a_re_run_sends_nothing_twice(
+    phase: str, seen: Any, tmp_path: Path
+) -> None:
+    script = {
+        "responder": "tests.replies:answer",
+        "batch_timing": [0.02, 0.02, 0.02],
+        "batch_delays": {phase: 30},  # the first such request is done, its answer held back
+    }
+    out = tmp_path / "out"
+    with FakeOpenAIProcess(script, workdir=tmp_path / "server") as server:
+        run = subprocess.Popen(
+            _cli(server.url, out, tmp_path),
+            env=_env(tmp_path),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for(server.log_path, seen)
+            os.kill(run.pid, signal.SIGKILL)
+        finally:
+            run.wait(timeout=30)
+        assert run.returncode == -signal.SIGKILL
+        again = subprocess.run(
+            _cli(server.url, out, tmp_path),
+            env=_env(tmp_path),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0, again.stderr
+        requests = server.requests()
+    sent = _chapters_sent(requests)
+    assert sorted(int(c) for _, c, _ in sent) == list(range(1, 9))  # each chapter once
+    assert sorted(p.name for p in (out / "chapters").glob("*.json")) == [
+        f"{n:03d}.json" for n in range(1, 9)
+    ]
+    manifest = ManifestStore(out).read()
+    assert manifest is not None
+    assert {e.status for e in manifest.chapters} == {mf.Status.COMPLETED}
+    assert not list((out / ".imaginize.batches").glob("*.jsonl"))

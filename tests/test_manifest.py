@@ -586,6 +586,7 @@ FIELD_TYPES = {
     "tokens": (int,),
     "spent_prompt": (int,),
     "spent_completion": (int,),
+    "batch": (tuple, type(None)),  # --batch-api: the requests of a batched chapter
 }
 
 

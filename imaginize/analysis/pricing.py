@@ -25,23 +25,39 @@ PRICES: dict[str, tuple[float, float]] = {
     "o4-mini": (1.10, 4.40),
     "gpt-3.5-turbo": (0.50, 1.50),
 }
+# The Batch API's prices (--batch-api): half of the above for every model listed there.
+BATCH_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.075, 0.30),
+    "gpt-4o": (1.25, 5.00),
+    "gpt-4.1": (1.00, 4.00),
+    "gpt-4.1-mini": (0.20, 0.80),
+    "gpt-4.1-nano": (0.05, 0.20),
+    "gpt-5": (0.625, 5.00),
+    "gpt-5-mini": (0.125, 1.00),
+    "gpt-5-nano": (0.025, 0.20),
+    "o3-mini": (0.55, 2.20),
+    "o4-mini": (0.55, 2.20),
+    "gpt-3.5-turbo": (0.25, 0.75),
+}
 
 
-def price(model: str) -> tuple[float, float] | None:
+def price(model: str, *, batch: bool = False) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens; `batch`: through the Batch API."""
     if model.endswith(":free"):
         return (0.0, 0.0)
+    table = BATCH_PRICES if batch else PRICES
     name = model.rsplit("/", 1)[-1].lower()
-    if name in PRICES:
-        return PRICES[name]
+    if name in table:
+        return table[name]
     # Dated snapshots ("gpt-4o-mini-2024-07-18") cost what their family costs.
-    for known in sorted(PRICES, key=len, reverse=True):
+    for known in sorted(table, key=len, reverse=True):
         if name.startswith(known + "-20"):
-            return PRICES[known]
+            return table[known]
     return None
 
 
-def cost(model: str, usage: Usage) -> float | None:
-    rates = price(model)
+def cost(model: str, usage: Usage, *, batch: bool = False) -> float | None:
+    rates = price(model, batch=batch)
     if rates is None:
         return None
     return (usage.prompt_tokens * rates[0] + usage.completion_tokens * rates[1]) / 1_000_000

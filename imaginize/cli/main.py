@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -17,6 +17,14 @@ from click.core import ParameterSource
 from imaginize import __version__, config
 from imaginize.analysis.estimate import DEFAULT_LATENCY
 from imaginize.analysis.providers import ProviderKind, limits_for, resolve_provider
+from imaginize.cli.batch_commands import batch as batch_group
+from imaginize.cli.batch_commands import (
+    batch_options,
+    batch_run_options,
+    batch_status_lines,
+    render_batch_estimate,
+    run_batch,
+)
 from imaginize.cli.progress import PlainProgress, render_estimate
 from imaginize.cli.queue_commands import queue_commands, queue_report
 from imaginize.cli.status import break_stuck_lock, render_status, status_report
@@ -259,6 +267,7 @@ def cli() -> None:
     f"short request on a local server, else {DEFAULT_LATENCY:g}].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+@batch_run_options
 def run(
     books: tuple[Path, ...],
     output_dir: Path | None,
@@ -295,6 +304,7 @@ def run(
     estimate_only: bool,
     assume_latency: float | None,
     quiet: bool,
+    **batch_flags: Any,
 ) -> None:
     """Analyse BOOK and write Contents.md, Chapters.md, Elements.md and chapters/*.json."""
     # A server may quote the key back in an error: masked wherever this process shows one.
@@ -340,10 +350,13 @@ def run(
         max_workers=max_workers,
     )
     single = len(books) == 1 and not books[0].is_dir()
+    batch = batch_options(batch_flags)
     if estimate_only:
         for path in books if single else expand_books(list(books)):
             parsed, plan, latency = estimate_book(path, options, assume_latency)
             click.echo(for_terminal(render_estimate(parsed.title, options, plan, latency)))
+            if batch is not None:
+                click.echo(render_batch_estimate(plan, config.model, batch.token_cap))
         return
     view: PlainProgress | LiveProgress
     live: LiveProgress | None = None
@@ -356,7 +369,9 @@ def run(
     else:
         view = PlainProgress(sys.stderr, verbose=not quiet)
     try:
-        if single:
+        if batch is not None:
+            summaries, skipped = run_batch(books, options, view, batch)
+        elif single:
             summaries: tuple[RunFinished, ...] = (run_book(books[0], options, view),)
             skipped: dict[Path, str] = {}
         else:
@@ -382,6 +397,7 @@ def _out_dir(book: Path, output_dir: Path | None) -> Path:
     return output_dir or default_out_dir(book)
 
 
+cli.add_command(batch_group)
 for _command in queue_commands(run):
     cli.add_command(_command)
 
@@ -408,6 +424,8 @@ def status(
         return
     report = status_report(_out_dir(book, output_dir))
     click.echo(render_status(report, as_json=as_json))
+    if not as_json and batch_status_lines(report.manifest):
+        click.echo(batch_status_lines(report.manifest))
 
 
 @cli.command()

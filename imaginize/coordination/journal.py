@@ -368,6 +368,7 @@ def _apply(
         next_token,
         manifest.created_at,
         updated_at,
+        manifest.batches,
     )
 
 
@@ -379,7 +380,7 @@ def _line(before: mf.Manifest, after: mf.Manifest, seq: int) -> bytes | None:
         after.book_sha256,
         after.title,
         after.created_at,
-    ):
+    ) or before.batches != after.batches:  # the batches: only a snapshot says them
         return None
     known = after.changed_since(before)
     if known is not None:

@@ -40,6 +40,78 @@ class Status(StrEnum):
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     FAILED = "failed"
+    # Its requests are in a Batch API batch (`Entry.batch`): no worker claims it; the batch
+    # run that ingests the replies completes it (imaginize/coordination/batch_state.py).
+    BATCHED = "batched"
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One request of a batched chapter: its `custom_id` in the batch file, the digest of the
+    request body (`key`, which its reply is filed under) and the `ref` of its BatchRecord."""
+
+    custom_id: str
+    key: str
+    batch: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"customId": self.custom_id, "key": self.key, "batch": self.batch}
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch file of this book: `ref` names it from the moment it is planned; `id` is the
+    server's batch id once created, `input_file` the uploaded file's id once uploaded."""
+
+    ref: str
+    status: str = "unsent"
+    id: str | None = None
+    input_file: str | None = None
+    requests: int = 0
+    tokens: int = 0
+    created_at: float = 0.0
+    # host:pid:batch of the process uploading and creating it, while it does (a dead one's
+    # is taken over).
+    owner: str | None = None
+    completed: int = 0
+    failed: int = 0
+    error: str | None = None
+    ingested: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "id": self.id,
+            "status": self.status,
+            "inputFileId": self.input_file,
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "createdAt": self.created_at,
+            "owner": self.owner,
+            "completed": self.completed,
+            "failed": self.failed,
+            "error": self.error,
+            "ingested": self.ingested,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> BatchRecord:
+        if not isinstance(data, dict):
+            raise ValueError(f"must be an object, not {_show(data)}")
+        return cls(
+            ref=_field(data, "ref", str),
+            status=_field(data, "status", str),
+            id=_field(data, "id", str, None),
+            input_file=_field(data, "inputFileId", str, None),
+            requests=_count(data, "requests", 0),
+            tokens=_count(data, "tokens", 0),
+            created_at=_time(data, "createdAt", 0.0, nullable=False) or 0.0,
+            owner=_field(data, "owner", str, None),
+            completed=_count(data, "completed", 0),
+            failed=_count(data, "failed", 0),
+            error=_field(data, "error", str, None),
+            ingested=_field(data, "ingested", bool, False),
+        )
 
 
 @dataclass(frozen=True)
@@ -61,9 +133,11 @@ class Entry:
     # all the same, and counted in every total.
     spent_prompt: int = 0
     spent_completion: int = 0
+    # On `batched`: the requests in flight (absent from the JSON when None).
+    batch: tuple[BatchRequest, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "number": self.number,
             "title": self.title,
             "status": self.status.value,
@@ -80,6 +154,9 @@ class Entry:
             "spentPromptTokens": self.spent_prompt,
             "spentCompletionTokens": self.spent_completion,
         }
+        if self.batch is not None:
+            data["batch"] = [r.to_json() for r in self.batch]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Entry:
@@ -107,6 +184,7 @@ class Entry:
             tokens=_count(data, "tokens", 0),
             spent_prompt=_count(data, "spentPromptTokens", 0),
             spent_completion=_count(data, "spentCompletionTokens", 0),
+            batch=_batch_requests(data),
         )
 
 
@@ -119,6 +197,9 @@ class Manifest:
     next_token: int = 1
     created_at: float = 0.0
     updated_at: float = 0.0
+    # --batch-api: the book's batch files (absent from the JSON when empty). A change to
+    # them is not a journal line: it is written as a snapshot (batches change rarely).
+    batches: tuple[BatchRecord, ...] = ()
 
     # Two indexes, built on first use and handed on to the manifests `with_entries` derives
     # (which keep every chapter in its place), so that a transition on a book of 20,000
@@ -200,6 +281,7 @@ class Manifest:
             self.next_token if next_token is None else next_token,
             self.created_at,
             self.updated_at if updated_at is None else updated_at,
+            self.batches,
         )
         derived.__dict__["_positions_index"] = positions
         root, numbers = self.__dict__.get("_since", (weakref.ref(self), frozenset()))
@@ -218,7 +300,7 @@ class Manifest:
         return derived
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "format": FORMAT,
             "book": {"path": self.book_path, "sha256": self.book_sha256, "title": self.title},
             "createdAt": self.created_at,
@@ -226,6 +308,9 @@ class Manifest:
             "nextToken": self.next_token,
             "chapters": [e.to_json() for e in self.chapters],
         }
+        if self.batches:
+            data["batches"] = [b.to_json() for b in self.batches]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> Manifest:
@@ -270,6 +355,7 @@ class Manifest:
             next_token=next_token,
             created_at=_time(data, "createdAt", 0.0, nullable=False) or 0.0,
             updated_at=_time(data, "updatedAt", 0.0, nullable=False) or 0.0,
+            batches=_batch_records(data),
         )
 
 
@@ -336,6 +422,33 @@ def _count(data: dict[str, Any], key: str, default: int | None = None) -> int:
 
 
 _STATUSES = {s.value: s for s in Status}
+
+
+def _batch_requests(data: dict[str, Any]) -> tuple[BatchRequest, ...] | None:
+    """A batched chapter's `batch` (absent: None)."""
+    items = _field(data, "batch", list, None)
+    if items is None:
+        return None
+    requests = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise ValueError(f"must be an object, not {_show(item)}")
+            custom_id, key = _field(item, "customId", str), _field(item, "key", str)
+            requests.append(BatchRequest(custom_id, key, _field(item, "batch", str)))
+        except ValueError as exc:
+            raise ValueError(f"batch[{index}]: {exc}") from None
+    return tuple(requests)
+
+
+def _batch_records(data: dict[str, Any]) -> tuple[BatchRecord, ...]:
+    records = []
+    for index, item in enumerate(_field(data, "batches", list, [])):
+        try:
+            records.append(BatchRecord.from_json(item))
+        except ValueError as exc:
+            raise ValueError(f"batches[{index}]: {exc}") from None
+    return tuple(records)
 
 
 # --- owners -------------------------------------------------------------------------------

@@ -1,0 +1,262 @@
+"""Batch API requests and replies: the JSONL lines imaginize uploads and the ones it reads back.
+
+A chapter in batch mode is analysed by the live analyzer itself (`ReplayAnalyzer`), replaying
+the replies already received: every request it would send is looked up by the digest of its
+body (`request_key`); a reply on file is used exactly as a live reply would be (validation,
+quote checks, repair requests, halving a cut-off chunk), and a request without one is noted
+and left for the next batch. So the requests are built with the same prompts, chunking and
+caps as live mode, and a chapter whose replies are all in gets the result live mode would
+have made from the same replies. A chapter may take a few rounds: a repair request can only be
+written once the reply it repairs is in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imaginize.analysis.openai.chat import OpenAIAnalyzer, usage_from
+from imaginize.analysis.openai.errors import request_tokens
+from imaginize.errors import ProviderError
+from imaginize.model import Analysis, Chapter, Usage
+
+ENDPOINT = "/v1/chat/completions"
+# OpenAI's limits for one batch file.
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1024 * 1024
+# Enqueued tokens (prompt + max output of every request in open batches) a key may hold for
+# gpt-4o-mini at usage tier 1 is 2,000,000; the default keeps a margin under it.
+DEFAULT_TOKEN_CAP = 1_800_000
+REPLIES_NAME = ".imaginize.batch-replies.jsonl"
+
+
+def request_key(params: dict[str, Any]) -> str:
+    """The digest a request's reply is filed under: same body, same reply."""
+    canonical = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def custom_id(book_sha256: str, chapter: int, chunk: int, attempt: int) -> str:
+    """A request's `custom_id`: the book, the chapter, the request's place in the chapter's
+    order (`chunk`) and the chapter's attempt; unique across every batch of the book."""
+    return f"{book_sha256[:16]}-c{chapter}-k{chunk}-a{attempt}"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A request's answer: its text, finish reason and usage; or `error` when it failed."""
+
+    content: str = ""
+    finish: str = ""
+    usage: Usage = field(default_factory=Usage)
+    error: str | None = None
+
+
+class _Missing(Exception):
+    """A request whose reply is not in yet."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__("no reply yet")
+        self.params = params
+
+
+class ReplayAnalyzer(OpenAIAnalyzer):
+    """The live analyzer over the replies on file. `analyze` of a chunk needing a request
+    with no reply gives an empty part and notes the request in `missing`; the caller throws
+    that chapter's result away and sends the requests. With `live` set a missing request is
+    sent at once instead (--batch-api-then-live)."""
+
+    replies: dict[str, Reply]
+    missing: list[dict[str, Any]]
+    errors: list[str]
+    live: bool
+
+    @classmethod
+    def over(cls, analyzer: OpenAIAnalyzer, replies: dict[str, Reply]) -> ReplayAnalyzer:
+        """`analyzer` (built by `make_analyzer`, so with live mode's settings, whatever they
+        are) turned into a replaying one."""
+        analyzer.__class__ = cls
+        assert isinstance(analyzer, ReplayAnalyzer)
+        analyzer.replies = replies
+        analyzer.missing = []
+        analyzer.errors = []
+        analyzer.live = False
+        return analyzer
+
+    def start_chapter(self) -> None:
+        self.missing, self.errors = [], []
+
+    def _analyze(self, chunk: Chapter, scenes: int, splits: int) -> Analysis:
+        try:
+            return super()._analyze(chunk, scenes, splits)
+        except _Missing as missing:
+            self.missing.append(missing.params)
+            return Analysis((), (), Usage())
+
+    def _request(self, params: dict[str, Any]) -> tuple[str, str, Usage]:
+        reply = self.replies.get(request_key(params))
+        if reply is None or reply.error is not None:
+            if reply is not None:
+                self.errors.append(reply.error or "")
+            if self.live:
+                return super()._request(params)
+            raise _Missing(params)
+        self.spent += reply.usage
+        return reply.content, reply.finish, reply.usage
+
+
+def request_line(custom: str, params: dict[str, Any]) -> bytes:
+    line = {"custom_id": custom, "method": "POST", "url": ENDPOINT, "body": params}
+    return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def enqueued_tokens(params: dict[str, Any]) -> int:
+    """What a request counts against the enqueued-token cap: its prompt and output cap."""
+    return request_tokens(params)
+
+
+@dataclass(frozen=True)
+class Limits:
+    requests: int = MAX_REQUESTS
+    bytes: int = MAX_BYTES
+    tokens: int = DEFAULT_TOKEN_CAP
+
+
+def split_files(
+    lines: list[tuple[bytes, int]], limits: Limits, room: int | None = None
+) -> list[list[int]]:
+    """Indexes of `lines` (each its bytes and enqueued tokens) grouped into as few files as
+    the limits allow, in order. `room`: tokens the first files may take in all (the cap
+    less what open batches hold); lines past it are left out, for a later round."""
+    files: list[list[int]] = []
+    current: list[int] = []
+    size = tokens = 0
+    budget = limits.tokens if room is None else room
+    for index, (data, cost) in enumerate(lines):
+        if cost > limits.tokens:
+            raise ProviderError(
+                f"one request needs {cost:,} enqueued tokens, more than --batch-token-cap "
+                f"{limits.tokens:,}"
+            )
+        if cost > budget:
+            break
+        full = len(current) >= limits.requests or size + len(data) > limits.bytes
+        if current and (full or tokens + cost > limits.tokens):
+            files.append(current)
+            current, size, tokens = [], 0, 0
+        current.append(index)
+        size, tokens, budget = size + len(data), tokens + cost, budget - cost
+    if current:
+        files.append(current)
+    return files
+
+
+def parse_results(text: str) -> Iterator[tuple[str, Reply]]:
+    """(custom_id, reply) for each line of an output or error file. A line with a status
+    other than 200, or an error, gives a Reply with `error` set."""
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+            custom = str(line["custom_id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        response = line.get("response") or {}
+        error = line.get("error")
+        body = response.get("body") if isinstance(response, dict) else None
+        status = response.get("status_code") if isinstance(response, dict) else None
+        if error or status != 200 or not isinstance(body, dict):
+            yield custom, Reply(error=_error_text(error, body, status))
+            continue
+        try:
+            choice = body["choices"][0]
+            content = choice["message"]["content"] or ""
+            finish = str(choice.get("finish_reason") or "")
+        except (KeyError, IndexError, TypeError):
+            yield custom, Reply(error="malformed response: no choices")
+            continue
+        if not isinstance(content, str):
+            yield custom, Reply(error="malformed response: content is not text")
+            continue
+        usage, _problem = usage_from(body.get("usage"))
+        yield custom, Reply(content, finish, usage)
+
+
+def _error_text(error: Any, body: Any, status: Any) -> str:
+    detail = error if isinstance(error, dict) else None
+    if detail is None and isinstance(body, dict) and isinstance(body.get("error"), dict):
+        detail = body["error"]
+    message = str((detail or {}).get("message") or "no reply")
+    code = (detail or {}).get("code")
+    where = f"HTTP {status}: " if isinstance(status, int) else ""
+    return f"{where}{message}" + (f" ({code})" if code else "")
+
+
+class ReplyFile:
+    """The replies received for one book, by request key: `.imaginize.batch-replies.jsonl` in
+    its output folder. Appended to (and fsynced) before the manifest records a batch as
+    ingested, so a process killed in between loses nothing; a key written twice (two
+    processes ingesting one batch) keeps its first reply."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / REPLIES_NAME
+
+    def load(self) -> dict[str, Reply]:
+        replies: dict[str, Reply] = {}
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return replies
+        for raw in text.splitlines(keepends=True):
+            if not raw.endswith("\n"):
+                break  # a torn last line of a writer that was killed
+            try:
+                data = json.loads(raw)
+                usage = Usage(int(data["usage"][0]), int(data["usage"][1]))
+                reply = Reply(data["content"], data["finish"], usage, data.get("error"))
+                key = str(data["key"])
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue
+            if key not in replies or replies[key].error is not None:
+                replies[key] = reply
+        return replies
+
+    def append(self, replies: Iterable[tuple[str, Reply]]) -> None:
+        lines = [
+            json.dumps(
+                {
+                    "key": key,
+                    "content": r.content,
+                    "finish": r.finish,
+                    "usage": [r.usage.prompt_tokens, r.usage.completion_tokens],
+                    "error": r.error,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for key, r in replies
+        ]
+        if not lines:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _cut_torn_line(fd)
+            os.write(fd, "".join(lines).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _cut_torn_line(fd: int) -> None:
+    """A writer killed mid-append left a line without its newline: end it, so the next
+    line is not glued to it (the reader skips the damaged one)."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        os.write(fd, b"\n")
