@@ -776,6 +776,27 @@ def test_a_letter_read_out_still_describes() -> None:
     assert entries["Victor"].description.endswith(NO_LOOK)
 
 
+def test_the_narrators_other_name_is_the_narrator() -> None:
+    text = "\n\n".join(
+        [
+            "I walked down to the harbour in the evening. I wore a long red coat.",
+            '"Won\u2019t you come in, Nick?" said Daisy. "Nick said he was tired," said Tom.',
+            '"Good night, Mr. Carraway," said Gatsby. I shook my head, and I went home.',
+            '"Mr. Carraway said he would come," said Gatsby. "Come in, Nick." I smiled.',
+            "Then Tom laughed, and he went in. Then Gatsby smiled, and he waved. I sat down.",
+            '"Sit down, Nick," said Tom. I sat on the bench by the wall.',
+            "Mr. Sloane rode up, and he stopped. Then Mr. Sloane said he was late. I waited.",
+            '"Good day, Mr. Sloane," said Tom. Then Daisy said she was cold. I stood up.',
+        ]
+    )
+    entries = _entries([text])
+    # Only the others name the one telling the story, by either name.
+    assert _holder(entries, "Mr. Carraway") == _holder(entries, "Nick")
+    assert entries[_holder(entries, "Nick")].narrator
+    # Someone the narration names is someone else, however often spoken to.
+    assert _holder(entries, "Mr. Sloane") != _holder(entries, "Nick")
+
+
 # --- the real-world corpus -------------------------------------------------------------------
 
 

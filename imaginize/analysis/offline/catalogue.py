@@ -50,6 +50,7 @@ from imaginize.analysis.offline.names import (
     name_word,
     narrator_group,
     vessel_mentions,
+    with_teller_names,
 )
 from imaginize.analysis.offline.text import (
     Sentence,
@@ -128,6 +129,8 @@ class Catalogue:
         narrated = narrated_tokens(sentences)
         first_person = first_person_share(sentences, narrated) >= FIRST_PERSON_SHARE
         teller = narrator_group(sentences, groups, narrated) if first_person else None
+        if teller is not None:
+            groups = with_teller_names(sentences, groups, teller, narrated)
         own = first_person_phrases(sentences, narrated, dialogue) if first_person else []
         looks = _species_looks(sentences, groups)
         entries = [

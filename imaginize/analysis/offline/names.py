@@ -869,6 +869,45 @@ def narrator_group(
     return found
 
 
+# A narrator's other name: at most this share of its mentions in narration ("I" never names
+# themselves), and spoken to at least once.
+_TELLER_NARRATED = 0.25
+
+
+def with_teller_names(
+    sentences: Sequence[Sentence],
+    groups: list[NameGroup],
+    teller: NameGroup,
+    narrated: Sequence[Sequence[bool]],
+) -> list[NameGroup]:
+    """`groups` with the narrator's other name folded into the narrator's group: "Nick" is
+    also "Mr. Carraway", "Frankenstein" also "Victor". The other name shares no word with
+    the narrator's, has their gender, is almost never said in the narration and is said to
+    someone: only the others speak of or to the one telling the story."""
+    own = {w for k in teller.keys for w in core(k)}
+    out: list[NameGroup] = []
+    for g in groups:
+        if (
+            g is teller
+            or g.kind != ElementKind.CHARACTER
+            or teller.gender is None
+            or g.gender != teller.gender
+            or any(w in own for k in g.keys for w in core(k))
+        ):
+            out.append(g)
+            continue
+        told = sum(1 for m in g.mentions if narrated[m.sentence][m.first])
+        spoken_to = any(_vocative(sentences[m.sentence], m) for m in g.mentions)
+        if told > _TELLER_NARRATED * g.count or not spoken_to:
+            out.append(g)
+            continue
+        teller.keys.extend(g.keys)
+        teller.aliases.extend([g.name, *g.aliases])
+        teller.mentions.extend(g.mentions)
+        teller.mentions.sort(key=lambda m: (m.sentence, m.first))
+    return out
+
+
 def _glued(s: Sentence, a: int, b: int) -> bool:
     """Whether tokens a..b follow each other with nothing but spaces between."""
     toks = s.tokens
