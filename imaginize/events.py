@@ -28,6 +28,14 @@ class Notice:
     message: str
 
 
+class ServerLimitsText(str):
+    """A notice's text that is the limits a server's reply stated (`x-ratelimit-*`) and
+    what was left of them (`server: 500 rpm (499 left)`): shown in the [PERF] lines, not on
+    a line of its own. A str, so it travels wherever a provider's notices go (worker pipes)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class ChapterStarted:
     number: int

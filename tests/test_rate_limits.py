@@ -13,11 +13,16 @@ from typing import Any
 
 import pytest
 
+from imaginize.analysis.openai.chat import OpenAIAnalyzer
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.store import ManifestStore
+from imaginize.events import ServerLimitsText
+from imaginize.pacing.pace import Limits, Pacer
+from imaginize.pacing.server_limits import StatedLimits
 from tests.fake_openai import FakeOpenAI, hang, rate_limited
 from tests.replies import answer
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE, start_imaginize
+from tests.test_openai_provider import CHAPTER
 
 
 @pytest.fixture
@@ -168,3 +173,83 @@ def test_a_stored_pause_within_max_wait_is_waited_out_unclaimed(
     assert manifest is not None
     # No chapter was held through the pause, none timed out in it: one attempt each.
     assert [e.attempts for e in manifest.chapters] == [1] * 8
+
+
+# -- a server's stated limits (x-ratelimit-* headers on successful replies) ---------------
+
+STATED = {
+    "x-ratelimit-limit-requests": "60",
+    "x-ratelimit-remaining-requests": "59",
+    "x-ratelimit-reset-requests": "1s",
+    "x-ratelimit-limit-tokens": "150000",
+    "x-ratelimit-remaining-tokens": "149000",
+    "x-ratelimit-reset-tokens": "6m0s",
+}
+
+
+def test_stated_limits_are_read_from_the_headers() -> None:
+    stated = StatedLimits.from_headers({k.upper(): v for k, v in STATED.items()})
+    assert stated == StatedLimits(60, 150000, 59, 149000, 1.0, 360.0)
+    assert stated.text() == "server: 60 rpm (59 left), 150,000 tpm (149,000 left)"
+    assert stated.used_up() == 0
+    spent = StatedLimits.from_headers({**STATED, "x-ratelimit-remaining-tokens": "0"})
+    assert spent is not None and spent.used_up() == 360.0
+    assert StatedLimits.from_headers({"x-request-id": "1"}) is None
+    assert StatedLimits.from_headers({"x-ratelimit-limit-requests": "nan"}) is None
+
+
+def analyzer_on(server: FakeOpenAI, pacer: Pacer) -> OpenAIAnalyzer:
+    return OpenAIAnalyzer(
+        model="fake-model", api_key="test", base_url=server.url, timeout=10, pacer=pacer
+    )
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_a_successful_replys_limits_tighten_the_pace_never_loosen(
+    fake_openai: FakeOpenAI, tmp_path: Path, streamed: bool
+) -> None:
+    """Over real HTTP, streamed and whole: the server states 20 requests per 5 s (240 rpm)
+    and 50,000 tpm; the user's 600 rpm and 40,000 tpm become 240 rpm and 40,000 tpm."""
+    fake_openai.script(
+        responder=answer,
+        rpm=20,
+        rate_window=5.0,
+        tpm=50000,
+        ratelimit_headers=True,
+        reject_stream=not streamed,
+    )
+    pacer = Pacer(tmp_path, Limits(5, 0.0, rpm=600, tpm=40000), max_wait=60)
+    provider = analyzer_on(fake_openai, pacer)
+    provider.analyze(CHAPTER, 1)
+    assert (pacer.limits.rpm, pacer.limits.tpm) == (240, 40000)
+    stated = [n for n in provider.take_notices() if isinstance(n, ServerLimitsText)]
+    assert len(stated) == 1
+    assert re.fullmatch(r"server: 240 rpm \(\d+ left\), 50,000 tpm \([\d,]+ left\)", stated[0])
+
+
+def test_a_budget_stated_used_up_pauses_everyone_until_its_reset(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    used_up = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1.5s"}
+    replies = itertools.count()
+    fake_openai.script(
+        responder=lambda body: {**answer(body), "headers": used_up if not next(replies) else {}}
+    )
+    pacer = Pacer(tmp_path, Limits(5, 0.0), max_wait=60)
+    provider = analyzer_on(fake_openai, pacer)
+    other = analyzer_on(fake_openai, Pacer(tmp_path, Limits(5, 0.0), max_wait=60))
+    provider.analyze(CHAPTER, 1)
+    other.analyze(CHAPTER, 1)  # another process on the key: it waits too
+    first, second = (r["t_mono"] for r in chats(fake_openai))
+    assert second - first >= 1.5 - 0.05
+    assert [r["status"] for r in chats(fake_openai)] == [200, 200]
+
+
+def test_the_perf_lines_show_what_the_server_states(fake_openai: FakeOpenAI, book: Path) -> None:
+    fake_openai.script(responder=answer, rpm=100, rate_window=10.0, ratelimit_headers=True)
+    run = start(book, fake_openai.url, "--rpm", "300", "--batch-delay", "0")
+    _out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    perf = [line for line in err.splitlines() if line.startswith("[PERF]")]
+    assert perf and re.search(r"\| server: 600 rpm \(\d+ left\)$", perf[-1]), err
+    assert "warning: server:" not in err  # in the [PERF] lines, not a line of its own

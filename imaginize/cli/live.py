@@ -22,6 +22,7 @@ from imaginize.events import (
     Notice,
     RunFinished,
     RunStarted,
+    ServerLimitsText,
 )
 from imaginize.safetext import for_terminal, one_line
 
@@ -49,6 +50,8 @@ class LiveProgress:
         elif isinstance(event, BookProgress):
             self._progress[event.book] = event
             self._lines.format(event)  # remembered for the final [PERF] line
+        elif isinstance(event, Notice) and isinstance(event.message, ServerLimitsText):
+            self._lines.format(event)  # shown in the status line, not printed
         elif isinstance(event, Notice | ChapterFailed):
             self._live.console.print(Text(_plain(self._lines, event)))
         elif isinstance(event, RunFinished | LibraryFinished):
@@ -80,7 +83,7 @@ class LiveProgress:
                 Text(one_line(who), style="dim"),
                 Text(format_duration(now - claimed) if claimed else ""),
             )
-        status = perf_line(progress).removeprefix("[PERF] ")
+        status = perf_line(progress, self._lines.server_limits).removeprefix("[PERF] ")
         return Group(bar, rows, Text(status, style="cyan"))
 
 

@@ -18,6 +18,7 @@ from imaginize.events import (
     Notice,
     RunFinished,
     RunStarted,
+    ServerLimitsText,
 )
 from imaginize.safetext import for_terminal, one_line
 
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 PERF_EVERY = 10
 
 
-def perf_line(progress: BookProgress) -> str:
-    """`[PERF] 25/100 chapters | 0.8/min | 3 working | 12,345 tokens | ETA 1m34s`"""
+def perf_line(progress: BookProgress, server: str = "") -> str:
+    """`[PERF] 25/100 chapters | 0.8/min | 3 working | 12,345 tokens | ETA 1m34s`, and what
+    the server last stated of its limits (`server`: `server: 500 rpm (499 left)`)."""
     rate = progress.rate_per_minute()
     eta = progress.eta_seconds()
     parts = [
@@ -41,6 +43,8 @@ def perf_line(progress: BookProgress) -> str:
     ]
     if progress.failed:
         parts.insert(1, f"{progress.failed} failed")
+    if server:
+        parts.append(server)
     return "[PERF] " + " | ".join(parts)
 
 
@@ -66,6 +70,8 @@ class PlainProgress:
         self._seen: dict[str, set[int]] = {}
         self._perf_at: dict[str, int] = {}
         self._last_progress: dict[str, BookProgress] = {}
+        # What the server last stated of its limits (x-ratelimit-* headers).
+        self.server_limits = ""
 
     def __call__(self, event: Event) -> None:
         line = self.format(event)
@@ -91,6 +97,9 @@ class PlainProgress:
                 counts = f"{event.selected} of {event.chapters} chapters"
                 where = one_line(str(event.out_dir))
                 return f"imaginize: {using}\n{one_line(event.title)}: {counts} -> {where}"
+            case Notice(message=ServerLimitsText()):
+                self.server_limits = one_line(event.message)
+                return None
             case Notice():
                 return f"imaginize: warning: {one_line(event.message)}"
             case ChapterStarted():
@@ -122,7 +131,7 @@ class PlainProgress:
                 self._last_progress[event.book] = event
                 if event.done >= self._perf_at.get(event.book, 0) + PERF_EVERY:
                     self._perf_at[event.book] = event.done - event.done % PERF_EVERY
-                    return perf_line(event)
+                    return perf_line(event, self.server_limits)
                 return None
             case LibraryFinished():
                 done = sum(1 for b in event.books if b.completed == b.total)
@@ -136,7 +145,7 @@ class PlainProgress:
                 summary = _summary(event)
                 last = self._last_progress.get(event.title) or self._last_progress.get("")
                 if last is not None:
-                    summary = perf_line(last) + "\n" + summary
+                    summary = perf_line(last, self.server_limits) + "\n" + summary
                 return summary
         return None
 

@@ -33,8 +33,10 @@ from imaginize.analysis.openai.server import (
     state_for,
 )
 from imaginize.errors import ProviderError
+from imaginize.events import ServerLimitsText
 from imaginize.model import Analysis, Chapter, Scene, Usage
 from imaginize.pacing.pace import SharedPace
+from imaginize.pacing.server_limits import StatedLimits, heed
 from imaginize.reading.chunking import estimate_tokens, halve, share_scenes, split_chapter
 
 # How often a chunk may be halved for a cut-off reply or a small context.
@@ -87,6 +89,8 @@ class OpenAIAnalyzer:
             # What the user says of the server, until the server says otherwise.
             self._state.context_tokens = context_tokens
         self._notices: list[str] = []
+        # The limits the server's last reply stated (x-ratelimit-*), not yet passed on.
+        self._stated: StatedLimits | None = None
         self.spent = Usage()
 
     # --- the Analyzer protocol ----------------------------------------------------------
@@ -101,8 +105,12 @@ class OpenAIAnalyzer:
         return configured if room is None else max(MIN_CHUNK_TOKENS, min(configured, room))
 
     def take_notices(self) -> list[str]:
-        """Lines for the user gathered since the last call (formats, context size, usage)."""
+        """Lines for the user gathered since the last call (formats, context size, usage),
+        and the limits the server last stated, for the [PERF] lines."""
         notices, self._notices = self._notices, []
+        if self._stated is not None:
+            notices.append(ServerLimitsText(self._stated.text()))
+            self._stated = None
         return notices
 
     # --- splitting -----------------------------------------------------------------------
@@ -301,7 +309,7 @@ class OpenAIAnalyzer:
         else:
             completion = call(
                 self._pacer,
-                lambda: self._completions.create(**params),
+                functools.partial(self._whole_request, params),
                 tokens=request_tokens(params),
                 used=lambda reply: getattr(reply, "usage", None),
             )
@@ -330,6 +338,7 @@ class OpenAIAnalyzer:
         finish: str = ""
         usage: Any = None
         with self._completions.create(**params) as stream:
+            self._heed(stream.response.headers)
             try:
                 for chunk in stream:
                     if time.monotonic() > deadline:
@@ -360,6 +369,21 @@ class OpenAIAnalyzer:
                 retryable=True,
             )
         return "".join(parts), finish, usage
+
+    def _whole_request(self, params: dict[str, Any]) -> Any:
+        """A reply sent whole, its headers read first."""
+        raw = self._completions.with_raw_response.create(**params)
+        self._heed(raw.headers)
+        return raw.parse()
+
+    def _heed(self, headers: Any) -> None:
+        """The pace held to what a successful reply's headers say of the server's limits."""
+        stated = StatedLimits.from_headers(headers)
+        if stated is None:
+            return
+        self._stated = stated
+        if self._pacer is not None:
+            heed(self._pacer, stated)
 
     def _say(self, message: str) -> None:
         if message not in self._state.said:
