@@ -540,3 +540,72 @@ def test_kill_9_at_any_step_then_a_re_run_sends_nothing_twice(
     assert manifest is not None
     assert {e.status for e in manifest.chapters} == {mf.Status.COMPLETED}
     assert not list((out / ".imaginize.batches").glob("*.jsonl"))
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def _imaginize(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imaginize", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(home),
+        cwd=ROOT,
+    )
+
+
+def test_cli_a_server_without_batches_is_one_line_and_exit_2(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(batch_api=False)
+    server = ["--base-url", fake_openai.url, "--api-key", "test", "--model", "fake-model"]
+    done = _imaginize(SAMPLE, "-o", tmp_path / "out", *server, "--batch-api", home=tmp_path)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert errors == [
+        f"imaginize: error: 127.0.0.1:{fake_openai.port} has no Batch API (/v1/batches "
+        "answered 404); run without --batch-api"
+    ]
+    assert not [r for r in fake_openai.requests if r["method"] == "POST"]
+
+
+def test_cli_no_wait_status_and_estimate(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.script(responder=answer, batch_timing=[30, 30, 30])
+    server = ["--base-url", fake_openai.url, "--api-key", "test", "--model", "gpt-4o-mini"]
+    out = ["-o", tmp_path / "out"]
+    sent = _imaginize(SAMPLE, *out, *server, "--batch-api", "--no-wait", home=tmp_path)
+    assert sent.returncode == 3, sent.stderr  # incomplete: re-run to resume
+    assert "batch batch_fake1 submitted: 8 requests" in sent.stderr
+    status = _imaginize("status", SAMPLE, *out, home=tmp_path)
+    assert "8 batched" in status.stdout
+    assert re.search(r"batch batch_fake1\s+validating\s+0/8 done", status.stdout)
+    estimate = _imaginize(SAMPLE, *server, "--estimate", "--batch-api", home=tmp_path)
+    assert estimate.returncode == 0, estimate.stderr
+    rows = dict(
+        re.match(r"\s+(batch [a-z]+|enqueued tokens)\s+(.*)", line).groups()  # type: ignore[union-attr]
+        for line in estimate.stdout.splitlines()
+        if re.match(r"\s+(batch [a-z]+|enqueued tokens)\s", line)
+    )
+    assert rows["batch requests"].startswith("8 ")
+    assert rows["batch files"] == "1"
+    live = re.search(r"cost\s+\$([0-9.]+)", estimate.stdout)
+    batch = re.search(r"\$([0-9.]+)", rows["batch cost"])
+    assert live and batch and float(batch.group(1)) == pytest.approx(float(live.group(1)) / 2, 0.01)
+    cancel = _imaginize("batch", "cancel", SAMPLE, *out, *server[:4], home=tmp_path)
+    assert cancel.returncode == 0, cancel.stderr
+    assert "1 batch cancelled, 8 chapters back to pending" in cancel.stdout
+
+
+def test_then_live_does_the_follow_up_round_live(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.script(responder=answer, batch_timing=[0, 0, 0])
+    fake_openai.enqueue(reply("no json here"))  # chapter 1's batch reply needs a repair
+    out = tmp_path / "out"
+    library = run_batch_books([SAMPLE], _options(fake_openai, out), replace(FAST, then_live=True))
+    assert library.books[0].completed == 8
+    assert len(_created(fake_openai.requests)) == 1  # no second batch
+    chats = [r for r in fake_openai.requests if r["endpoint"] == "chat"]
+    assert len(chats) == 1  # only the repair, live; the first reply came from the batch
+    messages = chats[0]["body"]["messages"]
+    assert messages[-2] == {"role": "assistant", "content": "no json here"}
