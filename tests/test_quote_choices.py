@@ -13,6 +13,7 @@ from imaginize.analysis.openai.quote_choices import (
     MIN_CHARS,
     quote_choices,
 )
+from imaginize.analysis.openai.reply import QuoteFinder
 from imaginize.analysis.openai.reply_schema import reply_schema
 from imaginize.analysis.providers import ProviderConfig, ProviderKind, make_analyzer
 from imaginize.errors import ProviderError
@@ -98,3 +99,15 @@ def test_local_servers_get_bound_quotes_hosted_ones_do_not(
     analyzer = make_analyzer(config, book)
     assert isinstance(analyzer, OpenAIAnalyzer)
     assert analyzer._quote_choices is bound
+
+
+def test_straight_double_quotes_are_offered_curled_and_found_again() -> None:
+    # llama-cpp-python 0.3.36 escaped a `"` of an enum value as `\\"` in its grammar: the
+    # grammar failed to parse and the server died (connection refused for the rest of the run).
+    text = '"Tib!" she shouted across the harbour wall. "Tib, the light has gone out!"'
+    choices = quote_choices(text)
+    assert choices and all('"' not in choice for choice in choices)
+    finder = QuoteFinder(text)
+    found = [finder.find(choice) for choice in choices]
+    assert all(passage and passage in text for passage in found)
+    assert "Tib!\" she shouted" in found[0]

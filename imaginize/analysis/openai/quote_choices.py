@@ -51,7 +51,22 @@ def quote_choices(text: str) -> tuple[str, ...]:
             starts.append(start)
         ends = [*starts[1:], len(paragraph)]
         passages.extend(paragraph[a:b].strip() for a, b in zip(starts, ends, strict=True))
-    return _thinned(list(dict.fromkeys(p for p in passages if p)))
+    offered = (_curled(p) for p in passages if p and "\\" not in p)
+    return _thinned(list(dict.fromkeys(offered)))
+
+
+def _curled(passage: str) -> str:
+    """Straight double quotes as curly ones. llama-cpp-python 0.3.36 writes a `"` inside an
+    enum value into its grammar as `\\"`, which ends the literal: the grammar fails to parse
+    and the server process dies. The quote is matched back to the book's own words, where
+    curly and straight marks are the same (reply.QuoteFinder), so nothing is lost."""
+    out: list[str] = []
+    opening = True
+    for char in passage:
+        if char == '"':
+            char, opening = ("\u201c" if opening else "\u201d"), not opening
+        out.append(char)
+    return "".join(out)
 
 
 def _thinned(passages: list[str]) -> tuple[str, ...]:
