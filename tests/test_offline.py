@@ -797,6 +797,18 @@ def test_the_narrators_other_name_is_the_narrator() -> None:
     assert _holder(entries, "Mr. Sloane") != _holder(entries, "Nick")
 
 
+def test_he_was_a_after_the_narration_moved_on_is_someone_new() -> None:
+    text = (
+        "Tom walked into the garage, and he looked about. The interior was bare, when the "
+        "proprietor himself appeared in the door of an office. He was a blond, spiritless "
+        "man. Then Tom said he was thirsty. Later Tom laughed, and he left. Gatsby came in. "
+        "He was a tall, tanned man. Then Gatsby said he was glad."
+    )
+    entries = _entries([text])
+    assert "spiritless" not in entries["Tom"].description
+    assert "a tall, tanned man" in entries["Gatsby"].description
+
+
 # --- the real-world corpus -------------------------------------------------------------------
 
 

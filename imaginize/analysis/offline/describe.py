@@ -611,15 +611,32 @@ def _following(
     if gender not in _PERSONAL:
         return []
     out: list[str] = []
+    moved = False
     for j in range(at + 1, min(len(sentences), at + 1 + _FOLLOW)):
         nxt = sentences[j]
         if dialogue[j] or nxt.para > sentences[at].para + 1 or not nxt.tokens:
             break
+        if not _about(nxt, gender):
+            moved = True
+            continue
         got = _continued(nxt, gender, figures)
         if got is None:
             break
+        if moved:
+            # "... when the proprietor himself appeared. He was a blond, spiritless man":
+            # once the narration has turned to something else, "He was a ..." may bring in
+            # someone new.
+            got = [p for p in got if p.split()[0].lower() not in ("a", "an")]
         out.extend(got)
     return out
+
+
+def _about(s: Sentence, gender: str) -> bool:
+    """Whether a sentence goes on about someone by pronoun: it opens with he or his (she or
+    her, it or its), or a clause after a semicolon opens with he."""
+    subject, owner = _PERSONAL[gender]
+    opening = s.tokens[0].lower
+    return opening in (subject, owner) or _clause_opening(s, subject) is not None
 
 
 def _continued(s: Sentence, gender: str, figures: Mapping[str, str | None]) -> list[str] | None:
