@@ -388,23 +388,38 @@ def test_a_429_pause_in_redis_holds_the_other_host(
     assert sum(1 for r in log if r["status"] == 200) == 16
 
 
+# Every reply reports 200 tokens; the test server allows 1,000 in any 5 s (12,000 a minute).
+TOKEN_LIMIT = {"tpm": 12000, "rate_window": 5.0}
+
+
+def reporting_200_tokens(body: dict[str, Any]) -> dict[str, Any]:
+    return {**answer(body), "usage": {"prompt_tokens": 150, "completion_tokens": 50}}
+
+
 def test_two_hosts_share_one_token_budget_in_redis(
     fake_openai: FakeOpenAI, tmp_path: Path, redis_url: str
 ) -> None:
     """Each request reserves its prompt and output cap (thousands of tokens: a request every
     15 s at this --tpm) and gets back all but the 200 its reply reports using: the aggregate
-    follows the tokens used."""
-    fake_openai.script(
-        responder=lambda body: {
-            **answer(body),
-            "usage": {"prompt_tokens": 150, "completion_tokens": 50},
-        }
-    )
-    log = two_hosts(tmp_path, fake_openai, "--tpm", "24000", "--redis", redis_url)
+    follows the tokens used, and the server, counting the same tokens, refuses none."""
+    fake_openai.script(responder=reporting_200_tokens, **TOKEN_LIMIT)
+    log = two_hosts(tmp_path, fake_openai, "--tpm", "12000", "--redis", redis_url)
+    assert [r["status"] for r in log].count(429) == 0
     assert sum(1 for r in log if r["status"] == 200) == 16
     tokens_per_minute = aggregate_rpm(log) * 200
-    print(f"aggregate {tokens_per_minute:.0f} tokens/min of 24000 ({redis_url})")
-    assert 0.9 * 24000 <= tokens_per_minute <= 24000
+    print(f"aggregate {tokens_per_minute:.0f} tokens/min of 12000 ({redis_url})")
+    assert 0.9 * 12000 <= tokens_per_minute <= 12000
+
+
+def test_without_redis_two_hosts_each_spend_the_full_token_budget(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """The control: the same two hosts with their own file paces overrun the token limit."""
+    fake_openai.script(responder=reporting_200_tokens, **TOKEN_LIMIT)
+    log = two_hosts(tmp_path, fake_openai, "--tpm", "12000")
+    limited = [r["status"] for r in log].count(429)
+    print(f"without redis: {limited} requests refused with 429")
+    assert limited > 0
 
 
 def test_a_redis_restarted_mid_run_holds_requests_then_they_go_on(
