@@ -223,3 +223,25 @@ def test_a_wrong_redis_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
             lines = result.stderr.strip().splitlines()
             assert len(lines) == 1 and "--redis" in lines[0] and reason in lines[0], lines
             assert "hunter2" not in result.stderr
+
+
+def test_without_the_extra_enqueue_says_what_to_install(tmp_path: Path) -> None:
+    books = library(tmp_path / "books", chapters=1)
+    # An interpreter where rq cannot be imported, as without `pip install 'imaginize[redis]'`.
+    no_rq = (
+        "import sys; sys.modules['rq'] = None; "
+        "from imaginize.cli.entry import main; sys.exit(main())"
+    )
+    for args in (["enqueue", str(books[0])], ["worker"], ["status"]):
+        result = subprocess.run(
+            [sys.executable, "-c", no_rq, *args, "--redis", "redis://127.0.0.1:1/0"],
+            capture_output=True,
+            text=True,
+            env=CLEAN_ENV,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            "imaginize: error: --redis needs redis and rq: install 'imaginize[redis]'"
+        ]
