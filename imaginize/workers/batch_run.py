@@ -110,6 +110,10 @@ class _Planned:
     token: int
     lines: list[tuple[str, str, bytes, int]]  # custom_id, key, line, enqueued tokens
 
+    @property
+    def tokens(self) -> int:
+        return sum(line[3] for line in self.lines)
+
 
 class BatchRun:
     """The batch flow over prepared books (`run._join`); see the module docstring."""
@@ -186,8 +190,9 @@ class BatchRun:
         for book in self.books:
             self._resume(book)
         planned: list[_Planned] = []
+        room = self._room()
         for book in self.books:
-            planned += self._play(book)
+            planned += self._play(book, room - sum(p.tokens for p in planned))
         if self.batch.then_live:
             planned = [p for p in planned if not self._followup(p)]
         self._submit(planned)
@@ -375,31 +380,48 @@ class BatchRun:
 
     # --- 3. play the chapters over the replies -------------------------------------------------
 
-    def _play(self, book: _Book) -> list[_Planned]:
+    def _play(self, book: _Book, room: int) -> list[_Planned]:
+        """Play the book's chapters that may move: every batched one whose batches are
+        ingested, and pending ones while their requests fit in `room` tokens (the rest wait
+        for a later round rather than be played for nothing). Finished chapters are published
+        together, in one critical section."""
         job, store = book.job, book.job.store
         current = store.read()
         if current is None:
             return []
         now = self.clock()
         wanted = set(job.wanted)
-        ready = {e.number for e in bs.ready(current, wanted)}
-        todo = [
+        ready = bs.ready(current, wanted)
+        fresh = [
             e
             for e in current.chapters
-            if e.number in ready or (e.number in wanted and bs.can_batch(e, now, self.max_attempts))
+            if e.number in wanted
+            and e.status is not mf.Status.BATCHED
+            and bs.can_batch(e, now, self.max_attempts)
         ]
-        if not todo:
+        if not ready and not fresh:
             return []
         book.analyzer.replies = book.replies.load()
         chapters = {c.number: c for c in job.book.chapters}
         planned: list[_Planned] = []
-        for entry in todo:
+        finished: list[tuple[mf.Entry, ChapterResult]] = []
+        for entry in ready + fresh:
+            if entry.status is not mf.Status.BATCHED and room <= 0:
+                break
             outcome = self._play_one(book, entry, chapters[entry.number])
-            if outcome is not None:
+            if isinstance(outcome, _Planned):
                 planned.append(outcome)
+                room -= outcome.tokens
+            elif outcome is not None:
+                finished.append((entry, outcome))
+        self._publish(book, finished)
         return planned
 
-    def _play_one(self, book: _Book, entry: mf.Entry, chapter: Any) -> _Planned | None:
+    def _play_one(
+        self, book: _Book, entry: mf.Entry, chapter: Any
+    ) -> _Planned | ChapterResult | None:
+        """The chapter's result when every reply is in; its requests to send when some are
+        missing; None when it failed."""
         analyzer = book.analyzer
         analyzer.start_chapter()
         before = analyzer.spent
@@ -417,8 +439,7 @@ class BatchRun:
             for message in analyzer.take_notices():
                 self.sink(Notice(message))
         if not analyzer.missing:
-            self._publish(book, entry, result)
-            return None
+            return result
         if entry.attempts >= self.max_attempts:
             reason = analyzer.errors[-1] if analyzer.errors else "no usable reply"
             error = f"no reply after {entry.attempts} batch attempts: {reason}"
@@ -437,33 +458,42 @@ class BatchRun:
         if book.job.store.transact(lambda m: bs.fail(m, entry.number, entry.token, error, pair)):
             self.sink(Notice(f"{book.job.book.title}: chapter {entry.number} failed: {error}"))
 
-    def _publish(self, book: _Book, entry: mf.Entry, result: ChapterResult) -> None:
-        """As a worker publishes: staged, then renamed and recorded in one critical section,
-        only while the chapter still carries the token it was played under."""
-        out_dir = Path(book.job.out_dir)
-        result = replace(result, book_sha256=book.sha256)
-        staged = out_dir / CHAPTERS_DIR / f".{entry.number:03d}.{entry.token}.json"
-        write_json_atomic(staged, result.to_json(), sync_dir=False)  # as a worker writes it
-        final = out_dir / CHAPTERS_DIR / f"{entry.number:03d}.json"
+    def _publish(self, book: _Book, finished: list[tuple[mf.Entry, ChapterResult]]) -> None:
+        """As a worker publishes, for many chapters at once: each result staged, then, in one
+        critical section, each renamed into place and recorded, only while its chapter
+        still carries the token it was played under; the folder synced once."""
+        if not finished:
+            return
+        folder = Path(book.job.out_dir) / CHAPTERS_DIR
+        staged: dict[int, tuple[Path, ChapterResult]] = {}
+        for entry, result in finished:
+            result = replace(result, book_sha256=book.sha256)
+            path = folder / f".{entry.number:03d}.{entry.token}.json"
+            write_json_atomic(path, result.to_json(), sync_dir=False)  # as a worker writes it
+            staged[entry.number] = (path, result)
 
-        def change(m: mf.Manifest) -> tuple[mf.Manifest, bool]:
-            if not staged.exists():
-                # Swept by another process's start (its token is no claim's): played again
-                # next round.
-                return m, False
-            updated, ok = bs.complete(
-                m, entry.number, entry.token, self.clock(), result.usage.total_tokens
-            )
-            if ok:
-                os.replace(staged, final)
-                fsync_dir(final.parent)
-            return updated, ok
+        def change(m: mf.Manifest) -> tuple[mf.Manifest, list[ChapterResult]]:
+            done: list[ChapterResult] = []
+            now = self.clock()
+            for entry, _ in finished:
+                path, result = staged[entry.number]
+                if not path.exists():  # swept by another process's start: played again later
+                    continue
+                tokens = result.usage.total_tokens
+                m, ok = bs.complete(m, entry.number, entry.token, now, tokens)
+                if ok:
+                    os.replace(path, folder / f"{entry.number:03d}.json")
+                    done.append(result)
+            if done:
+                fsync_dir(folder)
+            return m, done
 
         try:
-            if book.job.store.transact(change):
+            for result in book.job.store.transact(change):
                 self.sink(ChapterFinished(result, 0.0, "batch", book.job.book.title))
         finally:
-            staged.unlink(missing_ok=True)
+            for path, _ in staged.values():
+                path.unlink(missing_ok=True)
 
     # --- 4. submit ----------------------------------------------------------------------
 
@@ -471,11 +501,9 @@ class BatchRun:
         by_book: dict[int, list[_Planned]] = {}
         for item in planned:
             by_book.setdefault(id(item.book), []).append(item)
-        held = self._enqueued()
-        if self._cap_refused and held:
+        room = self._room()
+        if room <= 0:
             return
-        self._cap_refused = False
-        room = max(0, self.limits.tokens - held)
         for items in by_book.values():
             units = [
                 (b"".join(line for _, _, line, _ in p.lines), sum(t for *_, t in p.lines))
@@ -485,6 +513,15 @@ class BatchRun:
             for indexes in files:
                 room -= sum(units[i][1] for i in indexes)
                 self._submit_file(items[0].book, [items[i] for i in indexes])
+
+    def _room(self) -> int:
+        """Tokens a new batch may enqueue now: the cap less what open batches hold; none
+        while any is open after a refusal for the cap."""
+        held = self._enqueued()
+        if self._cap_refused and held:
+            return 0
+        self._cap_refused = False
+        return max(0, self.limits.tokens - held)
 
     def _enqueued(self) -> int:
         """Tokens the open batches of these books hold against the cap."""
