@@ -249,14 +249,13 @@ def main(argv: list[str]) -> int:
     record("start", T_START)
     code = 1
     try:
-        # As the console entry does (`imaginize.cli.entry`): the forkserver starts before the CLI's
-        # imports, with the preload the run's analyzer wants, and this patch appended.
-        from imaginize.cli import entry as console
+        # The run starts the forkserver once the CLI has resolved the provider
+        # (`workers/startup.py`): with this patch appended to its preload, and timed.
         from imaginize.workers import forkserver
 
         if WORKER_PATCH not in forkserver.PRELOAD:
             forkserver.PRELOAD.append(WORKER_PATCH)
-        _timed("warm_up", forkserver.warm_up)(console.calls_server(rest, os.environ))
+        forkserver.warm_up = _timed("warm_up", forkserver.warm_up)
         from imaginize.cli.main import main as entry
 
         record("imported", time.monotonic(), imaginize=_imaginize_file())

@@ -46,8 +46,8 @@ from imaginize.settings import (
     ClaimPolicy,
     RunSettings,
 )
+from imaginize.workers import startup
 from imaginize.workers.autoscale import AutoScaler, initial_workers
-from imaginize.workers.forkserver import warm_up
 from imaginize.workers.launcher import Launcher
 from imaginize.workers.spec import WorkerSpec
 from imaginize.workers.worker import run_worker
@@ -194,7 +194,7 @@ def run_book(
     book_path = Path(book_path)
     here = options.in_process or analyzer is not None
     if not here:
-        warm_up(_calls_server(options))  # its imports overlap with parsing the book
+        startup.begin(options.settings.provider)  # its imports overlap with the reading
     job = _join(book_path, Path(options.out_dir or default_out_dir(book_path)), options, sink)
     try:
         _server_pause([job], options, sink)
@@ -219,7 +219,7 @@ def run_books(
     the others go on.
     """
     options = options or RunOptions()
-    warm_up(_calls_server(options))
+    startup.begin(options.settings.provider)
     jobs: list[_Prepared] = []
     skipped: dict[Path, str] = {}
     books = expand_books(paths)
@@ -288,10 +288,6 @@ def _server_pause(jobs: list[_Prepared], options: RunOptions, sink: EventSink) -
                     f"(within --max-wait {settings.max_wait:g}s)"
                 )
             )
-
-
-def _calls_server(options: RunOptions) -> bool:
-    return options.settings.provider.kind is ProviderKind.OPENAI
 
 
 def library_out_dirs(books: list[Path], out_dir: Path | None) -> list[Path]:

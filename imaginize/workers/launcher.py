@@ -35,8 +35,8 @@ from imaginize.model import Book
 from imaginize.pacing import open_pacer
 from imaginize.pacing.pace import SharedPace, pace_digest
 from imaginize.workers.autoscale import AutoScaler, process_rss
-from imaginize.workers.forkserver import context
 from imaginize.workers.spec import WorkerSpec
+from imaginize.workers.startup import worker_context
 from imaginize.workers.worker import process_main
 
 RESTARTS_PER_WORKER = 4
@@ -79,9 +79,7 @@ class Launcher:
         self.autoscaler = autoscaler
         self.sink = self._observe if autoscaler else sink
         self._outer_sink = sink
-        self._context = context(
-            any(spec.settings.provider.kind is ProviderKind.OPENAI for spec, _ in jobs)
-        )
+        self._context = worker_context(spec.settings.provider for spec, _ in jobs)
         self.watch_interval = watch_interval
         self.stores = [
             ManifestStore(Path(spec.out_dir), lock_lifetime=spec.settings.claims.lock_lifetime)
