@@ -837,6 +837,41 @@ def _catalogue_names(book: Book) -> dict[str, ElementKind]:
     return names
 
 
+# What the offline cast reaches on the gold books (benchmarks/cast_gold.py prints it all):
+# share of the top 30 character entries that are real, distinct characters; main characters
+# whose names are not all in one entry; gold non-people filed as people; gold looks carried.
+CAST_REACHED = {
+    "alice": (0.90, 1, 0, 0.70),
+    "frankenstein": (0.90, 0, 1, 0.65),
+    "gatsby": (0.85, 1, 1, 0.70),
+}
+
+
+@pytest.mark.parametrize("book", sorted(CAST_REACHED))
+def test_corpus_cast_against_gold(book: str) -> None:
+    from benchmarks.cast_gold import GOLD, score
+
+    gold = json.loads((GOLD / f"{book}.json").read_text(encoding="utf-8"))
+    catalogue = OfflineAnalyzer(_corpus_book(gold["book"])).catalogue
+    assert catalogue is not None
+    entries = [
+        {
+            "name": e.name,
+            "kind": e.kind.value,
+            "aliases": list(e.aliases),
+            "description": e.description,
+            "common": e.common,
+        }
+        for e in catalogue.entries
+    ]
+    s = score(gold, entries)
+    real, split, as_people, looks = CAST_REACHED[book]
+    assert s.real_share >= real, s.not_real
+    assert s.mains - s.merged <= split, s.split
+    assert len(s.as_people) <= as_people, s.as_people
+    assert s.looks_share >= looks, s.not_carried
+
+
 def test_corpus_alice() -> None:
     book = _corpus_book("gutenberg-pg11-alice.epub")
     names = _catalogue_names(book)
