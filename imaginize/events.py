@@ -36,6 +36,13 @@ class ServerLimitsText(str):
     __slots__ = ()
 
 
+class BatchStateText(str):
+    """A notice's text that is a batch's progress (--batch-api: submitted, in progress,
+    completed, failed): shown as a line of progress, not as a warning."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class ChapterStarted:
     number: int

@@ -577,7 +577,10 @@ def test_cli_no_wait_status_and_estimate(fake_openai: FakeOpenAI, tmp_path: Path
     out = ["-o", tmp_path / "out"]
     sent = _imaginize(SAMPLE, *out, *server, "--batch-api", "--no-wait", home=tmp_path)
     assert sent.returncode == 3, sent.stderr  # incomplete: re-run to resume
-    assert "batch batch_fake1 submitted: 8 requests" in sent.stderr
+    # A line of progress, not a warning.
+    assert "imaginize: The Lanternfruit Orchard: batch batch_fake1 submitted: 8 requests" in (
+        sent.stderr
+    )
     status = _imaginize("status", SAMPLE, *out, home=tmp_path)
     assert "8 batched" in status.stdout
     assert re.search(r"batch batch_fake1\s+validating\s+0/8 done", status.stdout)

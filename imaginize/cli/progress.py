@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from imaginize.analysis.pricing import format_cost
 from imaginize.events import (
+    BatchStateText,
     BookProgress,
     ChapterFailed,
     ChapterFinished,
@@ -100,6 +101,8 @@ class PlainProgress:
             case Notice(message=ServerLimitsText()):
                 self.server_limits = one_line(event.message)
                 return None
+            case Notice(message=BatchStateText()):
+                return f"imaginize: {one_line(event.message)}"
             case Notice():
                 return f"imaginize: warning: {one_line(event.message)}"
             case ChapterStarted():

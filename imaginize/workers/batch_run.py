@@ -69,6 +69,7 @@ from imaginize.errors import (
     ProviderError,
 )
 from imaginize.events import (
+    BatchStateText,
     ChapterFinished,
     EventSink,
     LibraryFinished,
@@ -305,7 +306,7 @@ class BatchRun:
         )
         if self._said.get(record.ref) != line:
             self._said[record.ref] = line
-            self.sink(Notice(line))
+            self.sink(Notice(BatchStateText(line)))
 
     # --- 2. resume what a killed process left ------------------------------------------------
 
@@ -364,12 +365,11 @@ class BatchRun:
         current = bs.record(after, record.ref) if after is not None else None
         if current is not None:
             self._observed(book, current, batch)  # refused at once, with its errors
-        self.sink(
-            Notice(
-                f"{book.job.book.title}: batch {batch.id} submitted: {record.requests} requests, "
-                f"{record.tokens:,} tokens enqueued"
-            )
+        submitted = (
+            f"{book.job.book.title}: batch {batch.id} submitted: {record.requests} requests, "
+            f"{record.tokens:,} tokens enqueued"
         )
+        self.sink(Notice(BatchStateText(submitted)))
 
     def _find(self, ref: str) -> Any:
         """The batch created for `ref` by a process killed before it recorded the id."""
