@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from imaginize.analysis.offline.lexicon import (
     ABBREVIATIONS,
     ACTION_VERBS,
+    APPEARANCE_ADJECTIVES,
     ARTICLES,
     BARE_HONORIFICS,
     BODY,
@@ -783,6 +784,15 @@ def _score_mention(sentences: Sequence[Sentence], m: Mention, score: Counter[Ele
             score[ElementKind.CHARACTER] += 1
         else:
             score[ElementKind.PLACE] += PLACE_PREPOSITIONS[prev]
+    # "the old Metropole", "the dark Rhine": a name after "the" and a looks word is seldom
+    # someone's ("the old De Lacey" is one mention of many).
+    if (
+        m.first >= 2
+        and toks[m.first - 1].lower in APPEARANCE_ADJECTIVES
+        and toks[m.first - 2].lower == "the"
+        and m.key[0] not in HONORIFICS
+    ):
+        score[ElementKind.PLACE] += 1
     # "the dog Rufus", "a dragon called Smaug"
     before = [t.lower for t in toks[max(0, m.first - 3) : m.first]]
     if any(w in CREATURES for w in before[-2:]):
