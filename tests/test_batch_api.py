@@ -612,3 +612,20 @@ def test_then_live_does_the_follow_up_round_live(fake_openai: FakeOpenAI, tmp_pa
     assert len(chats) == 1  # only the repair, live; the first reply came from the batch
     messages = chats[0]["body"]["messages"]
     assert messages[-2] == {"role": "assistant", "content": "no json here"}
+
+
+def test_a_live_run_leaves_batched_chapters_to_the_batch_run(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(responder=answer, batch_timing=[30, 30, 30])
+    server = ["--base-url", fake_openai.url, "--api-key", "test", "--model", "fake-model"]
+    out = ["-o", tmp_path / "out"]
+    _imaginize(SAMPLE, *out, *server, "--batch-api", "--no-wait", home=tmp_path)
+    # Without --batch-api: nothing to claim, nothing to wait for; the chapters stay batched.
+    live = _imaginize(SAMPLE, *out, *server, "--chapters", "1-8", home=tmp_path)
+    assert live.returncode == 3, live.stderr
+    assert "8 chapters or images were left unfinished" in live.stderr
+    assert not [r for r in fake_openai.requests if r["endpoint"] == "chat"]
+    manifest = ManifestStore(tmp_path / "out").read()
+    assert manifest is not None
+    assert {e.status for e in manifest.chapters} == {mf.Status.BATCHED}

@@ -816,13 +816,14 @@ def new_manifest(
 
 
 def settled(manifest: Manifest, max_attempts: int, wanted: Iterable[int] | None = None) -> bool:
-    """Nothing left to do for these chapters: each is completed or failed for good."""
+    """Nothing left to do for these chapters: each is completed or failed for good, or
+    batched (the batch run that sent it finishes it; a worker has nothing to do there)."""
     allowed = None if wanted is None else set(wanted)
     for position in manifest.open_positions():  # every other entry is settled
         entry = manifest.chapters[position]
         if allowed is not None and entry.number not in allowed:
             continue
-        if failed_for_good(entry, max_attempts):
+        if failed_for_good(entry, max_attempts) or entry.status is Status.BATCHED:
             continue
         return False
     return True
