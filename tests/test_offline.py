@@ -821,6 +821,20 @@ def test_a_name_after_the_and_a_looks_word_is_no_person() -> None:
     assert entries["De Lacey"].kind == ElementKind.CHARACTER
 
 
+def test_a_name_set_beside_its_species_is_one_animal() -> None:
+    text = (
+        "The poor little Lizard, Bill, was in the middle. Then the Dodo, the Lory and the "
+        "Eaglet ran off. The juror (it was Bill, the Lizard) wrote with one finger. Then the "
+        "Lizard sat still. Then Bill said he was tired. Later Bill wept, and he went. Then the "
+        "Dodo said it would race. Then the Lory said it was older. Then the Dodo laughed."
+    )
+    entries = _entries([text])
+    assert _holder(entries, "Lizard") == _holder(entries, "Bill")
+    assert entries[_holder(entries, "Bill")].kind == ElementKind.CREATURE
+    # A list of animals is no apposition.
+    assert _holder(entries, "Dodo") != _holder(entries, "Lory")
+
+
 # --- the real-world corpus -------------------------------------------------------------------
 
 
@@ -853,7 +867,7 @@ def _catalogue_names(book: Book) -> dict[str, ElementKind]:
 # share of the top 30 character entries that are real, distinct characters; main characters
 # whose names are not all in one entry; gold non-people filed as people; gold looks carried.
 CAST_REACHED = {
-    "alice": (0.90, 1, 0, 0.70),
+    "alice": (0.90, 0, 0, 0.70),
     "frankenstein": (0.90, 0, 1, 0.65),
     "gatsby": (0.90, 1, 0, 0.70),
 }

@@ -264,7 +264,8 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
     votes = {k: _gender_votes(sentences, k, ms) for k, ms in by_key.items()}
     genders = {k: _decide_gender(v, 2) for k, v in votes.items()}
     leaning = {k: _decide_gender(v, 1) for k, v in votes.items()}
-    clusters = _cluster(by_key, genders, _nicknames(sentences, mentions), leaning)
+    links = [*_nicknames(sentences, mentions), *_species_appositions(sentences, mentions)]
+    clusters = _cluster(by_key, genders, links, leaning)
     groups: list[NameGroup] = []
     for keys in clusters:
         ms = sorted((m for k in keys for m in by_key[k]), key=lambda m: (m.sentence, m.first))
@@ -350,6 +351,36 @@ def _plural_of(key: Key) -> set[str]:
         return set()
     w = key[0]
     return {w[:-1], w[:-2]} if w.endswith("es") else {w[:-1]}
+
+
+_LIST_WORDS = words("and or the a an")
+
+
+def _species_appositions(
+    sentences: Sequence[Sentence], mentions: Sequence[Mention]
+) -> list[tuple[Key, Key]]:
+    """A name and a capitalised species set side by side, twice or more: "(it was Bill, the
+    Lizard)", "the poor little Lizard, Bill, was in the middle" - one animal. Lists ("the
+    Dodo, the Lory and the Eaglet") pair two species, or go on with "and" or "the"."""
+    seen: Counter[tuple[Key, Key]] = Counter()
+    for a, b in itertools.pairwise(mentions):
+        if a.sentence != b.sentence or len(a.key) != 1 or len(b.key) != 1:
+            continue
+        toks = sentences[a.sentence].tokens
+        gap = b.first - a.last
+        if not toks[a.last].comma_after or not (
+            gap == 1 or (gap == 2 and toks[a.last + 1].lower == "the")
+        ):
+            continue
+        if a.first > 0 and toks[a.first - 1].comma_after:
+            continue  # "..., Alice, the Mouse": a list
+        if b.last + 1 < len(toks) and toks[b.last + 1].lower in _LIST_WORDS:
+            continue
+        species = [k for k in (a.key, b.key) if k[0].lower() in CREATURES]
+        if len(species) == 1:
+            name = b.key if species[0] == a.key else a.key
+            seen[(name, species[0])] += 1
+    return [pair for pair, n in seen.items() if n >= 2]
 
 
 def _nicknames(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> list[tuple[Key, Key]]:
