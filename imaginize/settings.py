@@ -46,6 +46,9 @@ DEFAULT_MAX_WAIT = 300.0  # the longest server-asked pause sat out; longer ones 
 DEFAULT_MAX_WORKERS = 6  # the ceiling of --concurrent auto
 # Images.
 DEFAULT_IMAGE_MODEL = "gpt-image-1"
+# --batch-api: tokens (prompt + max output of every request in open batches) a key may have
+# enqueued; gpt-4o-mini at usage tier 1 allows 2,000,000, the default keeps a margin.
+DEFAULT_BATCH_TOKEN_CAP = 1_800_000
 
 
 @dataclass(frozen=True)

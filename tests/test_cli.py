@@ -198,3 +198,17 @@ def test_retryable_errors_are_retried_within_the_cap(fake_openai: FakeOpenAI, bo
     result = imaginize(book, "-o", out, "--base-url", fake_openai.url, "--chapters", "1")
     assert result.returncode == 0, result.stderr
     assert [r["status"] for r in chat_requests(fake_openai)] == [500, 500, 200]
+
+
+def test_loading_the_cli_imports_no_server_client() -> None:
+    """`openai` takes about a second to import: a run loads it only in the workers that call
+    a server (their forkserver preloads it), a --batch-api run when it starts the batch flow;
+    the CLI itself, for an offline run, `status` or `--help`, never does."""
+    probe = (
+        "import sys, imaginize.cli.main; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'openai', 'httpx', 'rq'}))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"

@@ -8,23 +8,22 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from imaginize.analysis.estimate import Estimate
-from imaginize.analysis.openai.batch import DEFAULT_TOKEN_CAP, MAX_REQUESTS
-from imaginize.analysis.openai.chat import (
-    OUTPUT_BASE_TOKENS,
-    OUTPUT_TOKENS_CAP,
-    OUTPUT_TOKENS_PER_SCENE,
-)
 from imaginize.analysis.pricing import format_cost, price
 from imaginize.analysis.providers import ProviderKind, resolve_provider
 from imaginize.coordination import manifest as mf
 from imaginize.events import EventSink, RunFinished
 from imaginize.safetext import one_line
-from imaginize.workers.batch_run import BatchOptions, cancel_batches, run_batch_books
+from imaginize.settings import DEFAULT_BATCH_TOKEN_CAP
+
+if TYPE_CHECKING:
+    # The batch flow imports openai (~1 s): loaded by the commands that use it, so that the
+    # CLI of every other run starts without it.
+    from imaginize.workers.batch_run import BatchOptions
 
 F = Callable[..., Any]
 
@@ -43,7 +42,7 @@ def batch_run_options(command: F) -> F:
         click.option(
             "--batch-token-cap",
             type=click.IntRange(min=1000),
-            default=DEFAULT_TOKEN_CAP,
+            default=DEFAULT_BATCH_TOKEN_CAP,
             show_default=True,
             help="Enqueued tokens (prompt + max output) the open batches may hold.",
         ),
@@ -62,10 +61,12 @@ def batch_options(flags: dict[str, Any]) -> BatchOptions | None:
     """None unless --batch-api (or --batch-api-then-live) was given."""
     if not (flags.get("batch_api") or flags.get("batch_api_then_live")):
         return None
+    from imaginize.workers.batch_run import BatchOptions
+
     poll = float(os.environ.get("IMAGINIZE_BATCH_POLL", "30"))
     return BatchOptions(
         wait=not flags.get("no_wait"),
-        token_cap=int(flags.get("batch_token_cap") or DEFAULT_TOKEN_CAP),
+        token_cap=int(flags.get("batch_token_cap") or DEFAULT_BATCH_TOKEN_CAP),
         then_live=bool(flags.get("batch_api_then_live")),
         poll=poll,
     )
@@ -74,12 +75,21 @@ def batch_options(flags: dict[str, Any]) -> BatchOptions | None:
 def run_batch(
     books: tuple[Path, ...], options: Any, sink: EventSink, batch: BatchOptions
 ) -> tuple[tuple[RunFinished, ...], dict[Path, str]]:
+    from imaginize.workers.batch_run import run_batch_books
+
     library = run_batch_books(list(books), options, batch, sink)
     return library.books, library.skipped
 
 
 def render_batch_estimate(plan: Estimate, model: str, token_cap: int) -> str:
     """--estimate --batch-api: what the first round would send, and what it costs."""
+    from imaginize.analysis.openai.batch import MAX_REQUESTS
+    from imaginize.analysis.openai.chat import (
+        OUTPUT_BASE_TOKENS,
+        OUTPUT_TOKENS_CAP,
+        OUTPUT_TOKENS_PER_SCENE,
+    )
+
     caps = min(
         plan.requests * OUTPUT_TOKENS_CAP,
         plan.requests * OUTPUT_BASE_TOKENS + plan.scenes * OUTPUT_TOKENS_PER_SCENE,
@@ -136,6 +146,8 @@ def cancel(
 ) -> None:
     """Cancel the open batches of BOOK (or of every book in a folder); their chapters go
     back to pending."""
+    from imaginize.workers.batch_run import cancel_batches
+
     config = resolve_provider(
         ProviderKind.OPENAI, api_key=api_key, base_url=base_url, env=os.environ
     )

@@ -24,14 +24,12 @@ from imaginize.analysis.openai.chat import OpenAIAnalyzer, usage_from
 from imaginize.analysis.openai.errors import request_tokens
 from imaginize.errors import ProviderError
 from imaginize.model import Analysis, Chapter, Usage
+from imaginize.settings import DEFAULT_BATCH_TOKEN_CAP as DEFAULT_TOKEN_CAP
 
 ENDPOINT = "/v1/chat/completions"
 # OpenAI's limits for one batch file.
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
-# Enqueued tokens (prompt + max output of every request in open batches) a key may hold for
-# gpt-4o-mini at usage tier 1 is 2,000,000; the default keeps a margin under it.
-DEFAULT_TOKEN_CAP = 1_800_000
 REPLIES_NAME = ".imaginize.batch-replies.jsonl"
 
 
