@@ -25,6 +25,8 @@ same responder get the same replies. A reply step with "status" >= 400 goes to t
     batch_delays     {"upload" | "create" | "content": seconds}: the next such request is
                      logged and done, then answered that much later (once each), so a test
                      can kill a client while it waits for the answer
+    batch_errors     {"upload" | "create": status}: the next such request is refused with
+                     that status (once each), before anything is stored
 Each request is logged like the others (endpoint "files" or "batches"); a batch create's
 record also holds "custom_ids": the custom_id of every line of its input file.
 """
@@ -60,6 +62,7 @@ class FakeBatches:
         self.token_cap: int | None = None
         self.expire = 0
         self.delays: dict[str, float] = {}
+        self.errors: dict[str, int] = {}
         self._lock = threading.Lock()
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -105,6 +108,12 @@ class FakeBatches:
         if self.fake.api_key is not None and auth != f"Bearer {self.fake.api_key}":
             return _error(401, "Incorrect API key provided.", "invalid_api_key")
         method, head = handler.command, route[0]
+        if method == "POST" and len(route) == 1:
+            phase = {"files": "upload", "batches": "create"}.get(head, "")
+            with self._lock:
+                refused = self.errors.pop(phase, None)
+            if refused is not None:
+                return _error(refused, f"{phase} refused for the test", None)
         if head == "files" and len(route) == 1 and method == "POST":
             return self._upload(handler, raw, record)
         if head == "files" and len(route) >= 2 and method == "GET":

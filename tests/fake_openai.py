@@ -182,6 +182,7 @@ SCRIPT_KEYS = {
     "batch_token_cap",
     "batch_expire",
     "batch_delays",
+    "batch_errors",
 }
 # (message, type, code): close to what api.openai.com sends, so error mapping is realistic.
 ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
@@ -640,6 +641,7 @@ class FakeOpenAI:
             ("batch_token_cap", "token_cap"),
             ("batch_expire", "expire"),
             ("batch_delays", "delays"),
+            ("batch_errors", "errors"),
         ):
             if key in merged:
                 setattr(self.batches, attr, merged[key])

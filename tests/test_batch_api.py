@@ -265,9 +265,11 @@ def _options(server: FakeOpenAI | str, out_dir: Path, **named: Any) -> RunOption
 
 
 def _created(requests: list[dict[str, Any]]) -> list[list[str]]:
-    """The custom_ids of each batch created, in order."""
+    """The custom_ids of each batch created, in order (a create refused made none)."""
     return [
-        r["custom_ids"] for r in requests if r["path"] == "/v1/batches" and r["method"] == "POST"
+        r["custom_ids"]
+        for r in requests
+        if r["path"] == "/v1/batches" and r["method"] == "POST" and r["status"] == 200
     ]
 
 
@@ -629,3 +631,21 @@ def test_a_live_run_leaves_batched_chapters_to_the_batch_run(
     manifest = ManifestStore(tmp_path / "out").read()
     assert manifest is not None
     assert {e.status for e in manifest.chapters} == {mf.Status.BATCHED}
+
+
+@pytest.mark.parametrize("phase", ["upload", "create"])
+def test_a_refused_upload_or_create_is_sent_again_next_round(
+    phase: str, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(responder=answer, batch_timing=[0, 0, 0], batch_errors={phase: 503})
+    notices: list[str] = []
+    library = run_batch_books(
+        [SAMPLE],
+        _options(fake_openai, tmp_path / "out"),
+        FAST,
+        lambda e: notices.append(e.message) if isinstance(e, Notice) else None,
+    )
+    assert library.books[0].completed == 8
+    assert any("did not take it" in n for n in notices)
+    sent = _chapters_sent(fake_openai.requests)
+    assert len(sent) == 8 and len(set(sent)) == 8

@@ -317,7 +317,17 @@ class BatchRun:
                 continue
             if record.owner not in (None, self.owner) and not mf.owner_is_dead(record.owner):
                 continue  # another process is sending it now
+            self._sending(book, record)
+
+    def _sending(self, book: _Book, record: mf.BatchRecord) -> None:
+        """`_send`, where a server error leaves the record as it is, to be sent next round
+        (it stays this process's own until then); a refused key stops the run."""
+        try:
             self._send(book, record)
+        except openai.AuthenticationError as exc:
+            raise AuthenticationError(f"{self.server} refused the API key: {exc}") from None
+        except openai.APIError as exc:
+            self.sink(Notice(f"batch file {record.ref}: {self.server} did not take it ({exc})"))
 
     def _send(self, book: _Book, record: mf.BatchRecord) -> None:
         """Upload and create batch `record` (recorded, its local file written), recording
@@ -559,7 +569,7 @@ class BatchRun:
         assert current is not None
         sent = bs.record(current, ref)
         if sent is not None:
-            self._send(book, sent)
+            self._sending(book, sent)
 
     # --- --batch-api-then-live ---------------------------------------------------------------
 
