@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,7 +13,7 @@ from imaginize import cancel
 from imaginize.analysis.openai.chat import OpenAIAnalyzer
 from imaginize.analysis.pipeline import analyze_chapter
 from imaginize.coordination import manifest as mf
-from imaginize.coordination.claims import Heartbeat, Interrupts, Stop, within
+from imaginize.coordination.claims import Abandoned, Heartbeat, StopFlag, within
 from imaginize.coordination.store import ManifestStore
 from imaginize.errors import ProviderError
 from imaginize.model import Chapter
@@ -95,95 +93,71 @@ def test_a_lost_claim_cancels_the_work(tmp_path: Path) -> None:
     assert len(seen) < 100
 
 
-# --- when a stop may interrupt the main thread -------------------------------------------------
+# --- stopping: a flag that within polls -----------------------------------------------------------
 
 
-def test_a_stop_outside_a_wait_is_only_recorded() -> None:
-    interrupts = Interrupts()
-    interrupts.stop()  # e.g. between a claim and the code that would release it: no raise
-    assert interrupts.requested.is_set()
-
-
-def test_a_stop_during_the_wait_interrupts_it_once() -> None:
-    interrupts = Interrupts()
-    with pytest.raises(Stop), interrupts.waiting():
-        interrupts.stop()
-        pytest.fail("the wait went on")
-    # The release that follows must not be cut short by a second signal.
-    interrupts.stop()
-
-
-def test_a_stop_just_before_the_wait_ends_it_before_it_starts() -> None:
-    interrupts = Interrupts()
-    interrupts.stop()
-    entered = False
-    with pytest.raises(Stop), interrupts.waiting():
-        entered = True
-    assert not entered
-
-
-def test_a_stop_during_within_gives_the_work_up_and_cancels_it() -> None:
+def test_a_stop_at_once_during_within_gives_the_work_up_and_cancels_it() -> None:
     """As in a worker: the SIGTERM handler (here SIGALRM's) runs in the main thread while it
-    waits in within's join."""
-    interrupts = Interrupts()
+    waits in within; it only sets the flag, and within notices at its next look."""
+    stop = StopFlag()
     token = threading.Event()
-    previous = signal.signal(signal.SIGALRM, lambda signum, frame: interrupts.stop())
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: stop.stop_now())
     signal.setitimer(signal.ITIMER_REAL, 0.2)
     started = time.monotonic()
     try:
-        with pytest.raises(Stop):
-            within(30, lambda: token.wait(30), "w", cancel=token, interrupts=interrupts)
+        with pytest.raises(Abandoned):
+            within(30, lambda: token.wait(30), "w", cancel=token, stop=stop)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert time.monotonic() - started < 10  # not the 30 s of the work
+    assert time.monotonic() - started < 5  # not the 30 s of the work
     assert token.is_set()  # the abandoned work is told to stop spending
 
 
-def _stop_twice(at: int) -> tuple[bool, int]:
-    """Call Interrupts.stop() in a thread, and stop() again (the second signal's handler) at
-    its `at`-th traced line (0: never). Whether it finished in 5 s, and how many lines it
-    ran (up to the second call)."""
-    interrupts = Interrupts()
-    seen = 0
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        nonlocal seen
-        if event == "line":
-            seen += 1
-            if seen == at:
-                sys.settrace(None)
-                interrupts.stop()
-        return tracer
-
-    def first() -> None:
-        sys.settrace(tracer)
-        try:
-            interrupts.stop()
-        finally:
-            sys.settrace(None)
-        done.set()
-
-    done = threading.Event()
-    threading.Thread(target=first, daemon=True).start()
-    finished = done.wait(5)
-    return finished and interrupts.requested.is_set(), seen
-
-
-def test_a_second_stop_landing_anywhere_inside_the_first_does_not_hang() -> None:
-    """Two SIGTERMs microseconds apart: the second handler runs in the same thread, in the
-    middle of the first (threading.Event.set, which takes a lock, hung a worker on it)."""
-    finished, lines = _stop_twice(0)  # at no line: how many lines one stop runs
-    assert finished and lines > 0
-    for at in range(1, lines + 1):
-        finished, _ = _stop_twice(at)
-        assert finished, f"a second stop at line {at} of the first hung it"
-
-
-def test_a_stop_recorded_before_within_starts_no_work() -> None:
-    interrupts = Interrupts()
-    interrupts.stop()
+def test_a_stop_at_once_before_within_starts_no_work() -> None:
+    stop = StopFlag()
+    stop.stop_now()
     started = threading.Event()
-    with pytest.raises(Stop):
-        within(5, started.set, "w", interrupts=interrupts)
+    with pytest.raises(Abandoned):
+        within(5, started.set, "w", stop=stop)
     assert not started.is_set()  # no request sent for a chapter about to be given back
+
+
+def test_leaving_after_the_work_lets_it_finish() -> None:
+    """Retirement (--concurrent auto shrinking) finishes the unit in hand."""
+    stop = StopFlag()
+    stop.finish_and_leave()
+    assert within(5, lambda: time.sleep(0.2) or "done", "w", stop=stop) == "done"
+    assert stop.requested and not stop.at_once
+
+
+def test_work_that_finished_as_the_stop_came_is_kept() -> None:
+    stop = StopFlag()
+
+    def work() -> str:
+        stop.stop_now()  # the stop lands as the work returns: its result is not thrown away
+        return "done"
+
+    assert within(5, work, "w", stop=stop) == "done"
+
+
+def test_work_that_fails_because_it_was_given_up_is_not_its_failure() -> None:
+    """Giving the work up shuts its connection (the token's cut-offs): the error the work
+    then ends with must not be taken for its outcome (the unit would count a failure
+    instead of going back uncounted)."""
+    stop = StopFlag()
+    token = cancel.Token()
+    shut = threading.Event()
+
+    def cut_off() -> None:
+        shut.set()
+        time.sleep(0.1)  # the work thread records its error meanwhile
+
+    def work() -> None:
+        token.add(cut_off)
+        stop.stop_now()
+        shut.wait(10)
+        raise ProviderError("connection closed")
+
+    with pytest.raises(Abandoned):
+        within(10, work, "w", cancel=token, stop=stop)

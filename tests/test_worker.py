@@ -4,6 +4,7 @@ this process against real manifests, with a stand-in analyzer."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +18,8 @@ from imaginize.analysis.offline import analyzer as offline
 from imaginize.analysis.providers import ProviderConfig, ProviderKind
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.atomic import write_json_atomic
-from imaginize.coordination.claims import Flag, Interrupts, Stop
+from imaginize.coordination.claims import StopFlag
 from imaginize.coordination.store import ManifestStore
-from imaginize.errors import ExitCode
 from imaginize.events import ChapterFinished, ChapterRetry, ChapterStarted
 from imaginize.guides.images import ImageOptions
 from imaginize.model import Analysis, Book, Chapter, Usage
@@ -28,6 +28,9 @@ from imaginize.settings import ClaimPolicy, RunSettings
 from imaginize.workers import worker
 from imaginize.workers.spec import WorkerSpec
 from imaginize.workers.worker import _claim_next, run_jobs, run_worker
+from tests.fake_openai import FakeOpenAI
+from tests.replies import answer
+from tests.test_cli import SAMPLE, imaginize, start_imaginize
 
 PROVIDER = ProviderConfig(ProviderKind.OPENAI, "fake", api_key="test", base_url="http://x/v1")
 OFFLINE = ProviderConfig(ProviderKind.OFFLINE, "heuristic")
@@ -82,10 +85,10 @@ def test_an_idle_worker_waits_for_retries_it_may_still_claim(tmp_path: Path) -> 
     claims = ClaimPolicy(poll=0.2, max_attempts=3)
     spec = WorkerSpec("book.epub", str(tmp_path), RunSettings(PROVIDER, claims=claims))
     # Chapter 2 is failed for good and 3 is not wanted: neither is a reason to wake early.
-    wait = _claim_next(store, spec, mf.owner_id("w1"), (1, 2), lambda: False)
+    wait = _claim_next(store, spec, mf.owner_id("w1"), (1, 2), StopFlag())
     assert wait == 0.2
     # A retry due soon among the wanted ones is.
-    wait = _claim_next(store, spec, mf.owner_id("w1"), (1, 2, 4), lambda: False)
+    wait = _claim_next(store, spec, mf.owner_id("w1"), (1, 2, 4), StopFlag())
     assert isinstance(wait, float) and 0.04 <= wait <= 0.05
 
 
@@ -177,16 +180,16 @@ def test_a_worker_told_to_stop_meanwhile_gives_back_the_chapter_its_publish_clai
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec, book = make_book(tmp_path, "one", 3)
-    stop = threading.Event()
+    stop = StopFlag()
     chained = ManifestStore.publish_and_claim
 
     def stopped_during(store: ManifestStore, *args: Any, **kwargs: Any) -> Any:
         outcome = chained(store, *args, **kwargs)
-        stop.set()  # the signal lands while the transaction runs
+        stop.finish_and_leave()  # the signal lands while the transaction runs
         return outcome
 
     monkeypatch.setattr(ManifestStore, "publish_and_claim", stopped_during)
-    assert run_worker(spec, "w1", book=book, analyzer=Quick(), should_stop=stop.is_set) == 1
+    assert run_worker(spec, "w1", book=book, analyzer=Quick(), stop=stop) == 1
     m = ManifestStore(Path(spec.out_dir)).read()
     assert m is not None
     assert m.entry(1).status is mf.Status.COMPLETED
@@ -199,13 +202,9 @@ def test_a_worker_told_to_stop_meanwhile_gives_back_the_chapter_its_publish_clai
 
 def test_a_worker_stopping_before_it_publishes_claims_nothing_more(tmp_path: Path) -> None:
     spec, book = make_book(tmp_path, "one", 3)
-    stop = threading.Event()
-    assert (
-        run_worker(
-            spec, "w1", book=book, analyzer=Quick(lambda c: stop.set()), should_stop=stop.is_set
-        )
-        == 1
-    )
+    stop = StopFlag()
+    leave = Quick(lambda c: stop.finish_and_leave())
+    assert run_worker(spec, "w1", book=book, analyzer=leave, stop=stop) == 1
     m = ManifestStore(Path(spec.out_dir)).read()
     assert m is not None
     assert m.entry(1).status is mf.Status.COMPLETED
@@ -327,23 +326,38 @@ def test_an_idle_wait_without_changes_sleeps_it_all_in_short_naps(tmp_path: Path
     assert naps == [pytest.approx(0.001)]
 
 
-def test_a_stop_landing_while_the_worker_sets_up_ends_it_quietly(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Stop escaping while serve sets up (say the handler is in place and a signal raises):
-    serve must answer with the interrupted status, not a traceback."""
+def test_a_stop_at_once_gives_the_chapter_in_hand_back(tmp_path: Path) -> None:
+    """SIGTERM (stop_now) while a chapter is being analysed: within gives it up within a
+    poll, the chapter goes back uncounted and nothing else is claimed."""
+    spec, book = make_book(tmp_path, "one", 3)
+    stop = StopFlag()
+    working = threading.Event()
 
-    def installed_then_signalled(interrupts: Interrupts, retire: Flag) -> None:
-        interrupts.requested.set()
-        raise Stop
+    def hang(chunk: Chapter) -> None:
+        working.set()
+        time.sleep(30)
 
-    monkeypatch.setattr(worker, "_install_signals", installed_then_signalled)
-    assert worker.serve([], "w1") == ExitCode.INTERRUPTED
+    threading.Thread(target=lambda: working.wait(30) and stop.stop_now(), daemon=True).start()
+    started = time.monotonic()
+    assert run_worker(spec, "w1", book=book, analyzer=Quick(hang), stop=stop) == 0
+    assert time.monotonic() - started < 5
+    m = ManifestStore(Path(spec.out_dir)).read()
+    assert m is not None
+    one = m.entry(1)
+    assert (one.status, one.owner, one.attempts) == (mf.Status.PENDING, None, 0)
+    assert [e.token for e in m.chapters[1:]] == [0, 0]
 
 
 def test_an_idle_wait_ends_when_the_worker_is_asked_to_stop(tmp_path: Path) -> None:
     naps: list[float] = []
-    worker._nap(150.0, [tmp_path / "m.json"], naps.append, should_stop=lambda: len(naps) >= 3)
+    stop = StopFlag()
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 3:
+            stop.finish_and_leave()
+
+    worker._nap(150.0, [tmp_path / "m.json"], nap, stop)
     assert len(naps) == 3  # not the 7,500 naps of 150 s
 
 
@@ -371,3 +385,62 @@ def test_the_offline_index_is_built_before_the_first_claim(
     assert [e.attempts for e in m.chapters] == [1, 1]
     assert len(built) == 1 and m.entry(1).claimed_at is not None
     assert m.entry(1).claimed_at >= built[0]
+
+
+# --- what workers tell the user in process mode ------------------------------------------------
+
+
+def test_takeovers_and_discarded_results_reach_the_user_in_process_mode(tmp_path: Path) -> None:
+    """`imaginize book.epub -j 2`: a worker taking over a dead worker's chapter, and a worker
+    whose chapter was taken over while it worked, both say so on the CLI's stderr."""
+    book = tmp_path / "sample.epub"
+    shutil.copy(SAMPLE, book)
+    out = tmp_path / "out"
+    dead = mf.owner_id("w9", pid=999_999)  # no process has this pid: provably gone
+    with FakeOpenAI(responder=lambda body: {**answer(body), "delay": 0.8}) as server:
+        args = ("-o", out, "--base-url", server.url)
+        first = imaginize(book, *args, "--chapters", "1")
+        assert first.returncode == 0, first.stderr
+        store = ManifestStore(out)
+        # Chapter 5 is left in progress by a worker that died: whoever reaches it takes it over.
+        store.transact(lambda m: mf.claim(m, dead, time.time(), wanted=[5]))
+        run = start_imaginize(book, *args, "-j", "2")
+        try:
+
+            def working_on() -> int | None:
+                current = store.read()
+                busy = [] if current is None else current.chapters
+                return next(
+                    (
+                        e.number
+                        for e in busy
+                        if e.status is mf.Status.IN_PROGRESS and e.owner != dead and e.number > 5
+                    ),
+                    None,
+                )
+
+            stolen = wait_until(working_on, 60)
+
+            def steal(m: mf.Manifest) -> tuple[mf.Manifest, None]:
+                # As a worker would after the lease: the claim gets a new owner and token.
+                entry = replace(m.entry(stolen), owner=dead, token=m.next_token)
+                return replace(m.with_entry(entry), next_token=m.next_token + 1), None
+
+            store.transact(steal)
+            _, stderr = run.communicate(timeout=120)
+        finally:
+            run.kill()
+    assert run.returncode == 0, stderr
+    assert "chapter 5: taken over (owner " in stderr, stderr
+    assert f"chapter {stolen}: taken over (owner " in stderr, stderr
+    assert f"chapter {stolen}: claim " in stderr and "was taken over; result discarded" in stderr
+
+
+def wait_until(condition: Callable[[], int | None], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = condition()
+        if got is not None:
+            return got
+        time.sleep(0.02)
+    raise AssertionError("timed out")

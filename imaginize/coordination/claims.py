@@ -3,9 +3,10 @@ work runs, giving up on work past its deadline, and recording a failure."""
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+import time
+from collections.abc import Callable
 from typing import TypeVar
 
 from imaginize.cancel import bind
@@ -20,54 +21,32 @@ from imaginize.safetext import mask_secrets
 T = TypeVar("T")
 
 
-class Stop(BaseException):
-    """Raised in a worker's main thread to abandon the chapter in hand (SIGTERM)."""
-
-
-class Flag:
-    """A flag for signal handlers to set. `threading.Event.set` takes a lock that a second
-    signal, its handler running in the same thread in the middle of the first `set`, would
-    wait on for ever: two SIGTERMs 50-200 µs apart hung a worker with its chapter claimed."""
+class StopFlag:
+    """How a worker is asked to stop: set by its signal handlers, its lifeline thread and a
+    caller in the same process; polled by its waits (`within`, the idle nap) and checked by
+    the loop before each claim. Setting it only assigns attributes: nothing is raised into
+    the interrupted code, and a second signal landing inside the first handler finds
+    nothing half done."""
 
     def __init__(self) -> None:
-        self._set = False
+        # Claim nothing more (the unit in hand is finished and published first) ...
+        self.requested = False
+        # ... and give the unit in hand back at once instead.
+        self.at_once = False
 
-    def set(self) -> None:
-        self._set = True
+    def finish_and_leave(self) -> None:
+        """Fewer workers wanted (--concurrent auto shrinking): finish the unit, then leave."""
+        self.requested = True
 
-    def is_set(self) -> bool:
-        return self._set
+    def stop_now(self) -> None:
+        """SIGTERM, or the launcher gone: give the unit in hand back and leave."""
+        self.requested = True
+        self.at_once = True
 
 
-class Interrupts:
-    """When a stop (SIGTERM) may interrupt a worker's main thread: only while it waits for the
-    work on a claimed unit (`waiting()`, in `within`), whose caller gives the claim back on
-    Stop. Raised anywhere else, say between a claim and the code that would release it, Stop
-    would leave the claim in progress under a dead owner; there a stop is only recorded
-    (`requested`), and the worker loop sees it at its next step."""
-
-    def __init__(self) -> None:
-        self.requested = Flag()
-        self._waiting = False
-
-    def stop(self) -> None:
-        """From the SIGTERM handler, in the main thread."""
-        self.requested.set()
-        if self._waiting:
-            # Once: a second SIGTERM (the launcher's lifeline closing too, a service manager
-            # signalling every process) must not cut short the release the first one started.
-            self._waiting = False
-            raise Stop
-
-    @contextmanager
-    def waiting(self) -> Iterator[None]:
-        self._waiting = True
-        try:
-            if self.requested.is_set():  # it came just before
-                raise Stop
-            yield
-        finally:
-            self._waiting = False
+class Abandoned(Exception):
+    """`within` gave the work up because the worker was told to stop at once: its caller
+    gives the claim back without counting the attempt."""
 
 
 class Heartbeat:
@@ -111,21 +90,25 @@ class Heartbeat:
                 continue  # a slow lock or a full disk this round; the lease is many beats long
 
 
+# How soon work in hand is given up once a stop asks for it: `within` looks this often.
+STOP_POLL = 0.05
+
+
 def within(
-    seconds: float,
+    seconds: float | None,
     work: Callable[[], T],
     name: str,
     cancel: threading.Event | None = None,
-    interrupts: Interrupts | None = None,
+    stop: StopFlag | None = None,
 ) -> T:
-    """`work()`, run in a thread so that work past its deadline, or stopped (`interrupts`), is
-    given up on without waiting for it. The thread's cancel token is set then (and may be set
-    earlier by the caller, e.g. when the claim is lost), so the abandoned work sends no
-    further request."""
+    """`work()`, run in a thread so that work past its deadline (`seconds`; None: none), or
+    stopped (`stop.at_once`: `Abandoned`), is given up on without waiting for it. The thread's
+    cancel token is set then (and may be set earlier by the caller, e.g. when the claim is
+    lost), so the abandoned work sends no further request."""
+    if stop is not None and stop.at_once:
+        raise Abandoned(name)  # not even started: a stopping worker sends no new request
     outcome: list[T | BaseException] = []
     token = cancel or threading.Event()
-    if interrupts is not None and interrupts.requested.is_set():
-        raise Stop  # not even started: a stopping worker sends no new request
 
     def target() -> None:
         bind(token)
@@ -136,14 +119,22 @@ def within(
 
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
+    deadline = math.inf if seconds is None else time.monotonic() + seconds
     try:
-        with interrupts.waiting() if interrupts is not None else nullcontext():
-            thread.join(seconds)
-    except BaseException:
-        token.set()
-        raise
-    if not outcome:
-        token.set()
+        while thread.is_alive() and not (stop is not None and stop.at_once):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            thread.join(min(left, STOP_POLL))
+    finally:
+        # Decided before the token is set: its cut-offs shut the work's connection, and the
+        # error that makes the work end with must not count as the unit's own failure.
+        finished = bool(outcome)
+        if not finished:  # given up (or a library caller's Ctrl-C): the work stops spending
+            token.set()
+    if not finished:
+        if stop is not None and stop.at_once:
+            raise Abandoned(name)
         raise ProviderError(f"timed out after {seconds:g}s", retryable=True)
     if isinstance(outcome[0], BaseException):
         raise outcome[0]

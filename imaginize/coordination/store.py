@@ -78,8 +78,7 @@ class ManifestStore:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        # No stop interrupts a critical section: a worker raises Stop only while it waits for
-        # the work on a unit (claims.Interrupts), never inside a transaction.
+        # No stop interrupts a critical section: a worker's signal handlers only set a flag.
         if not self._threads.acquire(timeout=self._lock_timeout):
             raise LockTimeout(
                 f"{self.lock_path}: could not take the lock in {self._lock_timeout:g}s "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from imaginize.cancel import Token
 from imaginize.coordination.atomic import write_atomic
-from imaginize.coordination.claims import Heartbeat, Interrupts, Stop, record_failure, within
+from imaginize.coordination.claims import Abandoned, Heartbeat, StopFlag, record_failure, within
 from imaginize.coordination.manifest import Claim
 from imaginize.errors import AuthenticationError, ServerPaused, ServerUnreachable
 from imaginize.events import EventSink, ImageFinished, Notice
@@ -63,7 +63,7 @@ def work_on_image(
     claim: Claim,
     worker_id: str,
     sink: EventSink,
-    interrupts: Interrupts | None = None,
+    stop: StopFlag | None = None,
 ) -> bool:
     """Make the claimed scene's image and publish it; False when it failed or was lost."""
     chapter, scene = unit_parts(claim.number)
@@ -85,10 +85,13 @@ def work_on_image(
                 make,
                 f"image-{claim.number}",
                 cancel=beat.lost,
-                interrupts=interrupts,
+                stop=stop,
             )
         ext = detect_extension(data)
-    except (KeyboardInterrupt, Stop, AuthenticationError, ServerPaused):
+    except Abandoned:  # told to stop at once: given back, the attempt not counted
+        job.store.release(claim.number, claim.token)
+        return False
+    except (AuthenticationError, ServerPaused, KeyboardInterrupt):
         job.store.release(claim.number, claim.token)
         raise
     except ServerUnreachable as away:  # not the image's fault: nothing spent, all wait

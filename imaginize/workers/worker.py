@@ -19,11 +19,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext, suppress
-from dataclasses import dataclass, replace
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import FrameType
 
 from imaginize.analysis.base import Analyzer
 from imaginize.analysis.pipeline import (
@@ -33,7 +32,7 @@ from imaginize.analysis.providers import ProviderKind, make_analyzer
 from imaginize.cancel import Token
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.atomic import write_json_atomic
-from imaginize.coordination.claims import Flag, Heartbeat, Interrupts, Stop, record_failure, within
+from imaginize.coordination.claims import Abandoned, Heartbeat, StopFlag, record_failure, within
 from imaginize.coordination.store import ManifestStore
 from imaginize.errors import (
     AuthenticationError,
@@ -70,21 +69,14 @@ def run_worker(
     worker_id: str,
     *,
     sink: EventSink = ignore,
-    should_stop: Callable[[], bool] = lambda: False,
+    stop: StopFlag | None = None,
     book: Book | None = None,
     analyzer: Analyzer | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Work on one book until its wanted chapters are settled or `should_stop()`; returns
-    how many chapters this worker published."""
-    return run_jobs(
-        [(spec, book)],
-        worker_id,
-        sink=sink,
-        should_stop=should_stop,
-        analyzer=analyzer,
-        sleep=sleep,
-    )
+    """Work on one book until its wanted chapters are settled or `stop` is requested;
+    returns how many chapters this worker published."""
+    return run_jobs([(spec, book)], worker_id, sink=sink, stop=stop, analyzer=analyzer, sleep=sleep)
 
 
 @dataclass
@@ -96,8 +88,7 @@ class _Job:
     book: Book
     analyzer: Analyzer
     images: ImageJob | None = None
-    # The process's stop handling (serve): None in a run_worker of the calling process.
-    interrupts: Interrupts | None = None
+    stop: StopFlag = field(default_factory=StopFlag)
     pacer: SharedPace | None = None
     # Whether the analyzer has built what it needs before its first chapter (`_ready`).
     warmed: bool = False
@@ -142,9 +133,10 @@ def _ready(job: _Job) -> float:
     if not job.warmed:
         warm_up = getattr(job.analyzer, "warm_up", None)
         if warm_up is not None:
-            # A stop may interrupt it: nothing is claimed yet.
-            with job.interrupts.waiting() if job.interrupts is not None else nullcontext():
-                warm_up()
+            try:  # in a thread, so that a stop need not wait for it: nothing is claimed yet
+                within(None, warm_up, "warm-up", stop=job.stop)
+            except Abandoned:
+                return 0.0  # the loop sees the stop before it claims
         job.warmed = True
     return job.pacer.pause_left() if job.pacer is not None else 0.0
 
@@ -154,26 +146,26 @@ def run_jobs(
     worker_id: str,
     *,
     sink: EventSink = ignore,
-    should_stop: Callable[[], bool] = lambda: False,
+    stop: StopFlag | None = None,
     analyzer: Analyzer | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    interrupts: Interrupts | None = None,
 ) -> int:
     """Work on several books, one chapter at a time, in book order: a worker takes the first
     claimable chapter of the first book that has one, and leaves when every book is settled."""
+    stop = stop or StopFlag()
     prepared = [_prepare(spec, book, analyzer, sink) for spec, book in jobs]
     for job in prepared:
-        job.interrupts = interrupts
+        job.stop = stop
     owner = mf.owner_id(worker_id)
     published = 0
-    while not should_stop():
+    while not stop.requested:
         waits: list[float] = []
         worked = False
         for job in prepared:
             # A chapter's publish takes the book's next chapter in the same transaction only
             # while every book before this one is settled: that is the chapter the loop would
             # take next anyway.
-            outcome = _step(job, owner, worker_id, sink, should_stop, chain=not waits)
+            outcome = _step(job, owner, worker_id, sink, chain=not waits)
             if isinstance(outcome, _Worked):
                 published += outcome.published
                 worked = True
@@ -184,7 +176,7 @@ def run_jobs(
             continue
         if not waits:
             break  # every book is settled
-        _nap(min(waits), _watched(prepared), sleep, should_stop)
+        _nap(min(waits), _watched(prepared), sleep, stop)
     return published
 
 
@@ -203,7 +195,7 @@ def _nap(
     seconds: float,
     manifests: list[Path],
     sleep: Callable[[float], None],
-    should_stop: Callable[[], bool] = lambda: False,
+    stop: StopFlag | None = None,
 ) -> None:
     """Sleep `seconds`, waking early once any of `manifests` is rewritten (a publish, a
     release, a reset): the last chapter's publish ends every idle worker's wait at once, and a
@@ -213,7 +205,7 @@ def _nap(
     naps = max(1, math.ceil(seconds / CHANGE_CHECK))
     for _ in range(naps):
         sleep(seconds / naps)
-        if should_stop() or [_stamp(path) for path in manifests] != before:
+        if (stop is not None and stop.requested) or [_stamp(path) for path in manifests] != before:
             return
 
 
@@ -240,7 +232,6 @@ def _step(
     owner: str,
     worker_id: str,
     sink: EventSink,
-    should_stop: Callable[[], bool],
     *,
     chain: bool,
 ) -> _Worked | float | None:
@@ -248,14 +239,14 @@ def _step(
     claimable yet, else what was worked on. Chapters come first, one after another while
     `chain` lets each publish claim the next; a book's images once its chapters are done."""
     spec = job.spec
-    got = _claim_next(job.store, spec, owner, spec.chapters, should_stop, lambda: _ready(job))
+    got = _claim_next(job.store, spec, owner, spec.chapters, job.stop, lambda: _ready(job))
     if isinstance(got, mf.Claim):
         published = 0
         claim: mf.Claim | None = got
         while claim is not None:
             if claim.reason not in ("pending", "retry"):
                 sink(Notice(f"chapter {claim.number}: taken over ({claim.reason})"))
-            done, claim = _work_on(job, claim, owner, worker_id, sink, should_stop, chain=chain)
+            done, claim = _work_on(job, claim, owner, worker_id, sink, chain=chain)
             published += done
         return _Worked(published)
     if got is False:
@@ -270,10 +261,10 @@ def _step(
         job.images.store.sync_units(selected)
         job.images.synced = True
     image = _claim_next(
-        job.images.store, spec, owner, _drawable(job), should_stop, lambda: _ready(job)
+        job.images.store, spec, owner, _drawable(job), job.stop, lambda: _ready(job)
     )
     if isinstance(image, mf.Claim):
-        done = work_on_image(spec, job.images, image, worker_id, sink, job.interrupts)
+        done = work_on_image(spec, job.images, image, worker_id, sink, job.stop)
         return _Worked(int(done))
     if image is False:
         return _Worked(0)
@@ -300,12 +291,11 @@ def _claim_next(
     spec: WorkerSpec,
     owner: str,
     wanted: tuple[int, ...] | None,
-    should_stop: Callable[[], bool],
+    stop: StopFlag,
     ready: Callable[[], float] = lambda: 0.0,
 ) -> mf.Claim | float | bool | None:
     """A claim; or None when these units are settled, a wait when none is claimable yet (or
-    `ready()` asks for one), False when the claim was given straight back because the worker
-    is stopping."""
+    `ready()` asks for one), False when the worker is stopping (nothing claimed)."""
     # Look before locking: an idle worker reads the manifest without the lock and takes it
     # only when there is something to claim.
     current = store.read()
@@ -316,18 +306,15 @@ def _claim_next(
     wait = ready()
     if wait > 0:
         return wait
+    if stop.requested:
+        return False
     claim = store.claim(
         owner,
         lease=spec.settings.claims.lease,
         max_attempts=spec.settings.claims.max_attempts,
         wanted=wanted,
     )
-    if claim is None:
-        return 0.0
-    if should_stop():
-        store.release(claim.number, claim.token)
-        return False
-    return claim
+    return 0.0 if claim is None else claim
 
 
 def _work_on(
@@ -336,7 +323,6 @@ def _work_on(
     owner: str,
     worker_id: str,
     sink: EventSink,
-    should_stop: Callable[[], bool],
     *,
     chain: bool,
 ) -> tuple[bool, mf.Claim | None]:
@@ -366,10 +352,13 @@ def _work_on(
                 ),
                 f"chapter-{number}",
                 cancel=beat.lost,  # a claim taken over stops spending on our side
-                interrupts=job.interrupts,
+                stop=job.stop,
             )
-    except (KeyboardInterrupt, Stop, AuthenticationError, ServerPaused):
-        # Not the chapter's fault: give it back without counting the attempt.
+    except Abandoned:  # told to stop at once: given back, the attempt not counted
+        store.release(number, token)
+        return False, None
+    except (AuthenticationError, ServerPaused, KeyboardInterrupt):
+        # Not the chapter's fault (nor a library caller's Ctrl-C): given back, not counted.
         store.release(number, token)
         raise
     except ServerUnreachable as away:
@@ -390,7 +379,7 @@ def _work_on(
     write_json_atomic(staged, result.to_json(), sync_dir=False)  # publish syncs the folder
     following: mf.Claim | None = None
     try:
-        if chain and not should_stop():
+        if chain and not job.stop.requested:
             published, following = store.publish_and_claim(
                 number,
                 token,
@@ -414,13 +403,12 @@ def _work_on(
             sink(ChapterFinished(result, time.monotonic() - started, worker_id))
         else:
             sink(Notice(f"chapter {number}: claim {token} was taken over; result discarded"))
-        if following is not None and should_stop():
-            # Asked to stop meanwhile: a claim it will not work on goes back at once. (If a
-            # stop lands between the two lines, the release below finds it released already.)
+        if following is not None and job.stop.requested:
+            # Asked to stop meanwhile: a claim it will not work on goes back at once.
             store.release(following.number, following.token)
             following = None
-    except BaseException:
-        # Stopped (SIGTERM), or the images' sync failed: the next chapter is not worked on.
+    except Exception:
+        # The images' sync, or the sink, failed: the next chapter is not worked on.
         if following is not None:
             store.release(following.number, following.token)
         raise
@@ -467,18 +455,12 @@ def _idle_wait(
 # --- the worker process -------------------------------------------------------------------
 
 
-def _install_signals(interrupts: Interrupts, retire: Flag) -> None:
+def _install_signals(stop: StopFlag) -> None:
     # The launcher owns Ctrl-C: it asks workers to stop with SIGTERM, and kills on a second one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        # Interrupts the work in hand at once if the worker is waiting for it; else the loop
-        # sees the stop at its next step.
-        interrupts.stop()
-
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.stop_now())
     # Fewer workers wanted (--concurrent auto): finish the chapter in hand, then leave.
-    signal.signal(signal.SIGUSR1, lambda signum, frame: retire.set())
+    signal.signal(signal.SIGUSR1, lambda signum, frame: stop.finish_and_leave())
 
 
 def serve(
@@ -493,41 +475,30 @@ def serve(
     over) go to `report` (the launcher's pipe, as str and `Notice`) or to stderr; progress
     reaches the launcher through the manifest. `lifeline`: a pipe whose other end only the
     launcher holds; when it closes, the launcher is gone."""
-    interrupts = Interrupts()
-    retire = Flag()
+    stop = StopFlag()
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
 
     def tell(event: Event) -> None:
         if isinstance(event, Notice):
             say(event if report else f"imaginize: {event.message}")
 
+    _install_signals(stop)
+    if lifeline is not None:
+        threading.Thread(
+            target=_stop_when_closed, args=(lifeline, stop), name="lifeline", daemon=True
+        ).start()
     try:
-        _install_signals(interrupts, retire)
-        if lifeline is not None:
-            threading.Thread(
-                target=_stop_when_closed, args=(lifeline,), name="lifeline", daemon=True
-            ).start()
-        run_jobs(
-            jobs,
-            worker_id,
-            sink=tell,
-            should_stop=lambda: interrupts.requested.is_set() or retire.is_set(),
-            interrupts=interrupts,
-        )
-        if interrupts.requested.is_set():
-            return ExitCode.INTERRUPTED
-    except Stop:
-        return ExitCode.INTERRUPTED
+        run_jobs(jobs, worker_id, sink=tell, stop=stop)
     except ImaginizeError as exc:
         say(f"imaginize: worker {worker_id}: error: {exc}")
         return exc.exit_code
     except Exception as exc:  # a bug: one line for the launcher, which restarts the worker
         say(f"imaginize: worker {worker_id}: internal error: {exc!r}")
         return ExitCode.CHAPTERS_FAILED
-    return ExitCode.OK
+    return ExitCode.INTERRUPTED if stop.at_once else ExitCode.OK
 
 
-def _stop_when_closed(lifeline: Connection) -> None:
+def _stop_when_closed(lifeline: Connection, stop: StopFlag) -> None:
     """Stop this worker as a SIGTERM from its launcher would (claims given back) once the
     launcher has died: killed with -9, it can no longer stop the workers it started, which
     would otherwise go on working, and spending, with nobody watching."""
@@ -536,7 +507,7 @@ def _stop_when_closed(lifeline: Connection) -> None:
             pass
     except OSError:
         pass
-    os.kill(os.getpid(), signal.SIGTERM)
+    stop.stop_now()
 
 
 def process_main(
