@@ -835,6 +835,29 @@ def test_a_name_set_beside_its_species_is_one_animal() -> None:
     assert _holder(entries, "Dodo") != _holder(entries, "Lory")
 
 
+def test_miss_with_a_bare_surname_is_the_eldest_daughter_named_near_it() -> None:
+    text = (
+        "Then Mr. Bennet said he would read. Then Mrs. Bennet said she was ill. Then Jane "
+        "Bennet said she was happy. Then Elizabeth Bennet said she would walk. Mr. Bingley "
+        "danced with Miss Bennet twice. Then Jane smiled, and she blushed. Then Miss "
+        "Elizabeth Bennet laughed, and she ran. Then Miss Bennet said she was tired. Then "
+        "Jane sat down. Then Elizabeth said she liked it. Then Elizabeth ran, and she sang. "
+        "Later Jane Bennet wept. Then Miss Bennet wrote a letter, and Jane sealed it. Then "
+        "Lydia Bennet said she would dance. Then Lydia laughed. Then Lydia Bennet ran off. "
+        "Then Mr. Bennet said he was tired. Then Mrs. Bennet said she was glad. Then Miss "
+        "Bingley said she was cold. Then Caroline Bingley sat. Then Mr. Bingley said he was "
+        "glad."
+    )
+    entries = _entries([text])
+    assert _holder(entries, "Miss Bennet") == _holder(entries, "Jane")
+    # Her sister is "Miss Elizabeth Bennet"; the parents are neither.
+    assert _holder(entries, "Elizabeth") != _holder(entries, "Jane")
+    people = {_holder(entries, n) for n in ("Mr. Bennet", "Mrs. Bennet", "Jane", "Lydia")}
+    assert len(people) == 4
+    # A full name of unknown gender does not go to "Mr. Bingley" for want of a better home.
+    assert all("Caroline Bingley" not in e.aliases for e in entries.values())
+
+
 # --- the real-world corpus -------------------------------------------------------------------
 
 

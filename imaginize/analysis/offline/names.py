@@ -443,8 +443,53 @@ def _cluster(
             clusters[k if clash else root].append(k)
     out: list[list[Key]] = []
     for _, ks in sorted(clusters.items()):
-        out.extend(_by_title_class(ks, by_key, genders))
-    return [sorted(ks) for ks in out]
+        out.extend(_by_title_class(ks, by_key, lean))
+    return [sorted(ks) for ks in _eldest_daughters(out, by_key, lean)]
+
+
+_DAUGHTER_REACH = 2  # sentences around "Miss Bennet" in which to look for her given name
+_DAUGHTER_TIES = 3  # ... at least this many times, twice as often as any sister's
+
+
+def _eldest_daughters(
+    clusters: list[list[Key]], by_key: dict[Key, list[Mention]], leaning: dict[Key, str | None]
+) -> list[list[Key]]:
+    """ "Miss Bennet" alone is the eldest unmarried daughter: join it to the one woman of
+    that surname with a given name ("Jane Bennet", "Jane") whom the text names around it,
+    far more often than her sisters. Sisters the text calls "Miss Elizabeth" or "Miss Lydia
+    Bennet" are not "Miss Bennet"."""
+    out = [list(ks) for ks in clusters]
+    for misses in [ks for ks in out if all(_title_class(k) == "miss" for k in ks)]:
+        surnames = {k[1] for k in misses}
+        if len(surnames) != 1:
+            continue
+        surname = next(iter(surnames))
+        around = Counter(
+            m.sentence + d
+            for k in misses
+            for m in by_key[k]
+            for d in range(-_DAUGHTER_REACH, _DAUGHTER_REACH + 1)
+        )
+        ties: dict[int, int] = {}
+        for i, ks in enumerate(out):
+            if ks is misses or not any(len(k) >= 2 and k[-1] == surname for k in ks):
+                continue
+            firsts = {core(k)[0] for k in ks if len(core(k)) >= 2 and core(k)[-1] == surname}
+            if not firsts or any(k[0] == "Miss" and k[1] != surname for k in ks):
+                continue  # no given name, or called "Miss Elizabeth Bennet": a younger one
+            if any(leaning.get(k) == "m" for k in ks) or any(
+                TITLE_CLASSES.get(k[0]) in ("m", "mrs") for k in ks
+            ):
+                continue
+            ties[i] = sum(1 for k in ks for m in by_key[k] if m.sentence in around)
+        ranked = sorted(ties.items(), key=lambda kv: -kv[1])
+        if not ranked or ranked[0][1] < _DAUGHTER_TIES:
+            continue
+        if len(ranked) > 1 and ranked[0][1] < 2 * ranked[1][1]:
+            continue
+        out[ranked[0][0]].extend(misses)
+        misses.clear()
+    return [ks for ks in out if ks]
 
 
 _PET_REACH = 3  # sentences between a pet form and its full name that tie the two...
@@ -500,7 +545,8 @@ def _by_title_class(
 ) -> list[list[Key]]:
     """Split a cluster whose surname is given with titles of different people: Mr. Bennet,
     Mrs. Bennet and Miss Bingley are a husband, a wife and a sister, not one person. Other
-    keys go with the class of their own gender, else with the most mentioned class."""
+    keys go with the class of their own gender; a bare surname with the man, else the most
+    mentioned class; a full name of unknown gender ("Caroline Bingley") stays on its own."""
     classes: dict[str, list[Key]] = defaultdict(list)
     for k in keys:
         tc = _title_class(k)
@@ -510,15 +556,19 @@ def _by_title_class(
         return [keys]
     size = {tc: sum(len(by_key[k]) for k in ks) for tc, ks in classes.items()}
     top = max(sorted(size), key=lambda tc: size[tc])
+    alone: list[Key] = []
     for k in keys:
         if _title_class(k) is None:
             g = genders.get(k)
             if g is None and len(k) == 1 and "m" in classes:
                 g = "m"  # a bare surname ("Bingley danced") is the man's, in English prose
+            if g is None and len(core(k)) > 1:
+                alone.append(k)
+                continue
             own = [tc for tc in sorted(classes) if _CLASS_GENDER[tc] == g]
             tc = max(own, key=lambda c: size[c]) if own else top
             classes[tc].append(k)
-    return [classes[tc] for tc in sorted(classes)]
+    return [classes[tc] for tc in sorted(classes)] + ([alone] if alone else [])
 
 
 def _root_genders(
@@ -583,8 +633,9 @@ def _titled_owner(
     lasts: dict[str, list[Key]],
     genders: dict[Key, str | None],
 ) -> Key:
-    """Which core a titled one-word name belongs to: "Mrs. Wilson" -> "Myrtle Wilson"."""
-    if len(c) != 1 or k == c or len(lasts[c[0]]) < 2:
+    """Which core a titled one-word name belongs to: "Mrs. Wilson" -> "Myrtle Wilson". Not
+    "Miss Bennet" among several daughters: `_eldest_daughters` says which one she is."""
+    if len(c) != 1 or k == c or len(lasts[c[0]]) < 2 or _title_class(k) == "miss":
         return c
     g = HONORIFICS.get(k[0])
     if g is None:
