@@ -858,6 +858,16 @@ def test_miss_with_a_bare_surname_is_the_eldest_daughter_named_near_it() -> None
     assert all("Caroline Bingley" not in e.aliases for e in entries.values())
 
 
+def test_a_man_named_like_a_thing_is_a_man() -> None:
+    text = (
+        "Then Flask said he would row. Stubb laughed at Flask, and he lit his pipe. Then "
+        'Flask climbed the mast, and he looked out. "Flask," said Stubb, "come here." Then '
+        "Flask ran aft. Later Flask said he was hungry. Then Stubb said he was tired. The "
+        "mate took a flask of rum from the locker, and the flask was empty. Then Flask slept."
+    )
+    assert _entries([text])["Flask"].kind == ElementKind.CHARACTER
+
+
 # --- the real-world corpus -------------------------------------------------------------------
 
 

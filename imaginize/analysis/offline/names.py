@@ -801,7 +801,8 @@ def _classify(
         or all(len(k) == 1 and k[0] in PLACE_TYPES for k in keys)
     ):
         score[ElementKind.PLACE] += max(8, len(mentions))
-    if any(k[-1].lower() in ITEMS for k in keys):
+    # "the Golden Key"; but a he who speaks and acts is only named like a thing ("Flask").
+    if not someone and any(k[-1].lower() in ITEMS for k in keys):
         score[ElementKind.ITEM] += max(6, len(mentions))
     order = [ElementKind.CHARACTER, ElementKind.PLACE, ElementKind.CREATURE, ElementKind.ITEM]
     best = max(order, key=lambda k: (score[k], -order.index(k)))
