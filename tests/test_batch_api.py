@@ -514,8 +514,7 @@ def test_kill_9_at_any_step_then_a_re_run_sends_nothing_twice(
             env=_env(tmp_path),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=subprocess.DEVNULL,
         )
         try:
             _wait_for(server.log_path, seen)

@@ -31,6 +31,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ from imaginize.pacing.pace import server_name
 
 # Local copies of the batch files, until ingested: what a re-run uploads after a kill.
 FILES_DIR = ".imaginize.batches"
+# Result files written at once when a round publishes many chapters.
+STAGING_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -478,9 +481,17 @@ class BatchRun:
         staged: dict[int, tuple[Path, ChapterResult]] = {}
         for entry, result in finished:
             result = replace(result, book_sha256=book.sha256)
-            path = folder / f".{entry.number:03d}.{entry.token}.json"
-            write_json_atomic(path, result.to_json(), sync_dir=False)  # as a worker writes it
-            staged[entry.number] = (path, result)
+            staged[entry.number] = (folder / f".{entry.number:03d}.{entry.token}.json", result)
+        # Each written as a worker writes it, fsync included; several at once, so that the
+        # file system commits their fsyncs together (one at a time, they are most of the
+        # time a round takes).
+        with ThreadPoolExecutor(STAGING_THREADS) as pool:
+            list(
+                pool.map(
+                    lambda item: write_json_atomic(item[0], item[1].to_json(), sync_dir=False),
+                    staged.values(),
+                )
+            )
 
         def change(m: mf.Manifest) -> tuple[mf.Manifest, list[ChapterResult]]:
             done: list[ChapterResult] = []
