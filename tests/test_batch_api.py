@@ -648,3 +648,10 @@ def test_a_refused_upload_or_create_is_sent_again_next_round(
     assert any("did not take it" in n for n in notices)
     sent = _chapters_sent(fake_openai.requests)
     assert len(sent) == 8 and len(set(sent)) == 8
+
+
+def test_batch_api_without_a_server_is_refused_before_any_folder(tmp_path: Path) -> None:
+    offline = RunOptions.of(out_dir=tmp_path / "out")
+    with pytest.raises(ConfigError, match="--batch-api needs an OpenAI-compatible server"):
+        run_batch_books([SAMPLE], offline, FAST)
+    assert not (tmp_path / "out").exists()

@@ -656,6 +656,8 @@ def run_batch_books(
     sink: EventSink = ignore,
 ) -> LibraryFinished:
     """`run.run_books` through the Batch API: the same books, folders and summaries."""
+    if options.settings.provider.kind is not ProviderKind.OPENAI:
+        raise ConfigError("--batch-api needs an OpenAI-compatible server (an API key)")
     jobs: list[runner._Prepared] = []
     skipped: dict[Path, str] = {}
     books = runner.expand_books(paths)
