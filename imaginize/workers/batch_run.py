@@ -233,18 +233,7 @@ class BatchRun:
                 self.sink(Notice(f"batch {record.id}: {self.server} did not answer ({exc})"))
 
     def _observed(self, book: _Book, record: mf.BatchRecord, seen: Any) -> mf.BatchRecord:
-        counts = seen.request_counts
-        errors = (
-            [e.message or e.code or "" for e in (seen.errors.data or [])] if seen.errors else []
-        )
-        code = next((e.code for e in (seen.errors.data or [])), None) if seen.errors else None
-        changes: dict[str, Any] = {
-            "status": seen.status,
-            "completed": counts.completed if counts else 0,
-            "failed": counts.failed if counts else 0,
-        }
-        if errors:
-            changes["error"] = f"{code}: {errors[0]}" if code else errors[0]
+        changes = _seen(seen)
         book.job.store.transact(lambda m: (bs.update_record(m, record.ref, **changes), None))
         updated = replace(record, **changes)
         self._say_state(book, updated)
@@ -354,30 +343,25 @@ class BatchRun:
 
             store.transact(abandon)
             return
-        file_id = record.input_file
-        # Uploaded by a process killed before it recorded the batch: it may have created it.
-        found = self._find(record.ref) if file_id is not None else None
-        if file_id is None:
+        # Taken over from a sender that died: it may have created the batch before it could
+        # record it.
+        found = self._find(record.ref) if record.owner != self.owner else None
+        if found is None:
             with local.open("rb") as handle:
                 uploaded = self.client.files.create(file=(local.name, handle), purpose="batch")
-            file_id = uploaded.id
-            store.transact(lambda m: (bs.update_record(m, record.ref, input_file=file_id), None))
-        batch = found or self.client.batches.create(
-            input_file_id=file_id,
-            endpoint="/v1/chat/completions",
-            completion_window="24h",
-            metadata={"imaginize_ref": record.ref, "book": book.sha256[:16]},
-        )
-        store.transact(
-            lambda m: (
-                bs.update_record(m, record.ref, id=batch.id, status=batch.status, owner=None),
-                None,
+            found = self.client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata={"imaginize_ref": record.ref, "book": book.sha256[:16]},
             )
-        )
-        after = store.read()
-        current = bs.record(after, record.ref) if after is not None else None
-        if current is not None:
-            self._observed(book, current, batch)  # refused at once, with its errors
+        batch = found
+        # One transaction (a batch record's change is a snapshot): the id, the file, and the
+        # state it is in, with its errors when it was refused at once.
+        changes = _seen(batch) | {"id": batch.id, "input_file": batch.input_file_id, "owner": None}
+        store.transact(lambda m: (bs.update_record(m, record.ref, **changes), None))
+        self._files[record.ref] = (batch.output_file_id, batch.error_file_id)
+        self._say_state(book, replace(record, **changes))
         submitted = (
             f"{book.job.book.title}: batch {batch.id} submitted: {record.requests} requests, "
             f"{record.tokens:,} tokens enqueued"
@@ -509,12 +493,16 @@ class BatchRun:
                 fsync_dir(folder)
             return m, done
 
+        published: list[ChapterResult] = []
         try:
-            for result in book.job.store.transact(change):
-                self.sink(ChapterFinished(result, 0.0, "batch", book.job.book.title))
+            published = book.job.store.transact(change)
         finally:
-            for path, _ in staged.values():
-                path.unlink(missing_ok=True)
+            done = {r.chapter for r in published}
+            for number, (path, _) in staged.items():
+                if number not in done:  # not renamed into place: discarded
+                    path.unlink(missing_ok=True)
+        for result in published:
+            self.sink(ChapterFinished(result, 0.0, "batch", book.job.book.title))
 
     # --- 4. submit ----------------------------------------------------------------------
 
@@ -610,6 +598,21 @@ class BatchRun:
             book.analyzer.live = True
             runner._run_here(book.job.spec, store, sink, book.job.book, book.analyzer)
             book.analyzer.live = False
+
+
+def _seen(batch: Any) -> dict[str, Any]:
+    """A BatchRecord's fields as the server's Batch object states them."""
+    counts = batch.request_counts
+    listed = (batch.errors.data if batch.errors else None) or []
+    changes: dict[str, Any] = {
+        "status": batch.status,
+        "completed": counts.completed if counts else 0,
+        "failed": counts.failed if counts else 0,
+    }
+    if listed:
+        code, message = listed[0].code, listed[0].message or listed[0].code or ""
+        changes["error"] = f"{code}: {message}" if code else message
+    return changes
 
 
 def cancel_batches(
