@@ -27,7 +27,7 @@ from imaginize.errors import ConfigError
 from imaginize.events import Notice
 from imaginize.run import RunOptions, run_book
 from imaginize.workers.batch_run import BatchOptions, cancel_batches, run_batch_books
-from tests.epubs import build_epub
+from tests.epubs import build_epub, paragraphs
 from tests.fake_openai import (
     FakeOpenAI,
     FakeOpenAIProcess,
@@ -655,3 +655,29 @@ def test_batch_api_without_a_server_is_refused_before_any_folder(tmp_path: Path)
     with pytest.raises(ConfigError, match="--batch-api needs an OpenAI-compatible server"):
         run_batch_books([SAMPLE], offline, FAST)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_chapter_in_chunks_and_a_cut_off_reply_match_live(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # Chapter 1 is cut into several chunks (one request each, in one batch); the first
+    # reply stops at the token limit, so that chunk is asked for again in halves, in a
+    # follow-up batch, as live mode asks again at once.
+    fake_openai.script(responder=_counted, batch_timing=[0, 0, 0])
+    book = build_epub(
+        tmp_path / "long.epub",
+        [("Chapter 1", paragraphs(120)), ("Chapter 2", STORY)],
+        title="Long",
+    )
+    cut = reply("{", finish_reason="length", usage={"prompt_tokens": 9, "completion_tokens": 9})
+    fake_openai.enqueue(cut)
+    batch_out, live_out = tmp_path / "batch", tmp_path / "live"
+    done = run_batch_books([book], _options(fake_openai, batch_out, max_chunk_tokens=400), FAST)
+    assert (done.books[0].completed, done.books[0].failures) == (2, {})
+    rounds = _created(fake_openai.requests)
+    first = [c.split("-", 1)[1] for c in rounds[0]]
+    assert len([c for c in first if c.startswith("c1-")]) > 2  # chunks, each its request
+    assert [c.split("-", 1)[1] for c in rounds[1]] == ["c1-k0-a2", "c1-k1-a2"]  # the halves
+    fake_openai.enqueue(cut)
+    run_book(book, _options(fake_openai, live_out, max_chunk_tokens=400, in_process=True))
+    assert _folder(batch_out) == _folder(live_out)
