@@ -140,34 +140,34 @@ def journal(tmp_path: Path) -> list[tuple[int, int]]:
 
 
 class Transactions:
-    """Counts every ManifestStore transaction (lock taken), and the chained publishes."""
+    """Counts every ManifestStore transaction (lock taken), and the publishes."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.all = 0
-        self.chained: list[tuple[str, int]] = []  # (book folder, chapter published)
-        transact, chained = ManifestStore.transact, ManifestStore.publish_and_claim
+        self.published: list[tuple[str, int]] = []  # (book folder, chapter published)
+        transact, publish = ManifestStore.transact, ManifestStore.publish
 
         def counted_transact(store: ManifestStore, change: Any) -> Any:
             self.all += 1
             return transact(store, change)
 
-        def counted_chained(store: ManifestStore, number: int, *args: Any, **kwargs: Any) -> Any:
-            self.chained.append((store.out_dir.name, number))
-            return chained(store, number, *args, **kwargs)
+        def counted_publish(store: ManifestStore, number: int, *args: Any, **kwargs: Any) -> Any:
+            self.published.append((store.out_dir.name, number))
+            return publish(store, number, *args, **kwargs)
 
         monkeypatch.setattr(ManifestStore, "transact", counted_transact)
-        monkeypatch.setattr(ManifestStore, "publish_and_claim", counted_chained)
+        monkeypatch.setattr(ManifestStore, "publish", counted_publish)
 
 
-def test_each_publish_takes_the_next_chapter_in_the_same_transaction(
+def test_each_chapter_is_one_claim_and_one_publish(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A publish claims nothing: the loop's next look does (a transaction of its own)."""
     spec, book = make_book(tmp_path, "one", 5)
     counted = Transactions(monkeypatch)
     assert run_worker(spec, "w1", book=book, analyzer=Quick()) == 5
-    # One claim, then one transaction per chapter: its publish and the next claim.
-    assert counted.all == 6
-    assert counted.chained == [("one", n) for n in range(1, 6)]
+    assert counted.all == 10
+    assert counted.published == [("one", n) for n in range(1, 6)]
     done = journal(tmp_path)
     assert [n for n, _ in done] == [1, 2, 3, 4, 5]
     assert [t for _, t in done] == sorted({t for _, t in done})
@@ -176,28 +176,24 @@ def test_each_publish_takes_the_next_chapter_in_the_same_transaction(
     assert all(e.owner is None and e.tokens == 7 for e in m.chapters)
 
 
-def test_a_worker_told_to_stop_meanwhile_gives_back_the_chapter_its_publish_claimed(
+def test_a_worker_told_to_stop_during_a_publish_claims_nothing_more(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec, book = make_book(tmp_path, "one", 3)
     stop = StopFlag()
-    chained = ManifestStore.publish_and_claim
+    publish = ManifestStore.publish
 
     def stopped_during(store: ManifestStore, *args: Any, **kwargs: Any) -> Any:
-        outcome = chained(store, *args, **kwargs)
+        outcome = publish(store, *args, **kwargs)
         stop.finish_and_leave()  # the signal lands while the transaction runs
         return outcome
 
-    monkeypatch.setattr(ManifestStore, "publish_and_claim", stopped_during)
+    monkeypatch.setattr(ManifestStore, "publish", stopped_during)
     assert run_worker(spec, "w1", book=book, analyzer=Quick(), stop=stop) == 1
     m = ManifestStore(Path(spec.out_dir)).read()
     assert m is not None
     assert m.entry(1).status is mf.Status.COMPLETED
-    two = m.entry(2)
-    # Claimed by the publish, then given back: pending, the attempt not counted.
-    assert (two.status, two.owner, two.attempts) == (mf.Status.PENDING, None, 0)
-    assert two.token > m.entry(1).token
-    assert m.entry(3).token == 0
+    assert [(e.status, e.token) for e in m.chapters[1:]] == [(mf.Status.PENDING, 0)] * 2
 
 
 def test_a_worker_stopping_before_it_publishes_claims_nothing_more(tmp_path: Path) -> None:
@@ -211,7 +207,7 @@ def test_a_worker_stopping_before_it_publishes_claims_nothing_more(tmp_path: Pat
     assert [(e.status, e.token) for e in m.chapters[1:]] == [(mf.Status.PENDING, 0)] * 2
 
 
-def test_an_error_after_the_publish_gives_back_the_next_chapter(tmp_path: Path) -> None:
+def test_an_error_after_the_publish_leaves_no_chapter_claimed(tmp_path: Path) -> None:
     spec, book = make_book(tmp_path, "one", 3)
 
     def sink(event: object) -> None:
@@ -230,8 +226,7 @@ def test_an_error_after_the_publish_gives_back_the_next_chapter(tmp_path: Path) 
 def test_a_chapter_of_an_earlier_book_that_comes_due_goes_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Book order holds across books: a publish claims the next chapter of its own book only
-    while every book before it is settled."""
+    """Book order holds across books: each claim looks at the books in order."""
     first_spec, first = make_book(tmp_path, "first", 1)
     second_spec, second = make_book(tmp_path, "second", 2)
     due = time.time() + 0.3
@@ -255,9 +250,7 @@ def test_a_chapter_of_an_earlier_book_that_comes_due_goes_first(
     worked = run_jobs([(first_spec, first), (second_spec, second)], "w1", sink=sink, analyzer=slow)
     assert worked == 3
     assert started == ["second 1", "first 1", "second 2"]
-    # The second book's first publish claimed nothing: the first book was waiting for its
-    # retry then. Once it was done, the second book's publishes could.
-    assert counted.chained == [("first", 1), ("second", 2)]
+    assert counted.published == [("second", 1), ("first", 1), ("second", 2)]
 
 
 # --- idle waits ---------------------------------------------------------------------------------

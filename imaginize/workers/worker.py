@@ -1,5 +1,4 @@
 """The worker loop: claim a chapter, analyse it, publish its result, repeat until none is left.
-Publishing a chapter claims the next in the same manifest transaction.
 
 A worker is normally an OS process forked from the launcher's forkserver (`process_main`),
 which receives its books as (spec, Book) pairs pickled, so it neither imports nor parses
@@ -162,10 +161,7 @@ def run_jobs(
         waits: list[float] = []
         worked = False
         for job in prepared:
-            # A chapter's publish takes the book's next chapter in the same transaction only
-            # while every book before this one is settled: that is the chapter the loop would
-            # take next anyway.
-            outcome = _step(job, owner, worker_id, sink, chain=not waits)
+            outcome = _step(job, owner, worker_id, sink)
             if isinstance(outcome, _Worked):
                 published += outcome.published
                 worked = True
@@ -232,23 +228,16 @@ def _step(
     owner: str,
     worker_id: str,
     sink: EventSink,
-    *,
-    chain: bool,
 ) -> _Worked | float | None:
     """One look at one book: None when it is settled, a wait in seconds when nothing is
-    claimable yet, else what was worked on. Chapters come first, one after another while
-    `chain` lets each publish claim the next; a book's images once its chapters are done."""
+    claimable yet, else what was worked on. Chapters come first; a book's images once its
+    chapters are done."""
     spec = job.spec
     got = _claim_next(job.store, spec, owner, spec.chapters, job.stop, lambda: _ready(job))
     if isinstance(got, mf.Claim):
-        published = 0
-        claim: mf.Claim | None = got
-        while claim is not None:
-            if claim.reason not in ("pending", "retry"):
-                sink(Notice(f"chapter {claim.number}: taken over ({claim.reason})"))
-            done, claim = _work_on(job, claim, owner, worker_id, sink, chain=chain)
-            published += done
-        return _Worked(published)
+        if got.reason not in ("pending", "retry"):
+            sink(Notice(f"chapter {got.number}: taken over ({got.reason})"))
+        return _Worked(int(_work_on(job, got, owner, worker_id, sink)))
     if got is False:
         return _Worked(0)
     if job.images is None:
@@ -323,12 +312,8 @@ def _work_on(
     owner: str,
     worker_id: str,
     sink: EventSink,
-    *,
-    chain: bool,
-) -> tuple[bool, mf.Claim | None]:
-    """Analyse the claimed chapter and publish its result. Whether it was published, and,
-    when `chain` and the worker is not stopping, the book's next chapter, claimed by the
-    publish transaction for this worker to work on next."""
+) -> bool:
+    """Analyse the claimed chapter and publish its result; whether it was published."""
     spec, store, analyzer = job.spec, job.store, job.analyzer
     number, token = claim.number, claim.token
     chapter = next(c for c in job.book.chapters if c.number == number)
@@ -356,7 +341,7 @@ def _work_on(
             )
     except Abandoned:  # told to stop at once: given back, the attempt not counted
         store.release(number, token)
-        return False, None
+        return False
     except (AuthenticationError, ServerPaused, KeyboardInterrupt):
         # Not the chapter's fault (nor a library caller's Ctrl-C): given back, not counted.
         store.release(number, token)
@@ -365,11 +350,11 @@ def _work_on(
         # Nor is a server that went away: the pace holds everyone until it answers again.
         store.release(number, token)
         sink(Notice(f"{away}; every worker waits for it, no attempt spent"))
-        return False, None
+        return False
     except Exception as exc:  # the chapter failed; a bug met on it must not end the worker
         spent = analyzer.spent - spent_before  # repairs, cut-offs: paid for, all the same
         record_failure(store, claim, spec.settings.claims.max_attempts, exc, sink, spent)
-        return False, None
+        return False
     finally:
         # What the provider learned on the way (its server's context, a refused format).
         for message in analyzer.take_notices():
@@ -377,42 +362,17 @@ def _work_on(
     result = replace(result, book_sha256=spec.book_sha256)
     staged = Path(spec.out_dir) / CHAPTERS_DIR / f".{number:03d}.{token}.json"
     write_json_atomic(staged, result.to_json(), sync_dir=False)  # publish syncs the folder
-    following: mf.Claim | None = None
-    try:
-        if chain and not job.stop.requested:
-            published, following = store.publish_and_claim(
-                number,
-                token,
-                staged,
-                result.usage.total_tokens,
-                owner,
-                lease=spec.settings.claims.lease,
-                max_attempts=spec.settings.claims.max_attempts,
-                wanted=spec.chapters,
-            )
-        else:
-            published = store.publish(number, token, staged, result.usage.total_tokens)
-        if published:
-            if spec.journal:
-                with open(spec.journal, "a", encoding="utf-8") as journal:
-                    journal.write(f"{number} {token} {owner}\n")
-            if job.images is not None:
-                # Exactly the scenes of this result: a chapter redone with fewer scenes drops
-                # the rest.
-                job.images.store.sync_units([number])
-            sink(ChapterFinished(result, time.monotonic() - started, worker_id))
-        else:
-            sink(Notice(f"chapter {number}: claim {token} was taken over; result discarded"))
-        if following is not None and job.stop.requested:
-            # Asked to stop meanwhile: a claim it will not work on goes back at once.
-            store.release(following.number, following.token)
-            following = None
-    except Exception:
-        # The images' sync, or the sink, failed: the next chapter is not worked on.
-        if following is not None:
-            store.release(following.number, following.token)
-        raise
-    return published, following
+    if not store.publish(number, token, staged, result.usage.total_tokens):
+        sink(Notice(f"chapter {number}: claim {token} was taken over; result discarded"))
+        return False
+    if spec.journal:
+        with open(spec.journal, "a", encoding="utf-8") as journal:
+            journal.write(f"{number} {token} {owner}\n")
+    if job.images is not None:
+        # Exactly the scenes of this result: a chapter redone with fewer scenes drops the rest.
+        job.images.store.sync_units([number])
+    sink(ChapterFinished(result, time.monotonic() - started, worker_id))
+    return True
 
 
 def _anything_claimable(
