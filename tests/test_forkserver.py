@@ -28,7 +28,7 @@ def test_the_preload_follows_the_analyzer(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_importing_the_preload_outside_the_forkserver_keeps_the_exit_status() -> None:
-    # In the forkserver it ends the interpreter with os._exit(0) at exit; anywhere else that
-    # would turn every exit status into 0.
+    # Importing the preload loads modules and nothing else: an exit hook it once installed
+    # (os._exit(0), for the forkserver) turned every exit status into 0.
     code = "import imaginize.workers.preload, sys; sys.exit(3)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 3
