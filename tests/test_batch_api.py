@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from imaginize.analysis.openai.batch import Limits, split_files
-from imaginize.analysis.providers import ProviderConfig, ProviderKind
+from imaginize.analysis.providers import ProviderConfig, ProviderKind, limits_for
 from imaginize.coordination import batch_state as bs
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.store import ManifestStore
@@ -602,17 +602,24 @@ def test_cli_no_wait_status_and_estimate(fake_openai: FakeOpenAI, tmp_path: Path
     assert "1 batch cancelled, 8 chapters back to pending" in cancel.stdout
 
 
-def test_then_live_does_the_follow_up_round_live(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+def test_then_live_does_the_follow_up_round_live(
+    fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     fake_openai.script(responder=answer, batch_timing=[0, 0, 0])
     fake_openai.enqueue(reply("no json here"))  # chapter 1's batch reply needs a repair
     out = tmp_path / "out"
-    library = run_batch_books([SAMPLE], _options(fake_openai, out), replace(FAST, then_live=True))
+    options = _options(fake_openai, out)
+    paced = _options(fake_openai, out, limits=limits_for(options.settings.provider, "paid"))
+    library = run_batch_books([SAMPLE], paced, replace(FAST, then_live=True))
     assert library.books[0].completed == 8
     assert len(_created(fake_openai.requests)) == 1  # no second batch
     chats = [r for r in fake_openai.requests if r["endpoint"] == "chat"]
     assert len(chats) == 1  # only the repair, live; the first reply came from the batch
     messages = chats[0]["body"]["messages"]
     assert messages[-2] == {"role": "assistant", "content": "no json here"}
+    # The live request went through the key's shared pace, as a worker's does.
+    assert list((tmp_path / "cache" / "imaginize" / "pace").glob("*/*"))
 
 
 def test_a_live_run_leaves_batched_chapters_to_the_batch_run(

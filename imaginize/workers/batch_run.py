@@ -80,7 +80,8 @@ from imaginize.events import (
 )
 from imaginize.guides.results import CHAPTERS_DIR
 from imaginize.model import ChapterResult, Usage
-from imaginize.pacing.pace import server_name
+from imaginize.pacing import open_pacer
+from imaginize.pacing.pace import SharedPace, pace_digest, server_name
 
 # Local copies of the batch files, until ingested: what a re-run uploads after a kill.
 FILES_DIR = ".imaginize.batches"
@@ -594,10 +595,27 @@ class BatchRun:
                 continue
             refs = [q.batch for e in bs.ready(current, book.job.wanted) for q in e.batch or ()]
             store.transact(lambda m, refs=refs: bs.give_back(m, refs))
-            book.analyzer.replies = book.replies.load()
-            book.analyzer.live = True
-            runner._run_here(book.job.spec, store, sink, book.job.book, book.analyzer)
-            book.analyzer.live = False
+            analyzer = make_analyzer(self.settings.provider, book.job.book, self._pacer(book, sink))
+            assert isinstance(analyzer, OpenAIAnalyzer)
+            replay = ReplayAnalyzer.over(analyzer, book.replies.load())
+            replay.live = True
+            runner._run_here(book.job.spec, store, sink, book.job.book, replay)
+
+    def _pacer(self, book: _Book, sink: EventSink) -> SharedPace | None:
+        """The pace every process on the key shares, for the requests sent live (as a
+        worker opens it: `worker._prepare`)."""
+        spec, settings = book.job.spec, self.settings
+        if settings.limits is None:
+            return None
+        return open_pacer(
+            Path(spec.pace_dir or spec.out_dir),
+            settings.limits,
+            redis_url=settings.redis_url,
+            digest=pace_digest(settings.provider.base_url, settings.provider.api_key),
+            max_wait=settings.max_wait,
+            server=self.server,
+            notice=lambda line: sink(Notice(line)),
+        )
 
 
 def _seen(batch: Any) -> dict[str, Any]:
