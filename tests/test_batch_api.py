@@ -688,3 +688,38 @@ def test_a_chapter_in_chunks_and_a_cut_off_reply_match_live(
     fake_openai.enqueue(cut)
     run_book(book, _options(fake_openai, live_out, max_chunk_tokens=400, in_process=True))
     assert _folder(batch_out) == _folder(live_out)
+
+
+def test_ctrl_c_while_waiting_then_a_re_run_finishes(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(responder=answer, batch_timing=[3, 1, 0])
+    server = ["--base-url", fake_openai.url, "--api-key", "test", "--model", "fake-model"]
+    args = [sys.executable, "-m", "imaginize", SAMPLE, "-o", tmp_path / "out", *server]
+    waiting = subprocess.Popen(
+        [*map(str, args), "--batch-api"],
+        env=_env(tmp_path),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        fake_openai.wait_for_requests(3, timeout=30)  # the check, the upload, the create
+        deadline = time.monotonic() + 30
+        while not _created(fake_openai.requests) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        waiting.send_signal(signal.SIGINT)
+        _, stderr = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+    assert waiting.returncode == 130, stderr
+    progress = [line for line in stderr.splitlines() if ": batch " in line]
+    assert progress[0].endswith("batch batch_fake1 submitted: 8 requests, 35,151 tokens enqueued")
+    again = _imaginize(*args[3:], "--batch-api", home=tmp_path)
+    assert again.returncode == 0, again.stderr
+    sent = _chapters_sent(fake_openai.requests)
+    assert len(sent) == 8 and len(set(sent)) == 8

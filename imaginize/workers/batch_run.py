@@ -290,7 +290,8 @@ class BatchRun:
         with_files = Path(book.job.out_dir) / FILES_DIR / f"{record.ref}.jsonl"
         with_files.unlink(missing_ok=True)
 
-    def _say_state(self, book: _Book, record: mf.BatchRecord) -> None:
+    def _say_state(self, book: _Book, record: mf.BatchRecord, *, quiet: bool = False) -> None:
+        """One line when a batch's state or counts change; `quiet`: only remember it."""
         line = (
             f"{book.job.book.title}: batch {record.id} {record.status} "
             f"({record.completed + record.failed}/{record.requests} done"
@@ -299,7 +300,8 @@ class BatchRun:
         )
         if self._said.get(record.ref) != line:
             self._said[record.ref] = line
-            self.sink(Notice(BatchStateText(line)))
+            if not quiet:
+                self.sink(Notice(BatchStateText(line)))
 
     # --- 2. resume what a killed process left ------------------------------------------------
 
@@ -362,12 +364,12 @@ class BatchRun:
         changes = _seen(batch) | {"id": batch.id, "input_file": batch.input_file_id, "owner": None}
         store.transact(lambda m: (bs.update_record(m, record.ref, **changes), None))
         self._files[record.ref] = (batch.output_file_id, batch.error_file_id)
-        self._say_state(book, replace(record, **changes))
         submitted = (
             f"{book.job.book.title}: batch {batch.id} submitted: {record.requests} requests, "
             f"{record.tokens:,} tokens enqueued"
         )
         self.sink(Notice(BatchStateText(submitted)))
+        self._say_state(book, replace(record, **changes), quiet=batch.status not in bs.ENDED)
 
     def _find(self, ref: str) -> Any:
         """The batch created for `ref` by a process killed before it recorded the id."""
