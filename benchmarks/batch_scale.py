@@ -22,6 +22,7 @@ prompt and its reply cap (2048 + 512 per scene), so the token cap, not the 50,00
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -113,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
             for f in server.batches.files.values()
             if f["object"]["purpose"] == "batch"
         ]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{args.chapters:,} chapters of {args.words} words, --batch-token-cap {args.token_cap:,}")
+    print(f"  machine            {os.cpu_count()} cores, load average {load} at the end")
     print(f"  batch files        {len(sizes)}")
     print(f"  requests per file  {', '.join(f'{n:,}' for n in sizes)}")
     print(f"  tokens per file    {', '.join(f'{n:,}' for n in tokens)}")
