@@ -585,6 +585,11 @@ def test_cli_no_wait_status_and_estimate(fake_openai: FakeOpenAI, tmp_path: Path
     status = _imaginize("status", SAMPLE, *out, home=tmp_path)
     assert "8 batched" in status.stdout
     assert re.search(r"batch batch_fake1\s+validating\s+0/8 done", status.stdout)
+    as_json = json.loads(_imaginize("status", SAMPLE, *out, "--json", home=tmp_path).stdout)
+    assert [(b["id"], b["status"], b["requests"]) for b in as_json["batches"]] == [
+        ("batch_fake1", "validating", 8)
+    ]
+    assert as_json["totals"]["batched"] == 8
     estimate = _imaginize(SAMPLE, *server, "--estimate", "--batch-api", home=tmp_path)
     assert estimate.returncode == 0, estimate.stderr
     rows = dict(
