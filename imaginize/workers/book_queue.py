@@ -160,10 +160,11 @@ def enqueue_books(
     busy = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
     added: list[tuple[str, bool]] = []
     for book, folder in books:
-        job = BookJob(str(Path(book).resolve()), folder, str(out_base) if out_base else None)
-        job = BookJob(job.book, job.folder, job.out_base, options)
+        base = str(out_base) if out_base else None
+        job = BookJob(str(Path(book).resolve()), folder, base, options)
         try:
-            if Job.fetch(job.job_id(), connection=connection).get_status() in busy:
+            found = Job.fetch(job.job_id(), connection=connection, serializer=queue.serializer)
+            if found.get_status() in busy:
                 added.append((job.book, False))
                 continue
         except NoSuchJobError:
@@ -276,12 +277,12 @@ def work(
     book in hand, which the run gives back and requeues on a second one), or, with `burst`,
     until the queue is empty. Returns whether any book was run."""
     _here.runner, _here.out_base, _here.stop = runner, out_base, False
-    worker_class = _worker_class()
+    queue = _queue(connection, queue_name)
     beat = max(1, int(requeue_after / 4))
-    worker = worker_class(
-        [_queue(connection, queue_name)],
+    worker = _worker_class()(
+        [queue],
         connection=connection,
-        serializer=_queue(connection, queue_name).serializer,
+        serializer=queue.serializer,
         name=f"{host_name()}.{os.getpid()}.{int(time.time())}",
         # Idle workers look for abandoned books this often, and block on the queue no
         # longer than a beat (rq waits worker_ttl - 15 s).
@@ -328,8 +329,9 @@ def _describe(state: str, job: Any) -> QueuedBook:
         if result.get("exit") == ExitCode.CHAPTERS_FAILED:
             detail = f"some chapters failed; {detail}"
     elif state == "failed":
-        lines = (job.latest_result().exc_string if job.latest_result() else "") or ""
-        detail = lines.strip().splitlines()[-1] if lines.strip() else "failed"
+        latest = job.latest_result()
+        lines = ((latest.exc_string if latest else "") or "").strip()
+        detail = lines.splitlines()[-1] if lines else "failed"
     elif state == "running":
         detail = job.meta.get("out_dir", "")
     return QueuedBook(state, book, host, detail, job.retries_left or 0)
