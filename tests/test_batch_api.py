@@ -18,7 +18,7 @@ from typing import Any
 import openai
 import pytest
 
-from imaginize.analysis.openai.batch import Limits, split_files
+from imaginize.analysis.openai.batch import Limits, Reply, ReplyFile, split_files
 from imaginize.analysis.providers import ProviderConfig, ProviderKind, limits_for
 from imaginize.coordination import batch_state as bs
 from imaginize.coordination import manifest as mf
@@ -728,3 +728,30 @@ def test_ctrl_c_while_waiting_then_a_re_run_finishes(
     assert again.returncode == 0, again.stderr
     sent = _chapters_sent(fake_openai.requests)
     assert len(sent) == 8 and len(set(sent)) == 8
+
+
+def test_force_asks_again_instead_of_replaying_old_replies(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(responder=answer, batch_timing=[0, 0, 0])
+    out = tmp_path / "out"
+    run_batch_books([SAMPLE], _options(fake_openai, out), FAST)
+    assert len(_chapters_sent(fake_openai.requests)) == 8
+    fake_openai.script(responder=lambda body: answer(body) | {"usage": {"completion_tokens": 7}})
+    again = run_batch_books([SAMPLE], _options(fake_openai, out, force=True), FAST)
+    assert again.books[0].completed == 8
+    assert len(_chapters_sent(fake_openai.requests)) == 16  # all 8 sent again
+    results = [json.loads(p.read_text()) for p in sorted((out / "chapters").glob("*.json"))]
+    assert {r["usage"]["completionTokens"] for r in results} == {7}  # the new replies
+
+
+def test_the_reply_file_keeps_only_chapters_in_flight(tmp_path: Path) -> None:
+    replies = ReplyFile(tmp_path)
+    replies.append([("k1", 1, Reply("a", "stop")), ("k2", 2, Reply("b", "stop"))])
+    with replies.path.open("a") as torn:
+        torn.write('{"key": "k3", "chap')  # a writer killed mid-line
+    replies.append([("k4", 4, Reply("d", "stop"))])
+    assert set(replies.load()) == {"k1", "k2", "k4"}
+    assert replies.keep_only({2, 4}) == 2  # chapter 1's line and the damaged one
+    assert set(replies.load()) == {"k2", "k4"}
+    assert replies.load()["k4"] == Reply("d", "stop")

@@ -154,6 +154,10 @@ class BatchRun:
         replies = ReplyFile(job.out_dir)
         current = job.store.read()
         sha = current.book_sha256 if current else job.spec.book_sha256
+        if current is not None:
+            # Replies matter only to the chapters in flight: one done again (--force,
+            # --retry-failed, given back) must be asked again, not given its old replies.
+            replies.keep_only({e.number for e in current.chapters if e.status is mf.Status.BATCHED})
         return _Book(job, sha, replies, ReplayAnalyzer.over(analyzer, {}))
 
     # --- the whole run ----------------------------------------------------------------------
@@ -252,17 +256,17 @@ class BatchRun:
         current = book.job.store.read()
         assert current is not None
         keys = {
-            q.custom_id: q.key
+            q.custom_id: (q.key, e.number)
             for e in current.chapters
             if e.status is mf.Status.BATCHED
             for q in e.batch or ()
             if q.batch == record.ref
         }
-        filed: list[tuple[str, Reply]] = []
+        filed: list[tuple[str, int, Reply]] = []
         for file_id in (output, errors):
             if file_id:
                 text = self.client.files.content(file_id).text
-                filed += [(keys[c], r) for c, r in parse_results(text) if c in keys]
+                filed += [(*keys[c], r) for c, r in parse_results(text) if c in keys]
         book.replies.append(filed)
         refused = record.status == "failed" and "token_limit_exceeded" in (record.error or "")
 

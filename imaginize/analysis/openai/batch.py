@@ -12,6 +12,8 @@ written once the reply it repairs is in.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -22,6 +24,7 @@ from typing import Any
 
 from imaginize.analysis.openai.chat import OpenAIAnalyzer, usage_from
 from imaginize.analysis.openai.errors import request_tokens
+from imaginize.coordination.atomic import write_atomic
 from imaginize.errors import ProviderError
 from imaginize.model import Analysis, Chapter, Usage
 from imaginize.settings import DEFAULT_BATCH_TOKEN_CAP as DEFAULT_TOKEN_CAP
@@ -198,19 +201,75 @@ def _error_text(error: Any, body: Any, status: Any) -> str:
 
 class ReplyFile:
     """The replies received for one book, by request key: `.imaginize.batch-replies.jsonl` in
-    its output folder. Appended to (and fsynced) before the manifest records a batch as
-    ingested, so a process killed in between loses nothing; a key written twice (two
-    processes ingesting one batch) keeps its first reply."""
+    its output folder, one JSON line each, tagged with its chapter. Appended to (and
+    fsynced) before the manifest records a batch as ingested, so a process killed in between
+    loses nothing; a key written twice (two processes ingesting one batch) keeps its first
+    reply. Writers hold an flock on the file, so a rewrite (`keep_only`) never drops a line
+    another process appends meanwhile."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / REPLIES_NAME
 
     def load(self) -> dict[str, Reply]:
         replies: dict[str, Reply] = {}
+        for _, key, reply in self._lines(self._text()):
+            if key not in replies or replies[key].error is not None:
+                replies[key] = reply
+        return replies
+
+    def append(self, replies: Iterable[tuple[str, int, Reply]]) -> None:
+        """Add (key, chapter, reply) lines."""
+        lines = [_reply_line(key, chapter, r) for key, chapter, r in replies]
+        if not lines:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked() as fd:
+            _cut_torn_line(fd)
+            os.write(fd, "".join(lines).encode("utf-8"))
+            os.fsync(fd)
+
+    def keep_only(self, chapters: set[int]) -> int:
+        """Drop the replies of every other chapter (a chapter done again must be asked
+        again, not given its old replies); how many lines were dropped."""
+        if not self.path.exists():
+            return 0
+        with self._locked() as fd:
+            text = os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
+            kept = [raw for raw, (chapter, _, _) in self._raw_lines(text) if chapter in chapters]
+            dropped = len(text.splitlines()) - len(kept)
+            if dropped:
+                write_atomic(self.path, "".join(kept))
+            return dropped
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[int]:
+        """The file open for appending under an exclusive flock, the one now at its path
+        (another writer may have replaced it while this one waited)."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    yield fd
+                    return
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)  # closing it releases the flock
+
+    def _text(self) -> str:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            return self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return replies
+            return ""
+
+    @classmethod
+    def _lines(cls, text: str) -> Iterator[tuple[int, str, Reply]]:
+        for _, parsed in cls._raw_lines(text):
+            yield parsed
+
+    @staticmethod
+    def _raw_lines(text: str) -> Iterator[tuple[str, tuple[int, str, Reply]]]:
         for raw in text.splitlines(keepends=True):
             if not raw.endswith("\n"):
                 break  # a torn last line of a writer that was killed
@@ -218,38 +277,23 @@ class ReplyFile:
                 data = json.loads(raw)
                 usage = Usage(int(data["usage"][0]), int(data["usage"][1]))
                 reply = Reply(data["content"], data["finish"], usage, data.get("error"))
-                key = str(data["key"])
+                parsed = (int(data.get("chapter", 0)), str(data["key"]), reply)
             except (ValueError, KeyError, TypeError, IndexError):
                 continue
-            if key not in replies or replies[key].error is not None:
-                replies[key] = reply
-        return replies
+            yield raw, parsed
 
-    def append(self, replies: Iterable[tuple[str, Reply]]) -> None:
-        lines = [
-            json.dumps(
-                {
-                    "key": key,
-                    "content": r.content,
-                    "finish": r.finish,
-                    "usage": [r.usage.prompt_tokens, r.usage.completion_tokens],
-                    "error": r.error,
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-            for key, r in replies
-        ]
-        if not lines:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            _cut_torn_line(fd)
-            os.write(fd, "".join(lines).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+
+def _reply_line(key: str, chapter: int, reply: Reply) -> str:
+    usage = [reply.usage.prompt_tokens, reply.usage.completion_tokens]
+    data = {
+        "key": key,
+        "chapter": chapter,
+        "content": reply.content,
+        "finish": reply.finish,
+        "usage": usage,
+        "error": reply.error,
+    }
+    return json.dumps(data, ensure_ascii=False) + "\n"
 
 
 def _cut_torn_line(fd: int) -> None:
