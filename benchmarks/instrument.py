@@ -141,9 +141,9 @@ def _patch_pacer() -> None:
 
 def _patch_worker() -> None:
     """In the forkserver (through `benchmarks.instrument_worker`): the worker's functions."""
-    from imaginize.workers import worker
+    from imaginize.workers import units, worker
 
-    original_make = worker.make_analyzer
+    original_make = units.make_analyzer
 
     def make_analyzer(*args: Any, **kwargs: Any) -> Any:
         started = time.monotonic()
@@ -152,7 +152,7 @@ def _patch_worker() -> None:
         analyzer.analyze = _timed("analyze", analyzer.analyze)
         return analyzer
 
-    worker.make_analyzer = make_analyzer
+    units.make_analyzer = make_analyzer
     original_run = worker.run_jobs
 
     def run_jobs(*args: Any, **kwargs: Any) -> int:

@@ -77,13 +77,14 @@ def stage(path: Path, data: dict[str, object]) -> None:
 
 def profile(chapters: int, cycles: int, root: Path) -> None:
     from imaginize.analysis.providers import ProviderConfig, ProviderKind
+    from imaginize.coordination.claims import StopFlag
     from imaginize.coordination.manifest import Claim
     from imaginize.coordination.store import ManifestStore
     from imaginize.guides.results import CHAPTERS_DIR
     from imaginize.pacing.pace import Limits, Pacer
     from imaginize.settings import RunSettings
     from imaginize.workers.spec import WorkerSpec
-    from imaginize.workers.worker import _claim_next
+    from imaginize.workers.units import Claimed, claim_next
 
     store = ManifestStore(root / "out")
     store.join(
@@ -107,6 +108,23 @@ def profile(chapters: int, cycles: int, root: Path) -> None:
     offline = ProviderConfig(ProviderKind.OFFLINE, "heuristic")
     spec = WorkerSpec(str(root / "book.epub"), str(root / "out"), RunSettings(offline))
     chained = hasattr(store, "publish_and_claim")
+
+    class Chapters:  # the claiming half of workers.units.ChapterUnits
+        name, beats = "chapter", store
+
+        def __init__(self) -> None:
+            self.spec, self.store = spec, store
+
+        def wanted(self) -> None:
+            return None
+
+        def ready(self, stop: StopFlag) -> float:
+            return 0.0
+
+    def _claim_next(*_: object) -> Claim | None:
+        got = claim_next(Chapters(), owner, StopFlag())  # type: ignore[arg-type]
+        return got.claim if isinstance(got, Claimed) else None
+
     held: list[Claim] = []  # the claim the last publish made, if any
 
     def one_cycle() -> None:

@@ -382,10 +382,10 @@ def _zygote_main(book_path: str) -> None:
     worker_id pid"; it reaps its children at once and reports "exit pid code". Stdin closed:
     children killed."""
     import imaginize.analysis.openai.chat  # noqa: F401 (paid for once, before any fork)
-    from imaginize.workers import worker
+    from imaginize.workers import units, worker
 
-    worker.read_book = functools.cache(worker.read_book)  # type: ignore[assignment]
-    worker.read_book(book_path)
+    units.read_book = functools.cache(units.read_book)  # type: ignore[assignment]
+    units.read_book(book_path)
 
     def say(line: str) -> None:
         os.write(1, (line + "\n").encode())

@@ -25,9 +25,10 @@ from imaginize.guides.images import ImageOptions
 from imaginize.model import Analysis, Book, Chapter, Usage
 from imaginize.pacing.pace import Limits
 from imaginize.settings import ClaimPolicy, RunSettings
-from imaginize.workers import worker
+from imaginize.workers import units, worker
 from imaginize.workers.spec import WorkerSpec
-from imaginize.workers.worker import _claim_next, run_jobs, run_worker
+from imaginize.workers.units import Claimed, Settled, Wait
+from imaginize.workers.worker import run_jobs, run_worker
 from tests.fake_openai import FakeOpenAI
 from tests.replies import answer
 from tests.test_cli import SAMPLE, imaginize, start_imaginize
@@ -85,11 +86,46 @@ def test_an_idle_worker_waits_for_retries_it_may_still_claim(tmp_path: Path) -> 
     claims = ClaimPolicy(poll=0.2, max_attempts=3)
     spec = WorkerSpec("book.epub", str(tmp_path), RunSettings(PROVIDER, claims=claims))
     # Chapter 2 is failed for good and 3 is not wanted: neither is a reason to wake early.
-    wait = _claim_next(store, spec, mf.owner_id("w1"), (1, 2), StopFlag())
-    assert wait == 0.2
+    got = units.claim_next(Kind(spec, store, (1, 2)), mf.owner_id("w1"), StopFlag())
+    assert got == Wait(0.2)
     # A retry due soon among the wanted ones is.
-    wait = _claim_next(store, spec, mf.owner_id("w1"), (1, 2, 4), StopFlag())
-    assert isinstance(wait, float) and 0.04 <= wait <= 0.05
+    got = units.claim_next(Kind(spec, store, (1, 2, 4)), mf.owner_id("w1"), StopFlag())
+    assert isinstance(got, Wait) and 0.04 <= got.seconds <= 0.05
+
+
+class Kind:
+    """The claiming half of a unit kind: its manifest and what it wants; always ready."""
+
+    name = "stand-in"
+
+    def __init__(self, spec: WorkerSpec, store: ManifestStore, wanted: tuple[int, ...]) -> None:
+        self.spec, self.store, self.beats, self._wanted = spec, store, store, wanted
+
+    def wanted(self) -> tuple[int, ...]:
+        return self._wanted
+
+    def ready(self, stop: StopFlag) -> float:
+        return 0.0
+
+
+def test_the_next_unit_is_the_first_claimable_in_order_else_the_shortest_wait(
+    tmp_path: Path,
+) -> None:
+    now = time.time()
+    store = idle_store(tmp_path, now)
+    spec = WorkerSpec("book.epub", str(tmp_path), RunSettings(PROVIDER))
+    owner, stop = mf.owner_id("w1"), StopFlag()
+    held, due_soon = Kind(spec, store, (1,)), Kind(spec, store, (4,))
+    got = units.next_unit([held, due_soon], owner, stop)
+    assert isinstance(got, Wait) and got.seconds <= 0.05  # the shorter of the two waits
+    failed_for_good = Kind(spec, store, (2,))  # out of attempts: nothing left to do
+    assert units.next_unit([failed_for_good], owner, stop) == Settled()
+    time.sleep(0.06)  # chapter 4's retry comes due (on a store with a running clock)
+    due = Kind(spec, ManifestStore(tmp_path), (4,))
+    got = units.next_unit([held, failed_for_good, due], owner, stop)
+    assert isinstance(got, Claimed) and got.kind is due and got.claim.number == 4
+    stop.finish_and_leave()  # a worker that is leaving claims nothing more
+    assert isinstance(units.next_unit([Kind(spec, store, (3,))], owner, stop), Wait)
 
 
 # --- the loop, in this process, with a stand-in analyzer ----------------------------------------
@@ -263,7 +299,7 @@ def test_an_idle_wait_ends_when_a_manifest_is_rewritten(tmp_path: Path) -> None:
     started = time.monotonic()
     rewrite.start()
     try:
-        worker._nap(30.0, [tmp_path / "absent.json", manifest], time.sleep)
+        worker.nap(30.0, [tmp_path / "absent.json", manifest], time.sleep, StopFlag())
     finally:
         rewrite.cancel()
     # Woken by the rename, not by the end of the 30 s.
@@ -274,13 +310,13 @@ def test_an_idle_wait_ends_when_a_transaction_appends_to_the_journal(tmp_path: P
     """A transaction leaves the snapshot alone and appends to the journal, which is watched."""
     store = ManifestStore(tmp_path)
     store.join(book_path="/b.epub", sha256="0" * 64, title="B", chapters=[(1, "One")])
-    job: Any = type("Job", (), {"store": store, "images": None})
+    kind: Any = type("Kind", (), {"store": store})
     other = ManifestStore(tmp_path)
     claim = threading.Timer(0.2, lambda: other.claim("h:2:w", lease=600.0, max_attempts=3))
     started = time.monotonic()
     claim.start()
     try:
-        worker._nap(30.0, worker._watched([job]), time.sleep)
+        worker.nap(30.0, units.watched([kind]), time.sleep, StopFlag())
     finally:
         claim.cancel()
     assert time.monotonic() - started < 10.0
@@ -299,23 +335,21 @@ def test_an_idle_look_passes_over_finished_chapters(monkeypatch: pytest.MonkeyPa
         return reason(entry, *args)
 
     monkeypatch.setattr(mf, "claimable_reason", counted)
-    spec = WorkerSpec("/b.epub", "/out", RunSettings(OFFLINE))
-    assert worker._anything_claimable(m, spec, 10.0, None)
+    policy = ClaimPolicy()
+    assert units.anything_claimable(m, policy, 10.0, None)
     assert looked == [2001, 2002]
-    assert worker._idle_wait(m, spec, 10.0, (2001,)) == pytest.approx(
-        min(spec.settings.claims.poll, 40.0)
-    )
+    assert units.idle_wait(m, policy, 10.0, (2001,)) == pytest.approx(min(policy.poll, 40.0))
 
 
 def test_an_idle_wait_without_changes_sleeps_it_all_in_short_naps(tmp_path: Path) -> None:
     manifest = tmp_path / "m.json"
     write_json_atomic(manifest, {"v": 1})
     naps: list[float] = []
-    worker._nap(0.2, [manifest], naps.append)
+    worker.nap(0.2, [manifest], naps.append, StopFlag())
     assert sum(naps) == pytest.approx(0.2)
     assert max(naps) <= worker.CHANGE_CHECK
     naps.clear()
-    worker._nap(0.001, [manifest], naps.append)  # never less than one nap
+    worker.nap(0.001, [manifest], naps.append, StopFlag())  # never less than one nap
     assert naps == [pytest.approx(0.001)]
 
 
@@ -350,7 +384,7 @@ def test_an_idle_wait_ends_when_the_worker_is_asked_to_stop(tmp_path: Path) -> N
         if len(naps) == 3:
             stop.finish_and_leave()
 
-    worker._nap(150.0, [tmp_path / "m.json"], nap, stop)
+    worker.nap(150.0, [tmp_path / "m.json"], nap, stop)
     assert len(naps) == 3  # not the 7,500 naps of 150 s
 
 
