@@ -111,3 +111,17 @@ def test_straight_double_quotes_are_offered_curled_and_found_again() -> None:
     found = [finder.find(choice) for choice in choices]
     assert all(passage and passage in text for passage in found)
     assert "Tib!\" she shouted" in found[0]
+
+
+def test_a_bound_schema_holds_a_rambling_model_to_a_complete_reply() -> None:
+    # A small model filled free-text fields and lists until the output cap (replies of 600
+    # tokens cut off, every chunk halved again): bound replies carry lengths and counts.
+    bound = reply_schema(quotes=("One sentence here.",), scenes=3)
+    scene = bound["properties"]["scenes"]
+    assert scene["maxItems"] == 3
+    assert scene["items"]["properties"]["description"]["maxLength"] > 0
+    assert scene["items"]["properties"]["characters"]["items"]["maxLength"] > 0
+    assert bound["properties"]["elements"]["maxItems"] > 0
+    hosted = reply_schema()
+    assert "maxItems" not in hosted["properties"]["scenes"]
+    assert "maxLength" not in hosted["properties"]["scenes"]["items"]["properties"]["description"]

@@ -160,13 +160,13 @@ class OpenAIAnalyzer:
         messages = chapter_messages(chunk, scenes, self._book_title)
         cap = self._output_cap(scenes, messages)
         quotes = quote_choices(chunk.text) if self._quote_choices else ()
-        reply, usage = self._complete(messages, cap, quotes=quotes)
+        reply, usage = self._complete(messages, cap, quotes=quotes, scenes=scenes)
         try:
             return parse_reply(reply, chunk.text, scenes, usage)
         except ReplyError as problem:
             first = str(problem)
         retry = repair_messages(messages, reply, first)
-        again, more = self._complete(retry, cap, spent=usage, quotes=quotes)
+        again, more = self._complete(retry, cap, spent=usage, quotes=quotes, scenes=scenes)
         usage += more
         try:
             return parse_reply(again, chunk.text, scenes, usage)
@@ -174,7 +174,9 @@ class OpenAIAnalyzer:
             second = str(problem)
         if again.strip() == reply.strip():
             # The model repeats itself in that conversation: one fresh one, colder.
-            fresh, more = self._complete(messages, cap, spent=usage, temperature=0.0, quotes=quotes)
+            fresh, more = self._complete(
+                messages, cap, spent=usage, temperature=0.0, quotes=quotes, scenes=scenes
+            )
             usage += more
             try:
                 return parse_reply(fresh, chunk.text, scenes, usage)
@@ -215,6 +217,7 @@ class OpenAIAnalyzer:
         spent: Usage | None = None,
         temperature: float | None = None,
         quotes: tuple[str, ...] = (),
+        scenes: int = 0,
     ) -> tuple[str, Usage]:
         """The reply's text and usage. Raises _CutOff for a reply stopped at a limit (with
         the usage so far), ProviderError for what the server said."""
@@ -224,7 +227,7 @@ class OpenAIAnalyzer:
             params[state.max_tokens_field] = cap
             if temperature is not None:
                 params["temperature"] = temperature
-            response_format = state.format.response_format(quotes)
+            response_format = state.format.response_format(quotes, scenes)
             if response_format is not None:
                 params["response_format"] = response_format
             try:

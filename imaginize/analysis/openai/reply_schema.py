@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,27 +21,46 @@ from imaginize.model import ElementKind
 SCHEMA_NAME = "chapter_illustrations"
 
 
+def _at_most(length: int, items: int | None = None) -> Any:
+    """Schema-only bounds (not validated): what a grammar holds a local model to, so that a
+    small model's rambling ends in a complete reply rather than at the output cap."""
+    bound: dict[str, int] = {"maxItems": items} if items else {"maxLength": length}
+    return bound
+
+
+_Short = Annotated[str, Field(json_schema_extra=_at_most(80))]
+_Long = Annotated[str, Field(json_schema_extra=_at_most(400))]
+
+
 class SceneReply(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     quote: str = Field(min_length=1, description="1-3 sentences copied exactly from the text")
-    description: str = Field(default="", description="what the picture shows")
-    composition: str = Field(default="", description="framing and viewpoint")
-    characters: list[str] = Field(default_factory=list)
-    setting: str = ""
-    lighting: str = ""
-    mood: str = ""
-    image_prompt: str = Field(default="", alias="imagePrompt")
+    description: str = Field(
+        default="", description="what the picture shows", json_schema_extra=_at_most(400)
+    )
+    composition: str = Field(
+        default="", description="framing and viewpoint", json_schema_extra=_at_most(160)
+    )
+    characters: list[_Short] = Field(default_factory=list, json_schema_extra=_at_most(0, 8))
+    setting: str = Field(default="", json_schema_extra=_at_most(160))
+    lighting: str = Field(default="", json_schema_extra=_at_most(160))
+    mood: str = Field(default="", json_schema_extra=_at_most(160))
+    image_prompt: str = Field(default="", alias="imagePrompt", json_schema_extra=_at_most(600))
 
 
 class ElementReply(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, json_schema_extra=_at_most(80))
     kind: ElementKind
-    description: str = Field(default="", description="appearance, for drawing it consistently")
-    aliases: list[str] = Field(default_factory=list)
-    quotes: list[str] = Field(default_factory=list)
+    description: str = Field(
+        default="",
+        description="appearance, for drawing it consistently",
+        json_schema_extra=_at_most(400),
+    )
+    aliases: list[_Short] = Field(default_factory=list, json_schema_extra=_at_most(0, 6))
+    quotes: list[_Long] = Field(default_factory=list, json_schema_extra=_at_most(0, 3))
 
 
 class ChapterReply(BaseModel):
@@ -50,7 +69,7 @@ class ChapterReply(BaseModel):
     # At least one: a grammar-constrained small model otherwise fills the schema with nothing
     # (llama-cpp-python + Gemma 3 270M answered {"scenes": [], "elements": []}).
     scenes: list[SceneReply] = Field(min_length=1)
-    elements: list[ElementReply] = Field(default_factory=list)
+    elements: list[ElementReply] = Field(default_factory=list, json_schema_extra=_at_most(0, 16))
 
 
 @functools.cache
@@ -60,16 +79,22 @@ def _strict_schema(bounds: bool) -> dict[str, Any]:
     return _strict(_inline(schema, definitions), _KEPT_BOUNDS if bounds else frozenset())
 
 
-def reply_schema(*, string_bounds: bool = False, quotes: Sequence[str] = ()) -> dict[str, Any]:
+def reply_schema(
+    *, string_bounds: bool = False, quotes: Sequence[str] = (), scenes: int = 0
+) -> dict[str, Any]:
     """The strict JSON schema of a chapter reply (a fresh copy: callers may embed it).
-    `string_bounds`: keep minLength, which grammar-based servers (llama.cpp) enforce and
-    OpenAI's strict mode may refuse. `quotes`: the only values a scene's quote may take
-    (see `quote_choices`)."""
-    schema = copy.deepcopy(_strict_schema(string_bounds))
+    `string_bounds`: keep the length and count bounds, which grammar-based servers
+    (llama.cpp) enforce and OpenAI's strict mode may refuse. `quotes`: the only values a
+    scene's quote may take (see `quote_choices`), and `scenes` the most scenes, for a local
+    server's grammar (bounds are then kept)."""
+    schema = copy.deepcopy(_strict_schema(string_bounds or bool(quotes)))
+    listed = schema["properties"]["scenes"]
     if quotes:
-        quote = schema["properties"]["scenes"]["items"]["properties"]["quote"]
+        quote = listed["items"]["properties"]["quote"]
         quote["enum"] = list(quotes)
         quote.pop("minLength", None)
+    if scenes and (string_bounds or quotes):
+        listed["maxItems"] = max(scenes, listed.get("minItems", 1))
     return schema
 
 
@@ -84,8 +109,8 @@ def _inline(node: Any, definitions: dict[str, Any]) -> Any:
     return node
 
 
-_DROPPED = frozenset({"default", "title", "minLength", "maxLength"})
-_KEPT_BOUNDS = frozenset({"minLength", "maxLength"})
+_DROPPED = frozenset({"default", "title", "minLength", "maxLength", "maxItems"})
+_KEPT_BOUNDS = frozenset({"minLength", "maxLength", "maxItems"})
 
 
 def _strict(node: Any, keep: frozenset[str] = frozenset()) -> Any:

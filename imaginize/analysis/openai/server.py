@@ -29,12 +29,13 @@ class ReplyFormat(StrEnum):
     JSON_OBJECT = "json_object"
     PLAIN = "plain prompting"
 
-    def response_format(self, quotes: Sequence[str] = ()) -> dict[str, Any] | None:
-        """The `response_format` request field for this format (None: not sent); `quotes`
-        limits scenes' quotes to those passages where the format carries a schema."""
+    def response_format(self, quotes: Sequence[str] = (), scenes: int = 0) -> dict[str, Any] | None:
+        """The `response_format` request field for this format (None: not sent). Where the
+        format carries a schema, `quotes` limits scenes' quotes to those passages and
+        `scenes` their number (a local server's grammar; see `reply_schema`)."""
         match self:
             case ReplyFormat.JSON_SCHEMA:
-                schema = reply_schema(quotes=quotes)
+                schema = reply_schema(quotes=quotes, scenes=scenes)
                 return {
                     "type": "json_schema",
                     "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": schema},
@@ -42,7 +43,7 @@ class ReplyFormat(StrEnum):
             case ReplyFormat.JSON_OBJECT_SCHEMA:
                 return {
                     "type": "json_object",
-                    "schema": reply_schema(string_bounds=True, quotes=quotes),
+                    "schema": reply_schema(string_bounds=True, quotes=quotes, scenes=scenes),
                 }
             case ReplyFormat.JSON_OBJECT:
                 return {"type": "json_object"}
