@@ -22,6 +22,7 @@ def book(tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_analyze_book_offline_with_events(book: Path) -> None:
     events: list[Event] = []
     finished = imaginize.analyze_book(
@@ -37,6 +38,7 @@ def test_analyze_book_offline_with_events(book: Path) -> None:
     assert (book.parent / "out" / "Chapters.md").is_file()
 
 
+@pytest.mark.slow
 def test_analyze_book_over_http_with_options(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(responder=answer)
     finished = imaginize.analyze_book(

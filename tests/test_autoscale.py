@@ -6,6 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from imaginize.workers.autoscale import WINDOW, AutoScaler, initial_workers, process_rss
 from tests.fake_openai import FakeOpenAI, rate_limited
 from tests.replies import answer
@@ -74,6 +76,7 @@ def test_rss_of_this_process_is_known_on_linux() -> None:
     assert process_rss(2**22 + 12345) == 0
 
 
+@pytest.mark.slow
 def test_auto_pool_finishes_a_book_through_a_429(tmp_path: Path) -> None:
     """Through the CLI: --concurrent auto starts its pool and, with a 429 on the way (which
     the controller answers by shrinking when it has workers to spare), every chapter is
@@ -122,6 +125,7 @@ def test_a_worker_that_pays_is_kept() -> None:
     assert scaler.target == 3 and not scaler.queueing
 
 
+@pytest.mark.slow
 def test_auto_settles_at_one_on_a_server_that_answers_in_turn(tmp_path: Path) -> None:
     """Through the CLI against a one-slot server (llama.cpp's default): the pool starts at one
     worker for a local server, tries two, finds each chapter twice as slow and goes back to

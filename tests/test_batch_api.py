@@ -89,6 +89,7 @@ def client(fake_openai: FakeOpenAI) -> openai.OpenAI:
     return openai.OpenAI(base_url=fake_openai.url, api_key="test", max_retries=0)
 
 
+@pytest.mark.slow
 def test_batch_states_advance_and_replies_come_from_the_chat_source(
     fake_openai: FakeOpenAI, client: openai.OpenAI
 ) -> None:
@@ -106,6 +107,7 @@ def test_batch_states_advance_and_replies_come_from_the_chat_source(
     assert created[0]["custom_ids"] == ["a", "b"]
 
 
+@pytest.mark.slow
 def test_partial_failures_go_to_the_error_file(
     fake_openai: FakeOpenAI, client: openai.OpenAI
 ) -> None:
@@ -135,6 +137,7 @@ def test_an_expired_batch_answers_part_and_lists_the_rest(
     assert again.status == "completed"  # only the next one expired
 
 
+@pytest.mark.slow
 def test_a_batch_past_the_enqueued_token_cap_fails_validation(
     fake_openai: FakeOpenAI, client: openai.OpenAI
 ) -> None:
@@ -300,6 +303,7 @@ def _counted(body: Any) -> dict[str, Any]:
     return step | {"usage": usage}
 
 
+@pytest.mark.slow
 def test_three_books_through_the_batch_api_match_a_live_run(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -321,6 +325,7 @@ def test_three_books_through_the_batch_api_match_a_live_run(
         assert _folder(tmp_path / "batch" / f"imaginize_{book.stem}") == _folder(out)
 
 
+@pytest.mark.slow
 def test_failed_and_unusable_replies_go_in_a_follow_up_batch(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -342,6 +347,7 @@ def test_failed_and_unusable_replies_go_in_a_follow_up_batch(
     assert all(e.batch is None for e in manifest.chapters)
 
 
+@pytest.mark.slow
 def test_the_repair_request_carries_the_unusable_reply(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -356,6 +362,7 @@ def test_the_repair_request_carries_the_unusable_reply(
     assert "could not be used" in messages[-1]["content"]
 
 
+@pytest.mark.slow
 def test_an_expired_batch_is_sent_again(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     fake_openai.script(responder=answer, batch_timing=[0, 0, 0], batch_expire=1)
     library = run_batch_books([SAMPLE], _options(fake_openai, tmp_path / "out"), FAST)
@@ -365,6 +372,7 @@ def test_an_expired_batch_is_sent_again(fake_openai: FakeOpenAI, tmp_path: Path)
     assert {c.split("-")[1] for c in rounds[1]} == {"c5", "c6", "c7", "c8"}
 
 
+@pytest.mark.slow
 def test_the_token_cap_splits_files_and_holds_them_back(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -384,6 +392,7 @@ def test_the_token_cap_splits_files_and_holds_them_back(
     assert not [n for n in notices if "refused" in n]  # never past the server's cap
 
 
+@pytest.mark.slow
 def test_a_batch_refused_for_the_token_cap_is_sent_again_smaller(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -425,6 +434,7 @@ def test_a_server_without_the_batch_api_is_refused_before_any_upload(
     assert [r["method"] for r in fake_openai.requests] == ["GET"]
 
 
+@pytest.mark.slow
 def test_no_wait_then_a_re_run_sends_nothing_twice(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     fake_openai.script(responder=answer, batch_timing=[0.3, 0.3, 0.1])
     out = tmp_path / "out"
@@ -441,6 +451,7 @@ def test_no_wait_then_a_re_run_sends_nothing_twice(fake_openai: FakeOpenAI, tmp_
     assert len(sent) == 8 and len(set(sent)) == 8
 
 
+@pytest.mark.slow
 def test_batch_cancel_gives_the_chapters_back(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     fake_openai.script(responder=answer, batch_timing=[5, 5, 5])
     out = tmp_path / "out"
@@ -499,6 +510,7 @@ def _wait_for(log: Path, test: Any, timeout: float = 30.0) -> None:
         ("content", lambda r: r["path"].endswith("/content")),
     ],
 )
+@pytest.mark.slow
 def test_kill_9_at_any_step_then_a_re_run_sends_nothing_twice(
     phase: str, seen: Any, tmp_path: Path
 ) -> None:
@@ -557,6 +569,7 @@ def _imaginize(*args: str | Path, home: Path) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.slow
 def test_cli_a_server_without_batches_is_one_line_and_exit_2(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -572,6 +585,7 @@ def test_cli_a_server_without_batches_is_one_line_and_exit_2(
     assert not [r for r in fake_openai.requests if r["method"] == "POST"]
 
 
+@pytest.mark.slow
 def test_cli_no_wait_status_and_estimate(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     fake_openai.script(responder=answer, batch_timing=[30, 30, 30])
     server = ["--base-url", fake_openai.url, "--api-key", "test", "--model", "gpt-4o-mini"]
@@ -607,6 +621,7 @@ def test_cli_no_wait_status_and_estimate(fake_openai: FakeOpenAI, tmp_path: Path
     assert "1 batch cancelled, 8 chapters back to pending" in cancel.stdout
 
 
+@pytest.mark.slow
 def test_then_live_does_the_follow_up_round_live(
     fake_openai: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -627,6 +642,7 @@ def test_then_live_does_the_follow_up_round_live(
     assert list((tmp_path / "cache" / "imaginize" / "pace").glob("*/*"))
 
 
+@pytest.mark.slow
 def test_a_live_run_leaves_batched_chapters_to_the_batch_run(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -645,6 +661,7 @@ def test_a_live_run_leaves_batched_chapters_to_the_batch_run(
 
 
 @pytest.mark.parametrize("phase", ["upload", "create"])
+@pytest.mark.slow
 def test_a_refused_upload_or_create_is_sent_again_next_round(
     phase: str, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:

@@ -343,6 +343,7 @@ def test_raw_xhtml_with_html_entities_and_tag_soup(tmp_path: Path) -> None:
     assert book.chapters[1].paragraphs == ["Unclosed bold", "Second été"]
 
 
+@pytest.mark.slow
 def test_large_single_document_is_fast(tmp_path: Path) -> None:
     # 200,000 words in one file, split by 40 TOC anchors: must stay linear.
     body = "".join(
@@ -548,6 +549,7 @@ except BookError as exc:
 """
 
 
+@pytest.mark.slow
 def test_zip_bomb_is_refused_naming_the_member_within_bounded_memory(tmp_path: Path) -> None:
     # 200 MiB behind ~0.6 MiB: it used to be read whole (ebooklib, then a tree): MemoryError
     # in 512 MiB of address space, and several GiB without a limit (19 GiB at 1 GiB).
@@ -582,6 +584,7 @@ def test_navigation_is_parsed_whole_so_its_limit_is_lower(tmp_path: Path) -> Non
     assert ReadLimits.from_env({"IMAGINIZE_EPUB_NAV_LIMIT_MB": "32"}).structure == 32 * MiB
 
 
+@pytest.mark.slow
 def test_member_limit(tmp_path: Path) -> None:
     path = inflated(tmp_path, 2 * MiB)
     with pytest.raises(BookError) as info:
@@ -591,6 +594,7 @@ def test_member_limit(tmp_path: Path) -> None:
     assert len(read_book(path, ReadLimits(member=3 * MiB)).chapters) == 4
 
 
+@pytest.mark.slow
 def test_total_limit_names_the_member_that_crosses_it(tmp_path: Path) -> None:
     chapters = [(f"Chapter {n}", paragraphs(6000)) for n in range(1, 4)]  # ~0.4 MiB each
     path = build_epub(tmp_path / "b.epub", chapters)
@@ -625,6 +629,7 @@ def test_bytes_read_count_whatever_the_header_declares(tmp_path: Path) -> None:
     assert any("chapter-01.xhtml" in w and "damaged" in w for w in book.warnings)
 
 
+@pytest.mark.slow
 def test_limits_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = inflated(tmp_path, 2 * MiB)
     monkeypatch.setenv("IMAGINIZE_EPUB_FILE_LIMIT_MB", "1.5")
@@ -637,6 +642,7 @@ def test_limits_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
             ReadLimits.from_env({"IMAGINIZE_EPUB_TEXT_LIMIT_MB": bad})
 
 
+@pytest.mark.slow
 def test_images_are_never_decompressed(tmp_path: Path) -> None:
     # A 64 MiB image bomb: neither ebooklib nor the damage check reads it any more.
     path = inflated(tmp_path, 64 * MiB, name="EPUB/map.png", head=PNG, unit=b"\0", tail=b"")
@@ -645,6 +651,7 @@ def test_images_are_never_decompressed(tmp_path: Path) -> None:
     assert book.warnings == ()
 
 
+@pytest.mark.slow
 def test_huge_chapter_is_read_in_parts_with_a_warning(tmp_path: Path) -> None:
     path = inflated(tmp_path, int(2.5 * CHAPTER_CHARS))
     with zipfile.ZipFile(path) as zf:
@@ -662,6 +669,7 @@ def test_huge_chapter_is_read_in_parts_with_a_warning(tmp_path: Path) -> None:
     assert [w for w in book.warnings if "chapter-01.xhtml" in w and "3 parts" in w]
 
 
+@pytest.mark.slow
 def test_paragraph_without_breaks_is_cut_at_blanks(tmp_path: Path) -> None:
     # 3 MiB of words in one <p>: blocks of at most xhtml.MAX_BLOCK characters, words whole.
     words = 3 * MiB // len(b"orchard ")
@@ -767,6 +775,7 @@ def test_corpus_alice() -> None:
 
 
 @corpus
+@pytest.mark.slow
 def test_corpus_frankenstein() -> None:
     book = corpus_book("gutenberg3-pg84-images-3.epub")
     assert titles(book) == [f"Letter {n}" for n in range(1, 5)] + [
@@ -779,6 +788,7 @@ def test_corpus_frankenstein() -> None:
 
 
 @corpus
+@pytest.mark.slow
 def test_corpus_verwandlung_fragments() -> None:
     book = corpus_book("gutenberg3-pg22367-images-3.epub")
     assert titles(book) == ["I.", "II.", "III."]
@@ -789,6 +799,7 @@ def test_corpus_verwandlung_fragments() -> None:
 
 
 @corpus
+@pytest.mark.slow
 def test_corpus_gatsby() -> None:
     book = corpus_book("standardebooks-f-scott-fitzgerald_the-great-gatsby.epub")
     assert titles(book) == ["I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX"]
@@ -883,6 +894,7 @@ def test_gold_files_cover_the_four_books() -> None:
 
 @corpus
 @pytest.mark.parametrize("name", GOLD_BOOKS)
+@pytest.mark.slow
 def test_corpus_chapters_match_the_gold(name: str) -> None:
     path, expected = gold(name)
     assert chapter_list(read_book(path), expected) == expected

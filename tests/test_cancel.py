@@ -70,6 +70,7 @@ def never_waits(seconds: float) -> None:
     raise AssertionError(f"the slot was still held: asked to wait {seconds:.2f}s")
 
 
+@pytest.mark.slow
 def test_a_request_given_up_at_its_deadline_lets_go_of_slot_and_connection(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -88,6 +89,7 @@ def test_a_request_given_up_at_its_deadline_lets_go_of_slot_and_connection(
     assert eventually(lambda: closed_by_client(fake_openai) == 1)
 
 
+@pytest.mark.slow
 def test_a_chapter_past_its_timeout_frees_the_slot_for_its_retry(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:

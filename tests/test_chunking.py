@@ -196,6 +196,7 @@ def _paragraph(draw: st.DrawFn) -> str:
     paragraphs=st.lists(_paragraph(), min_size=1, max_size=8),
     max_tokens=st.integers(min_value=1, max_value=120),
 )
+@pytest.mark.slow
 def test_split_chapter_loses_and_duplicates_nothing_and_stays_in_budget(
     paragraphs: list[str], max_tokens: int
 ) -> None:
@@ -219,6 +220,7 @@ def test_split_chapter_loses_and_duplicates_nothing_and_stays_in_budget(
     max_tokens=st.integers(min_value=1, max_value=200),
     cjk=st.booleans(),
 )
+@pytest.mark.slow
 def test_split_chapter_cuts_one_huge_sentence_less_paragraph(
     length: int, max_tokens: int, cjk: bool
 ) -> None:
@@ -260,6 +262,7 @@ def test_share_scenes_gives_one_each_when_the_total_is_too_small() -> None:
     sizes=st.lists(st.integers(min_value=0, max_value=2000), min_size=1, max_size=10),
     extra=st.integers(min_value=0, max_value=40),
 )
+@pytest.mark.slow
 def test_share_scenes_sums_to_the_total_and_gives_each_at_least_one(
     sizes: list[int], extra: int
 ) -> None:

@@ -48,6 +48,7 @@ def test_an_earlier_cancel_from_the_caller_stops_it_too() -> None:
         within(5.0, cancel.check, "cancelled-early", token)
 
 
+@pytest.mark.slow
 def test_a_timed_out_chapter_sends_no_more_requests(tmp_path: Path) -> None:
     """A long chapter in many chunks against a slow server: after the deadline, the thread
     left behind must not go on through the remaining chunks."""

@@ -60,6 +60,7 @@ def one_error_line(result: subprocess.CompletedProcess[str], path: Path) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_one_line_and_status_2(tmp_path: Path) -> None:
     empty = tmp_path / "empty.epub"
     empty.write_bytes(b"")
@@ -96,6 +97,7 @@ def test_bad_inputs_get_one_line_and_status_2(tmp_path: Path) -> None:
         assert message.startswith(f"imaginize: error: {path}: "), message
 
 
+@pytest.mark.slow
 def test_missing_book_as_a_real_process(tmp_path: Path) -> None:
     missing = tmp_path / "nope.epub"
     line = one_error_line(imaginize(missing), missing)
@@ -130,6 +132,7 @@ def chat_requests(server: FakeOpenAI) -> list[dict]:
     return [r for r in server.requests if r["endpoint"] == "chat"]
 
 
+@pytest.mark.slow
 def test_openai_run_resume_force_and_selection(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(responder=answer)
     out = book.parent / "out"
@@ -160,6 +163,7 @@ def test_openai_run_resume_force_and_selection(fake_openai: FakeOpenAI, book: Pa
     assert sorted(p.split(" of ")[0] for p in prompts) == ["Chapter 2", "Chapter 3", "Chapter 7"]
 
 
+@pytest.mark.slow
 def test_a_refused_key_stops_the_whole_run(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(api_key="right-key", responder=answer)
     result = imaginize(
@@ -179,6 +183,7 @@ def test_a_refused_key_stops_the_whole_run(fake_openai: FakeOpenAI, book: Path) 
     assert len(chat_requests(fake_openai)) <= 2  # one per worker, not the whole book
 
 
+@pytest.mark.slow
 def test_failed_chapters_are_listed_and_exit_1(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(default=reply("no JSON here, sorry"))
     out = book.parent / "out"
@@ -191,6 +196,7 @@ def test_failed_chapters_are_listed_and_exit_1(fake_openai: FakeOpenAI, book: Pa
     assert status["totals"]["failed"] == 1
 
 
+@pytest.mark.slow
 def test_retryable_errors_are_retried_within_the_cap(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(responder=answer)
     fake_openai.enqueue(error(500), error(500))
@@ -200,6 +206,7 @@ def test_retryable_errors_are_retried_within_the_cap(fake_openai: FakeOpenAI, bo
     assert [r["status"] for r in chat_requests(fake_openai)] == [500, 500, 200]
 
 
+@pytest.mark.slow
 def test_loading_the_cli_imports_no_server_client() -> None:
     """`openai` takes about a second to import: a run loads it only in the workers that call
     a server (their forkserver preloads it), a --batch-api run when it starts the batch flow;

@@ -492,6 +492,8 @@ class Zygote:
 # === 1. stress ===================================================================================
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # 8 processes on 2 cores
 def test_stress_eight_workers_two_hundred_chapters(tmp_path: Path, processes: Processes) -> None:
     book = make_book(tmp_path / "book.epub", 200)
     out = tmp_path / "out"
@@ -642,6 +644,8 @@ sys.exit(1 if finished.failures or finished.unfinished else 0)
 """
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # 8 processes killed and restarted
 def test_chaos_kill_9_workers_at_random_moments(tmp_path: Path, processes: Processes) -> None:
     book = make_book(tmp_path / "book.epub", CHAOS_CHAPTERS)
     out = tmp_path / "out"
@@ -827,6 +831,7 @@ def _freeze_lock_holder(out: Path, live: Mapping[int, str]) -> tuple[int, bool] 
 # === 3. two CLI runs on one book ===============================================================
 
 
+@pytest.mark.slow
 def test_two_cli_runs_share_one_book(tmp_path: Path, processes: Processes) -> None:
     count = 24
     book = make_book(tmp_path / "book.epub", count)
@@ -907,6 +912,7 @@ def two_fresh_claims(out: Path) -> tuple[set[int], list[mf.Entry]] | None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.slow
 def test_ctrl_c_gives_chapters_back_and_a_rerun_finishes(
     tmp_path: Path, processes: Processes, signum: int
 ) -> None:
@@ -963,6 +969,7 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+@pytest.mark.slow
 def test_workers_of_a_launcher_killed_with_9_give_their_chapters_back_and_leave(
     tmp_path: Path, processes: Processes
 ) -> None:
@@ -989,6 +996,7 @@ def test_workers_of_a_launcher_killed_with_9_give_their_chapters_back_and_leave(
 # === 5. kill -9 under a 10-minute lease ========================================================
 
 
+@pytest.mark.slow
 def test_claim_of_a_killed_worker_is_taken_over_at_once(
     tmp_path: Path, processes: Processes
 ) -> None:
@@ -1065,6 +1073,7 @@ def test_ten_minute_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize("holder", ["empty", "live pid, no start token"])
+@pytest.mark.slow
 def test_a_lock_not_provably_stale_is_named_within_seconds(
     tmp_path: Path, processes: Processes, holder: str
 ) -> None:

@@ -81,6 +81,7 @@ def test_bad_values_and_bad_toml(places: tuple[Path, Path], text: str, message: 
         config.load()
 
 
+@pytest.mark.slow
 def test_files_feed_the_run_and_flags_beat_them(
     places: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -161,6 +162,7 @@ def keys_received(server: FakeOpenAI) -> set[str]:
     return {r["headers"].get("authorization", "") for r in server.requests}
 
 
+@pytest.mark.slow
 def test_a_project_file_base_url_is_not_sent_the_users_key(
     places: tuple[Path, Path], fake_openai: FakeOpenAI
 ) -> None:
@@ -192,6 +194,7 @@ def test_a_project_file_base_url_is_not_sent_the_users_key(
     assert keys_received(fake_openai) == {"Bearer sk-users-own-secret-1234"}
 
 
+@pytest.mark.slow
 def test_a_project_file_may_send_its_own_key_to_its_own_server(
     places: tuple[Path, Path], fake_openai: FakeOpenAI
 ) -> None:

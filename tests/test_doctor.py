@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from imaginize.analysis.openai.doctor import diagnose, render
 from imaginize.analysis.openai.server import ReplyFormat
 from imaginize.analysis.providers import resolve_provider
@@ -59,6 +61,7 @@ def test_a_json_object_only_server_without_streaming(fake_openai: FakeOpenAI) ->
     assert not report.streaming
 
 
+@pytest.mark.slow
 def test_the_cli_prints_the_table_or_json_and_fails_on_a_dead_server(
     fake_openai: FakeOpenAI,
 ) -> None:
@@ -84,6 +87,7 @@ def test_the_cli_prints_the_table_or_json_and_fails_on_a_dead_server(
     assert "Traceback" not in dead.stderr
 
 
+@pytest.mark.slow
 def test_a_one_slot_server_is_told_apart(fake_openai: FakeOpenAI) -> None:
     # llama.cpp with one slot: the second of two requests waits for the first.
     fake_openai.script(responder=lambda body: {**schema_bound(body), "delay": 0.5}, slots=1)

@@ -61,6 +61,7 @@ def test_estimate_sends_nothing(
     assert not (tmp_path / "imaginize_book").exists()  # nothing written either
 
 
+@pytest.mark.slow
 def test_a_local_server_is_timed_with_one_short_request(
     fake_openai: FakeOpenAI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -56,6 +56,7 @@ def raw_request(
         conn.close()
 
 
+@pytest.mark.slow
 def test_default_reply_has_openai_shape_and_deterministic_usage(fake_openai: FakeOpenAI) -> None:
     completion = chat(fake_openai)
     assert completion.object == "chat.completion"
@@ -70,6 +71,7 @@ def test_default_reply_has_openai_shape_and_deterministic_usage(fake_openai: Fak
     assert completion.usage.total_tokens == prompt_tokens + 1
 
 
+@pytest.mark.slow
 def test_request_log_records_time_headers_body_and_status(fake_openai: FakeOpenAI) -> None:
     before_mono, before_wall = time.monotonic(), time.time()
     chat(fake_openai, temperature=0.2)
@@ -90,6 +92,7 @@ def test_request_log_records_time_headers_body_and_status(fake_openai: FakeOpenA
     )
 
 
+@pytest.mark.slow
 def test_scripted_content_finish_reason_and_usage(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(
         reply({"scenes": []}, finish_reason="length", usage={"completion_tokens": 4096}),
@@ -116,6 +119,7 @@ def test_rate_limited_step_exposes_retry_after_headers(fake_openai: FakeOpenAI) 
     assert fake_openai.requests[0]["status"] == 429
 
 
+@pytest.mark.slow
 def test_client_retry_honours_retry_after_ms(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(rate_limited(None, retry_after_ms=50), reply("after retry"))
     with openai.OpenAI(base_url=fake_openai.url, api_key="test", max_retries=1) as c:
@@ -134,6 +138,7 @@ def test_server_errors(fake_openai: FakeOpenAI, status: int) -> None:
     assert caught.value.status_code == status
 
 
+@pytest.mark.slow
 def test_proxy_error_with_html_body(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(error(502, body="<html>Bad Gateway</html>", retry_after=3))
     with pytest.raises(openai.InternalServerError) as caught:
@@ -176,6 +181,7 @@ def test_malformed_json_body_escapes_the_client_as_json_error(fake_openai: FakeO
     assert fake_openai.requests[0]["kind"] == "malformed"
 
 
+@pytest.mark.slow
 def test_truncated_body_is_a_connection_error(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(truncated())
     with pytest.raises(openai.APIConnectionError) as caught:
@@ -184,6 +190,7 @@ def test_truncated_body_is_a_connection_error(fake_openai: FakeOpenAI) -> None:
     assert chat(fake_openai).choices[0].message.content == "ok"  # the server carries on
 
 
+@pytest.mark.slow
 def test_hang_times_out_and_delay_is_latency(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(hang(), reply("late", delay=0.3))
     start = time.monotonic()
@@ -196,6 +203,7 @@ def test_hang_times_out_and_delay_is_latency(fake_openai: FakeOpenAI) -> None:
     assert fake_openai.requests[0]["status"] is None
 
 
+@pytest.mark.slow
 def test_stop_is_quick_with_a_hanging_request_and_idle_connections() -> None:
     threads_before = set(threading.enumerate())
     server = FakeOpenAI().start()
@@ -222,6 +230,7 @@ def test_stop_is_quick_with_a_hanging_request_and_idle_connections() -> None:
     assert set(threading.enumerate()) <= threads_before
 
 
+@pytest.mark.slow
 def test_responder_answers_from_the_prompt(fake_openai: FakeOpenAI) -> None:
     def responder(body: dict[str, Any]) -> Any:
         text = prompt_text(body)
@@ -251,6 +260,7 @@ def test_responder_exception_is_a_500_with_logged_traceback(fake_openai: FakeOpe
     assert "KeyError" in fake_openai.requests[0]["error"]
 
 
+@pytest.mark.slow
 def test_script_times_queue_and_defaults(fake_openai: FakeOpenAI) -> None:
     fake_openai.script({"chat": [{"status": 500, "times": 2}, "third"], "default": "fallback"})
     assert fake_openai.pending() == 3
@@ -267,6 +277,7 @@ def test_script_times_queue_and_defaults(fake_openai: FakeOpenAI) -> None:
         fake_openai.enqueue({"kind": "explode"})
 
 
+@pytest.mark.slow
 def test_rpm_sliding_window(fake_openai: FakeOpenAI) -> None:
     fake_openai.script(rpm=2, rate_window=0.5)
     chat(fake_openai)
@@ -281,6 +292,7 @@ def test_rpm_sliding_window(fake_openai: FakeOpenAI) -> None:
     assert fake_openai.requests[2]["source"] == "rate_limit"
 
 
+@pytest.mark.slow
 def test_reject_response_format_like_llama_cpp(fake_openai: FakeOpenAI) -> None:
     fake_openai.script(chat=["queued"], reject_response_format=400)
     schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
@@ -341,6 +353,7 @@ def test_raw_http_routing_and_bad_bodies(fake_openai: FakeOpenAI) -> None:
     assert fake_openai.requests[1]["body"] == "{not json"
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_all_logged_to_file(tmp_path: Path) -> None:
     log = tmp_path / "log.jsonl"
     with FakeOpenAI(log_path=log, default=reply("x", delay=0.05)) as server:
@@ -356,6 +369,7 @@ def test_concurrent_requests_are_all_logged_to_file(tmp_path: Path) -> None:
     assert {r["status"] for r in from_file} == {200}
 
 
+@pytest.mark.slow
 def test_subprocess_mode(tmp_path: Path) -> None:
     script = {
         "chat": [rate_limited(2)],
@@ -392,6 +406,7 @@ def test_streamed_reply_with_usage_in_the_last_chunk(fake_openai: FakeOpenAI) ->
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 7
 
 
+@pytest.mark.slow
 def test_a_looping_reply_stops_at_max_tokens_or_when_the_client_leaves(
     fake_openai: FakeOpenAI,
 ) -> None:

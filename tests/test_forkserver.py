@@ -27,6 +27,7 @@ def test_the_preload_follows_the_analyzer(monkeypatch: pytest.MonkeyPatch) -> No
     assert "imaginize.analysis.offline.analyzer" in offline
 
 
+@pytest.mark.slow
 def test_importing_the_preload_outside_the_forkserver_keeps_the_exit_status() -> None:
     # Importing the preload loads modules and nothing else: an exit hook it once installed
     # (os._exit(0), for the forkserver) turned every exit status into 0.

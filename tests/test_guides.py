@@ -393,6 +393,7 @@ def _write(results: list[ChapterResult], failures: dict[int, str] | None = None)
         return [p.read_bytes() for p in paths]
 
 
+@pytest.mark.slow
 def test_guides_are_byte_identical_whatever_the_order_of_results() -> None:
     results = _sample_results()
     expected = _write(results, {3: "x"})
@@ -421,6 +422,7 @@ _ELEMENT = st.builds(
     elements=st.lists(st.lists(_ELEMENT, max_size=4), min_size=1, max_size=4),
     seed=st.integers(0, 1000),
 )
+@pytest.mark.slow
 def test_merge_and_render_do_not_depend_on_result_order(
     elements: list[list[Element]], seed: int
 ) -> None:
@@ -458,6 +460,7 @@ def _story(path: Path, title: str, who: str, where: str) -> Path:
     return build_epub(path, [(f"Chapter {n}", text) for n in (1, 2)], title=title)
 
 
+@pytest.mark.slow
 def test_the_guides_never_quote_another_books_results_left_in_the_folder(
     tmp_path: Path,
 ) -> None:

@@ -112,6 +112,7 @@ def run_images(book: Path, server: FakeOpenAI, *extra: str) -> tuple[int, str]:
     return result.returncode, result.stderr
 
 
+@pytest.mark.slow
 def test_images_end_to_end(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(responder=answer, image_default=image("png"))
     fake_openai.enqueue(image("jpeg"), endpoint="images")
@@ -146,6 +147,7 @@ def test_images_end_to_end(fake_openai: FakeOpenAI, book: Path) -> None:
     assert len(image_requests(fake_openai)) == 4
 
 
+@pytest.mark.slow
 def test_a_safety_rejection_fails_that_scene_only(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(responder=answer, image_default=image("png"))
     fake_openai.enqueue(
@@ -164,6 +166,7 @@ def test_a_safety_rejection_fails_that_scene_only(fake_openai: FakeOpenAI, book:
     assert "Chapter 1, scene 1: rejected by the safety system" in status.stdout
 
 
+@pytest.mark.slow
 def test_offline_writes_prompts_only(book: Path) -> None:
     result = imaginize(book, "-o", book.parent / "out", "--images", "--chapters", "1")
     assert result.returncode == 0, result.stderr
@@ -173,6 +176,7 @@ def test_offline_writes_prompts_only(book: Path) -> None:
     assert prompts[0].read_text().strip()
 
 
+@pytest.mark.slow
 def test_images_follow_the_chapters_asked_for(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(responder=answer, image_default=image("png"))
     out = book.parent / "out"
@@ -212,6 +216,7 @@ def test_wanted_units_are_the_listed_units_of_the_chapters() -> None:
     assert wanted_units(None, [1]) == ()
 
 
+@pytest.mark.slow
 def test_a_forced_chapter_with_fewer_scenes_drops_the_rest(
     fake_openai: FakeOpenAI, book: Path
 ) -> None:
@@ -313,6 +318,7 @@ def test_an_in_progress_unit_of_a_dropped_scene_is_dropped_by_its_worker(tmp_pat
     assert [(e.number, e.status) for e in listed.chapters] == [(1001, mf.Status.COMPLETED)]
 
 
+@pytest.mark.slow
 def test_images_left_to_make_leave_the_run_unfinished(book: Path) -> None:
     # Chapters 1 and 2 done (offline); then a run with --images for chapter 1 whose workers
     # stopped before drawing anything (as when they are killed): its images are unfinished.

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from imaginize.analysis.providers import ProviderConfig, ProviderKind
 from imaginize.coordination.store import ManifestStore
 from imaginize.run import RunOptions, library_out_dirs, run_book
@@ -47,6 +49,7 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_folder_of_books_with_one_pool(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     fake_openai.script(responder=answer)
     shelf = library(tmp_path)
@@ -69,6 +72,7 @@ def test_a_folder_of_books_with_one_pool(fake_openai: FakeOpenAI, tmp_path: Path
         assert status["totals"]["completed"] == chapters
 
 
+@pytest.mark.slow
 def test_the_pace_is_shared_across_books(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     fake_openai.script(responder=answer)
     shelf = library(tmp_path)
@@ -97,6 +101,7 @@ def test_the_pace_is_shared_across_books(fake_openai: FakeOpenAI, tmp_path: Path
 SLOW = "<p>The tide crept slowly over the black rocks while the gulls wheeled and cried above.</p>"
 
 
+@pytest.mark.slow
 def test_a_short_lease_is_kept_alive_for_library_callers(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -123,6 +128,7 @@ def test_a_short_lease_is_kept_alive_for_library_callers(
     assert [e.attempts for e in manifest.chapters] == [1, 1]
 
 
+@pytest.mark.slow
 def test_books_with_one_name_get_folders_of_their_own(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -150,6 +156,7 @@ def test_folder_names_are_unique_in_argument_order(tmp_path: Path) -> None:
     assert beside == [tmp_path / "a" / "imaginize_book", tmp_path / "b" / "imaginize_book"]
 
 
+@pytest.mark.slow
 def test_a_book_whose_manifest_cannot_be_joined_is_skipped(tmp_path: Path) -> None:
     shelf = library(tmp_path)
     (shelf / "c-broken.epub").unlink()

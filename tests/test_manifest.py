@@ -565,6 +565,7 @@ def test_an_entry_on_every_edge_of_every_field_parses_or_names_it() -> None:
 
 @settings(max_examples=500, deadline=None)
 @given(entry_like())
+@pytest.mark.slow
 def test_an_entry_parses_or_names_the_bad_field(data: object) -> None:
     check_entry_parse(data)
 
@@ -1062,6 +1063,7 @@ ManifestMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestManifestMachine = ManifestMachine.TestCase
+TestManifestMachine.pytestmark = [pytest.mark.slow]
 
 
 def test_failed_attempts_add_up_the_tokens_they_spent() -> None:

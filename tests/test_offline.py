@@ -117,6 +117,7 @@ def test_deterministic_across_instances() -> None:
     assert first == second
 
 
+@pytest.mark.slow
 def test_deterministic_across_hash_seeds() -> None:
     """Set and dict iteration order must not leak into the output."""
     script = (
@@ -590,6 +591,7 @@ def test_cjk_text_without_spaces_yields_sentence_quotes() -> None:
         assert scene.quote.endswith(("。", "！", "？"))
 
 
+@pytest.mark.slow
 def test_large_chapter_finishes() -> None:
     """A 100,000-word chapter: must not be quadratic (no timing asserted)."""
     text = long_chapter(100_000 // 38)
@@ -599,6 +601,7 @@ def test_large_chapter_finishes() -> None:
     assert_verbatim(result, text)
 
 
+@pytest.mark.slow
 def test_unpunctuated_wall_of_text() -> None:
     words = ["river", "stone", "lantern", "golden", "fog", "boat", "harbour", "night"]
     text = " ".join(words[i % len(words)] for i in range(20_000))
@@ -931,6 +934,7 @@ def test_corpus_cast_against_gold(book: str) -> None:
     assert s.looks_share >= looks, s.not_carried
 
 
+@pytest.mark.slow
 def test_corpus_alice() -> None:
     book = _corpus_book("gutenberg-pg11-alice.epub")
     names = _catalogue_names(book)
@@ -945,6 +949,7 @@ def test_corpus_alice() -> None:
         assert_verbatim(result, chapter.text)
 
 
+@pytest.mark.slow
 def test_corpus_gatsby() -> None:
     book = _corpus_book("standardebooks-f-scott-fitzgerald_the-great-gatsby.epub")
     names = _catalogue_names(book)
@@ -970,6 +975,7 @@ def test_corpus_gatsby() -> None:
         "imaginize-simple.epub",
     ],
 )
+@pytest.mark.slow
 def test_corpus_quotes_are_verbatim(name: str) -> None:
     book = _corpus_book(name)
     analyzer = OfflineAnalyzer(book)
@@ -979,6 +985,7 @@ def test_corpus_quotes_are_verbatim(name: str) -> None:
         assert_verbatim(result, chapter.text)
 
 
+@pytest.mark.slow
 def test_sample_book() -> None:
     paths = sorted(SAMPLES.glob("*.epub"))
     if not paths:

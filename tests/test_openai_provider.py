@@ -223,6 +223,7 @@ def test_broken_bodies_are_retryable(fake_openai: FakeOpenAI, step: dict) -> Non
     assert caught.value.retryable
 
 
+@pytest.mark.slow
 def test_a_hanging_server_times_out(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(hang())
     with pytest.raises(ProviderError, match=r"no reply from .* in time") as caught:

@@ -37,6 +37,7 @@ def start_run(tmp_path: Path, port: int, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_server_that_comes_back_costs_no_attempt(tmp_path: Path) -> None:
     # Before: -j 2 burnt every attempt in ~45 s and marked chapters failed for good.
     port = free_port()
@@ -58,6 +59,7 @@ def test_a_server_that_comes_back_costs_no_attempt(tmp_path: Path) -> None:
     assert len(said) <= 2  # one line (per cause), not one per try or per worker
 
 
+@pytest.mark.slow
 def test_a_server_that_stays_away_stops_the_run_past_max_wait(tmp_path: Path) -> None:
     port = free_port()
     run = start_run(tmp_path, port, "-j", "2", "--max-wait", "5")
@@ -95,6 +97,7 @@ def test_unreachable_backs_off_and_reachable_ends_the_wait(tmp_path: Path) -> No
         pacer.unreachable("cannot reach s")
 
 
+@pytest.mark.slow
 def test_a_plain_rerun_retries_what_failed_for_a_passing_reason(tmp_path: Path) -> None:
     # Before, chapters failed by a server's bad hour were skipped by every later run, without
     # a word; only --retry-failed took them up again.

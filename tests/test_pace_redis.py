@@ -82,6 +82,7 @@ def test_rpm_spaces_sends_across_processes(make: Make, clock: Clock) -> None:
     assert [round(s - 1000.0, 6) for s in starts] == [0.0, 1.02, 2.04, 3.06]
 
 
+@pytest.mark.slow
 def test_tokens_are_reserved_then_refunded_to_the_usage(make: Make, clock: Clock) -> None:
     limits = Limits(batch_size=100, batch_delay=0.0, tpm=6000)  # 0.0102 s a token
     one, two = make(limits), make(limits)
@@ -153,6 +154,7 @@ def test_the_keys_are_named_by_a_digest_never_the_key(server: Any, clock: Clock)
     assert other != pace_digest(None, KEY)  # another server: another budget
 
 
+@pytest.mark.slow
 def test_a_redis_gone_away_holds_requests_until_it_is_back(server: Any) -> None:
     said: list[str] = []
     client = fakeredis.FakeRedis(server=server, decode_responses=True)
@@ -210,6 +212,7 @@ def test_call_reserves_the_request_and_settles_to_the_usage(tmp_path: Path) -> N
     assert pacer.read().token_tat == pytest.approx(1000.0 + 250 * 0.00102)
 
 
+@pytest.mark.slow
 def test_a_servers_stated_limits_tighten_but_never_loosen(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
@@ -309,6 +312,7 @@ def aggregate_rpm(log: list[dict[str, Any]]) -> float:
 SERVER_LIMIT = {"rpm": 10, "rate_window": 5.0}
 
 
+@pytest.mark.slow
 def test_two_hosts_on_one_key_share_one_budget_in_redis(
     fake_openai: FakeOpenAI, tmp_path: Path, redis_url: str
 ) -> None:
@@ -321,6 +325,7 @@ def test_two_hosts_on_one_key_share_one_budget_in_redis(
     assert 0.9 * 120 <= rate <= 120
 
 
+@pytest.mark.slow
 def test_without_redis_two_hosts_each_send_the_full_rate(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -332,6 +337,7 @@ def test_without_redis_two_hosts_each_send_the_full_rate(
     assert limited > 0
 
 
+@pytest.mark.slow
 def test_a_wrong_redis_url_is_one_line_and_exit_2(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     book = tmp_path / "sample.epub"
     shutil.copy(SAMPLE, book)
@@ -355,6 +361,7 @@ def test_a_wrong_redis_url_is_one_line_and_exit_2(fake_openai: FakeOpenAI, tmp_p
     assert not fake_openai.requests  # nothing was sent
 
 
+@pytest.mark.slow
 def test_a_redis_url_from_the_folders_settings_is_refused_for_a_key_from_elsewhere(
     tmp_path: Path,
 ) -> None:
@@ -376,6 +383,7 @@ def test_a_redis_url_from_the_folders_settings_is_refused_for_a_key_from_elsewhe
     assert "imaginize.toml" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_429_pause_in_redis_holds_the_other_host(
     fake_openai: FakeOpenAI, tmp_path: Path, redis_url: str
 ) -> None:
@@ -396,6 +404,7 @@ def reporting_200_tokens(body: dict[str, Any]) -> dict[str, Any]:
     return {**answer(body), "usage": {"prompt_tokens": 150, "completion_tokens": 50}}
 
 
+@pytest.mark.slow
 def test_two_hosts_share_one_token_budget_in_redis(
     fake_openai: FakeOpenAI, tmp_path: Path, redis_url: str
 ) -> None:
@@ -411,6 +420,7 @@ def test_two_hosts_share_one_token_budget_in_redis(
     assert 0.9 * 12000 <= tokens_per_minute <= 12000
 
 
+@pytest.mark.slow
 def test_without_redis_two_hosts_each_spend_the_full_token_budget(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -422,6 +432,8 @@ def test_without_redis_two_hosts_each_spend_the_full_token_budget(
     assert limited > 0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # ~60 s of outage and recovery by design
 def test_a_redis_restarted_mid_run_holds_requests_then_they_go_on(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:

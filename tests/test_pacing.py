@@ -120,6 +120,7 @@ for _ in range(count):
 """
 
 
+@pytest.mark.slow
 def test_processes_share_one_rate(tmp_path: Path) -> None:
     """Three processes with rpm=600 together send one request per 0.1 s, not three."""
     log = tmp_path / "sends.log"
@@ -180,6 +181,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_the_pace_lock_of_a_killed_holder_is_free_at_once(tmp_path: Path) -> None:
     """The pace lock is a kernel lock: a worker killed inside a pace transaction (kill -9,
     nothing cleaned up) leaves no lock behind for the others to wait out or break."""

@@ -135,6 +135,7 @@ def stop(workers: list[subprocess.Popen[str]]) -> list[str]:
     return errs
 
 
+@pytest.mark.slow
 def test_two_workers_do_every_book_once(tmp_path: Path, redis_url: str) -> None:
     books = library(tmp_path / "books")
     out = tmp_path / "out"
@@ -169,6 +170,7 @@ def test_two_workers_do_every_book_once(tmp_path: Path, redis_url: str) -> None:
     assert table.stdout.startswith("0 queued, 0 running, 5 finished, 0 failed"), table.stdout
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_book_loses_no_book(tmp_path: Path, redis_url: str) -> None:
     books = library(tmp_path / "books", chapters=CHAPTERS)
     out = tmp_path / "out"
@@ -207,6 +209,7 @@ def test_a_worker_killed_mid_book_loses_no_book(tmp_path: Path, redis_url: str) 
     assert killed["tries_left"] == 1  # one of its three runs spent
 
 
+@pytest.mark.slow
 def test_a_wrong_redis_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
     books = library(tmp_path / "books", chapters=1)
     for args in (
@@ -225,6 +228,7 @@ def test_a_wrong_redis_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
             assert "hunter2" not in result.stderr
 
 
+@pytest.mark.slow
 def test_without_the_extra_enqueue_says_what_to_install(tmp_path: Path) -> None:
     books = library(tmp_path / "books", chapters=1)
     # An interpreter where rq cannot be imported, as without `pip install 'imaginize[redis]'`.

@@ -50,6 +50,7 @@ def chats(server: FakeOpenAI) -> list[dict[str, Any]]:
     )
 
 
+@pytest.mark.slow
 def test_three_terminals_on_free_tier_share_one_pace(fake_openai: FakeOpenAI, book: Path) -> None:
     """Free tier: batches of 3 per window, one request at a time, across all processes."""
     fake_openai.script(responder=lambda body: {**answer(body), "delay": 0.15})
@@ -68,6 +69,7 @@ def test_three_terminals_on_free_tier_share_one_pace(fake_openai: FakeOpenAI, bo
         assert b - a >= 0.15 - 0.02
 
 
+@pytest.mark.slow
 def test_a_429_pauses_every_worker(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(responder=answer)
     fake_openai.enqueue(rate_limited(2))
@@ -84,6 +86,7 @@ def test_a_429_pauses_every_worker(fake_openai: FakeOpenAI, book: Path) -> None:
     assert sum(1 for r in log if r["status"] == 200) == 8
 
 
+@pytest.mark.slow
 def test_a_hanging_reply_hits_the_chapter_timeout(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(responder=answer)
     fake_openai.enqueue(hang())
@@ -122,6 +125,7 @@ def naming(lines: str, server: FakeOpenAI) -> list[str]:
     return [line for line in lines.splitlines() if f"127.0.0.1:{server.port} asked" in line]
 
 
+@pytest.mark.slow
 def test_a_server_asking_for_an_hour_stops_the_run_and_the_next_one(
     fake_openai: FakeOpenAI, book: Path
 ) -> None:
@@ -154,6 +158,7 @@ def test_a_server_asking_for_an_hour_stops_the_run_and_the_next_one(
     assert len(fake_openai.requests) == sent  # nothing sent into the pause
 
 
+@pytest.mark.slow
 def test_a_stored_pause_within_max_wait_is_waited_out_unclaimed(
     fake_openai: FakeOpenAI, book: Path
 ) -> None:
@@ -227,6 +232,7 @@ def test_a_successful_replys_limits_tighten_the_pace_never_loosen(
     assert re.fullmatch(r"server: 240 rpm \(\d+ left\), 50,000 tpm \([\d,]+ left\)", stated[0])
 
 
+@pytest.mark.slow
 def test_a_budget_stated_used_up_pauses_everyone_until_its_reset(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -245,6 +251,7 @@ def test_a_budget_stated_used_up_pauses_everyone_until_its_reset(
     assert [r["status"] for r in chats(fake_openai)] == [200, 200]
 
 
+@pytest.mark.slow
 def test_the_perf_lines_show_what_the_server_states(fake_openai: FakeOpenAI, book: Path) -> None:
     fake_openai.script(responder=answer, rpm=100, rate_window=10.0, ratelimit_headers=True)
     run = start(book, fake_openai.url, "--rpm", "300", "--batch-delay", "0")

@@ -60,6 +60,7 @@ def shaped(name: str) -> Any:
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
+@pytest.mark.slow
 def test_every_chapter_comes_through_a_real_reply_shape(
     fake_openai: FakeOpenAI, tmp_path: Path, name: str
 ) -> None:
@@ -75,6 +76,7 @@ def test_every_chapter_comes_through_a_real_reply_shape(
     assert len(requests) == 3  # no repair request was needed
 
 
+@pytest.mark.slow
 def test_untrustworthy_usage_never_makes_the_folder_unusable(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -99,6 +101,7 @@ def test_untrustworthy_usage_never_makes_the_folder_unusable(
         assert isinstance(data["usage"]["completionTokens"], int)
 
 
+@pytest.mark.slow
 def test_a_paraphrasing_model_keeps_its_scenes_in_the_books_words(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -117,6 +120,7 @@ def test_a_paraphrasing_model_keeps_its_scenes_in_the_books_words(
     assert "Quotes corrected to the book's own words:" in contents
 
 
+@pytest.mark.slow
 def test_tokens_of_failed_attempts_are_counted_and_costed(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:

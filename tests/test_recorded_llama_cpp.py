@@ -90,6 +90,7 @@ def test_its_real_context_refusal_is_learned(fake_openai: FakeOpenAI, chapter_on
     assert any("8,192 tokens of context" in n for n in subject.take_notices())
 
 
+@pytest.mark.slow
 def test_its_real_cut_off_is_asked_again_in_halves(
     fake_openai: FakeOpenAI, chapter_one: Any
 ) -> None:

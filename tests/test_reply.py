@@ -152,6 +152,7 @@ BOOKISH = st.sampled_from(list("ab c.*?(\\\n\t\u00a0'\"-\u2018\u2019\u201c\u201d
 
 @settings(max_examples=400, deadline=None)
 @given(st.text(BOOKISH, max_size=60), st.data())
+@pytest.mark.slow
 def test_quote_finder_agrees_with_the_rule_spelt_out(text: str, data: st.DataObject) -> None:
     start = data.draw(st.integers(0, len(text)))
     end = data.draw(st.integers(start, len(text)))
@@ -481,6 +482,7 @@ def test_a_quote_like_nothing_in_the_chapter_is_still_dropped(invented: str) -> 
 
 @settings(max_examples=200, deadline=None)
 @given(st.data())
+@pytest.mark.slow
 def test_an_exact_quote_is_never_counted_as_corrected(data: st.DataObject) -> None:
     words = STORY.split()
     start = data.draw(st.integers(0, len(words) - 3))

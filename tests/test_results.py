@@ -100,6 +100,7 @@ def test_write_then_read_gives_the_same_result(tmp_path: Path) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(result=_RESULTS)
+@pytest.mark.slow
 def test_any_result_round_trips(result: ChapterResult) -> None:
     # fsync is what makes the write durable, not what makes it readable: skipped for speed.
     with (
@@ -265,6 +266,7 @@ def test_the_merge_leaves_out_what_is_not_this_books(tmp_path: Path) -> None:
     assert sorted(load_results(tmp_path)[0]) == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_a_worker_stamps_its_results_even_from_a_spec_made_by_hand(tmp_path: Path) -> None:
     book = build_epub(tmp_path / "b.epub", [("Chapter 1", "<p>A red kite over the hill.</p>")])
     out = tmp_path / "out"

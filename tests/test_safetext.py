@@ -269,6 +269,7 @@ def test_a_failure_is_kept_in_the_manifest_without_a_key(tmp_path: Path) -> None
 # --- a server that quotes the key, over real HTTP ------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_servers_text_is_masked_where_it_enters(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(error(400, "Invalid request", echo_key=True))
     client = openai.OpenAI(base_url=fake_openai.url, api_key=PLAIN_KEY, max_retries=0)
@@ -280,6 +281,7 @@ def test_the_servers_text_is_masked_where_it_enters(fake_openai: FakeOpenAI) -> 
     assert PLAIN_KEY not in str(problem)
 
 
+@pytest.mark.slow
 def test_a_quoted_key_is_in_no_output_and_no_file(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     book = tmp_path / "book.epub"
     shutil.copy(SAMPLE, book)
@@ -331,6 +333,7 @@ def hostile_book(folder: Path) -> Path:
     return path.rename(folder / "evil\x1b[31m.epub")
 
 
+@pytest.mark.slow
 def test_a_hostile_book_is_shown_escaped_by_run_and_status(tmp_path: Path) -> None:
     book = hostile_book(tmp_path)
     run = imaginize(book)  # the default output folder, named after the book's file
@@ -347,6 +350,7 @@ def test_a_hostile_book_is_shown_escaped_by_run_and_status(tmp_path: Path) -> No
     assert out is not None and out.chapters[0].title.startswith("Head\x1b]0;pwned\x07A")
 
 
+@pytest.mark.slow
 def test_the_live_display_on_a_real_terminal(tmp_path: Path) -> None:
     """The CLI on a pseudo-terminal (the live display): the book's controls never reach it."""
     book = hostile_book(tmp_path)

@@ -80,6 +80,7 @@ def chapter_text(item: epub.EpubItem) -> tuple[str, list[str]]:
     return titles[0], [text_of(p) for p in body.iter(f"{XHTML}p")]
 
 
+@pytest.mark.slow
 def test_rebuilding_reproduces_committed_book(
     committed: epub.EpubBook, rebuilt: epub.EpubBook
 ) -> None:

@@ -55,6 +55,7 @@ def test_a_server_that_takes_a_schema_gets_one(fake_openai: FakeOpenAI) -> None:
     assert subject.take_notices() == [f"reply format: json_schema ({fake_openai.url})"]
 
 
+@pytest.mark.slow
 def test_llama_cpp_python_500_on_json_schema_gets_the_schema_in_json_object(
     fake_openai: FakeOpenAI,
 ) -> None:
@@ -98,6 +99,7 @@ def test_one_500_does_not_turn_structured_output_off(fake_openai: FakeOpenAI) ->
     assert formats(fake_openai) == ["json_schema"] * 3
 
 
+@pytest.mark.slow
 def test_a_format_that_worked_is_kept_through_later_errors(fake_openai: FakeOpenAI) -> None:
     fake_openai.script(responder=answer)
     subject = analyzer(fake_openai)
@@ -131,6 +133,7 @@ def test_a_model_refusing_max_tokens_gets_max_completion_tokens(fake_openai: Fak
 
 
 @pytest.mark.parametrize("style", ["openai", "llama.cpp", "llama-cpp-python"])
+@pytest.mark.slow
 def test_a_context_400_splits_the_chunk_to_fit_and_sizes_later_chunks(
     fake_openai: FakeOpenAI, style: str
 ) -> None:
@@ -232,6 +235,7 @@ def test_a_server_that_does_not_stream_is_asked_plainly_from_then_on(
     assert any("does not stream" in n for n in subject.take_notices())
 
 
+@pytest.mark.slow
 def test_a_looping_model_is_stopped_by_the_reply_cap(fake_openai: FakeOpenAI) -> None:
     # Without max_tokens, a reply caught in a repetition ran on the server for 12 minutes.
     fake_openai.script(responder=answer)
@@ -243,6 +247,7 @@ def test_a_looping_model_is_stopped_by_the_reply_cap(fake_openai: FakeOpenAI) ->
     assert result.usage.completion_tokens >= first["generated"]  # the loop's tokens counted
 
 
+@pytest.mark.slow
 def test_a_reply_past_the_timeout_is_closed_and_the_server_stops(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue({"kind": "loop", "token_delay": 0.02})
     started = time.monotonic()
@@ -258,6 +263,7 @@ def test_a_reply_past_the_timeout_is_closed_and_the_server_stops(fake_openai: Fa
     assert record["generated"] < 200  # not the 2,560 it was allowed
 
 
+@pytest.mark.slow
 def test_work_given_up_closes_its_stream_at_once(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue({"kind": "loop", "token_delay": 0.02})
     token = cancel.Token()

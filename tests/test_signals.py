@@ -23,6 +23,7 @@ from tests.test_cli import ROOT, SAMPLE, start_imaginize
 
 
 @pytest.mark.parametrize("delay", [0.15, 0.4, 0.8, 1.3, 2.0])
+@pytest.mark.slow
 def test_ctrl_c_during_start_up(tmp_path: Path, delay: float) -> None:
     book = tmp_path / "sample.epub"
     shutil.copy(SAMPLE, book)
@@ -42,6 +43,7 @@ def test_ctrl_c_during_start_up(tmp_path: Path, delay: float) -> None:
 
 
 @pytest.mark.parametrize("signals", [1, 2, 5])
+@pytest.mark.slow
 def test_sigterms_to_a_working_worker_give_its_chapter_back(tmp_path: Path, signals: int) -> None:
     """A worker process told to stop (SIGTERM, any number of them back to back) while its
     request is out: its handler only sets a flag, the wait for the reply notices it, the

@@ -76,6 +76,7 @@ def error_line(result: subprocess.CompletedProcess[str], manifest: Path) -> str:
 
 
 @pytest.mark.parametrize("field", list(CORRUPTIONS))
+@pytest.mark.slow
 def test_status_reports_an_invalid_manifest_in_one_line(
     finished: Path, tmp_path: Path, field: str
 ) -> None:
@@ -89,6 +90,7 @@ def test_status_reports_an_invalid_manifest_in_one_line(
 
 
 @pytest.mark.parametrize("field", list(CORRUPTIONS))
+@pytest.mark.slow
 def test_run_reports_an_invalid_manifest_and_leaves_it_alone(
     finished: Path, tmp_path: Path, field: str
 ) -> None:
@@ -164,6 +166,7 @@ def test_unlock_offers_each_held_lock_and_says_what_became_of_it(tmp_path: Path)
     ]
 
 
+@pytest.mark.slow
 def test_status_and_unlock_on_the_command_line(finished: Path, tmp_path: Path) -> None:
     out = copy_of(finished, tmp_path)
     chapters, images = hold(out / LOCK_NAME, pid=11), hold(out / IMAGE_LOCK, pid=22)

@@ -159,6 +159,7 @@ def hold_lock(
 # --- transact and atomic writes ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_transact_writes_atomically_and_leaves_no_temp_files(tmp_path: Path) -> None:
     store = joined(tmp_path)
     for i in range(20):
@@ -345,6 +346,7 @@ BAD_FIELDS: list[tuple[str, Callable[[dict], None], str]] = [
 @pytest.mark.parametrize(
     ("change", "field"), [c[1:] for c in BAD_FIELDS], ids=[c[0] for c in BAD_FIELDS]
 )
+@pytest.mark.slow
 def test_a_field_of_the_wrong_kind_is_an_invalid_manifest(
     tmp_path: Path, change: Callable[[dict], None], field: str
 ) -> None:
@@ -401,6 +403,7 @@ out.with_suffix(".tmp").rename(out)
 """
 
 
+@pytest.mark.slow
 def test_readers_never_see_a_torn_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A big manifest, so a non-atomic snapshot would be visible half-done; and a compaction
     # whenever the journal outgrows it, so readers meet compactions as well as appends.
@@ -526,6 +529,7 @@ def test_a_writer_whose_journal_changed_under_its_lock_writes_nothing(tmp_path: 
     assert journal_file.exists()
 
 
+@pytest.mark.slow
 def test_compaction_replaces_the_snapshot_and_starts_a_new_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -635,6 +639,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_writer_killed_at_any_moment_leaves_a_whole_manifest(tmp_path: Path) -> None:
     """kill -9 lands mid-append, mid-compaction, anywhere: the next reader and writer go on
     from the last complete transaction."""
@@ -661,6 +666,7 @@ def test_a_writer_killed_at_any_moment_leaves_a_whole_manifest(tmp_path: Path) -
         done.unlink(missing_ok=True)
 
 
+@pytest.mark.slow
 def test_a_store_shared_by_threads_still_excludes(tmp_path: Path) -> None:
     store = joined(tmp_path)
     inside = 0
@@ -686,6 +692,7 @@ def test_a_store_shared_by_threads_still_excludes(tmp_path: Path) -> None:
     assert most == 1
 
 
+@pytest.mark.slow
 def test_a_store_shared_by_threads_loses_no_update(tmp_path: Path) -> None:
     store = joined(tmp_path)
 
@@ -1169,6 +1176,7 @@ def test_claim_reclaims_from_a_dead_process(tmp_path: Path) -> None:
 # --- the lock ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_dead_holders_lock_is_broken_at_once(tmp_path: Path) -> None:
     store = joined(tmp_path)
     store = ManifestStore(tmp_path, lock_timeout=20)  # default 10-minute lifetime
@@ -1184,6 +1192,7 @@ def test_a_dead_holders_lock_is_broken_at_once(tmp_path: Path) -> None:
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_a_live_holders_lock_expires_after_the_lifetime_and_not_before(tmp_path: Path) -> None:
     joined(tmp_path)
     lifetime = 1.0
@@ -1238,6 +1247,7 @@ log.with_suffix(".tmp").rename(log)  # whole: the test reads it as soon as it ex
 """
 
 
+@pytest.mark.slow
 def test_racers_on_an_expired_lock_take_it_one_at_a_time(tmp_path: Path) -> None:
     joined(tmp_path)
     lock_file = tmp_path / LOCK_NAME
@@ -1266,6 +1276,7 @@ def test_racers_on_an_expired_lock_take_it_one_at_a_time(tmp_path: Path) -> None
     assert not list(tmp_path.glob(f"{LOCK_NAME}.*")), "a break file was left behind"
 
 
+@pytest.mark.slow
 def test_lock_timeout_names_the_lock_file_and_the_holder(tmp_path: Path) -> None:
     joined(tmp_path)
     store = ManifestStore(tmp_path, lock_timeout=0.3)
@@ -1282,6 +1293,7 @@ def test_lock_timeout_names_the_lock_file_and_the_holder(tmp_path: Path) -> None
     assert caught.value.exit_code is ExitCode.LOCKED and int(ExitCode.LOCKED) == 4
 
 
+@pytest.mark.slow
 def test_a_lock_from_another_host_is_only_aged_out(tmp_path: Path) -> None:
     joined(tmp_path)
     lock_file = tmp_path / LOCK_NAME
@@ -1473,3 +1485,4 @@ JournalMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestJournalMachine = JournalMachine.TestCase
+TestJournalMachine.pytestmark = [pytest.mark.slow]

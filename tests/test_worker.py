@@ -259,6 +259,7 @@ def test_an_error_after_the_publish_leaves_no_chapter_claimed(tmp_path: Path) ->
     assert not any(e.status is mf.Status.IN_PROGRESS for e in m.chapters)
 
 
+@pytest.mark.slow
 def test_a_chapter_of_an_earlier_book_that_comes_due_goes_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -292,6 +293,7 @@ def test_a_chapter_of_an_earlier_book_that_comes_due_goes_first(
 # --- idle waits ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_idle_wait_ends_when_a_manifest_is_rewritten(tmp_path: Path) -> None:
     manifest = tmp_path / "m.json"
     write_json_atomic(manifest, {"v": 1})
@@ -306,6 +308,7 @@ def test_an_idle_wait_ends_when_a_manifest_is_rewritten(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10.0
 
 
+@pytest.mark.slow
 def test_an_idle_wait_ends_when_a_transaction_appends_to_the_journal(tmp_path: Path) -> None:
     """A transaction leaves the snapshot alone and appends to the journal, which is watched."""
     store = ManifestStore(tmp_path)
@@ -388,6 +391,7 @@ def test_an_idle_wait_ends_when_the_worker_is_asked_to_stop(tmp_path: Path) -> N
     assert len(naps) == 3  # not the 7,500 naps of 150 s
 
 
+@pytest.mark.slow
 def test_the_offline_index_is_built_before_the_first_claim(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -417,6 +421,7 @@ def test_the_offline_index_is_built_before_the_first_claim(
 # --- what workers tell the user in process mode ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_takeovers_and_discarded_results_reach_the_user_in_process_mode(tmp_path: Path) -> None:
     """`imaginize book.epub -j 2`: a worker taking over a dead worker's chapter, and a worker
     whose chapter was taken over while it worked, both say so on the CLI's stderr."""
