@@ -686,6 +686,7 @@ def test_batch_api_without_a_server_is_refused_before_any_folder(tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_chapter_in_chunks_and_a_cut_off_reply_match_live(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -712,6 +713,7 @@ def test_a_chapter_in_chunks_and_a_cut_off_reply_match_live(
     assert _folder(batch_out) == _folder(live_out)
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_waiting_then_a_re_run_finishes(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
@@ -747,6 +749,7 @@ def test_ctrl_c_while_waiting_then_a_re_run_finishes(
     assert len(sent) == 8 and len(set(sent)) == 8
 
 
+@pytest.mark.slow
 def test_force_asks_again_instead_of_replaying_old_replies(
     fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:

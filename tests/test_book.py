@@ -684,6 +684,7 @@ def test_paragraph_without_breaks_is_cut_at_blanks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("markup", ["xml", "tag soup"])
+@pytest.mark.slow
 def test_deeply_nested_document_keeps_its_text(tmp_path: Path, markup: str) -> None:
     # Past libxml2's tree depth (256, or 2048 with huge_tree) the chapter used to vanish.
     depth = 5000
@@ -902,6 +903,7 @@ def test_corpus_chapters_match_the_gold(name: str) -> None:
 
 @corpus
 @pytest.mark.parametrize("name", GOLD_BOOKS)
+@pytest.mark.slow
 def test_corpus_chapters_without_the_toc_come_from_the_text(name: str, tmp_path: Path) -> None:
     # Die Verwandlung is one file: without its TOC it was one chapter, "DIE: VERWANDLUNG".
     path, expected = gold(name)

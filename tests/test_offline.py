@@ -910,6 +910,7 @@ CAST_REACHED = {
 
 
 @pytest.mark.parametrize("book", sorted(CAST_REACHED))
+@pytest.mark.slow
 def test_corpus_cast_against_gold(book: str) -> None:
     from benchmarks.cast_gold import GOLD, score
 

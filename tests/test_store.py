@@ -460,6 +460,7 @@ def journal_lines(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / JOURNAL_NAME).read_bytes().splitlines()[1:]]
 
 
+@pytest.mark.slow
 def test_a_transaction_appends_one_line_and_leaves_the_snapshot_alone(tmp_path: Path) -> None:
     store = joined(tmp_path, [(n, f"Chapter {n}") for n in range(1, 201)])
     snapshot = manifest_bytes(tmp_path)
@@ -1162,6 +1163,7 @@ def test_claim_reclaims_a_stale_chapter_whose_result_is_corrupt(tmp_path: Path) 
     assert got is not None and got.number == 1 and got.token > first.token
 
 
+@pytest.mark.slow
 def test_claim_reclaims_from_a_dead_process(tmp_path: Path) -> None:
     store = joined(tmp_path)
     with children() as procs:
