@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from imaginize.analysis.openai.errors import call, request_tokens
-from imaginize.pacing.pace import Limits, Pacer, SharedPace, pace_digest
+from imaginize.pacing.pace import LEARNED_CAP_IDLE, Limits, Pacer, SharedPace, pace_digest
 from tests.fake_openai import FakeOpenAI, rate_limited
 from tests.local_servers import fakeredis_tcp, free_port, redis_server
 from tests.replies import answer
@@ -117,6 +117,36 @@ def test_in_flight_cap_is_shared_and_freed(make: Make, clock: Clock) -> None:
     assert two.read().in_flight == {}
     with two.slot():
         assert clock.now == 1000.0
+
+
+def test_a_learned_cap_holds_every_process_to_one_request(make: Make, clock: Clock) -> None:
+    # Two under way at once is allowed, until a server is found to cut a reply short when
+    # another request arrives: then one at a time, for the process that learned it and the
+    # others alike; said once, and only ever lowered.
+    limits = Limits(batch_size=100, batch_delay=0.0, max_in_flight=2)
+    one, two = make(limits), make(limits)
+    with one.slot():
+        assert two._attempt("other:1:x", 0)[0] is None  # two at once
+        two._give_back("other:1:x")
+        assert two.cap_in_flight(1) is True
+        assert one.cap_in_flight(1) is False  # already so: nobody says it again
+        assert one.cap_in_flight(2) is False  # a learned cap never goes up
+        assert two.read().in_flight_cap == 1
+        assert two._attempt("other:1:y", 0)[0] is not None  # full while one's request runs
+        assert one._attempt("other:1:z", 0)[0] is not None
+    with two.slot():
+        assert one._attempt("other:1:w", 0)[0] is not None
+
+
+def test_a_learned_cap_lapses_after_an_idle_hour(make: Make, clock: Clock) -> None:
+    limits = Limits(batch_size=100, batch_delay=0.0, max_in_flight=2)
+    one, two = make(limits), make(limits)
+    with one.slot():
+        pass
+    assert one.cap_in_flight(1)
+    clock.now += LEARNED_CAP_IDLE + 1  # the server may have been restarted otherwise since
+    with one.slot():
+        assert two._attempt("other:1:x", 0)[0] is None
 
 
 def test_a_pause_holds_every_process(make: Make, clock: Clock) -> None:

@@ -22,6 +22,8 @@ from imaginize.pacing.pace import (
     PaceState,
     Tier,
     finish,
+    in_flight_limit,
+    limit_in_flight,
     next_send_time,
     pause,
     reserve,
@@ -142,6 +144,28 @@ def test_processes_share_one_rate(tmp_path: Path) -> None:
     # line, so gaps get slack. Unshared pacing would show gaps near zero.
     assert min(gaps) >= 0.05
     assert times[-1] - times[0] >= 14 * 0.1 - 0.05
+
+
+def test_a_learned_cap_is_the_stricter_of_the_two() -> None:
+    limits = Limits(batch_size=10, batch_delay=0.0, max_in_flight=3)
+    state, _ = reserve(PaceState(), limits, 0.0, "a")
+    assert in_flight_limit(state, limits, 0.0) == 3
+    state = limit_in_flight(state, 1, 0.0)
+    assert in_flight_limit(state, limits, 0.0) == 1
+    _, wait = reserve(state, limits, 1.0, "b")
+    assert wait is not None  # "a" is under way and the server bears one
+    assert in_flight_limit(state, Limits(batch_size=1, batch_delay=0.0), 1.0) == 1
+
+
+def test_a_pace_file_from_before_the_learned_cap_loads(tmp_path: Path) -> None:
+    pacer = Pacer(tmp_path, Limits(batch_size=5, batch_delay=0.0, max_in_flight=2))
+    old = {"batchSends": 1, "lastSend": 5.0, "pausedUntil": 0.0, "pauseReason": "",
+           "inFlight": {}, "sends": 7, "tokenTat": 0.0}  # fmt: skip
+    pacer.path.write_text(json.dumps(old))
+    assert (pacer.read().sends, pacer.read().in_flight_cap) == (7, 0)
+    assert pacer.cap_in_flight(1)
+    assert json.loads(pacer.path.read_text())["inFlightCap"] == 1
+    assert pacer.read().sends == 7
 
 
 def test_a_corrupt_pace_file_is_started_over(tmp_path: Path) -> None:

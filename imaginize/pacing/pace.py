@@ -17,6 +17,11 @@ Limits, whichever is strictest:
 - `max_in_flight`: requests under way at once across all processes (free tier: 1, i.e. the
   requests of a batch go one after another). An in-flight entry expires after `in_flight_ttl`
   so a killed process cannot hold its place for ever;
+- a learned cap (`cap_in_flight`, the record's `inFlightCap`): a server found to cut a reply
+  short when another request arrives (llama-cpp-python's `interrupt_requests`) gets one
+  request at a time from every process on the key, the interrupting one too. It lapses once
+  the key has gone `LEARNED_CAP_IDLE` without a send (the server may since have been
+  restarted differently, or replaced);
 - `tpm`: tokens per minute. A request reserves its prompt and its output cap before it goes
   (`slot(tokens=N)`), and the reply's reported usage gives the rest back (`settle`). The
   budget is a GCRA with no burst: each reservation moves a theoretical arrival time on by
@@ -152,6 +157,8 @@ class PaceState:
     unreachable_tries: int = 0
     # The token budget's theoretical arrival time (see `tpm` above); 0: none reserved.
     token_tat: float = 0.0
+    # Requests at once the server was found to bear (see `learned_cap`); 0: none learned.
+    in_flight_cap: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +171,7 @@ class PaceState:
             "unreachableSince": self.unreachable_since,
             "unreachableTries": self.unreachable_tries,
             "tokenTat": self.token_tat,
+            "inFlightCap": self.in_flight_cap,
         }
 
     @classmethod
@@ -178,6 +186,7 @@ class PaceState:
             unreachable_since=float(data.get("unreachableSince", 0.0)),
             unreachable_tries=int(data.get("unreachableTries", 0)),
             token_tat=float(data.get("tokenTat", 0.0)),
+            in_flight_cap=int(data.get("inFlightCap", 0)),
         )
 
 
@@ -188,6 +197,8 @@ RPM_MARGIN = 0.02
 TOKEN_POLL = 0.05
 # Longest wait between two tries of a server that does not answer connections.
 UNREACHABLE_BACKOFF_CAP = 30.0
+# A learned in-flight cap lapses once the key has gone this long without a send.
+LEARNED_CAP_IDLE = 3600.0
 
 
 def rpm_interval(rpm: float) -> float:
@@ -212,6 +223,28 @@ def next_send_time(state: PaceState, limits: Limits, now: float) -> float:
     return earliest
 
 
+def learned_cap(state: PaceState, now: float) -> int | None:
+    """The in-flight cap learned from the server, while it holds (None: none)."""
+    if state.in_flight_cap > 0 and now < state.last_send + LEARNED_CAP_IDLE:
+        return state.in_flight_cap
+    return None
+
+
+def in_flight_limit(state: PaceState, limits: Limits, now: float) -> int | None:
+    """Requests under way at once allowed now: the stricter of the user's and the learned."""
+    caps = [cap for cap in (limits.max_in_flight, learned_cap(state, now)) if cap is not None]
+    return min(caps, default=None)
+
+
+def limit_in_flight(state: PaceState, cap: int, now: float) -> PaceState:
+    """`state` holding everyone to at most `cap` requests at once; a learned cap only ever
+    comes down while it holds."""
+    held = learned_cap(state, now)
+    if held is not None and held <= cap:
+        return state
+    return replace(state, in_flight_cap=max(1, cap))
+
+
 def reserve(
     state: PaceState,
     limits: Limits,
@@ -227,7 +260,8 @@ def reserve(
     A request under way holds its place until it finishes, its process is seen dead
     (`is_dead(ticket)`; tickets are `host:pid:random`), or `in_flight_ttl` passes."""
     live = {k: v for k, v in state.in_flight.items() if v > now and not is_dead(k)}
-    if limits.max_in_flight is not None and len(live) >= limits.max_in_flight:
+    cap = in_flight_limit(state, limits, now)
+    if cap is not None and len(live) >= cap:
         soonest = min(live.values()) - now
         return state, max(0.0, min(soonest, 0.25))
     when = next_send_time(state, limits, now)
@@ -249,6 +283,8 @@ def reserve(
             in_flight=live,
             sends=state.sends + 1,
             token_tat=token_tat,
+            # A lapsed cap is forgotten, or this send would bring it back.
+            in_flight_cap=learned_cap(state, now) or 0,
         ),
         None,
     )
@@ -357,6 +393,12 @@ class SharedPace(ABC):
     @abstractmethod
     def reachable(self) -> None:
         """A request got an answer: the server is back, and nobody waits for it any more."""
+
+    @abstractmethod
+    def cap_in_flight(self, cap: int) -> bool:
+        """From now on every process on the key sends at most `cap` requests at once (a
+        server that cuts a reply short when another arrives: 1). True when this call lowered
+        the cap, so that one process, not each, says so."""
 
     def _unreachable_verdict(self, since: float, now: float, reason: str) -> None:
         if now - since > self.max_wait:
@@ -495,6 +537,13 @@ class Pacer(SharedPace):
             ), None
 
         self._update(change)
+
+    def cap_in_flight(self, cap: int) -> bool:
+        def change(state: PaceState) -> tuple[PaceState, bool]:
+            updated = limit_in_flight(state, cap, self._clock())
+            return updated, updated != state
+
+        return self._update(change)
 
 
 def pace_digest(base_url: str | None, api_key: str) -> str:

@@ -2,10 +2,12 @@
 on one server and the same Redis shares one budget.
 
 The same limits and the same algorithms as the file pace (`pacing`): batches, the rpm and tpm
-GCRA (no burst), the in-flight cap, a pause on 429 honoured by all, the unreachable-server
-backoff. Each change is one Lua script, which Redis runs atomically, so a reservation is one
-round trip and no lock is held between hosts. Times are Redis's own clock (`TIME`), so hosts
-whose clocks differ still share one pace; times shown to users are turned to the local clock.
+GCRA (no burst), the in-flight cap and the one learned from the server (`in_flight_cap`,
+lapsing once the key goes `LEARNED_CAP_IDLE` without a send), a pause on 429 honoured by all,
+the unreachable-server backoff. Each change is one Lua script, which Redis runs atomically, so
+a reservation is one round trip and no lock is held between hosts. Times are Redis's own clock
+(`TIME`), so hosts whose clocks differ still share one pace; times shown to users are turned
+to the local clock.
 
 Keys: `imaginize:pace:<digest>:state` (a hash) and `...:flight` (a sorted set of tickets,
 scored by when each expires), where the digest is `pacing.pace_digest` of the base URL and the
@@ -28,6 +30,7 @@ from imaginize.coordination.manifest import owner_is_dead
 from imaginize.errors import ConfigError
 from imaginize.pacing.pace import (
     DEFAULT_MAX_WAIT,
+    LEARNED_CAP_IDLE,
     UNREACHABLE_BACKOFF_CAP,
     Limits,
     PaceState,
@@ -69,11 +72,16 @@ local ticket = ARGV[2]
 local batch_size, batch_delay = tonumber(ARGV[3]), tonumber(ARGV[4])
 local interval, cap, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local tokens, per_token, keep = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local cap_idle = tonumber(ARGV[11])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', f(now))
 local s = redis.call('HMGET', KEYS[1], 'batch_sends', 'last_send', 'paused_until', 'token_tat',
-                     'sends')
+                     'sends', 'in_flight_cap')
 local batch_sends, last_send, paused_until = num(s[1]), num(s[2]), num(s[3])
-local token_tat, sends = num(s[4]), num(s[5])
+local token_tat, sends, learned = num(s[4]), num(s[5]), num(s[6])
+if learned > 0 and now >= last_send + cap_idle then
+  learned = 0  -- lapsed; forgotten below, or this send would bring it back
+end
+if learned > 0 and (cap < 0 or learned < cap) then cap = learned end
 if cap >= 0 then
   local live = redis.call('ZCARD', KEYS[2])
   if live >= cap then
@@ -96,7 +104,7 @@ else
 end
 if per_token > 0 then token_tat = math.max(token_tat, now) + tokens * per_token end
 redis.call('HSET', KEYS[1], 'batch_sends', batch_sends, 'last_send', f(now),
-           'sends', sends + 1, 'token_tat', f(token_tat))
+           'sends', sends + 1, 'token_tat', f(token_tat), 'in_flight_cap', learned)
 redis.call('ZADD', KEYS[2], f(now + ttl), ticket)
 local until_ = math.max(paused_until, token_tat, now) - now
 redis.call('EXPIRE', KEYS[1], math.ceil(until_ + keep))
@@ -159,6 +167,21 @@ if num(s[1]) ~= 0 then
              'paused_until', f(math.min(num(s[2]), now)))
 end
 return {f(now)}
+"""
+)
+
+_CAP = (
+    _NOW
+    + """
+local cap, cap_idle, keep = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local s = redis.call('HMGET', KEYS[1], 'in_flight_cap', 'last_send')
+local learned, last_send = num(s[1]), num(s[2])
+if learned > 0 and learned <= cap and now < last_send + cap_idle then
+  return {'0', f(now)}
+end
+redis.call('HSET', KEYS[1], 'in_flight_cap', cap)
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], keep) end
+return {'1', f(now)}
 """
 )
 
@@ -241,6 +264,7 @@ class RedisPacer(SharedPace):
                 ("pause", _PAUSE),
                 ("unreachable", _UNREACHABLE),
                 ("reachable", _REACHABLE),
+                ("cap", _CAP),
                 ("read", _READ),
             )
         }
@@ -295,6 +319,7 @@ class RedisPacer(SharedPace):
             tokens,
             repr(token_interval(limits.tpm)) if limits.tpm else "0",
             KEEP_SECONDS,
+            repr(LEARNED_CAP_IDLE),
         )
         if kind == "full":
             self._free_the_dead()
@@ -353,6 +378,10 @@ class RedisPacer(SharedPace):
             return  # nothing to clear that cannot wait for the next answer
         self._run("reachable")
 
+    def cap_in_flight(self, cap: int) -> bool:
+        lowered, _now = self._run("cap", max(1, int(cap)), repr(LEARNED_CAP_IDLE), KEEP_SECONDS)
+        return str(lowered) == "1"
+
     def read(self) -> PaceState:
         """Advice, as the file pace's: an empty record while Redis is away (the launcher
         reads it between its other duties, and must not wait)."""
@@ -383,4 +412,5 @@ class RedisPacer(SharedPace):
             unreachable_since=self._local(number("unreachable_since"), now),
             unreachable_tries=int(number("unreachable_tries")),
             token_tat=self._local(number("token_tat"), now),
+            in_flight_cap=int(number("in_flight_cap")),
         )
