@@ -28,13 +28,14 @@ from imaginize.analysis.providers import ProviderKind
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.store import ManifestStore
 from imaginize.coordination.watch import ImageWatcher, ManifestWatcher
-from imaginize.errors import AuthenticationError, ExitCode, ImaginizeError, ServerPaused
+from imaginize.errors import ExitCode, ImaginizeError
 from imaginize.events import ChapterFinished, Event, EventSink, Notice
 from imaginize.guides.images import ImageStore, wanted_units
 from imaginize.model import Book
 from imaginize.pacing import open_pacer
 from imaginize.pacing.pace import SharedPace, pace_digest
 from imaginize.workers.autoscale import AutoScaler, process_rss
+from imaginize.workers.messages import Fatal
 from imaginize.workers.spec import WorkerSpec
 from imaginize.workers.startup import worker_context
 from imaginize.workers.worker import process_main
@@ -51,16 +52,17 @@ class Interrupted(ImaginizeError):
 class _Worker:
     worker_id: str
     process: BaseProcess
-    errors: Connection
+    # What it tells this process (`messages.py`).
+    messages: Connection
     # The end of the worker's lifeline this process holds open (see worker.serve).
     lifeline: Connection
     started: float = field(default_factory=time.monotonic)
-    # SIGTERM goes once: a second one could cut short the release the first one started.
+    # Sent SIGTERM already (the supervising loop comes by every WATCH_INTERVAL).
     asked_to_stop: bool = False
     # Asked (SIGUSR1) to finish its chapter in hand and leave: --concurrent auto shrinking.
     retiring: bool = False
-    # Its error line, if it sent one (read from `errors` with its notices).
-    lines: list[str] = field(default_factory=list)
+    # Its last word, if it sent one (read from `messages` with its notices).
+    fatal: Fatal | None = None
 
 
 class Launcher:
@@ -140,7 +142,7 @@ class Launcher:
                     self._signal_all(signal.SIGTERM)
                 # Wakes at once when a worker exits or says something, else after the interval.
                 waited: list[Any] = [w.process.sentinel for w in self._workers.values()]
-                waited += [w.errors for w in self._workers.values() if not w.errors.closed]
+                waited += [w.messages for w in self._workers.values() if not w.messages.closed]
                 wait(waited, self.watch_interval)
             for watcher in watchers:
                 watcher.poll()
@@ -239,19 +241,19 @@ class Launcher:
             del self._workers[worker_id]
             worker.lifeline.close()
             self._read(worker)
-            worker.errors.close()
-            errors = " ".join(worker.lines)
+            worker.messages.close()
             worker.process.close()
             if code == ExitCode.OK or self._interrupts:
                 continue
-            if code == AuthenticationError.exit_code and "API key" in errors:
-                self._stop_all(AuthenticationError(errors.rsplit("error: ", 1)[-1]))
+            fatal = worker.fatal
+            ends_run = fatal.error() if fatal is not None else None
+            if ends_run is not None:
+                # A refused key, a server's long pause: its chapter is given back; the others'
+                # go back too, and nobody waits.
+                self._stop_all(ends_run)
                 continue
-            if code == ServerPaused.exit_code:
-                # Its chapter is given back; the others' go back too, and nobody waits.
-                self._stop_all(ServerPaused(errors.rsplit("error: ", 1)[-1]))
-                continue
-            self.sink(Notice(f"worker {worker_id} stopped ({_describe(code)}) {errors}".strip()))
+            said = fatal.line(worker_id) if fatal is not None else ""
+            self.sink(Notice(f"worker {worker_id} stopped ({_describe(code)}) {said}".strip()))
             if code in (ExitCode.BAD_INPUT, ExitCode.LOCKED):
                 self._no_more_starts = True  # it would fail the same way again
                 continue
@@ -268,18 +270,18 @@ class Launcher:
         self._interrupts = max(self._interrupts, 1)
 
     def _read(self, worker: _Worker) -> None:
-        """What a worker sent: its notices are passed on (each text once per run), its error
-        line kept for when it ends."""
-        if worker.errors.closed:
+        """What a worker sent: its notices are passed on (each text once per run: N workers
+        learning one fact about a server say it once), its last word kept for when it ends."""
+        if worker.messages.closed:
             return
         with suppress(EOFError, OSError):
-            while worker.errors.poll():
-                item = worker.errors.recv()
-                if not isinstance(item, Notice):
-                    worker.lines.append(str(item))
-                elif item.message not in self._said:
-                    self._said.add(item.message)
-                    self.sink(item)
+            while worker.messages.poll():
+                match worker.messages.recv():
+                    case Notice(text) as notice if text not in self._said:
+                        self._said.add(text)
+                        self.sink(notice)
+                    case Fatal() as fatal:
+                        worker.fatal = fatal
 
     def _work_left(self) -> bool:
         for store, images, (spec, _) in zip(self.stores, self.image_stores, self.jobs, strict=True):

@@ -32,15 +32,10 @@ from imaginize.analysis.base import Analyzer
 from imaginize.cancel import Token
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.claims import Abandoned, Heartbeat, StopFlag, within
-from imaginize.errors import (
-    AuthenticationError,
-    ExitCode,
-    ImaginizeError,
-    ServerPaused,
-    ServerUnreachable,
-)
+from imaginize.errors import AuthenticationError, ExitCode, ServerPaused, ServerUnreachable
 from imaginize.events import Event, EventSink, Notice, ignore
 from imaginize.model import Book
+from imaginize.workers.messages import Fatal, Message
 from imaginize.workers.spec import WorkerSpec
 from imaginize.workers.units import Claimed, Settled, UnitKind, Wait, kinds_for, next_unit, watched
 
@@ -157,20 +152,20 @@ def serve(
     jobs: list[tuple[WorkerSpec, Book | None]],
     worker_id: str,
     *,
-    report: Callable[[str | Notice], None] | None = None,
+    report: Callable[[Message], None] | None = None,
     lifeline: Connection | None = None,
 ) -> int:
-    """A worker process's whole life: signals, the loop, and an exit code. Its one-line error,
-    if any, and its notices (what only it knows: a server's context size, a claim taken
-    over) go to `report` (the launcher's pipe, as str and `Notice`) or to stderr; progress
+    """A worker process's whole life: signals, the loop, and an exit code. What only it
+    knows goes to `report` (the launcher's pipe) as messages, or to stderr as lines:
+    notices (a server's context size, a claim taken over) and its `Fatal` last word; progress
     reaches the launcher through the manifest. `lifeline`: a pipe whose other end only the
     launcher holds; when it closes, the launcher is gone."""
     stop = StopFlag()
-    say = report or (lambda line: print(line, file=sys.stderr, flush=True))
+    say = report or _to_stderr(worker_id)
 
     def tell(event: Event) -> None:
         if isinstance(event, Notice):
-            say(event if report else f"imaginize: {event.message}")
+            say(event)
 
     # The launcher owns Ctrl-C: it asks workers to stop with SIGTERM, and kills on a second one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -183,13 +178,22 @@ def serve(
         ).start()
     try:
         run_jobs(jobs, worker_id, sink=tell, stop=stop)
-    except ImaginizeError as exc:
-        say(f"imaginize: worker {worker_id}: error: {exc}")
-        return exc.exit_code
-    except Exception as exc:  # a bug: one line for the launcher, which restarts the worker
-        say(f"imaginize: worker {worker_id}: internal error: {exc!r}")
-        return ExitCode.CHAPTERS_FAILED
+    except Exception as exc:  # an ImaginizeError (a refused key, a bad book) or a bug
+        fatal = Fatal.of(exc)
+        say(fatal)
+        return fatal.exit_code
     return ExitCode.INTERRUPTED if stop.at_once else ExitCode.OK
+
+
+def _to_stderr(worker_id: str) -> Callable[[Message], None]:
+    def say(message: Message) -> None:
+        match message:
+            case Notice(text):
+                print(f"imaginize: {text}", file=sys.stderr, flush=True)
+            case Fatal():
+                print(message.line(worker_id), file=sys.stderr, flush=True)
+
+    return say
 
 
 def _stop_when_closed(lifeline: Connection, stop: StopFlag) -> None:
@@ -207,15 +211,15 @@ def _stop_when_closed(lifeline: Connection, stop: StopFlag) -> None:
 def process_main(
     jobs: list[tuple[WorkerSpec, Book | None]],
     worker_id: str,
-    errors: Connection,
+    messages: Connection,
     lifeline: Connection | None = None,
 ) -> None:
     """Entry of a worker started by the launcher (forked from its preloaded server)."""
     # Its own session: a terminal's Ctrl-C reaches the launcher only, which decides how the
     # workers stop.
     os.setsid()
-    code = serve(jobs, worker_id, report=errors.send, lifeline=lifeline)
-    errors.close()
+    code = serve(jobs, worker_id, report=messages.send, lifeline=lifeline)
+    messages.close()
     sys.exit(code)
 
 
