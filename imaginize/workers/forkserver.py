@@ -45,10 +45,11 @@ def warm_up(server: bool = True) -> None:
     if threading.current_thread() is not threading.main_thread():
         forkserver.ensure_running()
         return
-    # The server (and every worker it forks) starts with Ctrl-C ignored: it would otherwise
-    # die with a traceback mid-import; the launcher decides how workers stop.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The server (and every worker it forks) starts with Ctrl-C blocked: it would otherwise
+    # die with a traceback mid-import; the launcher decides how workers stop. Blocked, not
+    # ignored: a Ctrl-C meanwhile stays pending in this process and arrives once unblocked.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
