@@ -85,7 +85,13 @@ Script file (JSON object; every key optional; the same keys go to FakeOpenAI.scr
      "ratelimit_headers": true,                  # x-ratelimit-limit/remaining/reset-* on replies
      "reject_response_format": 400, "rejected_formats": ["json_schema", "json_object"],
      "api_key": "test", "model_ids": ["fake-model"],
-     "context_tokens": 4096, "context_style": "openai"}
+     "context_tokens": 4096, "context_style": "openai",
+     "slots": 1,                                 # replies generated at once; the rest queue
+     "interrupt_requests": true}                 # llama-cpp-python's default, see below
+"interrupt_requests": as llama-cpp-python's server (its interrupt_requests, on by default):
+    replies are generated one at a time (slots 1 unless set) and a streamed reply in progress
+    ends at once with "data: [DONE]" and no finish_reason when another chat reply waits for its
+    turn; its record then says "interrupted": true.
 Example: {"chat": [{"status": 429, "retry_after": 1}, {"delay": 0.2, "content": "{\\"a\\": 1}"}],
           "default": {"content": "ok", "finish_reason": "length"}}
 
@@ -176,6 +182,7 @@ SCRIPT_KEYS = {
     "context_style",
     "reject_stream",
     "slots",
+    "interrupt_requests",
     # the Batch API: tests/fake_batches.py
     "batch_api",
     "batch_timing",
@@ -492,6 +499,7 @@ class FakeOpenAI:
         context_style: str = "openai",
         reject_stream: bool = False,
         slots: int | None = None,
+        interrupt_requests: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.log_path = Path(log_path) if log_path is not None else None
@@ -529,6 +537,11 @@ class FakeOpenAI:
         self.reject_stream = reject_stream
         self._slots: threading.Semaphore | None = None
         self.slots = slots
+        # Chat replies waiting for a slot: with interrupt_requests, they end a stream.
+        self._waiting = 0
+        self.interrupt_requests = interrupt_requests
+        if interrupt_requests and not slots:
+            self.slots = 1  # llama-cpp-python generates one reply at a time
         self.batches = FakeBatches(self)  # /v1/files and /v1/batches (tests/fake_batches.py)
         self.script(default=default, image_default=image_default, responder=responder)
 
@@ -633,6 +646,10 @@ class FakeOpenAI:
         ):
             if key in merged:
                 setattr(self, key, merged[key])
+        if "interrupt_requests" in merged:
+            self.interrupt_requests = bool(merged["interrupt_requests"])
+            if self.interrupt_requests and not self.slots:
+                self.slots = 1  # llama-cpp-python generates one reply at a time
         if "rejected_formats" in merged:
             self.rejected_formats = tuple(merged["rejected_formats"])
         for key, attr in (
@@ -886,10 +903,16 @@ class FakeOpenAI:
         # A reply's delay is its generation time: on a server with slots, spent in one.
         slot = self._slots if kind in ("reply", "loop") else None
         if slot is not None:
-            while not slot.acquire(timeout=0.05):
-                if self._stop.is_set():
-                    handler.close_connection = True
-                    return
+            with self._lock:
+                self._waiting += 1
+            try:
+                while not slot.acquire(timeout=0.05):
+                    if self._stop.is_set():
+                        handler.close_connection = True
+                        return
+            finally:
+                with self._lock:
+                    self._waiting -= 1
         try:
             if step.get("delay") and self._stop.wait(float(step["delay"])):
                 handler.close_connection = True  # shutting down: drop the request unanswered
@@ -975,6 +998,12 @@ class FakeOpenAI:
             for piece in pieces:
                 if (delay and self._stop.wait(delay)) or self._stop.is_set():
                     handler.close_connection = True
+                    return
+                if streamed and self.interrupt_requests and self._waiting:
+                    # llama-cpp-python: another request waits, so this stream just ends.
+                    record["interrupted"] = True
+                    handler.wfile.write(b"data: [DONE]\n\n")
+                    handler.wfile.flush()
                     return
                 if streamed:
                     _event(handler, _chunk(chunk_id, model, {"content": piece}, None))

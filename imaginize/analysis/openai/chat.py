@@ -6,7 +6,10 @@ One request per chapter or chunk, with replies constrained as tightly as the ser
   reason; a repair that gets the same reply back is asked once more from scratch;
 - cut off (`finish_reason == "length"`): the chunk is split in two and each half asked for;
 - too long for the server's context (a 400 naming its size): the size is remembered, the chunk
-  is split to fit, and later chunks of the run are cut to it.
+  is split to fit, and later chunks of the run are cut to it;
+- cut short because another request arrived (llama-cpp-python's interrupt_requests): every
+  process on the server and key sends one request at a time from then on (the shared pace),
+  and the request is asked again, once, at no attempt's cost.
 The client's own retries are off: whether and when to try again is decided by the caller,
 which knows about the other processes sharing the key.
 """
@@ -21,7 +24,7 @@ import openai
 
 from imaginize import cancel
 from imaginize.analysis.openai import client as openai_client
-from imaginize.analysis.openai.errors import StatusError, call, request_tokens
+from imaginize.analysis.openai.errors import StatusError, StreamCutShort, call, request_tokens
 from imaginize.analysis.openai.prompt import chapter_messages, repair_messages
 from imaginize.analysis.openai.quote_choices import quote_choices
 from imaginize.analysis.openai.reply import ReplyError, parse_reply
@@ -289,6 +292,7 @@ class OpenAIAnalyzer:
         """One request: streamed where the server streams, so that a reply given up on
         (timeout, stop, claim lost) closes its connection and the server stops generating."""
         state = self._state
+        cut_short = 0
         while state.streaming:
             streamed = {**params, "stream": True}
             if state.stream_usage:
@@ -301,6 +305,12 @@ class OpenAIAnalyzer:
                     used=lambda reply: reply[2],
                 )
                 break
+            except StreamCutShort:
+                cut_short += 1
+                # Once per request: cut again with everyone one at a time, the other request
+                # is not ours, and waiting for our turn would not help.
+                if cut_short > 1 or not self._one_at_a_time():
+                    raise
             except StatusError as error:
                 if error.status not in (400, 422, 501) or "stream" not in str(error).casefold():
                     raise
@@ -365,13 +375,25 @@ class OpenAIAnalyzer:
         if not finish:
             # Ended without saying why: llama-cpp-python's server does this to a reply
             # whenever another request waits (its interrupt_requests, on by default).
-            raise ProviderError(
+            raise StreamCutShort(
                 f"{self._server} ended a reply unfinished ({len(parts)} pieces, no "
                 "finish_reason): llama-cpp-python does when another request waits; use -j 1 "
-                "or start it with --interrupt_requests False",
-                retryable=True,
+                "or start it with --interrupt_requests False"
             )
         return "".join(parts), finish, usage
+
+    def _one_at_a_time(self) -> bool:
+        """After a reply cut short by another request: everyone on the key sends one request
+        at a time from now on, the process that sent the other one too (the shared pace).
+        False without a pace to hold them to it."""
+        if self._pacer is None:
+            return False
+        if self._pacer.cap_in_flight(1):
+            self._say(
+                f"{self._pacer.server} cuts a reply short when another request arrives: "
+                "requests now go one at a time"
+            )
+        return True
 
     def _whole_request(self, params: dict[str, Any]) -> Any:
         """A reply sent whole, its headers read first."""

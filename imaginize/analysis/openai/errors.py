@@ -36,6 +36,16 @@ class StatusError(ProviderError):
         super().__init__(message, **kwargs)
 
 
+class StreamCutShort(ProviderError):
+    """A streamed reply ended without a finish_reason: llama-cpp-python's server does this to
+    a reply whenever another request arrives (its interrupt_requests, on by default). Not
+    the chapter's fault: the caller holds everyone on the key to one request at a time and
+    asks again without spending an attempt (see `chat.OpenAIAnalyzer._request`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 def status_error(exc: openai.APIStatusError, server: str = "") -> StatusError:
     """The answer as our error; `server` (host:port) is named in it when given."""
     status = exc.status_code

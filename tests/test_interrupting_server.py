@@ -1,0 +1,129 @@
+"""A server that cuts a streamed reply short when another request arrives (llama-cpp-python's
+default `interrupt_requests`), imitated by tests/fake_openai.py's `interrupt_requests`: the
+first cut makes every process on the key send one request at a time, and the cut request is
+asked again at no attempt's cost. Over real HTTP, with real worker processes, in both pace
+backends.
+
+Before: with -j 2 the two workers cut each other's replies until attempts ran out (the
+benchmark's run 1: 0 of 8 chapters)."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from imaginize.coordination import manifest as mf
+from imaginize.coordination.store import ManifestStore
+from tests.fake_openai import FakeOpenAI
+from tests.local_servers import fakeredis_tcp
+from tests.replies import answer
+from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+
+SAID = "cuts a reply short when another request arrives: requests now go one at a time"
+# Seconds per 16 characters of a reply: a chapter's reply streams for about half a second.
+TOKEN_DELAY = 0.002
+
+
+def slow_replies() -> Any:
+    """The well-behaved model, streaming at a local model's pace; its first reply is slow
+    enough (about 20 s) that the second worker's request surely arrives while it streams."""
+    first = threading.Event()
+
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        slow = not first.is_set()
+        first.set()
+        return {**answer(body), "token_delay": 0.1 if slow else TOKEN_DELAY}
+
+    return respond
+
+
+def test_the_fake_server_cuts_a_stream_when_another_request_waits() -> None:
+    with FakeOpenAI(
+        interrupt_requests=True, default={"content": "x" * 800, "token_delay": 0.05}
+    ) as server:
+        client = openai.OpenAI(base_url=server.url, api_key="test", max_retries=0)
+        finishes: dict[str, str | None] = {}
+
+        def stream(name: str) -> None:
+            chunks = client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": name}], stream=True
+            )
+            finishes[name] = None
+            for chunk in chunks:
+                for choice in chunk.choices:
+                    finishes[name] = choice.finish_reason or finishes[name]
+
+        first = threading.Thread(target=stream, args=("first",))
+        first.start()
+        server.wait_for_requests(1)
+        stream("second")
+        first.join(10)
+    assert finishes == {"first": None, "second": "stop"}
+    assert [r.get("interrupted", False) for r in server.requests] == [True, False]
+
+
+def run(tmp_path: Path, server: FakeOpenAI, *args: str) -> tuple[int, str]:
+    book = tmp_path / "sample.epub"
+    shutil.copy(SAMPLE, book)
+    command = [sys.executable, "-m", "imaginize", str(book), "-o", str(tmp_path / "out")]
+    command += ["--base-url", server.url, "-j", "2", "--max-attempts", "2", *args]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**CLEAN_ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        cwd=ROOT,
+    )
+    return done.returncode, done.stderr
+
+
+def assert_one_at_a_time_after_the_cut(tmp_path: Path, server: FakeOpenAI, err: str) -> None:
+    manifest = ManifestStore(tmp_path / "out").read()
+    assert manifest is not None
+    assert {e.status for e in manifest.chapters} == {mf.Status.COMPLETED}
+    assert all(e.attempts == 1 for e in manifest.chapters)  # the cut cost no attempt
+    assert sum(SAID in line for line in err.splitlines()) == 1, err
+    assert "ended a reply unfinished" not in err
+    chats = sorted(
+        (r for r in server.requests if r["endpoint"] == "chat"), key=lambda r: r["t_mono"]
+    )
+    cut = [r for r in chats if r.get("interrupted")]
+    assert len(cut) == 1  # the first two met once, and never again
+    after = [r for r in chats if r is not cut[0] and r["ended"] > cut[0]["ended"]]
+    for earlier, later in itertools.pairwise(after):
+        assert later["t_mono"] >= earlier["ended"], "two replies under way at once"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(interrupt_requests=True, responder=slow_replies()) as fake:
+        yield fake
+
+
+@pytest.mark.slow
+def test_two_workers_learn_to_go_one_at_a_time(tmp_path: Path, server: FakeOpenAI) -> None:
+    code, err = run(tmp_path, server)
+    assert code == 0, err
+    assert_one_at_a_time_after_the_cut(tmp_path, server, err)
+
+
+@pytest.mark.slow
+def test_two_workers_learn_it_through_redis(tmp_path: Path, server: FakeOpenAI) -> None:
+    pytest.importorskip("fakeredis")
+    pytest.importorskip("lupa")
+    with fakeredis_tcp() as url:
+        code, err = run(tmp_path, server, "--redis", url)
+    assert code == 0, err
+    assert_one_at_a_time_after_the_cut(tmp_path, server, err)
+    # The file pace was not used: the cap lives in Redis, where every host would see it.
+    assert not list((tmp_path / "cache").rglob(".imaginize.rate.json"))
