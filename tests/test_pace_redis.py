@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 
 from imaginize.analysis.openai.errors import call, request_tokens
-from imaginize.pacing.pace import LEARNED_CAP_IDLE, Limits, Pacer, SharedPace, pace_digest
+from imaginize.pacing.pace import (
+    LEARNED_CAP_IDLE,
+    LINE_STALE,
+    Limits,
+    Pacer,
+    SharedPace,
+    pace_digest,
+)
 from tests.fake_openai import FakeOpenAI, rate_limited
 from tests.local_servers import fakeredis_tcp, free_port, redis_server
 from tests.replies import answer
@@ -115,6 +122,8 @@ def test_in_flight_cap_is_shared_and_freed(make: Make, clock: Clock) -> None:
         assert len(two.read().in_flight) == 1
         assert two._attempt("other:1:x", 0)[0] is not None  # full while one's request runs
     assert two.read().in_flight == {}
+    assert two._attempt("other:1:x", 0)[0] is None  # the one kept waiting goes at once
+    two._give_back("other:1:x")
     with two.slot():
         assert clock.now == 1000.0
 
@@ -136,6 +145,19 @@ def test_a_learned_cap_holds_every_process_to_one_request(make: Make, clock: Clo
         assert one._attempt("other:1:z", 0)[0] is not None
     with two.slot():
         assert one._attempt("other:1:w", 0)[0] is not None
+
+
+def test_the_one_kept_waiting_for_room_goes_next(make: Make, clock: Clock) -> None:
+    limits = Limits(batch_size=100, batch_delay=0.0, max_in_flight=1)
+    one, two = make(limits), make(limits)
+    with one.slot():
+        assert two._attempt("two:1:b", 0)[0] is not None  # no room: two is next in line
+        assert two.read().next_in_line == "two:1:b"
+    assert one._attempt("one:1:a", 0)[0] is not None  # room, but two asked first
+    assert two._attempt("two:1:b", 0)[0] is None
+    two._give_back("two:1:b")
+    clock.now += LINE_STALE  # one asks again later; nobody is in line
+    assert one._attempt("one:1:a", 0)[0] is None
 
 
 def test_a_learned_cap_lapses_after_an_idle_hour(make: Make, clock: Clock) -> None:

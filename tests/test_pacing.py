@@ -17,6 +17,7 @@ import pytest
 from imaginize.coordination.manifest import owner_is_dead
 from imaginize.errors import LockTimeout
 from imaginize.pacing.pace import (
+    LINE_STALE,
     Limits,
     Pacer,
     PaceState,
@@ -155,6 +156,32 @@ def test_a_learned_cap_is_the_stricter_of_the_two() -> None:
     _, wait = reserve(state, limits, 1.0, "b")
     assert wait is not None  # "a" is under way and the server bears one
     assert in_flight_limit(state, Limits(batch_size=1, batch_delay=0.0), 1.0) == 1
+
+
+def test_the_request_refused_for_room_goes_next() -> None:
+    # One at a time, the worker whose request just ended must not take the place again ahead
+    # of the one waiting for it: else that one's chapter waits out its timeout.
+    limits = Limits(batch_size=100, batch_delay=0.0, max_in_flight=1)
+    state, _ = reserve(PaceState(), limits, 0.0, "a")
+    state, wait = reserve(state, limits, 0.1, "b")
+    assert wait is not None  # "a" is under way: "b" is next in line
+    state = finish(state, "a")
+    state, wait = reserve(state, limits, 0.2, "a2")
+    assert wait is not None  # the place is free, but "b" asked first
+    state, wait = reserve(state, limits, 0.3, "b")
+    assert wait is None
+    state = finish(state, "b")
+    _, wait = reserve(state, limits, 0.4, "a2")
+    assert wait is None  # nobody in line
+
+
+def test_a_line_nobody_is_waiting_in_any_more_holds_nobody() -> None:
+    limits = Limits(batch_size=100, batch_delay=0.0, max_in_flight=1)
+    state, _ = reserve(PaceState(), limits, 0.0, "a")
+    state, _ = reserve(state, limits, 0.1, "b")  # "b" then gave its work up
+    state = finish(state, "a")
+    _, wait = reserve(state, limits, 0.1 + LINE_STALE + 0.01, "c")
+    assert wait is None
 
 
 def test_a_pace_file_from_before_the_learned_cap_loads(tmp_path: Path) -> None:

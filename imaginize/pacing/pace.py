@@ -22,6 +22,9 @@ Limits, whichever is strictest:
   request at a time from every process on the key, the interrupting one too. It lapses once
   the key has gone `LEARNED_CAP_IDLE` without a send (the server may since have been
   restarted differently, or replaced);
+- a line of one: the first request refused for want of room (`nextInLine`) takes the next
+  free place, not whoever asks first once it is free (the process whose request just ended
+  would, every time). It holds only while it keeps asking (`LINE_STALE`);
 - `tpm`: tokens per minute. A request reserves its prompt and its output cap before it goes
   (`slot(tokens=N)`), and the reply's reported usage gives the rest back (`settle`). The
   budget is a GCRA with no burst: each reservation moves a theoretical arrival time on by
@@ -159,6 +162,9 @@ class PaceState:
     token_tat: float = 0.0
     # Requests at once the server was found to bear (see `learned_cap`); 0: none learned.
     in_flight_cap: int = 0
+    # The ticket first refused for want of room, and when it last asked: it goes next.
+    next_in_line: str = ""
+    next_seen: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -172,6 +178,8 @@ class PaceState:
             "unreachableTries": self.unreachable_tries,
             "tokenTat": self.token_tat,
             "inFlightCap": self.in_flight_cap,
+            "nextInLine": self.next_in_line,
+            "nextSeen": self.next_seen,
         }
 
     @classmethod
@@ -187,6 +195,8 @@ class PaceState:
             unreachable_tries=int(data.get("unreachableTries", 0)),
             token_tat=float(data.get("tokenTat", 0.0)),
             in_flight_cap=int(data.get("inFlightCap", 0)),
+            next_in_line=str(data.get("nextInLine", "")),
+            next_seen=float(data.get("nextSeen", 0.0)),
         )
 
 
@@ -199,6 +209,11 @@ TOKEN_POLL = 0.05
 UNREACHABLE_BACKOFF_CAP = 30.0
 # A learned in-flight cap lapses once the key has gone this long without a send.
 LEARNED_CAP_IDLE = 3600.0
+# The request next in line loses its turn once it has not asked for this long (a waiter
+# refused for room asks again within 0.25 s; one given up on stops asking).
+LINE_STALE = 1.0
+# How soon a request kept back for the one next in line asks again.
+LINE_POLL = 0.05
 
 
 def rpm_interval(rpm: float) -> float:
@@ -254,16 +269,21 @@ def reserve(
     tokens: int = 0,
 ) -> tuple[PaceState, float | None]:
     """Try to take a send slot for `ticket` (and `tokens` of the token budget). Returns the new
-    state and None when the request may go at once, or the unchanged state and how long to
-    wait before asking again.
+    state and None when the request may go at once, or the state (changed only to put `ticket`
+    next in line) and how long to wait before asking again.
 
     A request under way holds its place until it finishes, its process is seen dead
     (`is_dead(ticket)`; tickets are `host:pid:random`), or `in_flight_ttl` passes."""
     live = {k: v for k, v in state.in_flight.items() if v > now and not is_dead(k)}
     cap = in_flight_limit(state, limits, now)
+    ahead = state.next_in_line if now - state.next_seen < LINE_STALE else ""
     if cap is not None and len(live) >= cap:
         soonest = min(live.values()) - now
+        if ahead in ("", ticket):
+            state = replace(state, next_in_line=ticket, next_seen=now)
         return state, max(0.0, min(soonest, 0.25))
+    if ahead not in ("", ticket):
+        return state, LINE_POLL
     when = next_send_time(state, limits, now)
     if when > now:
         return state, when - now
@@ -285,6 +305,8 @@ def reserve(
             token_tat=token_tat,
             # A lapsed cap is forgotten, or this send would bring it back.
             in_flight_cap=learned_cap(state, now) or 0,
+            next_in_line="",
+            next_seen=0.0,
         ),
         None,
     )

@@ -3,7 +3,8 @@ on one server and the same Redis shares one budget.
 
 The same limits and the same algorithms as the file pace (`pacing`): batches, the rpm and tpm
 GCRA (no burst), the in-flight cap and the one learned from the server (`in_flight_cap`,
-lapsing once the key goes `LEARNED_CAP_IDLE` without a send), a pause on 429 honoured by all,
+lapsing once the key goes `LEARNED_CAP_IDLE` without a send), the line of one (`next_in_line`),
+a pause on 429 honoured by all,
 the unreachable-server backoff. Each change is one Lua script, which Redis runs atomically, so
 a reservation is one round trip and no lock is held between hosts. Times are Redis's own clock
 (`TIME`), so hosts whose clocks differ still share one pace; times shown to users are turned
@@ -31,6 +32,8 @@ from imaginize.errors import ConfigError
 from imaginize.pacing.pace import (
     DEFAULT_MAX_WAIT,
     LEARNED_CAP_IDLE,
+    LINE_POLL,
+    LINE_STALE,
     UNREACHABLE_BACKOFF_CAP,
     Limits,
     PaceState,
@@ -72,23 +75,31 @@ local ticket = ARGV[2]
 local batch_size, batch_delay = tonumber(ARGV[3]), tonumber(ARGV[4])
 local interval, cap, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local tokens, per_token, keep = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local cap_idle = tonumber(ARGV[11])
+local cap_idle, line_stale, line_poll = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', f(now))
 local s = redis.call('HMGET', KEYS[1], 'batch_sends', 'last_send', 'paused_until', 'token_tat',
-                     'sends', 'in_flight_cap')
+                     'sends', 'in_flight_cap', 'next_in_line', 'next_seen')
 local batch_sends, last_send, paused_until = num(s[1]), num(s[2]), num(s[3])
 local token_tat, sends, learned = num(s[4]), num(s[5]), num(s[6])
 if learned > 0 and now >= last_send + cap_idle then
   learned = 0  -- lapsed; forgotten below, or this send would bring it back
 end
 if learned > 0 and (cap < 0 or learned < cap) then cap = learned end
+local ahead = ''
+if s[7] and now - num(s[8]) < line_stale then ahead = s[7] end
 if cap >= 0 then
   local live = redis.call('ZCARD', KEYS[2])
   if live >= cap then
+    if ahead == '' or ahead == ticket then
+      redis.call('HSET', KEYS[1], 'next_in_line', ticket, 'next_seen', f(now))
+    end
     local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
     local soonest = math.max(0, math.min(tonumber(first[2]) - now, 0.25))
     return {'full', f(soonest), f(paused_until), f(now)}
   end
+end
+if ahead ~= '' and ahead ~= ticket then
+  return {'wait', f(line_poll), f(paused_until), f(now)}
 end
 local earliest = math.max(now, paused_until)
 if interval > 0 then earliest = math.max(earliest, last_send + interval) end
@@ -104,7 +115,8 @@ else
 end
 if per_token > 0 then token_tat = math.max(token_tat, now) + tokens * per_token end
 redis.call('HSET', KEYS[1], 'batch_sends', batch_sends, 'last_send', f(now),
-           'sends', sends + 1, 'token_tat', f(token_tat), 'in_flight_cap', learned)
+           'sends', sends + 1, 'token_tat', f(token_tat), 'in_flight_cap', learned,
+           'next_in_line', '', 'next_seen', '0')
 redis.call('ZADD', KEYS[2], f(now + ttl), ticket)
 local until_ = math.max(paused_until, token_tat, now) - now
 redis.call('EXPIRE', KEYS[1], math.ceil(until_ + keep))
@@ -320,6 +332,8 @@ class RedisPacer(SharedPace):
             repr(token_interval(limits.tpm)) if limits.tpm else "0",
             KEEP_SECONDS,
             repr(LEARNED_CAP_IDLE),
+            repr(LINE_STALE),
+            repr(LINE_POLL),
         )
         if kind == "full":
             self._free_the_dead()
@@ -413,4 +427,6 @@ class RedisPacer(SharedPace):
             unreachable_tries=int(number("unreachable_tries")),
             token_tat=self._local(number("token_tat"), now),
             in_flight_cap=int(number("in_flight_cap")),
+            next_in_line=str(data.get("next_in_line", "")),
+            next_seen=self._local(number("next_seen"), now),
         )
