@@ -21,12 +21,17 @@ from typing import Any
 import openai
 import pytest
 
+from imaginize.analysis.openai.chat import OpenAIAnalyzer
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.store import ManifestStore
+from imaginize.errors import ProviderError
+from imaginize.pacing.pace import Limits, Pacer
+from imaginize.reading.epub import read_book
 from tests.fake_openai import FakeOpenAI
 from tests.local_servers import fakeredis_tcp
 from tests.replies import answer
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
+from tests.test_recorded_llama_cpp import recorded
 
 SAID = "cuts a reply short when another request arrives: requests now go one at a time"
 # Seconds per 16 characters of a reply: a chapter's reply streams for about half a second.
@@ -69,6 +74,44 @@ def test_the_fake_server_cuts_a_stream_when_another_request_waits() -> None:
         first.join(10)
     assert finishes == {"first": None, "second": "stop"}
     assert [r.get("interrupted", False) for r in server.requests] == [True, False]
+
+
+def cut_stream() -> dict[str, Any]:
+    """The stream llama-cpp-python really sent when another request arrived (recorded)."""
+    sse = recorded("stream_interrupted")["sse"]
+    body = "\n".join(sse) + "\n"
+    return {"kind": "malformed", "status": 200, "body": body, "content_type": "text/event-stream"}
+
+
+def analyzer(server: FakeOpenAI, tmp_path: Path) -> tuple[OpenAIAnalyzer, Pacer]:
+    pacer = Pacer(tmp_path, Limits(batch_size=5, batch_delay=0.0, max_in_flight=5))
+    subject = OpenAIAnalyzer(model="m", api_key="x", base_url=server.url, pacer=pacer)
+    return subject, pacer
+
+
+def test_a_cut_reply_is_asked_again_one_at_a_time(fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    fake_openai.script(responder=answer)
+    fake_openai.enqueue(cut_stream())
+    subject, pacer = analyzer(fake_openai, tmp_path)
+    analysis = subject.analyze(read_book(SAMPLE).chapters[0], 2)
+    assert analysis.scenes
+    assert len(fake_openai.requests) == 2
+    assert pacer.read().in_flight_cap == 1
+    assert sum(SAID in notice for notice in subject.take_notices()) == 1
+
+
+def test_a_reply_cut_again_one_at_a_time_names_another_client(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_openai.script(responder=answer)
+    fake_openai.enqueue(cut_stream(), cut_stream())
+    subject, _pacer = analyzer(fake_openai, tmp_path)
+    with pytest.raises(ProviderError) as caught:
+        subject.analyze(read_book(SAMPLE).chapters[0], 2)
+    assert caught.value.retryable
+    assert len(fake_openai.requests) == 2  # asked again once, not for ever
+    assert "something else is using it" in str(caught.value)
+    assert "-j 1" not in str(caught.value)  # one at a time already
 
 
 def run(tmp_path: Path, server: FakeOpenAI, *args: str) -> tuple[int, str]:

@@ -306,11 +306,18 @@ class OpenAIAnalyzer:
                 )
                 break
             except StreamCutShort:
-                cut_short += 1
-                # Once per request: cut again with everyone one at a time, the other request
-                # is not ours, and waiting for our turn would not help.
-                if cut_short > 1 or not self._one_at_a_time():
+                if self._pacer is None:
                     raise
+                cut_short += 1
+                if cut_short > 1:
+                    # Cut again with everyone here one at a time: the other request is not
+                    # ours, and waiting for our turn would not help.
+                    raise StreamCutShort(
+                        f"{self._server} ended a reply unfinished again though every "
+                        "imaginize process on it sends one request at a time: something else "
+                        "is using it; start it with --interrupt_requests False"
+                    ) from None
+                self._one_at_a_time()
             except StatusError as error:
                 if error.status not in (400, 422, 501) or "stream" not in str(error).casefold():
                     raise
@@ -382,18 +389,14 @@ class OpenAIAnalyzer:
             )
         return "".join(parts), finish, usage
 
-    def _one_at_a_time(self) -> bool:
+    def _one_at_a_time(self) -> None:
         """After a reply cut short by another request: everyone on the key sends one request
-        at a time from now on, the process that sent the other one too (the shared pace).
-        False without a pace to hold them to it."""
-        if self._pacer is None:
-            return False
-        if self._pacer.cap_in_flight(1):
+        at a time from now on, the process that sent the other one too (the shared pace)."""
+        if self._pacer is not None and self._pacer.cap_in_flight(1):
             self._say(
                 f"{self._pacer.server} cuts a reply short when another request arrives: "
                 "requests now go one at a time"
             )
-        return True
 
     def _whole_request(self, params: dict[str, Any]) -> Any:
         """A reply sent whole, its headers read first."""
