@@ -168,9 +168,13 @@ def test_two_workers_learn_to_go_one_at_a_time(tmp_path: Path, server: FakeOpenA
 def test_two_workers_learn_it_through_redis(tmp_path: Path, server: FakeOpenAI) -> None:
     pytest.importorskip("fakeredis")
     pytest.importorskip("lupa")
+    redis = pytest.importorskip("redis")
     with fakeredis_tcp() as url:
         code, err = run(tmp_path, server, "--redis", url)
+        client = redis.Redis.from_url(url, decode_responses=True)
+        caps = [client.hget(key, "in_flight_cap") for key in client.keys("imaginize:pace:*:state")]
     assert code == 0, err
     assert_one_at_a_time_after_the_cut(tmp_path, server, err)
-    # The file pace was not used: the cap lives in Redis, where every host would see it.
+    # The cap lives in Redis, where every host would see it; the file pace was not used.
+    assert caps == ["1"]
     assert not list((tmp_path / "cache").rglob(".imaginize.rate.json"))
