@@ -199,7 +199,7 @@ def test_server_without_json_mode_falls_back_once_and_remembers(fake_openai: Fak
     formats = [r["body"].get("response_format") for r in fake_openai.requests]
     assert formats == [
         {"type": "json_schema", "json_schema": ANY},
-        {"type": "json_object", "schema": reply_schema(string_bounds=True)},
+        {"type": "json_object", "schema": reply_schema(string_bounds=True, scenes=1)},
         {"type": "json_object"},
         None,
         None,
