@@ -122,6 +122,8 @@ def test_a_bound_schema_holds_a_rambling_model_to_a_complete_reply() -> None:
     assert scene["items"]["properties"]["description"]["maxLength"] > 0
     assert scene["items"]["properties"]["characters"]["items"]["maxLength"] > 0
     assert bound["properties"]["elements"]["maxItems"] > 0
+    told = bound["properties"]["elements"]["items"]["properties"]["quotes"]["items"]
+    assert told["enum"] == ["One sentence here."]
     hosted = reply_schema()
     assert "maxItems" not in hosted["properties"]["scenes"]
     assert "maxLength" not in hosted["properties"]["scenes"]["items"]["properties"]["description"]

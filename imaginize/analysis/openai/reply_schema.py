@@ -93,6 +93,10 @@ def reply_schema(
         quote = listed["items"]["properties"]["quote"]
         quote["enum"] = list(quotes)
         quote.pop("minLength", None)
+        # An element's quotes too: a small model's own words there are dropped one by one.
+        told = schema["properties"]["elements"]["items"]["properties"]["quotes"]["items"]
+        told["enum"] = list(quotes)
+        told.pop("maxLength", None)
     if scenes and (string_bounds or quotes):
         listed["maxItems"] = max(scenes, listed.get("minItems", 1))
     return schema
