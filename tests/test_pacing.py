@@ -18,6 +18,7 @@ from imaginize.coordination.manifest import owner_is_dead
 from imaginize.errors import LockTimeout
 from imaginize.pacing.pace import (
     LINE_STALE,
+    NEXT_POLL,
     Limits,
     Pacer,
     PaceState,
@@ -164,7 +165,9 @@ def test_the_request_refused_for_room_goes_next() -> None:
     limits = Limits(batch_size=100, batch_delay=0.0, max_in_flight=1)
     state, _ = reserve(PaceState(), limits, 0.0, "a")
     state, wait = reserve(state, limits, 0.1, "b")
-    assert wait is not None  # "a" is under way: "b" is next in line
+    assert wait == NEXT_POLL  # "a" is under way: "b" is next in line, and asks again soon
+    _, wait = reserve(state, limits, 0.1, "c")
+    assert wait == 0.25  # behind "b"
     state = finish(state, "a")
     state, wait = reserve(state, limits, 0.2, "a2")
     assert wait is not None  # the place is free, but "b" asked first

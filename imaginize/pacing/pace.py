@@ -214,6 +214,9 @@ LEARNED_CAP_IDLE = 3600.0
 LINE_STALE = 1.0
 # How soon a request kept back for the one next in line asks again.
 LINE_POLL = 0.05
+# How soon the one next in line asks again while there is no room (the others: 0.25 s), so
+# that a place freed is not left empty for long.
+NEXT_POLL = 0.1
 
 
 def rpm_interval(rpm: float) -> float:
@@ -280,7 +283,10 @@ def reserve(
     if cap is not None and len(live) >= cap:
         soonest = min(live.values()) - now
         if ahead in ("", ticket):
-            state = replace(state, next_in_line=ticket, next_seen=now)
+            # The first kept waiting for room goes next, and asks more often.
+            return replace(state, next_in_line=ticket, next_seen=now), max(
+                0.0, min(soonest, NEXT_POLL)
+            )
         return state, max(0.0, min(soonest, 0.25))
     if ahead not in ("", ticket):
         return state, LINE_POLL

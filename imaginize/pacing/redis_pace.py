@@ -34,6 +34,7 @@ from imaginize.pacing.pace import (
     LEARNED_CAP_IDLE,
     LINE_POLL,
     LINE_STALE,
+    NEXT_POLL,
     UNREACHABLE_BACKOFF_CAP,
     Limits,
     PaceState,
@@ -76,6 +77,7 @@ local batch_size, batch_delay = tonumber(ARGV[3]), tonumber(ARGV[4])
 local interval, cap, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local tokens, per_token, keep = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local cap_idle, line_stale, line_poll = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local next_poll = tonumber(ARGV[14])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', f(now))
 local s = redis.call('HMGET', KEYS[1], 'batch_sends', 'last_send', 'paused_until', 'token_tat',
                      'sends', 'in_flight_cap', 'next_in_line', 'next_seen')
@@ -90,11 +92,13 @@ if s[7] and now - num(s[8]) < line_stale then ahead = s[7] end
 if cap >= 0 then
   local live = redis.call('ZCARD', KEYS[2])
   if live >= cap then
+    local poll = 0.25
     if ahead == '' or ahead == ticket then
       redis.call('HSET', KEYS[1], 'next_in_line', ticket, 'next_seen', f(now))
+      poll = next_poll
     end
     local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    local soonest = math.max(0, math.min(tonumber(first[2]) - now, 0.25))
+    local soonest = math.max(0, math.min(tonumber(first[2]) - now, poll))
     return {'full', f(soonest), f(paused_until), f(now)}
   end
 end
@@ -334,6 +338,7 @@ class RedisPacer(SharedPace):
             repr(LEARNED_CAP_IDLE),
             repr(LINE_STALE),
             repr(LINE_POLL),
+            repr(NEXT_POLL),
         )
         if kind == "full":
             self._free_the_dead()
