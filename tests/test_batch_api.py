@@ -19,6 +19,7 @@ import openai
 import pytest
 
 from imaginize.analysis.openai.batch import Limits, Reply, ReplyFile, split_files
+from imaginize.analysis.openai.server import ReplyFormat
 from imaginize.analysis.providers import ProviderConfig, ProviderKind, limits_for
 from imaginize.coordination import batch_state as bs
 from imaginize.coordination import manifest as mf
@@ -775,3 +776,23 @@ def test_the_reply_file_keeps_only_chapters_in_flight(tmp_path: Path) -> None:
     assert replies.keep_only({2, 4}) == 2  # chapter 1's line and the damaged one
     assert set(replies.load()) == {"k2", "k4"}
     assert replies.load()["k4"] == Reply("d", "stop")
+
+
+def test_batch_requests_are_built_for_the_hosted_api_even_on_a_local_url(
+    fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    # The Batch API is OpenAI's hosted service: no quote choices (an enum of the chunk's
+    # sentences) and no grammar bounds in the schema, though this server is on 127.0.0.1.
+    assert "127.0.0.1" in fake_openai.url
+    fake_openai.script(responder=answer, batch_timing=[5, 5, 5])
+    out = tmp_path / "out"
+    run_batch_books([SAMPLE], _options(fake_openai, out), replace(FAST, wait=False))
+    uploaded = [f["data"] for f in fake_openai.batches.files.values()]
+    bodies = [json.loads(line)["body"] for data in uploaded for line in data.splitlines()]
+    assert len(bodies) == 8
+    for body in bodies:
+        schema = body["response_format"]["json_schema"]["schema"]
+        assert "enum" not in schema["properties"]["scenes"]["items"]["properties"]["quote"]
+        assert not re.search(r'"(maxItems|maxLength)"', json.dumps(schema))
+        # Exactly what api.openai.com is sent in live mode.
+        assert body["response_format"] == ReplyFormat.JSON_SCHEMA.response_format()

@@ -154,7 +154,11 @@ def _is_openrouter(url: str) -> bool:
     return host == "openrouter.ai" or host.endswith(".openrouter.ai")
 
 
-def make_analyzer(config: ProviderConfig, book: Book, pacer: Pacer | None = None) -> Analyzer:
+def make_analyzer(
+    config: ProviderConfig, book: Book, pacer: Pacer | None = None, *, hosted: bool = False
+) -> Analyzer:
+    """`hosted`: requests built as for api.openai.com whatever the base URL (the Batch API
+    is OpenAI's service; a test server for it may be on 127.0.0.1)."""
     if config.kind is ProviderKind.OFFLINE:
         from imaginize.analysis.offline.analyzer import OfflineAnalyzer
 
@@ -171,7 +175,7 @@ def make_analyzer(config: ProviderConfig, book: Book, pacer: Pacer | None = None
         book_title=book.title,
         pacer=pacer,
         # Small local models invent quotes; a server's grammar can keep them to the book's.
-        quote_choices=is_local(config.base_url or ""),
+        quote_choices=not hosted and is_local(config.base_url or ""),
     )
 
 

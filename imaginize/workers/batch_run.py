@@ -149,7 +149,8 @@ class BatchRun:
         self._cap_refused = False
 
     def _book(self, job: runner._Prepared) -> _Book:
-        analyzer = make_analyzer(self.settings.provider, job.book)
+        # Batch requests go to OpenAI's hosted service: no quote choices (a local grammar's).
+        analyzer = make_analyzer(self.settings.provider, job.book, hosted=True)
         assert isinstance(analyzer, OpenAIAnalyzer)
         replies = ReplyFile(job.out_dir)
         current = job.store.read()
@@ -601,7 +602,10 @@ class BatchRun:
                 continue
             refs = [q.batch for e in bs.ready(current, book.job.wanted) for q in e.batch or ()]
             store.transact(lambda m, refs=refs: bs.give_back(m, refs))
-            analyzer = make_analyzer(self.settings.provider, book.job.book, self._pacer(book, sink))
+            # Built as the batch requests were, so that the replies on file match them.
+            analyzer = make_analyzer(
+                self.settings.provider, book.job.book, self._pacer(book, sink), hosted=True
+            )
             assert isinstance(analyzer, OpenAIAnalyzer)
             replay = ReplayAnalyzer.over(analyzer, book.replies.load())
             replay.live = True
