@@ -271,6 +271,33 @@ _FOLD = str.maketrans(
 _LOOSE = {" ": r"\s++", "'": "['\u2018\u2019]", '"': '["\u201c\u201d]', "-": "[-\u2013\u2014]"}
 
 
+# A folded needle in parts: a character of _LOOSE, or a run of the others (taken literally).
+_PARTS = re.compile(r"[ '\"-]|[^ '\"-]+")
+_MARKS = {"'": "'\u2018\u2019", '"': '"\u201c\u201d', "-": "-\u2013\u2014"}
+
+
+def _loose_end(parts: list[str], text: str, at: int) -> int | None:
+    """Where the needle of `parts` ends when it matches `text` from `at` as its _LOOSE
+    pattern would (a blank: one or more, all of them taken), else None."""
+    size = len(text)
+    for part in parts:
+        if part == " ":
+            if at >= size or not text[at].isspace():
+                return None
+            at += 1
+            while at < size and text[at].isspace():
+                at += 1
+        elif part in _MARKS:
+            if at >= size or text[at] not in _MARKS[part]:
+                return None
+            at += 1
+        elif text.startswith(part, at):
+            at += len(part)
+        else:
+            return None
+    return at
+
+
 # A near quote is taken for the passage it resembles when the two agree this closely
 # (difflib's ratio over their folded words); measured by benchmarks/quote_matching.py.
 NEAR_RATIO = 0.72
@@ -337,9 +364,23 @@ class QuoteFinder:
             return None
         # Searched for in the text as written, so that the match is the passage itself: no
         # folded copy of the chapter and no map back from it to build for every reply.
-        pattern = "".join(_LOOSE.get(char) or re.escape(char) for char in needle)
-        found = re.search(pattern, self._text)
-        return found.group() if found else None
+        parts = _PARTS.findall(needle)
+        if parts[0] in _LOOSE:
+            pattern = "".join(_LOOSE.get(char) or re.escape(char) for char in needle)
+            found = re.search(pattern, self._text)
+            return found.group() if found else None
+        # What that pattern matches, without compiling one for every quote (a millisecond
+        # each, most of the time parsing a reply took): it can only start where its first
+        # words are, and from there it has one way to go (single characters, possessive
+        # blanks), so the first start that matches all the way is re.search's match.
+        text = self._text
+        at = text.find(parts[0])
+        while at >= 0:
+            end = _loose_end(parts, text, at)
+            if end is not None:
+                return text[at:end]
+            at = text.find(parts[0], at + 1)
+        return None
 
 
 # --- the whole reply -----------------------------------------------------------------------
