@@ -18,7 +18,15 @@ from typing import Any
 import openai
 import pytest
 
-from imaginize.analysis.openai.batch import Limits, Reply, ReplyFile, split_files
+from imaginize.analysis.openai.batch import (
+    Limits,
+    Reply,
+    ReplyFile,
+    canonical,
+    request_key,
+    request_line,
+    split_files,
+)
 from imaginize.analysis.openai.server import ReplyFormat
 from imaginize.analysis.providers import ProviderConfig, ProviderKind, limits_for
 from imaginize.coordination import batch_state as bs
@@ -796,3 +804,18 @@ def test_batch_requests_are_built_for_the_hosted_api_even_on_a_local_url(
         assert not re.search(r'"(maxItems|maxLength)"', json.dumps(schema))
         # Exactly what api.openai.com is sent in live mode.
         assert body["response_format"] == ReplyFormat.JSON_SCHEMA.response_format()
+
+
+def test_a_batch_line_carries_the_body_its_key_digests() -> None:
+    params = {"model": "m", "messages": [{"role": "user", "content": 'é "x"\n}'}], "max_tokens": 3}
+    body = canonical(params)
+    line = request_line("abc-c1-k0-a1", body)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    parsed = json.loads(line)
+    assert parsed == {
+        "custom_id": "abc-c1-k0-a1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": params,
+    }
+    assert request_key(parsed["body"]) == request_key(params, body)

@@ -51,7 +51,6 @@ from imaginize.analysis.openai.batch import (
     custom_id,
     enqueued_tokens,
     parse_results,
-    request_key,
     request_line,
     split_files,
 )
@@ -452,10 +451,10 @@ class BatchRun:
             return None
         attempt = entry.attempts + 1
         lines = []
-        for chunk, params in enumerate(analyzer.missing):
+        for chunk, wanted in enumerate(analyzer.missing):
             custom = custom_id(book.sha256, entry.number, chunk, attempt)
-            line = request_line(custom, params)
-            lines.append((custom, request_key(params), line, enqueued_tokens(params)))
+            line = request_line(custom, wanted.body)
+            lines.append((custom, wanted.key, line, enqueued_tokens(wanted.params)))
         return _Planned(book, entry.number, entry.token, lines)
 
     def _fail(self, book: _Book, entry: mf.Entry, error: str, spent: Usage) -> None:

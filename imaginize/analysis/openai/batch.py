@@ -36,10 +36,16 @@ MAX_BYTES = 200 * 1024 * 1024
 REPLIES_NAME = ".imaginize.batch-replies.jsonl"
 
 
-def request_key(params: dict[str, Any]) -> str:
-    """The digest a request's reply is filed under: same body, same reply."""
-    canonical = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+def canonical(params: dict[str, Any]) -> str:
+    """A request body as one JSON text: what its key digests and its batch line carries."""
+    return json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def request_key(params: dict[str, Any], body: str | None = None) -> str:
+    """The digest a request's reply is filed under: same body, same reply. `body`: its
+    `canonical` text, when already made."""
+    text = canonical(params) if body is None else body
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def custom_id(book_sha256: str, chapter: int, chunk: int, attempt: int) -> str:
@@ -58,12 +64,21 @@ class Reply:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """A request to send: its body, that body's `canonical` text and its key."""
+
+    params: dict[str, Any]
+    body: str
+    key: str
+
+
 class _Missing(Exception):
     """A request whose reply is not in yet."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, wanted: Wanted) -> None:
         super().__init__("no reply yet")
-        self.params = params
+        self.wanted = wanted
 
 
 class ReplayAnalyzer(OpenAIAnalyzer):
@@ -73,7 +88,7 @@ class ReplayAnalyzer(OpenAIAnalyzer):
     sent at once instead (--batch-api-then-live)."""
 
     replies: dict[str, Reply]
-    missing: list[dict[str, Any]]
+    missing: list[Wanted]
     errors: list[str]
     live: bool
 
@@ -96,24 +111,28 @@ class ReplayAnalyzer(OpenAIAnalyzer):
         try:
             return super()._analyze(chunk, scenes, splits)
         except _Missing as missing:
-            self.missing.append(missing.params)
+            self.missing.append(missing.wanted)
             return Analysis((), (), Usage())
 
     def _request(self, params: dict[str, Any]) -> tuple[str, str, Usage]:
-        reply = self.replies.get(request_key(params))
+        body = canonical(params)  # made once: the key now, the batch line if it is sent
+        key = request_key(params, body)
+        reply = self.replies.get(key)
         if reply is None or reply.error is not None:
             if reply is not None:
                 self.errors.append(reply.error or "")
             if self.live:
                 return super()._request(params)
-            raise _Missing(params)
+            raise _Missing(Wanted(params, body, key))
         self.spent += reply.usage
         return reply.content, reply.finish, reply.usage
 
 
-def request_line(custom: str, params: dict[str, Any]) -> bytes:
-    line = {"custom_id": custom, "method": "POST", "url": ENDPOINT, "body": params}
-    return (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+def request_line(custom: str, body: str) -> bytes:
+    """A batch file's line for the request whose `canonical` text is `body` (embedded as
+    it is: the body is encoded once, not again for its line)."""
+    head = json.dumps({"custom_id": custom, "method": "POST", "url": ENDPOINT})
+    return f'{head[:-1]}, "body": {body}}}\n'.encode()
 
 
 def enqueued_tokens(params: dict[str, Any]) -> int:
