@@ -29,7 +29,7 @@ import math
 import os
 import secrets
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import compress
 from operator import attrgetter, is_not
 from pathlib import Path
@@ -173,6 +173,7 @@ class ManifestFiles:
         puts: dict[int, mf.Entry] = {}
         drops: set[int] = set()
         next_token, updated_at = manifest.next_token, manifest.updated_at
+        batches = manifest.batches
         while True:
             end = tail.find(b"\n", start)
             if end < 0:
@@ -197,11 +198,15 @@ class ManifestFiles:
                 puts.pop(number, None)
                 drops.add(number)
             next_token, updated_at = change.next_token, change.updated_at
+            if change.batches is not None:
+                batches = change.batches
             seq += 1
             start = end + 1
         if seq != view.seq:
             try:
                 manifest = _apply(manifest, puts, drops, next_token, updated_at)
+                if batches != manifest.batches:
+                    manifest = replace(manifest, batches=batches)
             except ValueError as exc:
                 raise _Race(f"{self.journal_path}: invalid journal ({exc})") from None
         return _View(
@@ -289,6 +294,8 @@ class _Change:
     drops: list[int]
     next_token: int
     updated_at: float
+    # The whole `batches` list when the line changed it (None: unchanged).
+    batches: tuple[mf.BatchRecord, ...] | None = None
 
 
 def _header_line(generation: str) -> bytes:
@@ -339,7 +346,8 @@ def _change(record: dict[str, Any], seq: int) -> _Change:
             raise ValueError(f"put[{index}]: {exc}") from None
     if any(type(n) is not int or n < 0 for n in drops):
         raise ValueError(f"drop: must hold chapter numbers, not {drops!r}")
-    return _Change(entries, drops, next_token, float(updated_at))
+    batches = mf._batch_records(record) if "batches" in record else None
+    return _Change(entries, drops, next_token, float(updated_at), batches)
 
 
 def _apply(
@@ -380,11 +388,13 @@ def _line(before: mf.Manifest, after: mf.Manifest, seq: int) -> bytes | None:
         after.book_sha256,
         after.title,
         after.created_at,
-    ) or before.batches != after.batches:  # the batches: only a snapshot says them
+    ):
         return None
+    # The batches (a few records, changed a few times a round): the whole list, when changed.
+    batches = None if before.batches == after.batches else after.batches
     known = after.changed_since(before)
     if known is not None:
-        return _encode(seq, after, known, [])
+        return _encode(seq, after, known, [], batches)
     old, new = before.chapters, after.chapters
     if len(old) == len(new):
         # The positions whose entry is another object: a C loop, not a Python one.
@@ -392,13 +402,18 @@ def _line(before: mf.Manifest, after: mf.Manifest, seq: int) -> bytes | None:
         if all(old[i].number == new[i].number for i in changed):
             puts, drops = [new[i] for i in changed], []
         else:
-            return _structural(before, after, seq)
+            return _structural(before, after, seq, batches)
     else:
-        return _structural(before, after, seq)
-    return _encode(seq, after, puts, drops)
+        return _structural(before, after, seq, batches)
+    return _encode(seq, after, puts, drops, batches)
 
 
-def _structural(before: mf.Manifest, after: mf.Manifest, seq: int) -> bytes | None:
+def _structural(
+    before: mf.Manifest,
+    after: mf.Manifest,
+    seq: int,
+    batches: tuple[mf.BatchRecord, ...] | None = None,
+) -> bytes | None:
     """Entries added or dropped (image units): a line, if replaying it gives `after` exactly."""
     listed = {e.number: e for e in before.chapters}
     numbers = {e.number for e in after.chapters}
@@ -412,10 +427,16 @@ def _structural(before: mf.Manifest, after: mf.Manifest, seq: int) -> bytes | No
         return None
     if replayed.chapters != after.chapters:
         return None
-    return _encode(seq, after, puts, drops)
+    return _encode(seq, after, puts, drops, batches)
 
 
-def _encode(seq: int, after: mf.Manifest, puts: list[mf.Entry], drops: list[int]) -> bytes:
+def _encode(
+    seq: int,
+    after: mf.Manifest,
+    puts: list[mf.Entry],
+    drops: list[int],
+    batches: tuple[mf.BatchRecord, ...] | None = None,
+) -> bytes:
     record: dict[str, Any] = {
         "seq": seq,
         "updatedAt": after.updated_at,
@@ -424,6 +445,8 @@ def _encode(seq: int, after: mf.Manifest, puts: list[mf.Entry], drops: list[int]
     }
     if drops:
         record["drop"] = drops
+    if batches is not None:
+        record["batches"] = [b.to_json() for b in batches]
     return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
 
 

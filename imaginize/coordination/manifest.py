@@ -197,8 +197,8 @@ class Manifest:
     next_token: int = 1
     created_at: float = 0.0
     updated_at: float = 0.0
-    # --batch-api: the book's batch files (absent from the JSON when empty). A change to
-    # them is not a journal line: it is written as a snapshot (batches change rarely).
+    # --batch-api: the book's batch files (absent from the JSON when empty). A journal line
+    # that changes them carries the whole list (a few records).
     batches: tuple[BatchRecord, ...] = ()
 
     # Two indexes, built on first use and handed on to the manifests `with_entries` derives
