@@ -837,3 +837,25 @@ def test_a_batch_line_carries_the_body_its_key_digests() -> None:
         "body": params,
     }
     assert request_key(parsed["body"]) == request_key(params, body)
+
+
+def test_the_reply_file_is_read_on_from_where_it_was(tmp_path: Path) -> None:
+    mine, other = ReplyFile(tmp_path), ReplyFile(tmp_path)
+    assert mine.load() == {}
+    other.append([("k1", 1, Reply(error="HTTP 500: no reply"))])
+    assert mine.load() == {"k1": Reply(error="HTTP 500: no reply")}
+    with other.path.open("a") as torn:
+        torn.write('{"key": "k2", "chap')  # a writer killed mid-line: not read yet
+    assert set(mine.load()) == {"k1"}
+    # The next writer ends the torn line (skipped) and appends; a reply after an error wins.
+    other.append([("k1", 1, Reply("a", "stop")), ("k3", 3, Reply("c", "stop"))])
+    assert mine.load() == {"k1": Reply("a", "stop"), "k3": Reply("c", "stop")}
+    other.append([("k3", 3, Reply("again", "stop"))])  # a key filed twice keeps its first
+    assert mine.load()["k3"] == Reply("c", "stop")
+    other.keep_only({3})  # rewritten whole: read from its start
+    assert mine.load() == {"k3": Reply("c", "stop")}
+    other.path.unlink()
+    assert mine.load() == {}
+    loaded = mine.load()
+    loaded["x"] = Reply("mine")  # a copy: the caller may keep or change it
+    assert mine.load() == {}

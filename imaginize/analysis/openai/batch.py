@@ -228,13 +228,31 @@ class ReplyFile:
 
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / REPLIES_NAME
+        # What `load` read: the file (device, inode), the bytes up to its last whole line,
+        # and their replies. The file is only appended to or replaced whole, so the next
+        # load reads just what was appended (a round re-reading every reply is quadratic).
+        self._file: tuple[int, int] | None = None
+        self._offset = 0
+        self._replies: dict[str, Reply] = {}
 
     def load(self) -> dict[str, Reply]:
-        replies: dict[str, Reply] = {}
-        for _, key, reply in self._lines(self._text()):
+        try:
+            with open(self.path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if (stat.st_dev, stat.st_ino) != self._file or stat.st_size < self._offset:
+                    self._file, self._offset, self._replies = (stat.st_dev, stat.st_ino), 0, {}
+                handle.seek(self._offset)
+                tail = handle.read()
+        except FileNotFoundError:
+            self._file, self._offset, self._replies = None, 0, {}
+            return {}
+        whole = tail.rfind(b"\n") + 1  # a torn last line: read again when it is ended
+        replies = self._replies
+        for _, key, reply in self._lines(tail[:whole].decode("utf-8")):
             if key not in replies or replies[key].error is not None:
                 replies[key] = reply
-        return replies
+        self._offset += whole
+        return dict(replies)
 
     def append(self, replies: Iterable[tuple[str, int, Reply]]) -> None:
         """Add (key, chapter, reply) lines."""
@@ -275,12 +293,6 @@ class ReplyFile:
                 pass
             finally:
                 os.close(fd)  # closing it releases the flock
-
-    def _text(self) -> str:
-        try:
-            return self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return ""
 
     @classmethod
     def _lines(cls, text: str) -> Iterator[tuple[int, str, Reply]]:
