@@ -12,7 +12,10 @@ process, batches complete at once, replies from `tests.replies:answer`). Timed s
   batched under the lock, the local files written;
 - upload + create: the files sent and the batches created (the test server's work included);
 - ingest: the output files downloaded and parsed, the replies filed, and every chapter played
-  again over them (validation, quote checks) and published (one transaction each).
+  again over them (validation, quote checks) and published (one transaction a round).
+
+The test server is on 127.0.0.1, but batch requests are built as for api.openai.com (no
+quote choices: those are for local servers' grammars), as a real --batch-api run sends them.
 
 The split is also shown for the default --batch-token-cap: a chapter's request enqueues its
 prompt and its reply cap (2048 + 512 per scene), so the token cap, not the 50,000-request or
