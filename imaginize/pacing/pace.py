@@ -24,7 +24,8 @@ Limits, whichever is strictest:
   restarted differently, or replaced);
 - a line of one: the first request refused for want of room (`nextInLine`) takes the next
   free place, not whoever asks first once it is free (the process whose request just ended
-  would, every time). It holds only while it keeps asking (`LINE_STALE`);
+  would, every time). It holds only while it keeps asking (`LINE_STALE`), and only one: those
+  behind it race for the place after;
 - `tpm`: tokens per minute. A request reserves its prompt and its output cap before it goes
   (`slot(tokens=N)`), and the reply's reported usage gives the rest back (`settle`). The
   budget is a GCRA with no burst: each reservation moves a theoretical arrival time on by
