@@ -7,8 +7,8 @@ side in one run.
 Each (revision, size) runs in its own process (`python -P`, imaginize from a `git archive` of
 the revision, or the working tree for `--after` left out): a manifest of SIZE chapters, the
 first half completed, written as a format-1 manifest (which both revisions read); then what a
-worker does per chapter, `ManifestStore.publish_and_claim` (publish the chapter, claim the
-next, one transaction), timed one by one. Staging the result file is outside the timing, as
+worker does per chapter, `ManifestStore.publish` then `claim` (publish the chapter, claim the
+next: two transactions), timed together. Staging the result file is outside the timing, as
 is everything but the transaction. "bytes/chapter" is what the process handed to write(2)
 during the transactions (`wchar` of /proc/self/io): the manifest (or journal line) and the
 lock file's record.
@@ -33,7 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.source import REPO_ROOT, check, describe, environ, expected, exported, python
+from benchmarks.source import (
+    REPO_ROOT,
+    check,
+    describe,
+    environ,
+    expected,
+    exported,
+    module,
+    python,
+)
 
 SIZES = (100, 2000, 20000)
 RESULT = {
@@ -83,11 +92,12 @@ def _book(out: Path, chapters: int) -> None:
 
 
 def measure(chapters: int, cycles: int, root: Path) -> dict[str, Any]:
-    """In the measured process: per-transaction times and bytes of `publish_and_claim`."""
+    """In the measured process: times and bytes of a chapter's `publish` and next `claim`."""
     import imaginize
-    from imaginize.coordination import manifest as mf
-    from imaginize.coordination.atomic import write_json_atomic
-    from imaginize.coordination.store import ManifestStore
+
+    mf = module("imaginize.coordination.manifest")
+    write_json_atomic = module("imaginize.coordination.atomic").write_json_atomic
+    ManifestStore = module("imaginize.coordination.store").ManifestStore
 
     check(imaginize.__file__, expected(), "the measured process")
     out = root / "out"
@@ -112,9 +122,8 @@ def measure(chapters: int, cycles: int, root: Path) -> dict[str, Any]:
         staged = out / "chapters" / f".{claim.number:03d}.{claim.token}.json"
         write_json_atomic(staged, {**RESULT, "chapter": claim.number}, sync_dir=False)
         before, started = _wchar(), time.perf_counter()
-        ok, claim = store.publish_and_claim(
-            claim.number, claim.token, staged, 1300, owner, lease=600.0, max_attempts=3
-        )
+        ok = store.publish(claim.number, claim.token, staged, 1300)
+        claim = store.claim(owner, lease=600.0, max_attempts=3)
         spent, after = time.perf_counter() - started, _wchar()
         if not ok:
             raise RuntimeError("a publish lost its claim")
@@ -166,10 +175,11 @@ def _run(rev: str | None, chapters: int, cycles: int) -> dict[str, Any]:
 
 
 def _before_journal() -> str:
-    """The last commit before imaginize/coordination/journal.py was added."""
+    """The last commit before the journal (imaginize/journal.py, now in coordination/) was
+    added."""
     command = ["git", "-C", str(REPO_ROOT), "log", "--diff-filter=A", "--format=%H"]
     added = subprocess.run(
-        [*command, "--", "imaginize/coordination/journal.py"],
+        [*command, "--", "imaginize/journal.py"],
         check=True,
         capture_output=True,
         text=True,
@@ -193,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"after:  {describe(args.after)}")
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-        f"{time.strftime('%Y-%m-%d %H:%M')}; per chapter = one publish_and_claim"
+        f"{time.strftime('%Y-%m-%d %H:%M')}; per chapter = one publish + one claim"
     )
     header = (
         f"{'chapters':>8} | {'before ms':>9} {'max':>7} {'bytes':>10} {'n':>4} | "

@@ -17,6 +17,7 @@ from the working tree, through the repository's place on PYTHONPATH after the ex
 from __future__ import annotations
 
 import compileall
+import importlib
 import io
 import os
 import subprocess
@@ -26,11 +27,65 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The imaginize/ folder the measured processes must import, for a process that checks itself.
 EXPECT_ENV = "IMAGINIZE_BENCH_EXPECT"
 _PROBE = "import imaginize; print(imaginize.__file__)"
+# Modules as named before the package was laid out in sub-packages (d1edce9), for the
+# snapshots of older revisions that `--before`/`--snapshot` measure.
+_OLD_NAMES = {
+    "imaginize.analysis.estimate": "imaginize.estimate",
+    "imaginize.analysis.offline.analyzer": "imaginize.analysis.offline",
+    "imaginize.analysis.offline.catalogue": "imaginize.analysis.catalogue",
+    "imaginize.analysis.offline.describe": "imaginize.analysis.describe",
+    "imaginize.analysis.offline.lexicon": "imaginize.analysis.lexicon",
+    "imaginize.analysis.offline.names": "imaginize.analysis.names",
+    "imaginize.analysis.offline.scenes": "imaginize.analysis.scenes",
+    "imaginize.analysis.offline.text": "imaginize.analysis.text",
+    "imaginize.analysis.openai.chat": "imaginize.analysis.openai_chat",
+    "imaginize.analysis.openai.client": "imaginize.analysis.openai_client",
+    "imaginize.analysis.openai.doctor": "imaginize.doctor",
+    "imaginize.analysis.openai.errors": "imaginize.analysis.openai_errors",
+    "imaginize.analysis.openai.http_transport": "imaginize.analysis.http_transport",
+    "imaginize.analysis.openai.images": "imaginize.analysis.openai_images",
+    "imaginize.analysis.openai.prompt": "imaginize.analysis.prompt",
+    "imaginize.analysis.openai.reply": "imaginize.analysis.reply",
+    "imaginize.analysis.openai.reply_schema": "imaginize.analysis.reply_schema",
+    "imaginize.analysis.openai.server": "imaginize.analysis.server",
+    "imaginize.analysis.pipeline": "imaginize.pipeline",
+    "imaginize.analysis.pricing": "imaginize.pricing",
+    "imaginize.analysis.providers": "imaginize.providers",
+    "imaginize.cli.entry": "imaginize.entry",
+    "imaginize.cli.live": "imaginize.live",
+    "imaginize.cli.main": "imaginize.cli",
+    "imaginize.cli.progress": "imaginize.progress",
+    "imaginize.cli.status": "imaginize.status",
+    "imaginize.coordination.atomic": "imaginize.atomic",
+    "imaginize.coordination.claims": "imaginize.claims",
+    "imaginize.coordination.journal": "imaginize.journal",
+    "imaginize.coordination.locking": "imaginize.locking",
+    "imaginize.coordination.manifest": "imaginize.manifest",
+    "imaginize.coordination.store": "imaginize.store",
+    "imaginize.coordination.watch": "imaginize.watch",
+    "imaginize.guides.images": "imaginize.images",
+    "imaginize.guides.merge": "imaginize.guides",
+    "imaginize.guides.results": "imaginize.results",
+    "imaginize.pacing.backoff": "imaginize.backoff",
+    "imaginize.pacing.pace": "imaginize.pacing",
+    "imaginize.pacing.redis_pace": "imaginize.pace_redis",
+    "imaginize.reading.chunking": "imaginize.chunking",
+    "imaginize.reading.epub": "imaginize.book",
+    "imaginize.reading.xhtml": "imaginize.xhtml",
+    "imaginize.workers.autoscale": "imaginize.autoscale",
+    "imaginize.workers.forkserver": "imaginize.forkserver",
+    "imaginize.workers.image_worker": "imaginize.image_worker",
+    "imaginize.workers.launcher": "imaginize.launcher",
+    "imaginize.workers.preload": "imaginize.preload",
+    "imaginize.workers.preload_openai": "imaginize.preload_openai",
+    "imaginize.workers.worker": "imaginize.worker",
+}
 
 
 @contextmanager
@@ -144,3 +199,14 @@ def _git(*args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(REPO_ROOT), *args], check=True, capture_output=True, text=True
     ).stdout
+
+
+def module(name: str) -> ModuleType:
+    """The imaginize module `name` of the revision this process imports: by its name today,
+    or by the one it had before the sub-packages (an older snapshot)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        if name not in _OLD_NAMES:
+            raise
+        return importlib.import_module(_OLD_NAMES[name])

@@ -852,34 +852,6 @@ class ManifestMachine(RuleBasedStateMachine):
     @precondition(any_held)
     @rule(
         data=st.data(),
-        tokens=st.integers(0, 5000),
-        only=st.none() | st.sets(st.integers(1, CHAPTERS), max_size=2),
-    )
-    def complete_and_claim(self, data: st.DataObject, tokens: int, only: set[int] | None) -> None:
-        """A publish that takes the worker's next chapter (`ManifestStore.publish_and_claim`):
-        its complete, fenced as ever (a claim taken over completes nothing), then a claim by
-        the same worker, applied together as one critical section does."""
-        w, n, token = self.pick_held(data)
-        together, ok, got = mf.complete_and_claim(
-            self.m,
-            n,
-            token,
-            self.now,
-            tokens,
-            w.owner,
-            lease=SM_LEASE,
-            max_attempts=SM_MAX,
-            is_dead=self.is_dead,
-            wanted=only,
-        )
-        # The model's reading: the complete, then the claim (each checked against it).
-        completed = self.finish(w, n, token, tokens)
-        claimed = self.take(w, only)
-        assert (together, ok, got) == (self.m, completed, claimed)
-
-    @precondition(any_held)
-    @rule(
-        data=st.data(),
         retryable=st.booleans(),
         backoff=st.none() | st.sampled_from([0.0, 5.0, 50.0, 500.0]),
     )

@@ -43,7 +43,7 @@ def test_every_default_is_the_tables() -> None:
         settings.DEFAULT_MAX_ATTEMPTS,
         settings.DEFAULT_LOCK_LIFETIME,
     )
-    for transition in (mf.claim, mf.complete_and_claim):
+    for transition in (mf.claim,):
         assert default_of(transition, "lease") == settings.DEFAULT_LEASE
         assert default_of(transition, "max_attempts") == settings.DEFAULT_MAX_ATTEMPTS
     assert default_of(ManifestWatcher, "max_attempts") == settings.DEFAULT_MAX_ATTEMPTS

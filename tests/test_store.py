@@ -466,21 +466,12 @@ def test_a_transaction_appends_one_line_and_leaves_the_snapshot_alone(tmp_path: 
     snapshot = manifest_bytes(tmp_path)
     got = store.claim("h:1:w", lease=LEASE, max_attempts=3)
     assert got is not None
-    assert store.publish_and_claim(
-        got.number,
-        got.token,
-        stage(tmp_path, 1, got.token),
-        12,
-        "h:1:w",
-        lease=LEASE,
-        max_attempts=3,
-    )[0]
+    assert store.publish(got.number, got.token, stage(tmp_path, 1, got.token), 12)
     assert manifest_bytes(tmp_path) == snapshot
     lines = journal_lines(tmp_path)
-    # One line per transaction, numbered; the publish and the claim it made are one line.
+    # One line per transaction, numbered, holding only the entry it changed.
     assert [line["seq"] for line in lines] == [1, 2]
-    assert [[e["number"] for e in line["put"]] for line in lines] == [[1], [1, 2]]
-    assert lines[1]["nextToken"] == 3
+    assert [[e["number"] for e in line["put"]] for line in lines] == [[1], [1]]
     assert len((tmp_path / JOURNAL_NAME).read_bytes()) < 1500  # not the 200 chapters
 
 
@@ -998,121 +989,7 @@ class Counted:
         monkeypatch.setattr(store, "_write", counted_write)
 
 
-def test_publish_and_claim_is_one_transaction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = joined(tmp_path)
-    first = store.claim("h:1:w", lease=LEASE, max_attempts=3)
-    assert first is not None and first.number == 1
-    counted = Counted(store, monkeypatch)
-    staged = stage(tmp_path, 1, first.token)
-    published, following = store.publish_and_claim(
-        1, first.token, staged, 12, "h:1:w", lease=LEASE, max_attempts=3
-    )
-    assert (counted.locks, counted.writes) == (1, 1)
-    assert published and not staged.exists()
-    assert json.loads(result_path(tmp_path, 1).read_text(encoding="utf-8")) == result_json(1)
-    assert following is not None and following.number == 2 and following.token > first.token
-    assert following.reason == "pending" and following.attempt == 1
-    m = store.read()
-    assert m is not None
-    assert (m.entry(1).status, m.entry(1).tokens) == (mf.Status.COMPLETED, 12)
-    two = m.entry(2)
-    assert (two.status, two.owner, two.token) == (mf.Status.IN_PROGRESS, "h:1:w", following.token)
-    assert m.next_token == following.token + 1
-
-
-def test_publish_and_claim_keeps_to_the_wanted_chapters_and_may_find_none(tmp_path: Path) -> None:
-    store = joined(tmp_path)
-    first = store.claim("h:1:w", lease=LEASE, max_attempts=3, wanted=[2, 4])
-    assert first is not None and first.number == 2
-    published, following = store.publish_and_claim(
-        2,
-        first.token,
-        stage(tmp_path, 2, first.token),
-        1,
-        "h:1:w",
-        lease=LEASE,
-        max_attempts=3,
-        wanted=[2, 4],
-    )
-    assert published and following is not None and following.number == 4
-    published, following = store.publish_and_claim(
-        4,
-        following.token,
-        stage(tmp_path, 4, following.token),
-        1,
-        "h:1:w",
-        lease=LEASE,
-        max_attempts=3,
-        wanted=[2, 4],
-    )
-    assert published and following is None
-    m = store.read()
-    assert m is not None
-    assert [e.status for e in m.chapters] == [
-        mf.Status.PENDING,
-        mf.Status.COMPLETED,
-        mf.Status.PENDING,
-        mf.Status.COMPLETED,
-    ]
-
-
-def test_publish_and_claim_after_a_takeover_discards_the_result_and_still_claims(
-    tmp_path: Path,
-) -> None:
-    now = [1000.0]
-    store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
-    store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:2])
-    old = store.claim("elsewhere:1:old", lease=LEASE, max_attempts=3)
-    assert old is not None and old.number == 1
-    now[0] += LEASE + 1
-    new = store.claim("elsewhere:2:new", lease=LEASE, max_attempts=3)
-    assert new is not None and new.number == 1
-    staged = stage(tmp_path, 1, old.token)
-    published, following = store.publish_and_claim(
-        1, old.token, staged, 99, "elsewhere:1:old", lease=LEASE, max_attempts=3
-    )
-    assert published is False and not staged.exists()
-    assert not result_path(tmp_path, 1).exists()
-    assert following is not None and following.number == 2
-    m = store.read()
-    assert m is not None
-    one = m.entry(1)
-    assert (one.status, one.owner, one.token) == (
-        mf.Status.IN_PROGRESS,
-        "elsewhere:2:new",
-        new.token,
-    )
-
-
-def test_publish_and_claim_completes_a_stale_claim_whose_result_exists(tmp_path: Path) -> None:
-    """The "result already on disk" path of `claim` holds for the chained claim too."""
-    now = [1000.0]
-    store = ManifestStore(tmp_path, clock=lambda: now[0], lock_timeout=10)
-    store.join(book_path="/b", sha256=SHA, title="B", chapters=CHAPTERS[:3])
-    dead = store.claim("elsewhere:1:w", lease=LEASE, max_attempts=3)
-    assert dead is not None and dead.number == 1
-    write_json_atomic(result_path(tmp_path, 1), result_json(1, 30, 12))  # then it died
-    now[0] += LEASE + 1
-    mine = store.claim("elsewhere:2:w", lease=LEASE, max_attempts=3, wanted=[2])
-    assert mine is not None and mine.number == 2
-    published, following = store.publish_and_claim(
-        2,
-        mine.token,
-        stage(tmp_path, 2, mine.token),
-        5,
-        "elsewhere:2:w",
-        lease=LEASE,
-        max_attempts=3,
-    )
-    assert published and following is not None and following.number == 3
-    m = store.read()
-    assert m is not None
-    assert (m.entry(1).status, m.entry(1).tokens) == (mf.Status.COMPLETED, 42)
-
-
-def test_publish_and_claim_cut_short_before_its_write_loses_nothing(
+def test_a_publish_cut_short_before_its_write_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker killed between renaming its result into place and writing the manifest: the
@@ -1129,15 +1006,7 @@ def test_publish_and_claim_cut_short_before_its_write_loses_nothing(
 
     monkeypatch.setattr(store, "_write", killed)
     with pytest.raises(KeyboardInterrupt):
-        store.publish_and_claim(
-            1,
-            first.token,
-            stage(tmp_path, 1, first.token),
-            12,
-            "elsewhere:1:w",
-            lease=LEASE,
-            max_attempts=3,
-        )
+        store.publish(1, first.token, stage(tmp_path, 1, first.token), 12)
     monkeypatch.undo()
     assert files_bytes(tmp_path) == before
     assert not (tmp_path / LOCK_NAME).exists()

@@ -666,30 +666,6 @@ def complete(
     )
 
 
-def complete_and_claim(
-    manifest: Manifest,
-    number: int,
-    token: int,
-    now: float,
-    tokens: int,
-    owner: str,
-    *,
-    lease: float = DEFAULT_LEASE,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    is_dead: DeadCheck = owner_is_dead,
-    wanted: Iterable[int] | None = None,
-) -> tuple[Manifest, bool, Claim | None]:
-    """`complete` claim `token` on `number`, then `claim` the next chapter for `owner`, at the
-    same `now`: a worker's publish that takes its next chapter in the same critical section.
-    The claim is made whether or not the complete was (a worker whose claim was taken over
-    goes on with the next chapter all the same)."""
-    manifest, completed = complete(manifest, number, token, now, tokens)
-    manifest, got = claim(
-        manifest, owner, now, lease=lease, max_attempts=max_attempts, is_dead=is_dead, wanted=wanted
-    )
-    return manifest, completed, got
-
-
 def fail(
     manifest: Manifest,
     number: int,

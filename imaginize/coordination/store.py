@@ -264,48 +264,6 @@ class ManifestStore:
             if staged.exists():
                 staged.unlink()
 
-    def publish_and_claim(
-        self,
-        number: int,
-        token: int,
-        staged: Path,
-        tokens: int,
-        owner: str,
-        *,
-        lease: float,
-        max_attempts: int,
-        wanted: Iterable[int] | None = None,
-    ) -> tuple[bool, mf.Claim | None]:
-        """`publish` a chapter's result and `claim` the next chapter in one critical section
-        (`manifest.complete_and_claim`): one lock, one read and one durable write instead of
-        two of each. Whether the result was published, and the claim or None."""
-
-        def change(current: mf.Manifest) -> tuple[mf.Manifest, tuple[bool, mf.Claim | None]]:
-            now = self.clock()
-            updated, ok, got = mf.complete_and_claim(
-                current,
-                number,
-                token,
-                now,
-                tokens,
-                owner,
-                lease=lease,
-                max_attempts=max_attempts,
-                wanted=wanted,
-            )
-            if ok:
-                _put_in_place(staged, self._result_path(number))
-            updated, got = self._past_finished(
-                updated, got, owner, now, lease, max_attempts, wanted
-            )
-            return updated, (ok, got)
-
-        try:
-            return self.transact(change)
-        finally:
-            if staged.exists():
-                staged.unlink()
-
     def claim(
         self,
         owner: str,

@@ -103,7 +103,7 @@ class ImageStore(ManifestStore):
 
     def _result_path(self, number: int) -> Path:
         # An image's file name depends on its bytes, and its chapter's result records it:
-        # the inherited publish / publish_and_claim would write a chapter's result file.
+        # the inherited publish would write a chapter's result file.
         raise TypeError("image units are published with publish_image")
 
     def add_units(self, units: list[tuple[int, str]]) -> None:
