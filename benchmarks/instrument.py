@@ -192,7 +192,6 @@ def _patch_launcher() -> None:
 
     run.read_book = _timed("read_book", run.read_book)
     run._finish = _timed("finish", run._finish)  # type: ignore[attr-defined]
-    run.warm_up = _timed("warm_up", run.warm_up)
     # Workers are forked from a forkserver that imports these modules; this one patches them
     # there (see the module docstring). In place: forkserver.context() reads the list.
     if WORKER_PATCH not in forkserver.PRELOAD:
