@@ -172,7 +172,7 @@ def _join_images(
     are done; --force and --retry-failed reach those chapters' images too."""
     images = ImageStore(Path(spec.out_dir), lock_lifetime=spec.settings.claims.lock_lifetime)
     ours = wanted_units(images, wanted) or ()
-    images.join(
+    images.manifest.join(
         book_path=spec.book_path,
         sha256=sha256,
         title=book.title,

@@ -26,8 +26,14 @@ from imaginize.guides.images import (
     wanted_units,
     with_chapter_units,
 )
-from imaginize.guides.merge import MergedElement
-from imaginize.guides.results import read_result, result_path, write_result
+from imaginize.guides.merge import BookInfo, ChapterInfo, MergedElement, write_guides
+from imaginize.guides.results import (
+    image_record_path,
+    load_results,
+    result_path,
+    write_image_record,
+    write_result,
+)
 from imaginize.model import ChapterResult, ElementKind, ImageRecord, Scene
 from imaginize.run import RunOptions, run_book
 from tests.fake_openai import FakeOpenAI, error, image, make_jpeg, make_png
@@ -119,19 +125,21 @@ def test_images_end_to_end(fake_openai: FakeOpenAI, book: Path) -> None:
     code, stderr = run_images(book, fake_openai, "--chapters", "1-3")
     assert code == 0, stderr
     out = book.parent / "out"
-    files = sorted(p.name for p in (out / "images").iterdir() if not p.name.startswith("."))
+    names = sorted(p.name for p in (out / "images").iterdir() if not p.name.startswith("."))
+    files = [n for n in names if not n.endswith(".json")]
     assert len(files) == 3 and len(image_requests(fake_openai)) == 3  # one scene a chapter
     assert sum(f.endswith(".jpg") for f in files) == 1  # typed by the bytes, not assumed
     for name in files:
         data = (out / "images" / name).read_bytes()
         assert name.endswith("." + detect_extension(data))
-    result = json.loads((out / "chapters" / "001.json").read_text())
-    record = result["images"][0]
+    # Each image's record is beside it; the chapter's result file is the chapter worker's.
+    record = json.loads((out / "images" / "chapter_001_scene_1.json").read_text())
     assert record["file"].startswith("images/chapter_001_scene_1.")
     assert record["model"] == "gpt-image-1" and record["size"] == "32x32"
+    assert "images" not in json.loads((out / "chapters" / "001.json").read_text())
     sent = image_requests(fake_openai)[0]["body"]
     assert sent["prompt"] in {
-        json.loads((out / "chapters" / f"00{n}.json").read_text())["images"][0]["prompt"]
+        json.loads((out / "images" / f"chapter_00{n}_scene_1.json").read_text())["prompt"]
         for n in (1, 2, 3)
     }
     assert "response_format" not in sent  # gpt-image-1 refuses it
@@ -160,7 +168,7 @@ def test_a_safety_rejection_fails_that_scene_only(fake_openai: FakeOpenAI, book:
     assert code == 1
     assert "image of Chapter 1, scene 1 failed: rejected by the safety system" in stderr
     assert len(image_requests(fake_openai)) == 2  # not retried; the other scene went on
-    assert len(list((book.parent / "out" / "images").glob("chapter_*"))) == 1
+    assert len(list((book.parent / "out" / "images").glob("chapter_*.png"))) == 1
     status = imaginize("status", book, "-o", book.parent / "out")
     assert "images: 2 scenes: 0 pending, 0 in_progress, 1 completed, 1 failed" in status.stdout
     assert "Chapter 1, scene 1: rejected by the safety system" in status.stdout
@@ -197,7 +205,8 @@ def test_images_follow_the_chapters_asked_for(fake_openai: FakeOpenAI, book: Pat
     code, stderr = run_images(book, fake_openai, "--chapters", "1")
     assert code == 0, stderr
     assert len(image_requests(fake_openai)) == 1  # chapter 1's one scene, not all 8 chapters'
-    assert [p.name for p in (out / "images").glob("chapter_*")] == ["chapter_001_scene_1.png"]
+    drawn = sorted(p.name for p in (out / "images").glob("chapter_*"))
+    assert drawn == ["chapter_001_scene_1.json", "chapter_001_scene_1.png"]
     listed = ImageStore(out).read()
     assert listed is not None and [e.number for e in listed.chapters] == [1001]
     # A unit of another chapter already listed (as by an earlier run) is not drawn either.
@@ -224,14 +233,15 @@ def test_a_forced_chapter_with_fewer_scenes_drops_the_rest(
     out = book.parent / "out"
     code, stderr = run_images(book, fake_openai, "--chapters", "1", "--pages-per-image", "0.5")
     assert code == 0, stderr
-    many = len(list((out / "images").glob("chapter_001_scene_*")))
+    many = len(list((out / "images").glob("chapter_001_scene_*.png")))
     assert many > 1
     code, stderr = run_images(
         book, fake_openai, "--chapters", "1", "--force", "--pages-per-image", "10"
     )
     assert code == 0, stderr
     assert "no scene" not in stderr
-    assert [p.name for p in (out / "images").glob("chapter_*")] == ["chapter_001_scene_1.png"]
+    drawn = sorted(p.name for p in (out / "images").glob("chapter_*"))
+    assert drawn == ["chapter_001_scene_1.json", "chapter_001_scene_1.png"]
     listed = ImageStore(out).read()
     assert listed is not None and [e.number for e in listed.chapters] == [1001]
     assert len(image_requests(fake_openai)) == many + 1
@@ -282,7 +292,8 @@ def test_a_chapters_units_become_exactly_those_of_its_result() -> None:
 
 def test_an_in_progress_unit_of_a_dropped_scene_is_dropped_by_its_worker(tmp_path: Path) -> None:
     write_result(tmp_path, result_with(1, 3))
-    store = ImageStore(tmp_path)
+    images = ImageStore(tmp_path)
+    store = images.manifest
     store.join(book_path="b", sha256="0", title="B", chapters=[(1001, ""), (1002, ""), (1003, "")])
     owner = mf.owner_id("w1")
     claims = [store.claim(owner, lease=60, max_attempts=3) for _ in range(3)]
@@ -290,7 +301,8 @@ def test_an_in_progress_unit_of_a_dropped_scene_is_dropped_by_its_worker(tmp_pat
     c1, c2, c3 = (c for c in claims if c is not None)
     # The chapter is redone with one scene: units 2 and 3 stay while their workers hold them.
     write_result(tmp_path, result_with(1, 1))
-    store.sync_units([1])
+    before = result_path(tmp_path, 1).read_bytes()
+    images.sync_units([1])
     listed = store.read()
     assert listed is not None and [e.number for e in listed.chapters] == [1001, 1002, 1003]
     # Unit 2's worker fails ("no scene 2 any more"): dropped, not failed for good.
@@ -301,9 +313,10 @@ def test_an_in_progress_unit_of_a_dropped_scene_is_dropped_by_its_worker(tmp_pat
     staged.write_bytes(make_png(2, 2))
     record = ImageRecord(3, "images/chapter_001_scene_3.png", "p", "m", "2x2")
     final = folder / "chapter_001_scene_3.png"
-    lost = store.publish_image(c3.number, c3.token, staged, final, record)
+    lost = images.publish_image(c3.number, c3.token, staged, final, record)
     assert lost == "chapter 1 has no scene 3 any more"
     assert not staged.exists() and not final.exists()
+    assert not image_record_path(tmp_path, 1, 3).exists()
     # Its other fenced calls find the claim lost instead of failing.
     assert not store.heartbeat(c3.number, c3.token) and not store.release(c3.number, c3.token)
     # Scene 1 is published and recorded as before.
@@ -311,8 +324,11 @@ def test_an_in_progress_unit_of_a_dropped_scene_is_dropped_by_its_worker(tmp_pat
     staged.write_bytes(make_png(2, 2))
     record = ImageRecord(1, "images/chapter_001_scene_1.png", "p", "m", "2x2")
     final = folder / "chapter_001_scene_1.png"
-    assert store.publish_image(c1.number, c1.token, staged, final, record) is None
-    assert final.exists() and read_result(result_path(tmp_path, 1)).images == (record,)
+    assert images.publish_image(c1.number, c1.token, staged, final, record) is None
+    assert final.exists() and read_image_record(tmp_path, 1, 1) == record
+    # The record is beside the image: the chapter's result file has one writer.
+    assert result_path(tmp_path, 1).read_bytes() == before
+    assert load_results(tmp_path)[0][1].images == (record,)
     listed = store.read()
     assert listed is not None
     assert [(e.number, e.status) for e in listed.chapters] == [(1001, mf.Status.COMPLETED)]
@@ -338,20 +354,72 @@ def test_images_left_to_make_leave_the_run_unfinished(book: Path) -> None:
     assert finished.unfinished_images == 2
 
 
-def test_the_chapter_publish_of_an_image_store_refuses_instead_of_writing_a_chapter(
-    tmp_path: Path,
-) -> None:
-    write_result(tmp_path, result_with(1, 1))
-    store = ImageStore(tmp_path)
-    store.join(book_path="b", sha256="0", title="B", chapters=[(1001, "")])
-    claim = store.claim(mf.owner_id("w1"), lease=60, max_attempts=3)
-    assert claim is not None
-    before = result_path(tmp_path, 1).read_bytes()
-    staged = tmp_path / "staged.png"
-    staged.write_bytes(b"not a chapter")
-    with pytest.raises(TypeError, match="publish_image"):
-        store.publish(claim.number, claim.token, staged, 0)
-    # The chapter's result is untouched and the unit still held: nothing was written.
-    assert result_path(tmp_path, 1).read_bytes() == before
-    held = store.read()
-    assert held is not None and held.entry(1001).status is mf.Status.IN_PROGRESS
+def read_image_record(out: Path, chapter: int, scene: int) -> ImageRecord:
+    return ImageRecord.from_json(json.loads(image_record_path(out, chapter, scene).read_text()))
+
+
+def draw(out: Path, chapter: int, scene: int, prompt: str = "p") -> ImageRecord:
+    """A scene's image and its record as a publish leaves them."""
+    record = ImageRecord(scene, f"images/chapter_{chapter:03d}_scene_{scene}.png", prompt, "m", "s")
+    (out / "images").mkdir(exist_ok=True)
+    (out / record.file).write_bytes(make_png(2, 2))
+    write_image_record(out, chapter, record)
+    return record
+
+
+def guides_of(out: Path) -> dict[str, bytes]:
+    book = BookInfo("B", "A", (ChapterInfo(1, "Chapter 1"), ChapterInfo(2, "Chapter 2")))
+    results, problems = load_results(out)
+    assert problems == []
+    return {p.name: p.read_bytes() for p in write_guides(out, book, results)}
+
+
+def test_records_in_the_result_file_of_an_older_imaginize_still_merge(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    records = (
+        ImageRecord(1, "images/chapter_001_scene_1.png", "one", "m", "s"),
+        ImageRecord(2, "images/chapter_001_scene_2.png", "two", "m", "s"),
+    )
+    # An older imaginize wrote each image's record into the chapter's result file...
+    write_result(old, replace(result_with(1, 2), images=records))
+    write_result(old, result_with(2, 1))
+    # ...this one beside the image.
+    write_result(new, result_with(1, 2))
+    write_result(new, result_with(2, 1))
+    for out in (old, new):
+        (out / "images").mkdir()
+        for record in records:
+            (out / record.file).write_bytes(make_png(2, 2))
+    for record in records:
+        write_image_record(new, 1, record)
+    guides = guides_of(old)
+    assert b"![Scene 2](images/chapter_001_scene_2.png)" in guides["Chapters.md"]
+    assert b"- Images: 2" in guides["Contents.md"]
+    assert guides_of(new) == guides
+    # Scene 2 drawn again by this version: its record beside the image wins over the old one.
+    again = draw(old, 1, 2, prompt="two again")
+    assert load_results(old)[0][1].images == (records[0], again)
+
+
+def test_a_record_whose_image_is_missing_is_not_merged(tmp_path: Path) -> None:
+    write_result(tmp_path, result_with(1, 2))
+    first = draw(tmp_path, 1, 1)
+    draw(tmp_path, 1, 2)
+    # A publish that died between writing the record and renaming the image into place.
+    (tmp_path / "images" / "chapter_001_scene_2.png").unlink()
+    (tmp_path / "images" / "chapter_001_scene_3.json").write_text("{not json")
+    assert load_results(tmp_path)[0][1].images == (first,)
+
+
+def test_forcing_an_image_removes_its_record_too(tmp_path: Path) -> None:
+    write_result(tmp_path, result_with(1, 2))
+    draw(tmp_path, 1, 1)
+    draw(tmp_path, 1, 2)
+    store = ImageStore(tmp_path).manifest
+    units = [(1001, ""), (1002, "")]
+    joined = store.join(book_path="b", sha256="0", title="B", chapters=units)
+    assert [e.status for e in joined.chapters] == [mf.Status.COMPLETED] * 2  # drawn already
+    store.join(book_path="b", sha256="0", title="B", chapters=units, force=[1002])
+    left = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert left == ["chapter_001_scene_1.json", "chapter_001_scene_1.png"]
+    assert [i.scene for i in load_results(tmp_path)[0][1].images] == [1]

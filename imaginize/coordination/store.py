@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.atomic import fsync_dir, sweep_temp_files
@@ -36,25 +36,86 @@ LOCK_NAME = ".imaginize.manifest.lock"
 T = TypeVar("T")
 
 
-class ManifestStore:
-    """The chapters' manifest. Subclasses coordinate other units of work the same way (see
-    `images.ImageStore`) by naming their files and saying what a finished unit leaves behind."""
+class UnitFiles(Protocol):
+    """What one kind of unit keeps on disk: its manifest's and lock's names, the folder of its
+    results, and what a finished unit leaves behind. `ChapterFiles` for chapters; images have
+    theirs (`images.ImageFiles`)."""
+
+    manifest_name: str
+    lock_name: str
+    results_dir: str
+
+    def finished(
+        self, numbers: Iterable[int], ours: Provenance, refused: dict[int, str] | None = None
+    ) -> dict[int, int]:
+        """Units among `numbers` whose result is on disk, with the tokens it used; why a
+        result there is not theirs goes into `refused` (a line starting with its path)."""
+        ...
+
+    def result_files(self, number: int) -> list[Path]:
+        """What a finished unit left behind, for --force to remove."""
+        ...
+
+    def after_failure(self, manifest: mf.Manifest, number: int) -> mf.Manifest:
+        """What else a recorded failure changes (images: a unit whose scene is gone goes)."""
+        ...
+
+
+class ChapterFiles:
+    """Chapters: `chapters/NNN.json`, one result file per chapter (`results.py`)."""
 
     manifest_name = MANIFEST_NAME
     lock_name = LOCK_NAME
     results_dir = CHAPTERS_DIR
 
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+
+    def finished(
+        self, numbers: Iterable[int], ours: Provenance, refused: dict[int, str] | None = None
+    ) -> dict[int, int]:
+        """Chapters whose result file is readable and theirs (it names the chapter and is this
+        book's, see `Provenance`)."""
+        finished: dict[int, int] = {}
+        for number in numbers:
+            path = result_path(self.out_dir, number)
+            if not path.exists():
+                continue
+            try:
+                result = read_result(path)
+            except CorruptResult:
+                continue
+            why = ours.refusal(result, number)
+            if why is None:
+                finished[number] = result.usage.total_tokens
+            elif refused is not None:
+                refused[number] = f"{path} {why}"
+        return finished
+
+    def result_files(self, number: int) -> list[Path]:
+        return [result_path(self.out_dir, number)]
+
+    def after_failure(self, manifest: mf.Manifest, number: int) -> mf.Manifest:
+        return manifest
+
+
+class ManifestStore:
+    """A manifest of units of work: the chapters' by default, another kind's (images) with
+    that kind's `files`."""
+
     def __init__(
         self,
         out_dir: Path,
         *,
+        files: UnitFiles | None = None,
         lock_lifetime: float = DEFAULT_LOCK_LIFETIME,
         lock_timeout: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.out_dir = Path(out_dir)
-        self.path = self.out_dir / self.manifest_name
-        self.lock_path = self.out_dir / self.lock_name
+        self.files: UnitFiles = files if files is not None else ChapterFiles(self.out_dir)
+        self.path = self.out_dir / self.files.manifest_name
+        self.lock_path = self.out_dir / self.files.lock_name
         self._files = ManifestFiles(self.path)
         # Appended to by every transaction: what an idle worker watches besides `path`.
         self.journal_path = self._files.journal_path
@@ -134,10 +195,10 @@ class ManifestStore:
         A result file that is not this book's is not adopted: `warn` hears of each, once the
         lock is released."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / self.results_dir).mkdir(exist_ok=True)
+        (self.out_dir / self.files.results_dir).mkdir(exist_ok=True)
         with self.locked():
             sweep_temp_files(self.out_dir)
-            sweep_temp_files(self.out_dir / self.results_dir)
+            sweep_temp_files(self.out_dir / self.files.results_dir)
             current = self.read()
             now = self.clock()
             if current is None:
@@ -156,7 +217,7 @@ class ManifestStore:
             # Without this book's manifest, only files stamped with its hash are its results.
             ours = provenance(base) if base is not None else Provenance(sha256)
             refused: dict[int, str] = {}
-            updated = mf.reconcile(current, chapters, self._finished(numbers, ours, refused))
+            updated = mf.reconcile(current, chapters, self.files.finished(numbers, ours, refused))
             forced = set(force)
             if forced:
                 updated = mf.force_pending(updated, forced)
@@ -172,7 +233,7 @@ class ManifestStore:
             self._sweep_staged(updated)
         if warn is not None:
             for number, why in refused.items():
-                warn(f"{self._result_path(number)} {why}; chapter {number} will be analysed again")
+                warn(f"{why}; chapter {number} will be analysed again")
             if reopened:
                 warn(
                     f"{_numbers(reopened)} failed for a passing reason (network, timeout, "
@@ -189,51 +250,20 @@ class ManifestStore:
         """Remove results staged by workers that died before publishing them: a staged file
         (`.<unit>.<token>.<ext>`) whose token no live claim holds can never be published."""
         held = {e.token for e in manifest.chapters if e.status is mf.Status.IN_PROGRESS}
-        for staged in (self.out_dir / self.results_dir).glob(".*.*"):
+        for staged in (self.out_dir / self.files.results_dir).glob(".*.*"):
             parts = staged.name.split(".")
             if len(parts) == 4 and parts[2].isdigit() and int(parts[2]) not in held:
                 with suppress(FileNotFoundError):
                     staged.unlink()
 
-    def _result_path(self, number: int) -> Path:
-        """Where a unit's published result goes (see ImageStore for units without one)."""
-        return result_path(self.out_dir, number)
-
-    def _finished(
-        self,
-        numbers: Iterable[int],
-        ours: Provenance,
-        refused: dict[int, str] | None = None,
-    ) -> dict[int, int]:
-        """Chapters among `numbers` whose result file is readable and theirs (it names the
-        chapter and is this book's, see `Provenance`), and the tokens it used. Why a readable
-        file is not theirs goes into `refused`, by chapter."""
-        finished: dict[int, int] = {}
-        for number in numbers:
-            path = self._result_path(number)
-            if not path.exists():
-                continue
-            try:
-                result = read_result(path)
-            except CorruptResult:
-                continue
-            why = ours.refusal(result, number)
-            if why is None:
-                finished[number] = result.usage.total_tokens
-            elif refused is not None:
-                refused[number] = why
-        return finished
-
-    def _result_files(self, number: int) -> list[Path]:
-        """What a finished unit left behind, for --force to remove."""
-        return [self._result_path(number)]
-
     def _drop_results(self, numbers: set[int], manifest: mf.Manifest) -> None:
-        for number in numbers:
-            if manifest.entry(number).status is mf.Status.PENDING:
-                for path in self._result_files(number):
-                    with suppress(FileNotFoundError):
-                        os.unlink(path)
+        """Remove what the forced units (now pending) left behind; a number not listed (an
+        image unit whose scene is gone) keeps its files."""
+        pending = {e.number for e in manifest.chapters if e.status is mf.Status.PENDING}
+        for number in numbers & pending:
+            for path in self.files.result_files(number):
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
 
     def publish(
         self,
@@ -253,7 +283,7 @@ class ManifestStore:
         def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
             updated, ok = mf.complete(current, number, token, self.clock(), tokens)
             if ok:
-                _put_in_place(staged, final or self._result_path(number))
+                _put_in_place(staged, final or result_path(self.out_dir, number))
                 if then is not None:
                     then()
             return updated, ok
@@ -295,7 +325,7 @@ class ManifestStore:
         the result but before recording it) completes that unit instead, and the next one is
         claimed; until a claim is of a unit with work left, or there is none."""
         while got is not None and got.reason not in ("pending", "retry"):
-            done = self._finished([got.number], provenance(current))
+            done = self.files.finished([got.number], provenance(current))
             if got.number not in done:  # no result, or one that cannot be read back
                 break
             current, _ = mf.complete(current, got.number, got.token, now, done[got.number])
@@ -328,13 +358,9 @@ class ManifestStore:
                 retry_at=retry_at,
                 spent=spent,
             )
-            return (self._after_failure(updated, number) if ok else updated), ok
+            return (self.files.after_failure(updated, number) if ok else updated), ok
 
         return self.transact(change)
-
-    def _after_failure(self, manifest: mf.Manifest, number: int) -> mf.Manifest:
-        """What else a failure changes, for units with more rules (see ImageStore)."""
-        return manifest
 
     def release(self, number: int, token: int) -> bool:
         return self.transact(lambda m: mf.release(m, number, token))

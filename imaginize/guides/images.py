@@ -3,14 +3,19 @@
 Image units live in their own manifest (`.imaginize.images.json`, same format and rules as the
 chapters' one, its own lock), numbered chapter * 1000 + scene. A unit appears once its chapter
 is done. A finished image is `images/chapter_NNN_scene_M.<ext>`, the extension read from the
-bytes the server sent; its prompt, model and size are recorded in the chapter's result file,
-which is what the guides are made from. A finished image is never made again unless --force.
+bytes the server sent; its record (prompt, model, size) is beside it,
+`images/chapter_NNN_scene_M.json` (`results.write_image_record`), and the guides read it with
+its chapter's result. A finished image is never made again unless --force.
+
+`ImageStore` is the image manifest (a `ManifestStore` with `ImageFiles`) plus what only images
+do: list a finished chapter's scenes, and publish an image with its record.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,20 +23,26 @@ from pathlib import Path
 from imaginize.analysis.offline.catalogue import look_of
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.atomic import fsync_dir, write_atomic
+from imaginize.coordination.locking import DEFAULT_LOCK_LIFETIME
 from imaginize.coordination.store import ManifestStore
 from imaginize.errors import ProviderError
 from imaginize.guides.merge import MergedElement, merge_elements, normalise_name
 from imaginize.guides.results import (
+    IMAGES_DIR,
     CorruptResult,
+    Provenance,
+    image_record_path,
+    image_stem,
     load_results,
     read_result,
     result_path,
-    write_result,
+    write_image_record,
 )
 from imaginize.model import ChapterResult, ImageRecord, Scene
 from imaginize.settings import DEFAULT_IMAGE_MODEL
 
-IMAGES_DIR = "images"
+IMAGES_MANIFEST = ".imaginize.images.json"
+IMAGES_LOCK = ".imaginize.images.lock"
 UNIT_BASE = 1000
 # Longest prompt each model accepts, in characters (OpenAI's documented limits).
 PROMPT_LIMITS = {"gpt-image-1": 32_000, "dall-e-3": 4_000, "dall-e-2": 1_000}
@@ -65,10 +76,6 @@ def units_of(result: ChapterResult) -> list[tuple[int, str]]:
     ]
 
 
-def image_stem(chapter: int, scene: int) -> str:
-    return f"chapter_{chapter:03d}_scene_{scene}"
-
-
 def detect_extension(data: bytes) -> str:
     """The file type the bytes really are, not the one asked for."""
     for magic, ext in _MAGIC:
@@ -88,23 +95,60 @@ def existing_image(out_dir: Path, unit: int) -> Path | None:
     return None
 
 
-class ImageStore(ManifestStore):
-    manifest_name = ".imaginize.images.json"
-    lock_name = ".imaginize.images.lock"
+class ImageFiles:
+    """What an image unit leaves on disk (`store.UnitFiles`): its image, finished as it is,
+    and the image's record beside it."""
+
+    manifest_name = IMAGES_MANIFEST
+    lock_name = IMAGES_LOCK
     results_dir = IMAGES_DIR
 
-    def _finished(self, numbers: Iterable[int], *_: object) -> dict[int, int]:
-        # An image file is taken as it is (its record lives in its chapter's result file).
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+
+    def finished(
+        self, numbers: Iterable[int], ours: Provenance, refused: dict[int, str] | None = None
+    ) -> dict[int, int]:
+        # An image is this book's when it is in this book's folder: it names no book.
+        return self.drawn(numbers)
+
+    def drawn(self, numbers: Iterable[int]) -> dict[int, int]:
+        """The units among `numbers` whose image is there (an image uses no tokens)."""
         return {n: 0 for n in numbers if existing_image(self.out_dir, n) is not None}
 
-    def _result_files(self, number: int) -> list[Path]:
+    def result_files(self, number: int) -> list[Path]:
         found = existing_image(self.out_dir, number)
-        return [found] if found else []
+        record = image_record_path(self.out_dir, *unit_parts(number))
+        return ([found] if found else []) + [record]
 
-    def _result_path(self, number: int) -> Path:
-        # An image's file name depends on its bytes, and its chapter's result records it:
-        # the inherited publish would write a chapter's result file.
-        raise TypeError("image units are published with publish_image")
+    def after_failure(self, manifest: mf.Manifest, number: int) -> mf.Manifest:
+        """A unit whose scene is gone from its chapter's result is dropped, as the chapter's
+        sync would have dropped it."""
+        return _without(manifest, number) if _scene_gone(self.out_dir, number) else manifest
+
+
+class ImageStore:
+    """The image units' manifest (`manifest`: join, claim, heartbeat, fail, release as for
+    chapters) and the operations only images have."""
+
+    lock_name = IMAGES_LOCK
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        lock_lifetime: float = DEFAULT_LOCK_LIFETIME,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.files = files = ImageFiles(self.out_dir)
+        self.manifest = ManifestStore(
+            self.out_dir, files=files, lock_lifetime=lock_lifetime, clock=clock
+        )
+        self.path, self.lock_path = self.manifest.path, self.manifest.lock_path
+
+    def read(self) -> mf.Manifest | None:
+        return self.manifest.read()
 
     def add_units(self, units: list[tuple[int, str]]) -> None:
         """List units that are not listed yet (a chapter just finished); changes nothing
@@ -114,7 +158,7 @@ class ImageStore(ManifestStore):
         known = self.read()
         if known is not None and {n for n, _ in units} <= {e.number for e in known.chapters}:
             return  # the common case, decided without the lock
-        self.transact(lambda m: (_with_units(m, units, self._finished), None))
+        self.manifest.transact(lambda m: (_with_units(m, units, self.files.drawn), None))
 
     def sync_units(self, chapters: Iterable[int]) -> None:
         """Make each chapter's units exactly those its result file calls for (a chapter just
@@ -130,42 +174,25 @@ class ImageStore(ManifestStore):
             return  # the common case, decided without the lock
 
         def change(current: mf.Manifest) -> tuple[mf.Manifest, None]:
-            expected = {c: self._expected(c) for c in chapters}
+            expected = {c: _expected(self.out_dir, c) for c in chapters}
             found = {c: units for c, units in expected.items() if units is not None}
-            return with_chapter_units(current, found, self._finished), None
+            return with_chapter_units(current, found, self.files.drawn), None
 
-        self.transact(change)
-
-    def _expected(self, chapter: int) -> list[tuple[int, str]] | None:
-        """The units the chapter's result file calls for; None without a readable one."""
-        try:
-            return units_of(read_result(result_path(self.out_dir, chapter)))
-        except CorruptResult:
-            return None
+        self.manifest.transact(change)
 
     def _listed_as_expected(self, manifest: mf.Manifest, chapter: int) -> bool:
-        units = self._expected(chapter)
+        units = _expected(self.out_dir, chapter)
         listed = {e.number for e in manifest.chapters if unit_parts(e.number)[0] == chapter}
         return units is None or listed == {n for n, _ in units}
-
-    def _scene_gone(self, unit: int) -> bool:
-        """Whether the unit's chapter has a readable result without this scene."""
-        units = self._expected(unit_parts(unit)[0])
-        return units is not None and unit not in {n for n, _ in units}
-
-    def _after_failure(self, manifest: mf.Manifest, number: int) -> mf.Manifest:
-        """A unit whose scene is gone from its chapter's result is dropped, as the chapter's
-        sync would have dropped it."""
-        return _without(manifest, number) if self._scene_gone(number) else manifest
 
     def publish_image(
         self, number: int, token: int, staged: Path, final: Path, record: ImageRecord
     ) -> str | None:
-        """Make the staged image the scene's image, record it in the chapter's result file and
-        mark the unit completed, all in one critical section, if the claim is still ours and
-        the scene still exists; otherwise discard the staged file. None when published, else
-        why not. A unit whose scene is gone is dropped; one whose chapter has no result any
-        more (being redone) is given back, to be drawn from the new result."""
+        """Make the staged image the scene's image with its record beside it and mark the unit
+        completed, all in one critical section, if the claim is still ours and the scene still
+        exists; otherwise discard the staged file. None when published, else why not. A unit
+        whose scene is gone is dropped; one whose chapter has no result any more (being
+        redone) is given back, to be drawn from the new result."""
         chapter, scene = unit_parts(number)
 
         def change(current: mf.Manifest) -> tuple[mf.Manifest, str | None]:
@@ -178,21 +205,33 @@ class ImageStore(ManifestStore):
                 return updated, f"chapter {chapter} has no result to record it in (being redone?)"
             if not 1 <= scene <= len(result.scenes):
                 return _without(current, number), f"chapter {chapter} has no scene {scene} any more"
-            updated, _ = mf.complete(current, number, token, self.clock(), 0)
+            updated, _ = mf.complete(current, number, token, self.manifest.clock(), 0)
+            # The record first: an image is finished once its file is there, and a crash
+            # between the two leaves a record without its image, which is drawn again.
+            write_image_record(self.out_dir, chapter, record)
             os.replace(staged, final)
             fsync_dir(final.parent)
-            write_result(self.out_dir, with_image(result, record))
             return updated, None
 
         try:
-            return self.transact(change)
+            return self.manifest.transact(change)
         finally:
             if staged.exists():
                 staged.unlink()
 
-    def _drop_results(self, numbers: set[int], manifest: mf.Manifest) -> None:
-        listed = {e.number for e in manifest.chapters}
-        super()._drop_results(numbers & listed, manifest)
+
+def _expected(out_dir: Path, chapter: int) -> list[tuple[int, str]] | None:
+    """The units the chapter's result file calls for; None without a readable one."""
+    try:
+        return units_of(read_result(result_path(out_dir, chapter)))
+    except CorruptResult:
+        return None
+
+
+def _scene_gone(out_dir: Path, unit: int) -> bool:
+    """Whether the unit's chapter has a readable result without this scene."""
+    units = _expected(out_dir, unit_parts(unit)[0])
+    return units is not None and unit not in {n for n, _ in units}
 
 
 def _without(manifest: mf.Manifest, number: int) -> mf.Manifest:
@@ -207,7 +246,7 @@ def with_chapter_units(
     """The image manifest with each chapter's units (`units` by chapter) exactly those given:
     the missing ones added (one whose image file is there is completed), the chapter's others
     dropped unless in progress. An in-progress unit stays for its worker's fenced calls, which
-    drop it when they find its scene gone (`ImageStore.fail`, `ImageStore.publish_image`).
+    drop it when they find its scene gone (`ImageFiles.after_failure`, `ImageStore.publish_image`).
     Chapters not in `units` keep theirs."""
     keep = {n for listed in units.values() for n, _ in listed}
     kept = tuple(
@@ -243,14 +282,14 @@ def expected_units(out_dir: Path, chapters: Iterable[int] | None = None) -> list
 
 
 def wanted_units(
-    listed: mf.Manifest | ManifestStore | None, chapters: Iterable[int] | None
+    listed: mf.Manifest | ImageStore | None, chapters: Iterable[int] | None
 ) -> tuple[int, ...] | None:
     """The listed image units of `chapters`, as `wanted` for the manifest's functions
     (`settled`, `claim`); None (every unit) when `chapters` is None. `listed` is the image
     manifest or its store (read without the lock); with neither there are no units."""
     if chapters is None:
         return None
-    if isinstance(listed, ManifestStore):
+    if isinstance(listed, ImageStore):
         listed = listed.read()
     if listed is None:
         return ()
@@ -311,14 +350,6 @@ def prompt_for(out_dir: Path, unit: int, model: str) -> tuple[ChapterResult, str
     results, _ = load_results(out_dir)
     merged = merge_elements(results.values())
     return result, build_prompt(result.scenes[scene - 1], merged, model)
-
-
-def with_image(result: ChapterResult, record: ImageRecord) -> ChapterResult:
-    """The chapter's result with the record of one scene's image added (or replaced). Written
-    under the image manifest's lock (`ImageStore.publish_image`), so two images of one chapter
-    never overwrite each other's record."""
-    images = [i for i in result.images if i.scene != record.scene] + [record]
-    return replace(result, images=tuple(sorted(images, key=lambda i: i.scene)))
 
 
 def write_prompt_files(out_dir: Path, model: str) -> list[Path]:

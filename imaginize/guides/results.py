@@ -8,19 +8,25 @@ A result file names its chapter and carries the sha256 of the book it was analys
 (`bookSha256`), so a file left in a folder by another book, or copied under another chapter's
 name, is never taken for this book's (`Provenance`). A file of an older imaginize has no hash:
 it counts only for a chapter this book's manifest already records as completed.
+
+A scene's image (--images) has its record (file, prompt, model, size) beside it,
+`images/chapter_NNN_scene_M.json`, written by the image worker alone: a chapter's result file
+has one writer. `load_results` gives each chapter its images' records; records an older
+imaginize wrote into the chapter's result file are read as a fallback.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imaginize.coordination.atomic import write_json_atomic
-from imaginize.model import ChapterResult
+from imaginize.model import ChapterResult, ImageRecord
 
 CHAPTERS_DIR = "chapters"
+IMAGES_DIR = "images"
 
 
 class CorruptResult(ValueError):
@@ -95,5 +101,43 @@ def load_results(
         if refusal is not None:
             problems.append(f"{path} {refusal}; left out of the guides")
             continue
-        results[result.chapter] = result
+        results[result.chapter] = with_image_records(out_dir, result)
     return results, problems
+
+
+# --- image records ---------------------------------------------------------------------------
+
+
+def image_stem(chapter: int, scene: int) -> str:
+    return f"chapter_{chapter:03d}_scene_{scene}"
+
+
+def image_record_path(out_dir: Path, chapter: int, scene: int) -> Path:
+    return Path(out_dir) / IMAGES_DIR / f"{image_stem(chapter, scene)}.json"
+
+
+def write_image_record(out_dir: Path, chapter: int, record: ImageRecord) -> Path:
+    path = image_record_path(out_dir, chapter, record.scene)
+    write_json_atomic(path, record.to_json())
+    return path
+
+
+def with_image_records(out_dir: Path, result: ChapterResult) -> ChapterResult:
+    """The chapter's result with the records of its scenes' images: each scene's record file
+    whose image is there, else the record in the result file (an older imaginize's)."""
+    records = {i.scene: i for i in result.images}
+    found = False
+    for scene in range(1, len(result.scenes) + 1):
+        path = image_record_path(out_dir, result.chapter, scene)
+        if not path.exists():
+            continue
+        try:
+            record = ImageRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # unreadable: as if not made (the old record, if any, stands)
+        # A record is written before its image is renamed into place (`publish_image`).
+        if record.scene == scene and (Path(out_dir) / record.file).exists():
+            records[scene], found = record, True
+    if not found:
+        return result
+    return replace(result, images=tuple(records[s] for s in sorted(records)))

@@ -55,8 +55,10 @@ class ImageUnits:
             pacer=pacer,
         )
         out, lifetime = Path(spec.out_dir), spec.settings.claims.lock_lifetime
-        self.store = ImageStore(out, lock_lifetime=lifetime)
-        self.beats = ImageStore(out, lock_lifetime=lifetime)
+        # The image manifest's operations (`images`) and, as for every kind, its plain store.
+        self.images = ImageStore(out, lock_lifetime=lifetime)
+        self.store = self.images.manifest
+        self.beats = ImageStore(out, lock_lifetime=lifetime).manifest
         self._chapters = ManifestStore(out, lock_lifetime=lifetime)
         self._pacer = pacer
         # Whether this worker has made sure every finished chapter's units are listed.
@@ -73,9 +75,9 @@ class ImageUnits:
             return ()
         attempts = spec.settings.claims.max_attempts
         if not self._synced and mf.settled(chapters, attempts, spec.chapters):
-            self.store.sync_units(spec.chapters or [c.number for c in self.book.chapters])
+            self.images.sync_units(spec.chapters or [c.number for c in self.book.chapters])
             self._synced = True
-        units = self.store.read()
+        units = self.images.read()
         if units is None:
             return ()
         done = {e.number for e in chapters.chapters if e.status is mf.Status.COMPLETED}
@@ -102,8 +104,8 @@ class ImageUnits:
         record_failure(self.store, claim, attempts, problem, self.sink)
 
     def publish(self, claim: mf.Claim, result: Drawn, worker_id: str, started: float) -> bool:
-        """Stage the image outside the lock; the publish renames it into place and records
-        it in its chapter's result, fenced by the claim's token."""
+        """Stage the image outside the lock; the publish writes its record and renames it into
+        place, fenced by the claim's token."""
         prompt, data, ext = result
         chapter, scene = unit_parts(claim.number)
         stem = image_stem(chapter, scene)
@@ -112,7 +114,7 @@ class ImageUnits:
         write_atomic(staged, data, sync_dir=False)  # publishing renames it and syncs the folder
         file = f"{IMAGES_DIR}/{stem}.{ext}"
         record = ImageRecord(scene, file, prompt, self.generator.model, self.generator.size)
-        lost = self.store.publish_image(
+        lost = self.images.publish_image(
             claim.number, claim.token, staged, folder / f"{stem}.{ext}", record
         )
         if lost is not None:

@@ -120,7 +120,7 @@ class Launcher:
             for store, (spec, _) in zip(self.stores, self.jobs, strict=True)
         ]
         watchers += [
-            ImageWatcher(store, self.sink, spec.settings.claims.max_attempts)
+            ImageWatcher(store.manifest, self.sink, spec.settings.claims.max_attempts)
             for store, (spec, _) in zip(self.image_stores, self.jobs, strict=True)
             if store is not None
         ]

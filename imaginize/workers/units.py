@@ -235,7 +235,7 @@ class ChapterUnits:
                 journal.write(f"{number} {token} {mf.owner_id(worker_id)}\n")
         if self._images is not None:
             # Exactly the scenes of this result: a chapter redone with fewer scenes drops the rest.
-            self._images.store.sync_units([number])
+            self._images.images.sync_units([number])
         self.sink(ChapterFinished(result, time.monotonic() - started, worker_id))
         return True
 
