@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from itertools import pairwise
@@ -33,7 +33,7 @@ from imaginize.coordination.atomic import sweep_temp_files, write_atomic, write_
 from imaginize.coordination.locking import lock_holder
 from imaginize.coordination.store import JOURNAL_NAME, LOCK_NAME, MANIFEST_NAME, ManifestStore
 from imaginize.errors import ExitCode, LockTimeout, ManifestError
-from imaginize.guides.results import result_path
+from imaginize.guides.results import Provenance, result_path
 from imaginize.model import ChapterResult, Usage
 
 SHA = "5f2c" * 16
@@ -1357,3 +1357,53 @@ JournalMachine.TestCase.settings = settings(
 )
 TestJournalMachine = JournalMachine.TestCase
 TestJournalMachine.pytestmark = [pytest.mark.slow]
+
+
+class NoteFiles:
+    """Another kind of unit, for the store's `files` strategy: unit N is done once
+    `notes/N.txt` exists; a failed unit 99 is dropped from the manifest."""
+
+    manifest_name, lock_name, results_dir = ".notes.json", ".notes.lock", "notes"
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def finished(
+        self, numbers: Iterable[int], ours: Provenance, refused: dict[int, str] | None = None
+    ) -> dict[int, int]:
+        return {n: 0 for n in numbers if (self.out / "notes" / f"{n}.txt").exists()}
+
+    def result_files(self, number: int) -> list[Path]:
+        return [self.out / "notes" / f"{number}.txt", self.out / "notes" / f"{number}.meta"]
+
+    def after_failure(self, manifest: mf.Manifest, number: int) -> mf.Manifest:
+        if number != 99:
+            return manifest
+        return replace(manifest, chapters=tuple(e for e in manifest.chapters if e.number != 99))
+
+
+def test_a_store_keeps_another_kinds_units_by_its_files(tmp_path: Path) -> None:
+    store = ManifestStore(tmp_path, files=NoteFiles(tmp_path), lock_timeout=10)
+    (tmp_path / "notes").mkdir()
+    for name in ("1.txt", "1.meta", "2.txt"):
+        (tmp_path / "notes" / name).write_text("x")
+
+    def join(force: list[int] | None = None) -> mf.Manifest:
+        units = [(1, "one"), (2, "two"), (99, "gone")]
+        return store.join(book_path="b", sha256=SHA, title="B", chapters=units, force=force or ())
+
+    assert store.path == tmp_path / ".notes.json" and store.lock_path == tmp_path / ".notes.lock"
+    assert not (tmp_path / MANIFEST_NAME).exists()
+    done = mf.Status.COMPLETED
+    assert [e.status is done for e in join().chapters] == [True, True, False]
+    # --force removes every file the kind says a finished unit leaves; a number not listed
+    # is no error and removes nothing.
+    forced = join(force=[1, 7])
+    assert forced.entry(1).status is mf.Status.PENDING
+    assert sorted(p.name for p in (tmp_path / "notes").iterdir()) == ["2.txt"]
+    # A failure changes what the kind says it does.
+    claim = store.claim("host:1:w1", lease=60, max_attempts=3, wanted=[99])
+    assert claim is not None and claim.number == 99
+    assert store.fail(claim.number, claim.token, "its source is gone")
+    after = store.read()
+    assert after is not None and [e.number for e in after.chapters] == [1, 2]
