@@ -12,6 +12,7 @@ import functools
 import openai
 
 from imaginize.analysis.openai import http_transport
+from imaginize.safetext import remember_secret
 
 
 @functools.cache
@@ -23,7 +24,10 @@ def _http_client() -> openai.DefaultHttpxClient:
 
 def build(api_key: str, base_url: str | None, timeout: float) -> openai.OpenAI:
     """A client with the SDK's own retries off: imaginize retries through the shared pace
-    (`openai_errors.call`), which honours Retry-After for every process on the key."""
+    (`openai_errors.call`), which honours Retry-After for every process on the key.
+    The key is remembered for masking: openai >= 3.60 adds it to a request through an auth
+    flow, so the request kept on an error no longer shows which key was sent."""
+    remember_secret(api_key)
     return openai.OpenAI(
         api_key=api_key,
         base_url=base_url,
