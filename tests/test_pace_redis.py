@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from imaginize.pacing.pace import (
     pace_digest,
 )
 from tests.fake_openai import FakeOpenAI, rate_limited
-from tests.local_servers import fakeredis_tcp, free_port, redis_server
+from tests.local_servers import free_port
 from tests.replies import answer
 from tests.test_cli import CLEAN_ENV, ROOT, SAMPLE
 from tests.test_pacing import Clock
@@ -306,21 +306,6 @@ def test_a_refused_request_gives_its_tokens_back(tmp_path: Path, fake_openai: Fa
 
 
 # -- across processes ---------------------------------------------------------------------
-
-
-@pytest.fixture(params=["fakeredis", "redis-server"])
-def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A Redis on a port of this machine: fakeredis's TCP server, and a real redis-server
-    when one is on PATH (Debian: apt install redis-server)."""
-    if request.param == "fakeredis":
-        with fakeredis_tcp() as url:
-            yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server on PATH")
-    with redis_server(binary) as url:
-        yield url
 
 
 def host(tmp_path: Path, name: str, url: str, *args: str) -> subprocess.Popen[str]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.store import ManifestStore
 from tests.epubs import build_epub
-from tests.local_servers import fakeredis_tcp, free_port, redis_server
+from tests.local_servers import free_port
 from tests.test_cli import CLEAN_ENV, ROOT
 
 pytest.importorskip("rq")
@@ -33,19 +32,6 @@ BOOKS = 5
 CHAPTERS = 24
 # A killed worker's book is back on the queue this many seconds after its last heartbeat.
 REQUEUE_AFTER = "4"
-
-
-@pytest.fixture(params=["fakeredis", "redis-server"])
-def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "fakeredis":
-        with fakeredis_tcp() as url:
-            yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server on PATH (Debian: apt install redis-server)")
-    with redis_server(binary) as url:
-        yield url
 
 
 def library(folder: Path, chapters: int = CHAPTERS) -> list[Path]:
