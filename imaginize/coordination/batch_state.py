@@ -125,17 +125,7 @@ def complete(
     entry = _played(manifest, number, token)
     if entry is None:
         return manifest, False
-    done = replace(
-        entry,
-        status=mf.Status.COMPLETED,
-        completed_at=now,
-        error=None,
-        retryable=False,
-        retry_at=None,
-        tokens=tokens,
-        batch=None,
-    )
-    return manifest.with_entry(done), True
+    return manifest.with_entry(replace(mf.settled_done(entry, now, tokens), batch=None)), True
 
 
 def fail(
@@ -144,17 +134,8 @@ def fail(
     entry = _played(manifest, number, token)
     if entry is None:
         return manifest, False
-    failed = replace(
-        entry,
-        status=mf.Status.FAILED,
-        error=error,
-        retryable=False,
-        retry_at=None,
-        spent_prompt=entry.spent_prompt + spent[0],
-        spent_completion=entry.spent_completion + spent[1],
-        batch=None,
-    )
-    return manifest.with_entry(failed), True
+    failed = mf.settled_failed(entry, error, spent=spent)
+    return manifest.with_entry(replace(failed, batch=None)), True
 
 
 def give_back(

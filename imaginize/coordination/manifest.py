@@ -649,21 +649,7 @@ def heartbeat(manifest: Manifest, number: int, token: int, now: float) -> tuple[
 def complete(
     manifest: Manifest, number: int, token: int, now: float, tokens: int = 0
 ) -> tuple[Manifest, bool]:
-    return _fenced(
-        manifest,
-        number,
-        token,
-        lambda e: replace(
-            e,
-            status=Status.COMPLETED,
-            owner=None,
-            completed_at=now,
-            error=None,
-            retryable=False,
-            retry_at=None,
-            tokens=tokens,
-        ),
-    )
+    return _fenced(manifest, number, token, lambda e: settled_done(e, now, tokens))
 
 
 def fail(
@@ -682,16 +668,42 @@ def fail(
         manifest,
         number,
         token,
-        lambda e: replace(
-            e,
-            status=Status.FAILED,
-            owner=None,
-            error=error,
-            retryable=retryable,
-            retry_at=retry_at if retryable else None,
-            spent_prompt=e.spent_prompt + spent[0],
-            spent_completion=e.spent_completion + spent[1],
-        ),
+        lambda e: settled_failed(e, error, retryable=retryable, retry_at=retry_at, spent=spent),
+    )
+
+
+# A settled entry has one shape whoever settles it: a fenced claim here, a batch's replies
+# in batch_state.
+def settled_done(entry: Entry, now: float, tokens: int) -> Entry:
+    return replace(
+        entry,
+        status=Status.COMPLETED,
+        owner=None,
+        completed_at=now,
+        error=None,
+        retryable=False,
+        retry_at=None,
+        tokens=tokens,
+    )
+
+
+def settled_failed(
+    entry: Entry,
+    error: str,
+    *,
+    retryable: bool = False,
+    retry_at: float | None = None,
+    spent: tuple[int, int] = (0, 0),
+) -> Entry:
+    return replace(
+        entry,
+        status=Status.FAILED,
+        owner=None,
+        error=error,
+        retryable=retryable,
+        retry_at=retry_at if retryable else None,
+        spent_prompt=entry.spent_prompt + spent[0],
+        spent_completion=entry.spent_completion + spent[1],
     )
 
 
