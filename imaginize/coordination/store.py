@@ -271,21 +271,14 @@ class ManifestStore:
         token: int,
         staged: Path,
         tokens: int,
-        *,
-        final: Path | None = None,
-        then: Callable[[], None] | None = None,
     ) -> bool:
-        """Make a staged result the unit's result (`final`, by default the chapter's result
-        file) and mark it completed, if the claim is still ours; otherwise discard the staged
-        file. `then` runs inside the same critical section after the rename. True when
-        published."""
+        """Make a staged result the chapter's result file and mark it completed, if the claim
+        is still ours; otherwise discard the staged file. True when published."""
 
         def change(current: mf.Manifest) -> tuple[mf.Manifest, bool]:
             updated, ok = mf.complete(current, number, token, self.clock(), tokens)
             if ok:
-                _put_in_place(staged, final or result_path(self.out_dir, number))
-                if then is not None:
-                    then()
+                _put_in_place(staged, result_path(self.out_dir, number))
             return updated, ok
 
         try:
