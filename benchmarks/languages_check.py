@@ -14,8 +14,8 @@ revision). Per book it prints:
 - quote length: median words and characters;
 - one-line quotes: the quote lies inside one short line (a paragraph of at most 12 words,
   which is how verse lines arrive), the verse failure;
-- dialogue: share of sentences the analyzer counts as speech (>50% inside quotation
-  marks or after a speech dash) against the share of paragraphs built as dialogue;
+- dialogue: share of paragraphs whose first sentence the analyzer finds at least 25%
+  speech (inside quotation marks or after a speech dash), against the share built so;
 - warning: how many notices name the book's language (one is wanted for a language the
   offline analyzer does not read, none for English).
 """
@@ -62,6 +62,9 @@ for path in sys.argv[1:]:
                      on_event=events.append, use_environment=False)
     sentences = [s for c in book.chapters for s in split_text(c.text)]
     shares = quoted_shares(sentences)
+    # Each paragraph's first sentence: does the paragraph open with speech?
+    openers = [q for k, q in enumerate(shares)
+               if k == 0 or sentences[k].para != sentences[k - 1].para]
     out[path] = {
         "language": book.language,
         "chapters": len(book.chapters),
@@ -69,7 +72,7 @@ for path in sys.argv[1:]:
                    for s in e.result.scenes],
         "lines": [" ".join(p.split()) for c in book.chapters for p in c.paragraphs
                   if len(p.split()) <= 12],
-        "speech": sum(1 for q in shares if q > 0.5) / max(1, len(shares)),
+        "speech": sum(1 for q in openers if q >= 0.25) / max(1, len(openers)),
         "notices": [e.message for e in events if isinstance(e, Notice)],
     }
 print(json.dumps(out))

@@ -26,9 +26,9 @@ _CONTRACTION_RE = re.compile(r"[’'](?:ll|d|ve|re|m)$", re.IGNORECASE)  # noqa:
 
 _PARA_BREAK_RE = re.compile(r"\n[ \t\r\f\v]*\n")
 # Sentence-final punctuation plus any closing quotes or brackets that belong to it.
-_TERMINATOR_RE = re.compile(r"(?:[.!?…]+|[。！？]+)[”’\"')\]」』»]*")  # noqa: RUF001
+_TERMINATOR_RE = re.compile(r"(?:[.!?…]+|[。！？]+)[”’\"')\]」』»«“]*")  # noqa: RUF001
 _CJK_TERMINATORS = frozenset("。！？")  # noqa: RUF001
-_OPENERS = frozenset("“‘\"'(«[「『—")  # noqa: RUF001
+_OPENERS = frozenset("“‘\"'(«»„[「『—―–¿¡")  # noqa: RUF001
 # Where an overlong sentence may be cut: after a clause mark (never inside a word).
 _CLAUSE_RE = re.compile(r"[,;:—–，、；：](?=\s|\ufeff|[^\W\d_]|$)")  # noqa: RUF001
 _TRAILING_CLAUSE_MARKS = ",;:—–，、；：\ufeff \n\t"  # noqa: RUF001
@@ -218,7 +218,7 @@ def _base(word: str) -> tuple[str, bool]:
 def _starts_clause(gap: str, prev_word: str) -> bool:
     """Whether the text between two words makes the second one start a sentence or quote."""
     for ch in gap:
-        if ch in '“‘«("[:':  # noqa: RUF001
+        if ch in '“‘«»„「『¿¡("[:':  # noqa: RUF001
             return True
         if ch in "!?…":
             return True
@@ -278,54 +278,82 @@ def split_text(text: str, para_offset: int = 0) -> list[Sentence]:
     return out
 
 
-_QUOTE_RE = re.compile(r"[“”\"‘]|(?<=\S)’(?![\w])")  # noqa: RUF001
+# Marks that open or close speech: quotation marks of many languages (English “…”, German
+# „…“ and »…«, French «…», CJK 「…」), and dashes, which open speech only in a paragraph
+# that starts with one ("—¿Adónde vas? —preguntó ella.", "— Bonjour, dit-il."); there each
+# dash switches between speech and narration. An en dash counts only after a space.
+_QUOTE_RE = re.compile(r"[“”\"‘„«»「」『』—―]|(?<=\S)’(?![\w])|(?<!\S)–")  # noqa: RUF001
+_DASHES = frozenset("—―–")  # noqa: RUF001
+_DASH_SPEECH = "—"  # the closer of dash speech: the next dash
+# The marks that end a quotation opened by each mark.
+_CLOSERS = {
+    "“": "”",
+    "‘": "’",  # noqa: RUF001
+    "„": "“”",
+    "«": "»",
+    "»": "«",
+    "「": "」",
+    "『": "』",
+    '"': '"',
+}
+# Where a paragraph's speech stands: the marks that would close the open quotation ("" in
+# narration), and whether the paragraph is dash dialogue.
+_State = tuple[str, bool]
 
 
 def quoted_shares(sentences: Sequence[Sentence]) -> list[float]:
-    """How much of each sentence lies inside quotation marks."""
+    """How much of each sentence lies inside quotation marks (or dash speech)."""
     return [share for share, _ in _quote_states(sentences)]
 
 
 def narrated_tokens(sentences: Sequence[Sentence]) -> list[list[bool]]:
     """For each token of each sentence, whether it is narration (outside quotation marks)."""
     out: list[list[bool]] = []
-    for s, (_, inside) in zip(sentences, _quote_states(sentences), strict=True):
+    for s, (_, state) in zip(sentences, _quote_states(sentences), strict=True):
         marks = [(m.start() + s.start, m.group()) for m in _QUOTE_RE.finditer(s.text)]
         flags: list[bool] = []
         k = 0
         for t in s.tokens:
             while k < len(marks) and marks[k][0] < t.start:
-                inside = _toggle(inside, marks[k][1])
+                state = _step(state, marks[k][1])
                 k += 1
-            flags.append(not inside)
+            flags.append(not state[0])
         out.append(flags)
     return out
 
 
-def _quote_states(sentences: Sequence[Sentence]) -> list[tuple[float, bool]]:
-    """(share of the sentence inside quotation marks, whether it starts inside one). A
+def _quote_states(sentences: Sequence[Sentence]) -> list[tuple[float, _State]]:
+    """(share of the sentence inside quotation marks, the state it starts in). A
     quotation may span the sentences of a paragraph, so the state carries over until the
     paragraph ends."""
-    out: list[tuple[float, bool]] = []
-    inside = False
+    out: list[tuple[float, _State]] = []
+    state: _State = ("", False)
     para = -1
     for s in sentences:
-        if s.para != para:
-            inside, para = False, s.para
-        start_inside = inside
         text = s.text
+        if s.para != para:
+            state, para = ("", text[:1] in _DASHES), s.para
+        start = state
         quoted = 0
         pos = 0
         for m in _QUOTE_RE.finditer(text):
-            if inside:
+            if state[0]:
                 quoted += m.start() - pos
-            inside = _toggle(inside, m.group())
+            state = _step(state, m.group())
             pos = m.end()
-        if inside:
+        if state[0]:
             quoted += len(text) - pos
-        out.append((quoted / max(1, len(text)), start_inside))
+        out.append((quoted / max(1, len(text)), start))
     return out
 
 
-def _toggle(inside: bool, mark: str) -> bool:
-    return (not inside) if mark == '"' else mark in "\u201c\u2018"  # opening double/single
+def _step(state: _State, mark: str) -> _State:
+    closer, dash = state
+    if mark in _DASHES:
+        if dash and closer in ("", _DASH_SPEECH):
+            return ("" if closer else _DASH_SPEECH, dash)
+        return state  # a dash in narration, or inside a quotation
+    if closer:
+        # Only the matching mark closes: an apostrophe or a nested quote does not.
+        return ("", dash) if closer != _DASH_SPEECH and mark in closer else state
+    return (_CLOSERS.get(mark, ""), dash)
