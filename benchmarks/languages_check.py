@@ -13,7 +13,7 @@ revision). Per book it prints:
   CJK no character of the quote), so it says nothing of the moment;
 - quote length: median words and characters;
 - one-line quotes: the quote lies inside one short line (a paragraph of at most 12 words,
-  which is how verse lines arrive), the verse failure;
+  CJK characters counting half a word; how verse lines arrive), the verse failure;
 - dialogue: share of paragraphs whose first sentence the analyzer finds at least 25%
   speech (inside quotation marks or after a speech dash), against the share built so;
 - warning: how many notices name the book's language (one is wanted for a language the
@@ -42,7 +42,7 @@ CORPUS_BOOKS = {
 # Run in the child: per book, every scene's quote and prompt, the short lines, the
 # analyzer's dialogue share and the notices; as JSON.
 _CHILD = r"""
-import json, os, sys, tempfile
+import json, os, re, sys, tempfile
 import imaginize
 from benchmarks import source
 from imaginize.api import analyze_book
@@ -52,6 +52,7 @@ try:
     from imaginize.analysis.offline.text import quoted_shares, split_text
 except ImportError:
     from imaginize.analysis.text import quoted_shares, split_text
+cjk = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 source.check(imaginize.__file__, source.expected(), "the analyzer")
 out = {}
 for path in sys.argv[1:]:
@@ -71,7 +72,7 @@ for path in sys.argv[1:]:
         "scenes": [[s.quote, s.image_prompt] for e in events if isinstance(e, ChapterFinished)
                    for s in e.result.scenes],
         "lines": [" ".join(p.split()) for c in book.chapters for p in c.paragraphs
-                  if len(p.split()) <= 12],
+                  if len(p.split()) + len(cjk.findall(p)) / 2 <= 12],
         "speech": sum(1 for q in openers if q >= 0.25) / max(1, len(openers)),
         "notices": [e.message for e in events if isinstance(e, Notice)],
     }

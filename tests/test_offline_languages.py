@@ -3,9 +3,22 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from imaginize.analysis.offline.text import narrated_tokens, quoted_shares, split_text
+from imaginize.analysis.offline import languages
+from imaginize.analysis.offline.analyzer import OfflineAnalyzer
+from imaginize.analysis.offline.text import (
+    narrated_tokens,
+    normalize_ws,
+    quoted_shares,
+    split_text,
+)
+from imaginize.model import Analysis, Chapter
+from imaginize.reading.epub import read_book
+from tests import language_books
 
 
 def _speech(text: str) -> list[tuple[str, float]]:
@@ -57,3 +70,81 @@ def test_dashes_in_narration_are_not_speech() -> None:
 def test_an_apostrophe_does_not_end_a_quotation() -> None:
     text = "“The dogs’ bowls are empty,” said Ann."
     assert _narration(text) == ["said", "Ann"]
+
+
+# --- the language decides the analysis -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("declared", "text", "expected"),
+    [
+        ("de", "The cat sat on the mat and the dog was in the garden.", "de"),
+        ("en-GB", "The cat sat on the mat and the dog was in the garden.", "en"),
+        ("und", "The cat sat on the mat and the dog was in the garden with her.", "en"),
+        ("und", " ".join(["La casa estaba al final del camino, entre dos olivos."] * 4), "und"),
+        ("und", "Rain fell.", "en"),  # too short to tell: English, as before
+        ("", "山の上の小さな村に、花子という娘が住んでいた。", "ja"),
+        ("und", "在山脚下的小镇上，住着一个叫李明的年轻铁匠。", "zh"),
+        ("und", "كان بيت سليم في آخر الشارع، قرب البحر", "ar"),
+        ("und", "Дом Ивана Петровича стоял на краю деревни.", "ru"),
+        # A tool's default "en" on a book in another script: the script wins.
+        ("en", "山の上の小さな村に、花子という娘が住んでいた。", "ja"),
+    ],
+)
+def test_book_language(declared: str, text: str, expected: str) -> None:
+    assert languages.book_language(declared, [text]) == expected
+
+
+def _analyses(build, tmp_path: Path, scenes: int = 3) -> list[tuple[Chapter, Analysis]]:
+    book = read_book(build(tmp_path / "book.epub"))
+    analyzer = OfflineAnalyzer(book)
+    return [(c, analyzer.analyze(c, scenes)) for c in book.chapters]
+
+
+_CJK = re.compile("[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def _shares_words(quote: str, prompt: str) -> bool:
+    """Whether the prompt carries words of the quote (for CJK: characters)."""
+    if _CJK.search(quote):
+        return len(set(_CJK.findall(quote)) & set(_CJK.findall(prompt))) >= 5
+    long_words = {w for w in re.findall(r"\w{4,}", quote.lower())}
+    return len(long_words & set(re.findall(r"\w{4,}", prompt.lower()))) >= 3
+
+
+@pytest.mark.parametrize(
+    "build", [language_books.german, language_books.spanish, language_books.japanese]
+)
+def test_other_languages_get_paragraph_scenes_with_prompts_from_the_quote(
+    build, tmp_path: Path
+) -> None:
+    for chapter, analysis in _analyses(build, tmp_path):
+        assert analysis.scenes
+        paragraphs = [normalize_ws(p) for p in chapter.paragraphs]
+        for scene in analysis.scenes:
+            # A whole paragraph (these are short): never a lone sentence cut out of one.
+            assert scene.quote in paragraphs
+            assert _shares_words(scene.quote, scene.image_prompt), scene.image_prompt
+            # Nothing is said from English word lists about text they cannot read.
+            assert not scene.lighting and not scene.mood and not scene.composition
+
+
+def test_other_languages_choose_narration_over_dialogue(tmp_path: Path) -> None:
+    quotes = [s.quote for _, a in _analyses(language_books.spanish, tmp_path, 2) for s in a.scenes]
+    assert quotes and not any(q.startswith("—") for q in quotes)
+
+
+def test_names_are_elements_where_the_script_has_capitals(tmp_path: Path) -> None:
+    spanish = {e.name for _, a in _analyses(language_books.spanish, tmp_path) for e in a.elements}
+    assert {"Tomás", "Lucía"} <= spanish
+    # German capitalises every noun: the nouns are not taken for names.
+    german = {e.name for _, a in _analyses(language_books.german, tmp_path) for e in a.elements}
+    assert german == {"Anna", "Paul"}
+    japanese = [e for _, a in _analyses(language_books.japanese, tmp_path) for e in a.elements]
+    assert japanese == []
+
+
+def test_english_books_keep_the_english_analysis(tmp_path: Path) -> None:
+    """The English book's prompts still carry what the lexicons find (light, mood)."""
+    verse = _analyses(language_books.english_verse, tmp_path)
+    assert all(s.lighting and s.mood for _, a in verse for s in a.scenes)

@@ -5,12 +5,16 @@ names (characters, creatures, places, items) with aliases and visual description
 from every chapter (see `catalogue`); each chunk is then analysed on its own against that
 catalogue: scenes are its most visual passages (see `scenes`), elements the catalogue entries
 it mentions, with reference quotes taken from the chunk itself.
+
+That analysis reads English. A book in another language (see `languages`) gets scenes by
+paragraph instead, with prompts from the quote and names for elements (see `paragraphs`).
 """
 
 from __future__ import annotations
 
 import threading
 
+from imaginize.analysis.offline import languages, paragraphs
 from imaginize.analysis.offline.catalogue import Catalogue, chunk_elements
 from imaginize.analysis.offline.scenes import (
     SceneBuilder,
@@ -18,6 +22,7 @@ from imaginize.analysis.offline.scenes import (
     pick_windows,
     sentence_features,
 )
+from imaginize.analysis.offline.text import split_text
 from imaginize.model import Analysis, Book, Chapter, Usage
 
 MAX_ELEMENTS = 30
@@ -38,13 +43,42 @@ class OfflineAnalyzer:
         self._book = book
         self._max_elements = max_elements
         self._catalogue: Catalogue | None = None
+        self._names: paragraphs.Names | None = None
+        self._language: str | None = None
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
         """Build the book-wide catalogue now. Workers call this before they claim a chapter:
         built lazily, inside the first chapter's analysis, it would count against that
         chapter's time limit (minutes on a huge book) while the chapter is held."""
-        _ = self.catalogue
+        if self.language is None or languages.is_english(self.language):
+            _ = self.catalogue
+        else:
+            _ = self.names
+
+    @property
+    def language(self) -> str | None:
+        """The book's language as the analysis treats it (`languages.book_language`), or
+        None when no book was given (then each chunk is judged by its own text)."""
+        if self._book is None:
+            return None
+        if self._language is None:
+            texts = [c.text for c in self._book.chapters]
+            self._language = languages.book_language(self._book.language, texts)
+        return self._language
+
+    @property
+    def names(self) -> paragraphs.Names | None:
+        """The book-wide names for a book not in English, or None when no book was given."""
+        if self._book is None:
+            return None
+        with self._lock:
+            if self._names is None:
+                sentences = []
+                for c in self._book.chapters:
+                    sentences += split_text(c.text, sentences[-1].para + 1 if sentences else 0)
+                self._names = paragraphs.Names(sentences)
+            return self._names
 
     @property
     def catalogue(self) -> Catalogue | None:
@@ -65,6 +99,11 @@ class OfflineAnalyzer:
     def analyze(self, chunk: Chapter, scenes: int) -> Analysis:
         if not chunk.text.strip():
             return Analysis(scenes=(), elements=())
+        language = self.language or languages.guess(chunk.text)
+        if not languages.is_english(language):
+            sentences = split_text(chunk.text)
+            names = self.names or paragraphs.Names(sentences)
+            return paragraphs.analyze(sentences, scenes, names, self._max_elements)
         catalogue = self.catalogue or Catalogue([chunk.text])
         sentences = catalogue.sentences(chunk.text)
         if not sentences:
