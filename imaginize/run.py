@@ -16,6 +16,7 @@ from typing import Any
 
 from imaginize.analysis.base import Analyzer
 from imaginize.analysis.estimate import DEFAULT_LATENCY, Estimate, estimate, wall_time
+from imaginize.analysis.offline import languages
 from imaginize.analysis.openai.prompt import chapter_messages
 from imaginize.analysis.pricing import cost, total_cost
 from imaginize.analysis.providers import ProviderConfig, ProviderKind, is_local, resolve_provider
@@ -139,6 +140,11 @@ def _prepare(book_path: Path, out_dir: Path, options: RunOptions, sink: EventSin
     )
     for warning in book.warnings:
         sink(Notice(f"{book_path}: {warning}"))
+    if config.kind is ProviderKind.OFFLINE:
+        # Said once here, not by each worker: what a book not in English will lack.
+        code = languages.book_language(book.language, [c.text for c in book.chapters])
+        if not languages.is_english(code):
+            sink(Notice(languages.offline_warning(book.title, code)))
     store = ManifestStore(out_dir, lock_lifetime=options.settings.claims.lock_lifetime)
     sha256 = book_fingerprint(book_path)
     store.join(

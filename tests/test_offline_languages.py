@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +151,45 @@ def test_english_books_keep_the_english_analysis(tmp_path: Path) -> None:
     """The English book's prompts still carry what the lexicons find (light, mood)."""
     verse = _analyses(language_books.english_verse, tmp_path)
     assert all(s.lighting and s.mood for _, a in verse for s in a.scenes)
+
+
+# --- the warning ------------------------------------------------------------------------------
+
+_CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL", "OPENROUTER_API_KEY")
+}
+
+
+def _cli(book: Path, out: Path) -> tuple[int, list[str]]:
+    """Run the CLI offline with two workers, as a user would; its exit status and lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "imaginize", str(book), "-o", str(out), "-j", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_CLEAN_ENV,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return done.returncode, (done.stdout + done.stderr).splitlines()
+
+
+@pytest.mark.slow
+def test_one_warning_line_for_a_book_not_in_english(tmp_path: Path) -> None:
+    code, lines = _cli(language_books.spanish(tmp_path / "libro.epub"), tmp_path / "out")
+    assert code == 0
+    warned = [x for x in lines if "offline analyzer reads English" in x]
+    assert len(warned) == 1, lines
+    line = warned[0]
+    assert "La barca roja" in line and "Spanish (es)" in line
+    assert "--base-url" in line and "lighting" in line
+    # The scenes still come out, one per chapter at least.
+    assert (tmp_path / "out" / "Chapters.md").read_text().count("**Image prompt:**") >= 2
+
+
+@pytest.mark.slow
+def test_no_language_warning_for_an_english_book(tmp_path: Path) -> None:
+    code, lines = _cli(language_books.english_verse(tmp_path / "poem.epub"), tmp_path / "out")
+    assert code == 0
+    assert not [x for x in lines if "reads English" in x], lines
