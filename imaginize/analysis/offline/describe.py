@@ -20,10 +20,12 @@ from imaginize.analysis.offline.lexicon import (
     EVERYDAY_THINGS,
     FABRICS,
     ITEMS,
+    LIKE_AS_VERB,
     MATERIALS,
     NOT_NAMES,
     PERSON_NOUNS,
     SETTING_NOUNS,
+    SIMILE_OPENERS,
     VISUAL_ADJECTIVES,
     words,
 )
@@ -531,14 +533,19 @@ def _noun_like(t: Token) -> bool:
 
 def concrete_nouns(s: Sentence, narrated: Sequence[bool]) -> list[str]:
     """Portable things named in narration with an article: "the hookah", "a jar"."""
+    return [s.tokens[k].text for k, _ in concrete_noun_spans(s, narrated)]
+
+
+def concrete_noun_spans(s: Sentence, narrated: Sequence[bool]) -> list[tuple[int, int]]:
+    """Token spans (one token each) of `concrete_nouns`."""
     toks = s.tokens
-    out: list[str] = []
+    out: list[tuple[int, int]] = []
     for k in range(1, len(toks)):
         t = toks[k]
         if not narrated[k] or toks[k - 1].lower not in _ARTICLES:
             continue
         if _noun_like(t) and in_lexicon(t.lower, _THINGS):
-            out.append(t.text)
+            out.append((k, k))
     return out
 
 
@@ -763,3 +770,54 @@ def place_phrases_at(s: Sentence, first: int, last: int) -> list[str]:
             if all(t.text[:1].islower() for t in between) and _plain_gap(s, toks[b], toks[first]):
                 out.append(_slice(s, a, b))
     return out
+
+
+# --- comparisons ------------------------------------------------------------------------------
+
+
+def figurative_tokens(s: Sentence) -> frozenset[int]:
+    """Indices of the tokens inside a comparison, which a picture must not take literally:
+    "glaring at her like a wild beast", "as if to a vigil beside a body", "as pale as a
+    ghost". A comparison runs to the next clause mark or "and"."""
+    toks = s.tokens
+    out: set[int] = set()
+    k = 0
+    while k < len(toks):
+        start = _comparison_start(s, k)
+        if start is None:
+            k += 1
+            continue
+        end = start
+        while (
+            end < len(toks)
+            and toks[end].lower != "and"
+            and (end == start or _plain_gap(s, toks[end - 1], toks[end]))
+        ):
+            out.add(end)
+            end += 1
+        k = max(end, k + 1)
+    return frozenset(out)
+
+
+def _comparison_start(s: Sentence, k: int) -> int | None:
+    """The first token compared with when a comparison opens at token k, else None."""
+    toks = s.tokens
+    w = toks[k].lower
+    nxt = toks[k + 1].lower if k + 1 < len(toks) else ""
+    if w in SIMILE_OPENERS:
+        prev = toks[k - 1].lower if k > 0 else ""
+        if not nxt or nxt == "to" or prev in LIKE_AS_VERB:
+            return None
+        return k + 1
+    if w == "as" and nxt in ("if", "though") and k + 2 < len(toks):
+        return k + 2
+    # "as pale as a ghost": the second "as" before an article.
+    if (
+        w == "as"
+        and k >= 2
+        and toks[k - 2].lower == "as"
+        and nxt in _ARTICLES
+        and _plain_gap(s, toks[k - 2], toks[k])
+    ):
+        return k + 1
+    return None

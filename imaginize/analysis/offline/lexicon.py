@@ -501,7 +501,35 @@ VISIBLE_VERBS = words(
     """
     looked turned smiled laughed nodded shook went came walked stood sat took gave wore
     kissed glanced stared frowned waved pointed held opened closed lay leaned bent knelt
-    poured sang played carried reached threw watched drank ate looked
+    poured sang played carried reached threw watched drank ate looked caught put lit broke
+    hung drew blew flung swung spread swept slid crept bit hid shut tore bore burst
+    """
+)
+
+# People known by what they do: a scene's subject may be "the cook" or "three gardeners".
+OCCUPATIONS = words(
+    """
+    cook cooks gardener gardeners footman footmen butler butlers servant servants maid maids
+    nurse doctor sailor sailors soldier soldiers guard guards officer officers policeman
+    policemen waiter waiters driver chauffeur coachman postman farmer farmers fisherman
+    fishermen shepherd hunter hunters merchant merchants priest monk nun clerk porter
+    musician musicians dancer dancers singer players crew executioner jury jurors judge
+    """
+)
+
+# Words that open a comparison: "like a wild beast", "as if to a vigil", "as though".
+SIMILE_OPENERS = words("like")
+# Before "like", these make it the verb: "I like", "would like", "did not like".
+LIKE_AS_VERB = words(
+    """
+    i you we they would should could did do does not don't didn't to really always
+    """
+)
+# Before a setting noun, these make it no place: "it was plain that", "quite still".
+NOT_A_PLACE_BEFORE = words(
+    """
+    was is were are be been being seemed seems appeared looked felt became quite very so too
+    more most perfectly not rather pretty
     """
 )
 

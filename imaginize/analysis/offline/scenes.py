@@ -16,8 +16,9 @@ from imaginize.analysis.offline.catalogue import Catalogue, Entry, Hit
 from imaginize.analysis.offline.describe import (
     adjectives_before,
     clause_end,
-    concrete_nouns,
-    visual_noun_phrases,
+    concrete_noun_spans,
+    figurative_tokens,
+    visual_noun_spans,
 )
 from imaginize.analysis.offline.lexicon import (
     ACTION_VERBS,
@@ -35,6 +36,10 @@ from imaginize.analysis.offline.lexicon import (
     LIGHTING_PHRASES,
     MATERIALS,
     MOODS,
+    NOT_A_PLACE_BEFORE,
+    NOT_NAMES,
+    OCCUPATIONS,
+    PERSON_NOUNS,
     PLACE_NOUNS,
     PRONOUNS_F,
     PRONOUNS_M,
@@ -43,13 +48,16 @@ from imaginize.analysis.offline.lexicon import (
     SUBJECT_PRONOUNS,
     TIME_OF_DAY,
     UNSEEN_VERBS,
+    VEHICLES,
     VISIBLE_VERBS,
+    VISUAL_ADJECTIVES,
     WEATHER,
     words,
 )
 from imaginize.analysis.offline.text import (
     Sentence,
     Token,
+    in_lexicon,
     narrated_tokens,
     normalize_ws,
     quoted_shares,
@@ -87,6 +95,54 @@ _NUMBERS = words(
     """
 )
 _LOCATIVE = words("in at on into inside near across through over under along")
+# What may stand between a subject and its verb: "had", "was", "then", "slowly".
+_AUXILIARIES = words(
+    """
+    had has have was were is are did does would could should might must will shall been
+    then also still just only soon already never always once suddenly now again all both
+    """
+)
+_PREPOSITIONS = words("in with on at of from under behind beside near by inside")
+_SUBJECT_DETERMINERS = words(
+    "the a an this that these those his her its their my our your one two three some each"
+)
+_OWNERS = {"his": "m", "her": "f", "its": "n", "my": "i"}
+# Subjects a picture can be built on: beasts, vessels and people first, then things to draw.
+_STRONG_SUBJECTS = CREATURES | VEHICLES
+_PEOPLE = PERSON_NOUNS | OCCUPATIONS
+_CONCRETE_SUBJECTS = (
+    ITEMS | EVERYDAY_THINGS | BODY | CLOTHING | PERSON_NOUNS | LIGHT | WEATHER | PLACE_NOUNS
+) | FIXTURES
+_ANY_SUBJECT = _STRONG_SUBJECTS | _PEOPLE | _CONCRETE_SUBJECTS
+# Verbs that put their subject after them: "By the wall lay the pieces of a jar".
+# Past forms of ACTION_VERBS without "-ed": its base forms ("point", "fall") are nouns as often.
+_IRREGULAR_PAST = words(
+    """
+    ran leapt fell flew swam rose sank sprang burst fought struck threw tore shook wept knelt
+    strode drove rode caught put lit broke hung drew blew flung swung spread swept slid crept
+    bit hid shut bore clung stood sat lay
+    """
+)
+_INVERTING = words("stood lay sat rose hung came followed towered loomed stretched grew")
+_MOMENT_REACH = 12  # words of the action after its verb
+_LATER = 0.3  # a clause in a later sentence of the window needs this much more to win
+_THIN = 0.7  # "Alice fell": a verb with next to nothing after it shows little
+# Words an action should not end on ("stirring a large cauldron which" -> "... cauldron").
+_DANGLING_ACTION = words(
+    "a an the and or but nor of to with in on at by for from as that which who whom than "
+    "like his its their my our your into onto upon over under about through"
+)
+# "was trying to", "was going to": an -ing that shows nothing.
+_UNSEEN_ING = words(
+    """
+    trying going thinking wondering wishing hoping waiting wanting considering remembering
+    beginning getting being having saying telling asking feeling seeing hearing knowing
+    """
+)
+# Speech verbs that are visible doings too, unless they lead into words ("went on").
+_SPEECH_AND_DEED = words("went returned began laughed sobbed sighed screamed shouted called")
+_MIN_MOMENT = 1.5  # below this, the quote itself says more than a guessed subject
+_FALLBACK_WORDS = 30  # a prompt built from the quote itself keeps this many words
 # Light words that only colour a scene; one of them may follow the main light source.
 _SECONDARY_LIGHT = words("shadow shadows glow glitter gleam dark gloom")
 _SUN_GOING = words("set setting sank sinking sunk")
@@ -216,6 +272,18 @@ def pick_windows(windows: Sequence[Window], count: int, total: int) -> list[Wind
     return sorted(chosen, key=lambda w: w.first)
 
 
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """The subject and action of a window, in the book's words: "Tom Buchanan in riding
+    clothes was standing with his legs apart on the front porch". `entry` is the catalogue
+    figure doing it, None for anything else (the whale, the car, the light)."""
+
+    text: str
+    entry: int | None
+    subject: str
+    score: float
+
+
 # --- describing a chosen window ---------------------------------------------------------------
 
 
@@ -228,11 +296,16 @@ class SceneBuilder:
         feats: Sequence[Features],
         hits: Sequence[Hit],
         catalogue: Catalogue,
+        era: str = "",
     ) -> None:
         self.sentences = sentences
         self.feats = feats
         self.entries = catalogue.entries
+        self.era = era
+        self.narrator = catalogue.narrator
         self.narrated = narrated_tokens(sentences)
+        # Tokens inside a comparison ("like a wild beast") describe nothing in the picture.
+        self.figurative = [figurative_tokens(x) for x in sentences]
         self.per_sentence: list[list[Hit]] = [[] for _ in sentences]
         for h in hits:
             self.per_sentence[h.sentence].append(h)
@@ -242,26 +315,36 @@ class SceneBuilder:
         first, last = self.sentences[w.first], self.sentences[w.last]
         quote = normalize_ws(first.source[first.start : last.end])
         cast = [self.entries[i] for i in self._characters(w)]
+        moment = self._moment(w)
+        if (
+            moment is not None
+            and moment.entry is not None
+            and moment.entry not in (self.entries.index(e) for e in cast)
+        ):
+            cast = [self.entries[moment.entry], *cast][:4]
         setting = self._setting(w)
         lighting = self._lighting(w, setting)
         mood = self._mood(span)
-        details = self._details(span, setting)
-        composition = self._composition(span, cast, setting)
+        action = moment.text if moment else ""
+        details = [d for d in self._details(span, setting) if d.lower() not in action.lower()]
+        composition = self._composition(span, cast, setting, moment)
         names = tuple(e.name for e in cast)
-        action = self._action(span)
+        subject = action or _trimmed(quote, _FALLBACK_WORDS)
+        people = [e.descriptor for e in cast if e.descriptor != e.name or e.name not in subject]
         prompt = [
-            composition,
-            _join([e.descriptor for e in cast]),
-            action,
+            subject,
+            _join(people),
             _where(setting),
             ", ".join(details),
+            self.era,
             lighting,
+            composition,
             f"{mood} mood",
             _STYLE,
         ]
         return Scene(
             quote=quote,
-            description=self._description(names, action, setting, lighting, details),
+            description=self._description(names, subject, setting, lighting, details),
             composition=composition,
             characters=names,
             setting=setting,
@@ -270,16 +353,234 @@ class SceneBuilder:
             image_prompt="; ".join(p for p in prompt if p),
         )
 
-    @staticmethod
     def _description(
-        names: Sequence[str], action: str, setting: str, lighting: str, details: Sequence[str]
+        self,
+        names: Sequence[str],
+        moment: str,
+        setting: str,
+        lighting: str,
+        details: Sequence[str],
     ) -> str:
-        who = _join(names)
-        parts = [f"{who}: {action}." if who and action else f"{who}." if who else ""]
-        parts.append(f"Setting: {setting or 'not stated'}; {lighting}.")
+        parts = [f"{moment[:1].upper()}{moment[1:]}."]
+        if names and not all(n in moment for n in names):
+            parts.append(f"With {_join(names)}.")
+        where = setting or "not stated"
+        parts.append(f"Setting: {where}{f' ({self.era})' if self.era else ''}; {lighting}.")
         if details:
             parts.append(f"Visual details: {', '.join(details)}.")
-        return " ".join(p for p in parts if p)
+        return " ".join(parts)
+
+    # -- what happens ---------------------------------------------------------------------
+
+    def _moment(self, w: Window) -> Moment | None:
+        """The best subject + action clause of the window: a figure or a beast, vessel or
+        thing doing something visible, in the book's words (a pronoun subject is replaced
+        by whom it means). None when no clause is clear enough."""
+        best: Moment | None = None
+        for i in range(w.first, w.last + 1):
+            s = self.sentences[i]
+            for k in range(len(s.tokens)):
+                m = self._moment_at(i, k, i - w.first)
+                if m is not None and (best is None or m.score > best.score):
+                    best = m
+        return best if best is not None and best.score >= _MIN_MOMENT else None
+
+    def _moment_at(self, i: int, k: int, later: int) -> Moment | None:
+        """The subject + action whose verb is token k of sentence i, the `later`-th of its
+        window (a later sentence needs a slightly better clause to win)."""
+        s = self.sentences[i]
+        toks = s.tokens
+        if not self.narrated[i][k] or k in self.figurative[i] or not toks[k].text[:1].islower():
+            return None
+        verb = toks[k].lower
+        after = toks[k + 1].lower if k + 1 < len(toks) else ""
+        if verb in SPEECH_VERBS and (verb not in _SPEECH_AND_DEED or after == "on"):
+            return None
+        if not _is_visible_verb(verb, after) or after in _UNSEEN_ING:
+            return None
+        if verb in VISUAL_ADJECTIVES and not in_lexicon(verb, ACTION_VERBS | VISIBLE_VERBS):
+            return None  # "the amputated wheel" is a verb form; "pointed" may be either
+        if not _finite(verb) or (k > 0 and toks[k - 1].lower in _SUBJECT_DETERMINERS):
+            return None  # "a certain point", "the wicked man": nouns and adjectives
+        weight = 1.0 if any(v in ACTION_VERBS for v in stem_variants(verb)) else 0.5
+        if verb in ("was", "were", "is", "are"):
+            weight = 1.0 if any(v in ACTION_VERBS for v in stem_variants(after)) else 0.5
+        start = k
+        while start > 0 and _plain(s, start - 1) and _auxiliary(toks[start - 1].lower):
+            start -= 1
+        end = _action_end(s, k, _MOMENT_REACH)
+        figurative = [x for x in self.figurative[i] if k < x <= end]
+        if figurative:
+            # Up to the "like": no simile taken literally.
+            end = _action_end(s, k, max(1, min(figurative) - 1 - k))
+        bonus = weight - _LATER * later - (_THIN if end - k < 2 else 0.0)
+        rest = s.source[toks[start].start : toks[end].end]
+        found = self._subject_before(i, start)
+        if found is not None:
+            subj_start, subj_end, entry, score, text = found
+            if text is None:
+                # The book's words from the subject to the end of the action.
+                text = s.source[toks[subj_start].start : toks[end].end]
+            else:
+                text = f"{text} {rest}"
+            name = _subject_name(s, subj_start, subj_end)
+            return Moment(normalize_ws(text), entry, name, score + bonus)
+        if verb in _INVERTING and start > 0:
+            return self._inverted(i, start, k, bonus)
+        return None
+
+    def _subject_before(
+        self, i: int, verb: int
+    ) -> tuple[int, int, int | None, float, str | None] | None:
+        """The subject ending just before token `verb`: (first, last, entry, score, text),
+        where `text` replaces the book's words up to the verb (a pronoun resolved, an aside
+        left out), or is None when they stand as written."""
+        s = self.sentences[i]
+        toks = s.tokens
+        if verb == 0:
+            return None
+        j = verb - 1
+        aside = False
+        if not _plain(s, j):
+            j = _aside_start(s, j)
+            if j is None:
+                return None
+            aside = True
+        found = self._subject_at(i, j)
+        if found is None and not aside:
+            # "Tom Buchanan in riding clothes was standing": past a short modifier.
+            for p in range(j, max(0, j - 8), -1):
+                if not _plain(s, p - 1) or (p > 0 and not self.narrated[i][p - 1]):
+                    break
+                w = toks[p].lower
+                if w in NOT_NAMES and w not in _SUBJECT_DETERMINERS and w not in _PREPOSITIONS:
+                    break  # "came to the door with me and stood": "and" ends it
+                if toks[p].lower in _PREPOSITIONS and p > 0:
+                    found = self._subject_at(i, p - 1)
+                    if found is not None:
+                        break
+        if found is None:
+            return None
+        first, last, entry, score, text = found
+        if aside and text is None:
+            text = s.source[toks[first].start : toks[last].end]
+        return first, last, entry, score, text
+
+    def _subject_at(self, i: int, j: int) -> tuple[int, int, int | None, float, str | None] | None:
+        """What the subject ending at token j is, if it is one: a catalogued figure, a
+        pronoun for one, or a noun phrase."""
+        s = self.sentences[i]
+        toks = s.tokens
+        if j < 0 or j in self.figurative[i] or not self.narrated[i][j]:
+            return None
+        for h in self.per_sentence[i]:
+            if h.last == j and _is_figure(self.entries[h.entry]):
+                e = self.entries[h.entry]
+                if toks[h.first].text == "I":  # the narrator: "I hurried" -> "Nick hurried"
+                    return h.first, j, h.entry, 3.0, e.name
+                return _subject_start(s, h.first), j, h.entry, 3.0, None
+        word = toks[j].lower
+        gender = {"he": "m", "she": "f"}.get(word)
+        if gender is not None:
+            ref = self._who(i, j, gender)
+            if ref is None:
+                return j, j, None, 0.5, None
+            return j, j, ref, 2.8, self.entries[ref].name
+        if word in NOT_NAMES or word in _AUXILIARIES or not toks[j].text.isalpha():
+            return None
+        if toks[j].text[:1].isupper():
+            if toks[j].initial and not in_lexicon(word, _ANY_SUBJECT):
+                return None
+            if not toks[j].initial:
+                # A name the catalogue does not know: "Marta Ashby skippered".
+                first = j
+                while first > 0 and _plain(s, first - 1) and _is_name_word(toks[first - 1]):
+                    first -= 1
+                if first > 0 and toks[first - 1].lower == "the" and _plain(s, first - 1):
+                    first -= 1  # "The Queen turned crimson"
+                return first, j, None, 2.5, None
+        elif word.endswith("ly") or (word in VISUAL_ADJECTIVES and word not in MATERIALS):
+            return None  # "bright", "tall"; but "dust" and "glass" are things
+        first = adjectives_before(toks, j)
+        lead = _determiner_before(s, first)
+        if lead is not None:
+            first = lead
+        if _object_of_preposition(s, first):
+            return None  # "in riding clothes was standing": the clothes do not stand
+        if lead is None and not (toks[j].text[:1].isupper() or word.endswith("s")):
+            return None  # a bare singular noun is rarely a subject: "ring the bell"
+        score = (
+            3.0
+            if in_lexicon(word, _STRONG_SUBJECTS)
+            else 2.5
+            if in_lexicon(word, _PEOPLE)
+            else 2.0
+            if in_lexicon(word, _CONCRETE_SUBJECTS) or toks[j].text[:1].isupper()
+            else 1.0
+        )
+        owner = _OWNERS.get(toks[first].lower)
+        if owner is not None and owner != "n":
+            # "her head struck the roof" -> "Alice's head struck the roof".
+            ref = self.narrator if owner == "i" else self._who(i, first, owner)
+            if ref is not None:
+                name = self.entries[ref].name
+                noun = s.source[toks[first + 1].start : toks[j].end]
+                return first, j, ref, score, f"{name}\u2019s {noun}"
+        return first, j, None, score, None
+
+    def _who(self, i: int, j: int, gender: str) -> int | None:
+        """The figure a he/she at token j of sentence i means: the last one of that gender
+        named before it in the sentence, else in the sentences before."""
+        for h in reversed(self._figures(i)):
+            if h.last < j and self.entries[h.entry].gender == gender:
+                return h.entry
+        found = self._referent(i, gender)
+        if found is None:
+            # A figure whose pronouns the book never shows, named just before: the one meant.
+            near = [
+                h.entry
+                for x in (i, i - 1)
+                if x >= 0
+                for h in self._figures(x)
+                if self.entries[h.entry].gender is None and (x < i or h.last < j)
+            ]
+            if len(set(near)) == 1:
+                found = near[0]
+        return found
+
+    def _inverted(self, i: int, start: int, k: int, bonus: float) -> Moment | None:
+        """ "By the wall lay the pieces of a great glass jar" -> "the pieces of a great
+        glass jar lay by the wall": the subject after the verb, put first."""
+        s = self.sentences[i]
+        toks = s.tokens
+        a = k + 1
+        if a >= len(toks) or not _plain(s, k):
+            return None
+        b = clause_end(s, a, 8)
+        entry = next(
+            (
+                h.entry
+                for h in self.per_sentence[i]
+                if a <= h.first <= a + 1 and _is_figure(self.entries[h.entry])
+            ),
+            None,
+        )
+        head = toks[a].lower
+        named = toks[a].text[:1].isupper() and head not in NOT_NAMES
+        if entry is None and head not in _SUBJECT_DETERMINERS and not named:
+            return None
+        lead = start
+        while lead > 0 and _plain(s, lead - 1):
+            lead -= 1
+        if lead == start:
+            return None
+        subject = s.source[toks[a].start : toks[b].end]
+        before = s.source[toks[lead].start : toks[start - 1].end]
+        if toks[lead].initial and not _is_proper(toks[lead]):
+            before = before[:1].lower() + before[1:]
+        text = f"{subject} {s.source[toks[start].start : toks[k].end]} {before}"
+        score = 3.0 if entry is not None or toks[a].text[:1].isupper() else 2.0
+        return Moment(normalize_ws(text), entry, _subject_name(s, a, b), score + bonus - 0.5)
 
     # -- who ------------------------------------------------------------------------------
 
@@ -327,28 +628,6 @@ class SceneBuilder:
                     return h.entry
         return None
 
-    def _action(self, span: range) -> str:
-        """What a named figure does in the window, in the text's words: "the Caterpillar
-        took the hookah out of its mouth"."""
-        for i in span:
-            s = self.sentences[i]
-            for h in self._figures(i):
-                k = h.last + 1
-                if k >= len(s.tokens) or not self.narrated[i][h.first]:
-                    continue
-                verb = s.tokens[k].lower
-                after = s.tokens[k + 1].lower if k + 1 < len(s.tokens) else ""
-                if verb in SPEECH_VERBS or not _is_visible_verb(verb, after):
-                    continue
-                start = _subject_start(s, h.first)
-                end = clause_end(s, k, 10)
-                if s.tokens[h.first].text == "I":
-                    # The narrator: "I hurried down ..." -> "Nick hurried down ...".
-                    rest = s.source[s.tokens[h.first].end : s.tokens[end].end]
-                    return normalize_ws(self.entries[h.entry].name + rest)
-                return normalize_ws(s.source[s.tokens[start].start : s.tokens[end].end])
-        return ""
-
     # -- where ----------------------------------------------------------------------------
 
     def _setting(self, w: Window) -> str:
@@ -393,6 +672,8 @@ class SceneBuilder:
         for i in span:
             s = self.sentences[i]
             for start, end in _noun_phrases(s, self.narrated[i]):
+                if end in self.figurative[i]:
+                    continue  # "like children leaving a pleasant street": no street here
                 head = s.tokens[end].lower
                 det = s.tokens[start - 1].lower if start > 0 else ""
                 article = det if det in ("the", "a", "an") else "the"
@@ -422,8 +703,10 @@ class SceneBuilder:
         found = [
             t.lower
             for i in span
-            for t, narrated in zip(self.sentences[i].tokens, self.narrated[i], strict=True)
-            if narrated and t.lower in allowed
+            for k, (t, narrated) in enumerate(
+                zip(self.sentences[i].tokens, self.narrated[i], strict=True)
+            )
+            if narrated and t.lower in allowed and k not in self.figurative[i]
         ]
         if "sun" in found and any(
             t.lower in _SUN_GOING for i in span for t in self.sentences[i].tokens
@@ -451,10 +734,14 @@ class SceneBuilder:
         out: list[str] = []
         for i in span:
             s = self.sentences[i]
-            for p in [
-                *visual_noun_phrases(s, self.narrated[i]),
-                *concrete_nouns(s, self.narrated[i]),
-            ]:
+            spans = [
+                *visual_noun_spans(s, self.narrated[i]),
+                *concrete_noun_spans(s, self.narrated[i]),
+            ]
+            for a, b in spans:
+                if b in self.figurative[i]:
+                    continue  # "like the blue honey of the Mediterranean"
+                p = normalize_ws(s.source[s.tokens[a].start : s.tokens[b].end])
                 low = p.lower()
                 if low in setting.lower() or any(low in o.lower() for o in out):
                     continue
@@ -465,10 +752,21 @@ class SceneBuilder:
     def _face_words(self, span: range) -> int:
         return sum(1 for i in span for t in self.sentences[i].tokens if t.lower in FACE)
 
-    def _composition(self, span: range, cast: Sequence[Entry], setting: str) -> str:
+    def _composition(
+        self, span: range, cast: Sequence[Entry], setting: str, moment: Moment | None
+    ) -> str:
         counts = [sum(self.feats[i].counts[c] for i in span) for c in range(_N)]
         scenery = counts[_SETTING] + counts[_WEATHER] + counts[_LIGHT]
         named = [e.name for e in cast]
+        if moment is not None and moment.entry is None and _drawable(moment.subject):
+            # The whale rams the ship: the shot is of the whale, not of a named bystander.
+            thing = _lower_article(moment.subject)
+            if scenery >= 2 and setting:
+                return f"wide shot of {setting.removeprefix('by ')} with {thing}"
+            return f"medium shot of {thing}"
+        if moment is not None and moment.entry is not None:
+            lead = self.entries[moment.entry].name
+            named = [lead, *(n for n in named if n != lead)]
         items = [
             self.entries[h.entry].name
             for i in span
@@ -532,7 +830,10 @@ def _noun_phrases(s: Sentence, narrated: Sequence[bool]) -> list[tuple[int, int]
             continue  # "a hundred yards" is a distance, not a yard
         if _figurative(s, k):
             continue  # "a forest of striped awnings" is no forest
-        out.append((adjectives_before(toks, k), k))
+        start = adjectives_before(toks, k)
+        if start > 0 and toks[start - 1].lower in NOT_A_PLACE_BEFORE:
+            continue  # "it was plain that", "did not desert her": no plain, no desert
+        out.append((start, k))
     return out
 
 
@@ -594,3 +895,153 @@ def _join(names: Sequence[str]) -> str:
     if len(names) <= 1:
         return "".join(names)
     return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _plain(s: Sentence, j: int) -> bool:
+    """Whether nothing but space stands between tokens j and j + 1."""
+    toks = s.tokens
+    return 0 <= j < len(toks) - 1 and not s.source[toks[j].end : toks[j + 1].start].strip()
+
+
+def _auxiliary(word: str) -> bool:
+    """Words between a subject and its verb: "had", "was", "slowly"."""
+    return word in _AUXILIARIES or (len(word) > 4 and word.endswith("ly"))
+
+
+_ASIDE_REACH = 14
+_ASIDE_MARKS = (",", "\u2014", "\u2013", "--")
+
+
+def _aside_start(s: Sentence, j: int) -> int | None:
+    """When an aside ends at token j (", who had been hovering about the room,"), the last
+    token before it opens; None when the text before the verb is no such aside."""
+    toks = s.tokens
+    gap = s.source[toks[j].end : toks[j + 1].start].strip()
+    if gap not in _ASIDE_MARKS:
+        return None
+    for m in range(j, max(0, j - _ASIDE_REACH), -1):
+        before = s.source[toks[m - 1].end : toks[m].start].strip()
+        if before == gap or (gap != "," and before in _ASIDE_MARKS):
+            return m - 1
+        if before:
+            return None
+    return None
+
+
+def _subject_name(s: Sentence, first: int, last: int) -> str:
+    return normalize_ws(s.source[s.tokens[first].start : s.tokens[last].end])
+
+
+def _is_proper(t: Token) -> bool:
+    """Whether a capitalised word opening a sentence is a name rather than "By" or "A"."""
+    return not (t.lower in NOT_NAMES or t.lower in _PREPOSITIONS or t.lower in _SUBJECT_DETERMINERS)
+
+
+def _trimmed(text: str, limit: int) -> str:
+    """The text cut to `limit` words on a word boundary, without a dangling comma."""
+    parts = text.split()
+    if len(parts) <= limit:
+        return text.rstrip()
+    return " ".join(parts[:limit]).rstrip(",;:\u2014\u2013-") + "\u2026"
+
+
+def _finite(verb: str) -> bool:
+    """A verb form that narrates: past ("rushed", "fell"), "-s" present ("crawls") or the
+    "was" of "was running"; not a bare base form, which is as often a noun ("point")."""
+    if verb in ("was", "were", "is", "are") or verb in VISIBLE_VERBS or verb in _IRREGULAR_PAST:
+        return True
+    return verb.isalpha() and verb.endswith(("ed", "s")) and len(verb) > 3
+
+
+_MODIFIER_REACH = 2  # words between a determiner and its noun: "the last sunshine"
+# Words that end a noun phrase going backwards: no determiner lies beyond them.
+_NOT_MODIFIERS = (
+    words("and or but nor that which who whom when while as if than so then i you he she we they")
+    | words("me him us them it to for into through about against upon onto over past like")
+    | _PREPOSITIONS
+    | _LOCATIVE
+)
+
+
+def _determiner_before(s: Sentence, first: int) -> int | None:
+    """The determiner opening the noun phrase whose adjectives start at token `first`,
+    reaching past a couple of other modifiers ("the last sunshine", "a damp gleam")."""
+    toks = s.tokens
+    for back in range(1, _MODIFIER_REACH + 2):
+        d = first - back
+        if d < 0 or s.source[toks[d].end : toks[d + 1].start].strip() not in ("", ","):
+            return None
+        if toks[d].lower in _SUBJECT_DETERMINERS:
+            return d
+        if not toks[d].text[:1].islower() or toks[d].lower in _NOT_MODIFIERS:
+            return None
+    return None
+
+
+def _object_of_preposition(s: Sentence, first: int) -> bool:
+    """Whether the noun phrase starting at token `first` follows a preposition ("in riding
+    clothes", "of grey cars"): then it is no subject."""
+    toks = s.tokens
+    reach = 1 if toks[first].lower in _SUBJECT_DETERMINERS else _MODIFIER_REACH + 1
+    for d in range(first - 1, max(-1, first - 1 - reach), -1):
+        if not _plain(s, d):
+            return False
+        w = toks[d].lower
+        if w in _ANY_PREPOSITION:
+            return True
+        if not toks[d].text[:1].islower() or w in _NOT_MODIFIERS:
+            return False
+    return False
+
+
+_ANY_PREPOSITION = (
+    _PREPOSITIONS
+    | _LOCATIVE
+    | words(
+        """
+        to for into through about against upon onto over past like than across beneath
+        without toward towards among between around behind below above beyond
+        """
+    )
+)
+
+
+_PHRASE_REACH = 4
+
+
+def _action_end(s: Sentence, k: int, limit: int) -> int:
+    """The last token of the action whose verb is token k: up to the next clause mark (at
+    most `limit` words on), not ending on "the" or "and"; an object pronoun stays ("opened
+    it")."""
+    toks = s.tokens
+    end = k
+    while end + 1 < len(toks) and end + 1 - k < limit and _plain(s, end):
+        end += 1
+    # Not cut inside a noun phrase: "lit the great" goes on to "lit the great brass lamp".
+    reach = end + _PHRASE_REACH
+    while (
+        end + 1 < min(len(toks), reach)
+        and _plain(s, end)
+        and (toks[end].lower in _DANGLING_ACTION or toks[end].lower in VISUAL_ADJECTIVES)
+    ):
+        end += 1
+    while end > k and toks[end].lower in _DANGLING_ACTION:
+        end -= 1
+    return end
+
+
+def _is_name_word(t: Token) -> bool:
+    return t.text[:1].isupper() and t.lower not in NOT_NAMES
+
+
+def _drawable(subject: str) -> bool:
+    """A subject a shot can be of: not an unresolved "she" or "they"."""
+    return bool(subject) and subject.lower() not in NOT_NAMES
+
+
+def _lower_article(phrase: str) -> str:
+    """ "A white ashen dust" -> "a white ashen dust" (names keep their capitals)."""
+    head, _, rest = phrase.partition(" ")
+    if head.lower() in _SUBJECT_DETERMINERS and rest:
+        return f"{head.lower()} {rest}"
+    return phrase
