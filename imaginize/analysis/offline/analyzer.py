@@ -16,6 +16,7 @@ import threading
 
 from imaginize.analysis.offline import languages, paragraphs
 from imaginize.analysis.offline.catalogue import Catalogue, chunk_elements
+from imaginize.analysis.offline.era import book_era
 from imaginize.analysis.offline.scenes import (
     SceneBuilder,
     candidate_windows,
@@ -43,6 +44,7 @@ class OfflineAnalyzer:
         self._book = book
         self._max_elements = max_elements
         self._catalogue: Catalogue | None = None
+        self._era: str | None = None
         self._names: paragraphs.Names | None = None
         self._language: str | None = None
         self._lock = threading.Lock()
@@ -90,6 +92,17 @@ class OfflineAnalyzer:
                 self._catalogue = Catalogue([c.text for c in self._book.chapters])
             return self._catalogue
 
+    @property
+    def era(self) -> str:
+        """The period the book is set in, from the dates it writes (`era.book_era`), for
+        image prompts; "" without a book or when its dates do not say."""
+        if self._book is None:
+            return ""
+        with self._lock:
+            if self._era is None:
+                self._era = book_era(c.text for c in self._book.chapters)
+            return self._era
+
     def chunk_tokens(self, configured: int) -> int:
         return configured
 
@@ -117,7 +130,7 @@ class OfflineAnalyzer:
         feats = sentence_features(sentences)
         windows = candidate_windows(sentences, feats, per_sentence)
         chosen = pick_windows(windows, max(scenes, 0), len(sentences))
-        builder = SceneBuilder(sentences, feats, hits, catalogue)
+        builder = SceneBuilder(sentences, feats, hits, catalogue, self.era)
         return Analysis(
             scenes=tuple(builder.build(w) for w in chosen),
             elements=tuple(chunk_elements(catalogue, sentences, hits, self._max_elements)),
