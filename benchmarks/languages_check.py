@@ -3,11 +3,11 @@
     python -m benchmarks.languages_check [--snapshot REV] [--show N]
 
 Books: the German and the verse book of ../shared/corpus (Die Verwandlung, The Waste Land;
-skipped when absent) and the small synthetic books of tests/language_books.py (Spanish,
-Russian and French with dash dialogue, German with »guillemets«, Japanese, Chinese, Arabic,
-an English poem in stanzas). Each is run as a user would (`analyze_book`, offline, in one
-process, in a child started as benchmarks/source.py says, so `--snapshot` measures a fixed
-revision). Per book it prints:
+skipped when absent; and three English novels, as controls) and the small synthetic books
+of tests/language_books.py (Spanish, Russian and French with dash dialogue, German with
+»guillemets«, Japanese, Chinese, Arabic, an English poem in stanzas). Each is run as a user
+would (`analyze_book`, offline, in one process, in a child started as benchmarks/source.py
+says, so `--snapshot` measures a fixed revision). Per book it prints:
 - scenes per chapter;
 - empty prompts: the image prompt holds no word of its quote (no word of 4+ letters; for
   CJK no character of the quote), so it says nothing of the moment;
@@ -37,6 +37,10 @@ CORPUS = source.REPO_ROOT.parent / "shared" / "corpus"
 CORPUS_BOOKS = {
     "Die Verwandlung (de)": "gutenberg3-pg22367-images-3.epub",
     "The Waste Land (verse)": "idpf-wasteland.epub",
+    # English prose, to see that verse grouping and speech marks leave it alone.
+    "Alice (en prose)": "gutenberg-pg11-alice.epub",
+    "Frankenstein (en prose)": "gutenberg3-pg84-images-3.epub",
+    "Gatsby (en prose)": "standardebooks-f-scott-fitzgerald_the-great-gatsby.epub",
 }
 
 # Run in the child: per book, every scene's quote and prompt, the short lines, the

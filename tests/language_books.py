@@ -217,7 +217,7 @@ ARABIC = (
 )
 
 # An English poem: stanzas as <p> with <br/> between lines, and one of a line per <div>.
-_VERSE_1 = [
+VERSE_1 = [
     [
         "The lantern swung above the quay",
         "where fishing boats lay dark and still,",
@@ -237,7 +237,7 @@ _VERSE_1 = [
         "beside the ruined chapel well.",
     ],
 ]
-_VERSE_2 = [
+VERSE_2 = [
     [
         "At dawn the fishermen came home",
         "with salt upon their beards and hands,",
@@ -306,7 +306,7 @@ def arabic(path: Path, language: str = "ar") -> Path:
 
 
 def english_verse(path: Path, language: str = "en") -> Path:
-    docs = [("I. The Quay", _stanzas_br(_VERSE_1)), ("II. The Shore", _stanzas_div(_VERSE_2))]
+    docs = [("I. The Quay", _stanzas_br(VERSE_1)), ("II. The Shore", _stanzas_div(VERSE_2))]
     return build_epub(path, docs, language=language, title="The Lantern", author="Test Author")
 
 

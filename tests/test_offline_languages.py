@@ -193,3 +193,43 @@ def test_no_language_warning_for_an_english_book(tmp_path: Path) -> None:
     code, lines = _cli(language_books.english_verse(tmp_path / "poem.epub"), tmp_path / "out")
     assert code == 0
     assert not [x for x in lines if "reads English" in x], lines
+
+
+# --- verse ------------------------------------------------------------------------------------
+
+
+def test_verse_lines_are_grouped_into_stanzas(tmp_path: Path) -> None:
+    """Lines as <br> in a <p>, or one <div> each: a quote is a stanza, never one line."""
+    stanzas = {" ".join(lines) for lines in [*language_books.VERSE_1, *language_books.VERSE_2]}
+    quotes = [
+        s.quote for _, a in _analyses(language_books.english_verse, tmp_path) for s in a.scenes
+    ]
+    assert quotes and all(q in stanzas for q in quotes), quotes
+
+
+def test_a_long_verse_run_is_cut_at_sentence_ends_and_eight_lines() -> None:
+    lines = [f"the boat went out along the quay {n}," for n in range(12)]
+    lines[4] = "and the lamps were lit."
+    sentences = split_text("\n\n".join(lines))
+    sizes = [len(s.text.split("\n\n")) for s in sentences]
+    assert sizes == [5, 7]
+    # A line break, like a sentence start, says nothing about a capital.
+    poem = split_text(
+        "\n\n".join(["Under the fog", "Lilacs grew by the wall", "Memory and", "Dull roots"])
+    )
+    assert [t.text for t in poem[0].tokens if not t.initial and t.text[0].isupper()] == []
+
+
+def test_prose_is_not_taken_for_verse() -> None:
+    """Short dialogue paragraphs end their sentences: each stays a paragraph of its own."""
+    text = "\n\n".join(
+        [
+            "“Who are you?” said the Caterpillar.",
+            "“I hardly know, sir.”",
+            "“Explain yourself!”",
+            "“I can’t explain myself, I’m afraid.”",
+            "“I don’t see.”",
+            "* * * * *",
+        ]
+    )
+    assert [s.para for s in split_text(text)] == [0, 1, 2, 3, 4, 5]

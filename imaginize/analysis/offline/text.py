@@ -160,6 +160,67 @@ def _add_clause(text: str, start: int, end: int, out: list[tuple[int, int]]) -> 
         out.append((start, end))
 
 
+# Verse arrives one line per paragraph (a <div> or a <br> per line). A run of at least
+# `_VERSE_RUN` short paragraphs, at least half of them ending without a full stop, is verse;
+# its lines are grouped into stanzas of up to `STANZA_LINES` lines and `STANZA_WORDS` words,
+# closed after a line that ends a sentence once they have `_STANZA_MIN` lines. (Where the
+# book's own stanza breaks fall is not kept in the text; sentence ends stand in for them.)
+VERSE_LINE_WORDS = 14
+_VERSE_LINE_CHARS = 120  # longer is prose, whatever the words (cheap to check first)
+_VERSE_RUN = 4
+STANZA_LINES = 8
+STANZA_WORDS = 60
+_STANZA_MIN = 4
+_LINE_END_RE = re.compile(r"[.!?…;。！？][”’\"')\]」』»«“]*$")  # noqa: RUF001
+
+
+def stanzas(text: str, spans: Sequence[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """The paragraph spans in order, grouped: each run of verse lines into stanzas, every
+    other paragraph alone."""
+    out: list[list[tuple[int, int]]] = []
+    i = 0
+    while i < len(spans):
+        j = i
+        while j < len(spans) and _is_line(text, spans[j]):
+            j += 1
+        run = spans[i:j]
+        open_lines = sum(1 for a, b in run if not _LINE_END_RE.search(text, a, b))
+        if len(run) >= _VERSE_RUN and 2 * open_lines >= len(run):
+            out += _stanzas(text, run)
+        else:
+            out += [[span] for span in spans[i : max(j, i + 1)]]
+        i = max(j, i + 1)
+    return out
+
+
+def _is_line(text: str, span: tuple[int, int]) -> bool:
+    """A short paragraph with words in it (a row of asterisks is a scene break, no line)."""
+    a, b = span
+    if b - a > _VERSE_LINE_CHARS:
+        return False
+    line = text[a:b]
+    return word_length(line) <= VERSE_LINE_WORDS and any(ch.isalpha() for ch in line)
+
+
+def _stanzas(text: str, run: Sequence[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    out: list[list[tuple[int, int]]] = []
+    current: list[tuple[int, int]] = []
+    words = 0.0
+    for a, b in run:
+        size = word_length(text[a:b])
+        if current and (len(current) >= STANZA_LINES or words + size > STANZA_WORDS):
+            out.append(current)
+            current, words = [], 0.0
+        current.append((a, b))
+        words += size
+        if len(current) >= _STANZA_MIN and _LINE_END_RE.search(text, a, b):
+            out.append(current)
+            current, words = [], 0.0
+    if current:
+        out.append(current)
+    return out
+
+
 class Token(NamedTuple):
     """A word of a sentence. `base` drops a possessive "'s"; `initial` says whether the word
     starts a sentence or a quotation, where capitals say nothing about names."""
@@ -194,7 +255,8 @@ def tokenize(text: str, start: int, end: int) -> list[Token]:
                 base.lower(),
                 a,
                 b,
-                i == 0 or (gap != " " and _starts_clause(gap, prev_word)),
+                # A line break (verse) says no more about a capital than a sentence start.
+                i == 0 or (gap != " " and ("\n" in gap or _starts_clause(gap, prev_word))),
                 possessive,
                 "," in after or "\uff0c" in after,  # ASCII or fullwidth comma
             )
@@ -268,9 +330,15 @@ class Sentence:
 
 
 def split_text(text: str, para_offset: int = 0) -> list[Sentence]:
-    """All sentence units of a text in order; overlong sentences are cut at clauses."""
+    """All sentence units of a text in order; overlong sentences are cut at clauses, and
+    verse lines are grouped into stanzas, each one unit (`stanzas`)."""
     out: list[Sentence] = []
-    for p, (ps, pe) in enumerate(paragraph_spans(text)):
+    for p, group in enumerate(stanzas(text, paragraph_spans(text))):
+        if len(group) > 1:
+            a, b = group[0][0], group[-1][1]
+            out.append(Sentence(text, para_offset + p, a, b, tokenize(text, a, b)))
+            continue
+        ps, pe = group[0]
         for ss, se in sentence_spans(text, ps, pe):
             for us, ue in split_long(text, ss, se):
                 piece = (us, ue) != (ss, se)
