@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Iterable
 
 # A four-digit year (1000-2099), or a century with its years dashed out ("17—", "18--").
-# Digits, commas and dots next to it make it a number, not a year. The pattern starts at a
-# digit, so a whole book is scanned in a few milliseconds.
-_YEAR_RE = re.compile(r"(?<![\d,.])(?:(1\d{3}|20\d{2})(?![\d,]|\.\d)|(1\d)(?:\u2014|--|__))")
+# The pattern starts with a digit and has no look-behind, so a whole book is scanned in a
+# few milliseconds; the digits, commas and dots around a match are checked after (`_alone`).
+_YEAR_RE = re.compile(r"[12]\d(?:\d\d|\u2014|--|__)")
 # The word before a year, with an optional comma: "July 5th, " -> "5th".
 _BEFORE_RE = re.compile(r"(\w+)[,.]?\s+$")
 _MONTHS = (
@@ -41,12 +41,16 @@ def book_era(texts: Iterable[str]) -> str:
     centuries: Counter[int] = Counter()
     for text in texts:
         for m in _YEAR_RE.finditer(text):
-            if m.group(2):
-                centuries[int(m.group(2))] += 1
+            found = m.group()
+            if not _alone(text, m) or (found.startswith("2") and not found.startswith("20")):
+                continue
+            if not found.isdigit():
+                if found[0] == "1":
+                    centuries[int(found[:2])] += 1
                 continue
             before = _BEFORE_RE.search(text, max(0, m.start() - 24), m.start())
             if before and _is_date(before.group(1)):
-                years.append(int(m.group(1)))
+                years.append(int(found))
     if len(years) >= _MIN_DATES:
         latest = max(years)
         near = sum(1 for y in years if latest - y <= _SPAN)
@@ -58,6 +62,20 @@ def book_era(texts: Iterable[str]) -> str:
         if count >= _MIN_DATES and count * 2 > sum(centuries.values()):
             return f"{_ordinal(hundreds + 1)}-century period setting"
     return ""
+
+
+def _alone(text: str, m: re.Match[str]) -> bool:
+    """Whether a match stands on its own: not part of a longer number ("21922", "1,500",
+    "3.1415")."""
+    before = text[m.start() - 1] if m.start() else " "
+    if before.isdigit() or before in ",.":
+        return False
+    if not m.group().isdigit():
+        return True
+    after = text[m.end() : m.end() + 2]
+    return not (
+        after[:1].isdigit() or after[:1] == "," or (after[:1] == "." and after[1:].isdigit())
+    )
 
 
 def _is_date(before: str) -> bool:
