@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from imaginize.analysis.offline import languages
+from imaginize.analysis.offline import paragraphs as paragraphs_module
 from imaginize.analysis.offline.analyzer import OfflineAnalyzer
 from imaginize.analysis.offline.text import (
+    STANZA_WORDS,
     narrated_tokens,
     normalize_ws,
     quoted_shares,
@@ -233,3 +235,48 @@ def test_prose_is_not_taken_for_verse() -> None:
         ]
     )
     assert [s.para for s in split_text(text)] == [0, 1, 2, 3, 4, 5]
+
+
+# --- real books (../shared/corpus; skipped without it) ----------------------------------------
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+def _corpus_book(name: str) -> Path:
+    path = CORPUS / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.mark.slow
+def test_die_verwandlung_gets_scenes_from_its_own_words() -> None:
+    book = read_book(_corpus_book("gutenberg3-pg22367-images-3.epub"))
+    analyzer = OfflineAnalyzer(book)
+    assert analyzer.language == "de"
+    elements: set[str] = set()
+    for chapter in book.chapters:
+        analysis = analyzer.analyze(chapter, 4)
+        paragraphs = [normalize_ws(p) for p in chapter.paragraphs]
+        assert len(analysis.scenes) == 4
+        for scene in analysis.scenes:
+            # A paragraph, or whole sentences of a long one: never across paragraphs.
+            assert any(scene.quote in p for p in paragraphs)
+            assert len(scene.quote.split()) <= paragraphs_module.MAX_WORDS
+            assert _shares_words(scene.quote, scene.image_prompt)
+        elements |= {e.name for e in analysis.elements}
+    assert "Gregor Samsa" in elements and "Grete" in elements
+    # German capitalises nouns: the room, the door and the father are no names.
+    assert not elements & {"Zimmer", "Tür", "Vater", "Mutter", "Schwester", "Ordnung", "Angst"}
+
+
+@pytest.mark.slow
+def test_the_waste_land_quotes_stanzas() -> None:
+    book = read_book(_corpus_book("idpf-wasteland.epub"))
+    analyzer = OfflineAnalyzer(book)
+    for chapter in book.chapters:
+        lines = [normalize_ws(p) for p in chapter.paragraphs]
+        for scene in analyzer.analyze(chapter, 2).scenes:
+            inside = [x for x in lines if x in scene.quote]
+            assert len(inside) >= 2, scene.quote  # several lines, not one
+            assert len(scene.quote.split()) <= STANZA_WORDS
