@@ -7,10 +7,12 @@ described the same way in every chapter.
 
 from __future__ import annotations
 
+import gc
 import re
 from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from imaginize.analysis.offline.describe import (
     adjectives_before,
@@ -105,14 +107,77 @@ class Hit:
     last: int
 
 
+_GENDERS = (None, "m", "f", "n")
+
+
+def _entry_json(e: Entry) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "kind": e.kind.value,
+        "aliases": list(e.aliases),
+        "gender": e.gender,
+        "count": e.count,
+        "description": e.description,
+        "descriptor": e.descriptor,
+        "keys": [list(k) for k in e.keys],
+        "common": e.common,
+        "narrator": e.narrator,
+    }
+
+
+def _entry_from_json(d: Any) -> Entry:
+    """An `Entry` from `_entry_json`'s data, every field checked (ValueError otherwise)."""
+    texts = ("name", "description", "descriptor")
+    if (
+        not all(isinstance(d[f], str) for f in texts)
+        or not _strings(d["aliases"])
+        or not isinstance(d["keys"], list)
+        or not all(_strings(k) and k for k in d["keys"])
+        or d["gender"] not in _GENDERS
+        or type(d["count"]) is not int
+        or type(d["common"]) is not bool
+        or type(d["narrator"]) is not bool
+    ):
+        raise ValueError(f"bad entry {str(d)[:80]}")
+    return Entry(
+        name=d["name"],
+        kind=ElementKind(d["kind"]),
+        aliases=tuple(d["aliases"]),
+        gender=d["gender"],
+        count=d["count"],
+        description=d["description"],
+        descriptor=d["descriptor"],
+        keys=tuple(tuple(k) for k in d["keys"]),
+        common=d["common"],
+        narrator=d["narrator"],
+    )
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 class Catalogue:
     """Every recurring element of a set of texts (a book's chapters), and the means to find
     them again in any chunk of those texts."""
 
     def __init__(self, texts: Sequence[str]) -> None:
-        sentences: list[Sentence] = []
         # Each text's sentences, so a chunk that is a whole chapter is not split twice.
         self._split: dict[str, list[Sentence]] = {}
+        # The cyclic collector would walk the book's millions of tokens again and again while
+        # they pile up (a fifth of the build on a 2-million-word book); nothing built here
+        # is garbage in a cycle.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            entries, self.figures, self._name_words = self._build(texts)
+        finally:
+            if collecting:
+                gc.enable()
+        self._index(entries)
+
+    def _build(self, texts: Sequence[str]) -> tuple[list[Entry], dict[str, str | None], set[str]]:
+        sentences: list[Sentence] = []
         for text in texts:
             offset = sentences[-1].para + 1 if sentences else 0
             own = split_text(text, offset)
@@ -120,11 +185,10 @@ class Catalogue:
             sentences.extend(own)
         # Words never written in lower case: names, even when they open a sentence.
         common = {t.lower for s in sentences for t in s.tokens if t.text[:1].islower()}
-        self._name_words = {t.base for s in sentences for t in s.tokens if t.lower not in common}
+        name_words = {t.base for s in sentences for t in s.tokens if t.lower not in common}
         groups = group_names(sentences)
         dialogue = _spoken(sentences, quoted_shares(sentences))
         figures = _figure_words(groups)
-        self.figures: dict[str, str | None] = figures
         # A first-person story: who "I" is, by name when the others address them by one.
         narrated = narrated_tokens(sentences)
         first_person = first_person_share(sentences, narrated) >= FIRST_PERSON_SHARE
@@ -142,6 +206,10 @@ class Catalogue:
         if first_person and teller is None:
             entries.append(_unnamed_narrator(own, sentences, narrated))
         entries.sort(key=lambda e: (-e.count, e.name))
+        return entries, figures, name_words
+
+    def _index(self, entries: Sequence[Entry]) -> None:
+        """What `find` looks names up in."""
         self.entries: tuple[Entry, ...] = tuple(entries)
         self.narrator = next((i for i, e in enumerate(self.entries) if e.narrator), None)
         self._names: dict[str, list[tuple[Key, int]]] = defaultdict(list)
@@ -154,6 +222,37 @@ class Catalogue:
                     self._names[k[0]].append((k, i))
         for cands in self._names.values():
             cands.sort(key=_longest)
+
+    def to_json(self) -> dict[str, Any]:
+        """What `find` and the chunks' elements need, as JSON data (`from_json`): not the
+        book's sentences, which a chunk splits again (`sentences`)."""
+        return {
+            "entries": [_entry_json(e) for e in self.entries],
+            "figures": self.figures,
+            "name_words": sorted(self._name_words),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Catalogue:
+        """The catalogue `to_json` gave; ValueError when `data` is not one."""
+        try:
+            entries = [_entry_from_json(e) for e in data["entries"]]
+            figures = data["figures"]
+            name_words = data["name_words"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a catalogue: {exc!r}") from exc
+        if not isinstance(figures, dict) or not all(
+            isinstance(k, str) and v in (None, "m", "f", "n") for k, v in figures.items()
+        ):
+            raise ValueError("not a catalogue: bad figures")
+        if not isinstance(name_words, list) or not all(isinstance(w, str) for w in name_words):
+            raise ValueError("not a catalogue: bad name_words")
+        catalogue = cls.__new__(cls)
+        catalogue._split = {}
+        catalogue.figures = figures
+        catalogue._name_words = set(name_words)
+        catalogue._index(entries)
+        return catalogue
 
     def sentences(self, text: str) -> list[Sentence]:
         """The sentences of `text`, reusing the split of a catalogued text."""
