@@ -264,7 +264,7 @@ def kinds_for(
             notice=lambda line: sink(Notice(line)),
         )
     if analyzer is None:
-        analyzer = make_analyzer(provider, book, pacer)
+        analyzer = make_analyzer(provider, book, pacer, out_dir=Path(spec.out_dir))
     if not spec.book_sha256:  # a spec made by hand: results carry the folder's book all the same
         with suppress(ManifestError):  # no readable manifest: the first claim says so
             folder = ManifestStore(Path(spec.out_dir), lock_lifetime=settings.claims.lock_lifetime)

@@ -13,8 +13,9 @@ paragraph instead, with prompts from the quote and names for elements (see `para
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
-from imaginize.analysis.offline import languages, paragraphs
+from imaginize.analysis.offline import cache, languages, paragraphs
 from imaginize.analysis.offline.catalogue import Catalogue, chunk_elements
 from imaginize.analysis.offline.era import book_era
 from imaginize.analysis.offline.scenes import (
@@ -33,15 +34,23 @@ class OfflineAnalyzer:
     """An `Analyzer` that needs nothing but the text.
 
     With `book`, names and descriptions come from the whole book (built on first use, once);
-    without it, each chunk is its own little book.
+    without it, each chunk is its own little book. With `cache_dir` (the output folder), the
+    catalogue is shared through a file there by every worker and run on the book (`cache`).
     """
 
     provider = "offline"
     model = "heuristic-1"
     spent = Usage()
 
-    def __init__(self, book: Book | None = None, *, max_elements: int = MAX_ELEMENTS) -> None:
+    def __init__(
+        self,
+        book: Book | None = None,
+        *,
+        max_elements: int = MAX_ELEMENTS,
+        cache_dir: Path | None = None,
+    ) -> None:
         self._book = book
+        self._cache_dir = cache_dir
         self._max_elements = max_elements
         self._catalogue: Catalogue | None = None
         self._era: str | None = None
@@ -89,7 +98,8 @@ class OfflineAnalyzer:
             return None
         with self._lock:
             if self._catalogue is None:
-                self._catalogue = Catalogue([c.text for c in self._book.chapters])
+                texts = [c.text for c in self._book.chapters]
+                self._catalogue = cache.book_catalogue(texts, self._cache_dir)
             return self._catalogue
 
     @property
