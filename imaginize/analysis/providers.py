@@ -25,6 +25,8 @@ from imaginize.settings import DEFAULT_OPENAI_MODEL, HOSTED_TIMEOUT, LOCAL_TIMEO
 if TYPE_CHECKING:
     # Not loaded at run time: the CLI decides the provider before the rest of the library
     # is imported (cli/main.py), so this module stays small.
+    from pathlib import Path
+
     from imaginize.analysis.base import Analyzer
     from imaginize.model import Book
     from imaginize.pacing.pace import Limits, Pacer
@@ -155,14 +157,20 @@ def _is_openrouter(url: str) -> bool:
 
 
 def make_analyzer(
-    config: ProviderConfig, book: Book, pacer: Pacer | None = None, *, hosted: bool = False
+    config: ProviderConfig,
+    book: Book,
+    pacer: Pacer | None = None,
+    *,
+    hosted: bool = False,
+    out_dir: Path | None = None,
 ) -> Analyzer:
     """`hosted`: requests built as for api.openai.com whatever the base URL (the Batch API
-    is OpenAI's service; a test server for it may be on 127.0.0.1)."""
+    is OpenAI's service; a test server for it may be on 127.0.0.1). `out_dir`: the book's
+    output folder, where the offline analyzer shares its catalogue between processes."""
     if config.kind is ProviderKind.OFFLINE:
         from imaginize.analysis.offline.analyzer import OfflineAnalyzer
 
-        return OfflineAnalyzer(book)
+        return OfflineAnalyzer(book, cache_dir=out_dir)
     from imaginize.analysis.openai.chat import OpenAIAnalyzer
 
     return OpenAIAnalyzer(
