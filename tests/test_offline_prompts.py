@@ -197,3 +197,24 @@ def test_corpus_prompts_figures() -> None:
         assert len(score.no_subject) <= 0.45 * score.scenes, (label, len(score.no_subject))
         assert score.gold_found >= 0.7 * score.gold, (label, score.gold_miss)
         assert score.gold_match >= floors[path.name] * score.gold_found, (label, score.gold_miss)
+
+
+def test_scene_fields_agree_with_the_prompt_on_the_sample_book() -> None:
+    from imaginize.analysis.pipeline import analyze_chapter
+    from imaginize.reading.epub import read_book
+
+    book = read_book(ROOT / "samples" / "the-lanternfruit-orchard.epub")
+    analyzer = OfflineAnalyzer(book)
+    scenes = [s for c in book.chapters for s in analyze_chapter(c, analyzer).scenes]
+    vale = next(s for s in scenes if s.quote.startswith("Vale pointed"))
+    first = segments(vale)[0]
+    assert first == "Vale pointed with the heron-headed stick"
+    # The description tells the same moment once, and nobody twice under another name.
+    assert vale.description.startswith(f"{first}. Setting: {vale.setting}; {vale.lighting}.")
+    assert vale.characters == ("Captain Orrin Vale",)
+    assert vale.composition in segments(vale)
+    # The candle is in a simile ("like spilled honey with a candle behind it").
+    assert "candle" not in vale.image_prompt
+    for s in scenes:
+        assert s.description.count("..") == 0 and ".\u2026." not in s.description
+        assert s.lighting in segments(s) and f"{s.mood} mood" in segments(s)

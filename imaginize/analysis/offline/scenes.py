@@ -314,14 +314,13 @@ class SceneBuilder:
         span = range(w.first, w.last + 1)
         first, last = self.sentences[w.first], self.sentences[w.last]
         quote = normalize_ws(first.source[first.start : last.end])
-        cast = [self.entries[i] for i in self._characters(w)]
+        ids = self._characters(w)
         moment = self._moment(w)
-        if (
-            moment is not None
-            and moment.entry is not None
-            and moment.entry not in (self.entries.index(e) for e in cast)
-        ):
-            cast = [self.entries[moment.entry], *cast][:4]
+        if moment is not None and moment.entry is not None and moment.entry not in ids:
+            ids = [moment.entry, *ids][:4]  # "Alice's head struck the roof": Alice is in it
+        cast = [self.entries[i] for i in ids]
+        # Who else is there, besides whoever the moment is about.
+        others = [self.entries[i].name for i in ids if moment is None or i != moment.entry]
         setting = self._setting(w)
         lighting = self._lighting(w, setting)
         mood = self._mood(span)
@@ -344,7 +343,7 @@ class SceneBuilder:
         ]
         return Scene(
             quote=quote,
-            description=self._description(names, subject, setting, lighting, details),
+            description=self._description(others, subject, setting, lighting, details),
             composition=composition,
             characters=names,
             setting=setting,
@@ -361,9 +360,11 @@ class SceneBuilder:
         lighting: str,
         details: Sequence[str],
     ) -> str:
-        parts = [f"{moment[:1].upper()}{moment[1:]}."]
-        if names and not all(n in moment for n in names):
-            parts.append(f"With {_join(names)}.")
+        end = "" if moment[-1:] in ".!?\u2026" else "."
+        parts = [f"{moment[:1].upper()}{moment[1:]}{end}"]
+        others = [n for n in names if n not in moment]
+        if others:
+            parts.append(f"With {_join(others)}.")
         where = setting or "not stated"
         parts.append(f"Setting: {where}{f' ({self.era})' if self.era else ''}; {lighting}.")
         if details:
