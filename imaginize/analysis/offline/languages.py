@@ -2,8 +2,8 @@
 
 The offline analyzer's word lists (colours, light, places, moods, verbs) are English; only an
 English book gets the full analysis. The book's declared language (the EPUB's dc:language)
-decides; a book that declares none ("und"), or declares English while its letters are mostly
-of another script, is judged from a sample of its text: the script (CJK, Arabic, Cyrillic,
+decides; a book that declares none ("und"), or declares English on text mostly in another
+script, is judged from a sample of its text: the script (CJK, Arabic, Cyrillic,
 ...), and for Latin script the share of English function words. The guess is cheap and
 coarse: it tells English from not English, and names a script's usual language only to
 say so in the warning.
@@ -95,8 +95,9 @@ def name(code: str) -> str:
 
 def book_language(declared: str, texts: Sequence[str]) -> str:
     """The language the offline analyzer treats the book as being in: the declared one,
-    unless none is declared or the text plainly is not in it (an English declaration on a
-    book of another script: a tool's default)."""
+    unless none is declared or English is declared on a text in another script (a tool's
+    default). English declared on Latin-script text is believed: filler and lists are no
+    evidence against it."""
     code = primary(declared)
     if code not in (UNDETERMINED, ENGLISH):
         return code
