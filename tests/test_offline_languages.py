@@ -280,3 +280,14 @@ def test_the_waste_land_quotes_stanzas() -> None:
             inside = [x for x in lines if x in scene.quote]
             assert len(inside) >= 2, scene.quote  # several lines, not one
             assert len(scene.quote.split()) <= STANZA_WORDS
+
+
+def test_sentences_of_scripts_without_capitals() -> None:
+    """Arabic has no capitals to start a sentence and its own question mark and comma:
+    sentences still end at a full stop, so a long paragraph is cut between sentences."""
+    text = "هل أغلقت الباب؟ سألت الأم. مشى سليم بين الدكاكين الضيقة، والتجار يعرضون السجاد."
+    assert [s.text for s in split_text(text)] == [
+        "هل أغلقت الباب؟",
+        "سألت الأم.",
+        "مشى سليم بين الدكاكين الضيقة، والتجار يعرضون السجاد.",
+    ]
