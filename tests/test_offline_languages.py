@@ -21,7 +21,7 @@ from imaginize.analysis.offline.text import (
     quoted_shares,
     split_text,
 )
-from imaginize.model import Analysis, Chapter
+from imaginize.model import Analysis, Chapter, ElementKind
 from imaginize.reading.epub import read_book
 from tests import language_books
 
@@ -291,3 +291,16 @@ def test_sentences_of_scripts_without_capitals() -> None:
         "سألت الأم.",
         "مشى سليم بين الدكاكين الضيقة، والتجار يعرضون السجاد.",
     ]
+
+
+def test_names_after_a_locative_preposition_are_places() -> None:
+    text = "\n\n".join(
+        [
+            "Tomás vivía en Sevilla con su hermana.",
+            "Cada mañana Tomás caminaba por las calles de la ciudad.",
+            "El verano en Sevilla era largo y caluroso, y Tomás dormía la siesta.",
+            "Un día Tomás se fue de viaje, pero pronto volvió a vivir en Sevilla.",
+        ]
+    )
+    names = {n.name: n.kind for n in paragraphs_module.Names(split_text(text)).names}
+    assert names == {"Tomás": ElementKind.CHARACTER, "Sevilla": ElementKind.PLACE}
