@@ -11,9 +11,10 @@ a change to the analyzer's lexicon cannot move the yardstick. Per book it prints
 - empty: prompts that carry nothing of the quote: no word of it (three letters or more, not
   a function word) outside shot, light, mood and style boilerplate (target: none);
 - no subject+action: prompts whose first segment does not name a subject from the quote (a
-  name of a catalogued figure the quote mentions, or a noun of the quote: a word after a
-  determiner or adjective, or a capitalised word inside a sentence) followed by a verb of the
-  quote (a word of it ending in -ed/-ing or an irregular past form), or that is boilerplate;
+  name of a catalogued figure the quote mentions, or of one of the scene's characters when
+  the quote has an I/he/she/my/his/her, or a noun of the quote: a word after a determiner or
+  adjective, or a capitalised word inside a sentence) followed by a verb of the quote (a word
+  of it ending in -ed/-ing or an irregular past form), or that is boilerplate;
 - people: figures the quote names (a catalogued character's or creature's name or alias, as
   a whole word) missing from the prompt, or present without the look the catalogue has for
   them (its descriptor's bracketed part);
@@ -182,7 +183,15 @@ def named_in(quote: str, figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [figures[i] for i in dict.fromkeys(i for _, _, i in kept)]
 
 
-def subject_action_first(prompt: str, quote: str, people: list[dict[str, Any]]) -> bool:
+PRONOUN_RE = re.compile(r"\b(?:I|he|she|my|his|her|me|him)\b", re.IGNORECASE)
+
+
+def subject_action_first(
+    prompt: str,
+    quote: str,
+    people: list[dict[str, Any]],
+    referred: list[dict[str, Any]] | None = None,
+) -> bool:
     """Whether the prompt's first segment names a subject of the quote, then a verb of it."""
     segs = segments(prompt)
     if not segs:
@@ -194,6 +203,8 @@ def subject_action_first(prompt: str, quote: str, people: list[dict[str, Any]]) 
     quote_words = {w.lower() for w in words(quote)}
     subjects = quote_nouns(quote)
     names = [n for f in people for n in (f["name"], *f["aliases"]) if n]
+    if referred:
+        names += [n for f in referred for n in (f["name"], *f["aliases"]) if n]
     subject_at = None
     for n in sorted(names, key=len, reverse=True):
         at = first.find(n)
@@ -265,7 +276,13 @@ def check(book: str, data: dict[str, Any], gold: list[dict[str, Any]]) -> Score:
         if not content(prompt) - BOILERPLATE & content(quote):
             s.empty.append(short)
         people = named_in(quote, figures)
-        if not subject_action_first(prompt, quote, people):
+        # A figure the quote calls "I", "she" or "his": any figure of the prompt's people.
+        referred = (
+            [f for f in figures if f["name"] in sc["characters"]]
+            if PRONOUN_RE.search(quote)
+            else []
+        )
+        if not subject_action_first(prompt, quote, people, referred):
             s.no_subject.append(short)
         for f in people:
             s.named += 1

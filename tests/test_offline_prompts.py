@@ -165,7 +165,7 @@ def test_corpus_prompts_figures() -> None:
     # action (scene choice is another part's business: a gold scene may drop out).
     floors = {
         "gutenberg-pg11-alice.epub": 0.85,
-        "gutenberg3-pg84-images-3.epub": 0.5,
+        "gutenberg3-pg84-images-3.epub": 0.7,
         "standardebooks-f-scott-fitzgerald_the-great-gatsby.epub": 0.9,
         "the-lanternfruit-orchard.epub": 0.85,
     }
@@ -194,7 +194,7 @@ def test_corpus_prompts_figures() -> None:
         assert not score.simile, (label, score.simile[:3])
         assert not score.misread, (label, score.misread[:3])
         assert not score.no_look, (label, score.no_look[:3])
-        assert len(score.no_subject) <= 0.45 * score.scenes, (label, len(score.no_subject))
+        assert len(score.no_subject) <= 0.3 * score.scenes, (label, len(score.no_subject))
         assert score.gold_found >= 0.7 * score.gold, (label, score.gold_miss)
         assert score.gold_match >= floors[path.name] * score.gold_found, (label, score.gold_miss)
 
@@ -218,3 +218,29 @@ def test_scene_fields_agree_with_the_prompt_on_the_sample_book() -> None:
     for s in scenes:
         assert s.description.count("..") == 0 and ".\u2026." not in s.description
         assert s.lighting in segments(s) and f"{s.mood} mood" in segments(s)
+
+
+def test_the_opening_clause_carries_the_moment() -> None:
+    scene = scene_of(
+        "The grey ice cracked behind the boat and drifted slowly north; a cold breeze "
+        "sprang up from the west."
+    )
+    assert segments(scene)[0].startswith("The grey ice cracked behind the boat")
+
+
+def test_a_plural_noun_opening_a_sentence_can_be_its_subject() -> None:
+    scene = scene_of(
+        "Tears, unrestrained, fell from the old fisherman's eyes onto the wet deck; a sense "
+        "of mortal agony crept over the silent crew."
+    )
+    assert segments(scene)[0].startswith("Tears")
+
+
+def test_the_narrators_action_is_told_of_them_by_name() -> None:
+    scene = scene_of(
+        "I seized the heavy brass lantern in my trembling hands and ran down the wet stone "
+        "steps to the harbour."
+    )
+    first = segments(scene)[0]
+    assert first.startswith("the narrator seized the heavy brass lantern in their trembling")
+    assert " my " not in f" {first} "

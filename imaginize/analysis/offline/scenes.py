@@ -8,6 +8,7 @@ and never adjacent, become scenes described from their own words.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -414,7 +415,7 @@ class SceneBuilder:
         if figurative:
             # Up to the "like": no simile taken literally.
             end = _action_end(s, k, max(1, min(figurative) - 1 - k))
-        bonus = weight - _LATER * later - (_THIN if end - k < 2 else 0.0)
+        bonus = weight - _LATER * later - (_THIN if end - k < 2 else 0.0) - _deeper(s, k)
         rest = s.source[toks[start].start : toks[end].end]
         found = self._subject_before(i, start)
         if found is not None:
@@ -423,6 +424,8 @@ class SceneBuilder:
                 # The book's words from the subject to the end of the action.
                 text = s.source[toks[subj_start].start : toks[end].end]
             else:
+                if entry is not None and entry == self.narrator and toks[subj_start].text == "I":
+                    rest = _third_person(rest, self.entries[entry].gender)
                 text = f"{text} {rest}"
             name = _subject_name(s, subj_start, subj_end)
             return Moment(normalize_ws(text), entry, name, score + bonus)
@@ -491,6 +494,8 @@ class SceneBuilder:
             return None
         if toks[j].text[:1].isupper():
             if toks[j].initial and not in_lexicon(word, _ANY_SUBJECT):
+                if j == 0 and len(word) > 3 and word.endswith("s") and word not in NOT_NAMES:
+                    return j, j, None, 1.0, None  # "Tears, unrestrained, fell"
                 return None
             if not toks[j].initial:
                 # A name the catalogue does not know: "Marta Ashby skippered".
@@ -533,7 +538,9 @@ class SceneBuilder:
         """The figure a he/she at token j of sentence i means: the last one of that gender
         named before it in the sentence, else in the sentences before."""
         for h in reversed(self._figures(i)):
-            if h.last < j and self.entries[h.entry].gender == gender:
+            # In the same sentence a figure whose pronouns are unknown may be the one meant:
+            # "the face of the monster; he seemed to jeer".
+            if h.last < j and self.entries[h.entry].gender in (gender, None):
                 return h.entry
         found = self._referent(i, gender)
         if found is None:
@@ -1046,3 +1053,31 @@ def _lower_article(phrase: str) -> str:
     if head.lower() in _SUBJECT_DETERMINERS and rest:
         return f"{head.lower()} {rest}"
     return phrase
+
+
+_CLAUSE_COST = {",": 0.15, ";": 0.5, ":": 0.5, "\u2014": 0.5, "\u2013": 0.5}
+_MAX_DEPTH = 1.0
+
+
+def _deeper(s: Sentence, k: int) -> float:
+    """How far into its sentence token k is, in clause marks: the opening clause usually
+    carries the moment ("The ice cracked behind us ...; a breeze sprang from the west")."""
+    toks = s.tokens
+    gaps = s.source[toks[0].start : toks[k].start] if k else ""
+    return min(_MAX_DEPTH, sum(gaps.count(mark) * c for mark, c in _CLAUSE_COST.items()))
+
+
+_FIRST_TO_THIRD = {
+    "m": {"my": "his", "me": "him", "myself": "himself", "mine": "his"},
+    "f": {"my": "her", "me": "her", "myself": "herself", "mine": "hers"},
+}
+
+
+def _third_person(text: str, gender: str | None) -> str:
+    """ "gnashed my teeth" -> "gnashed his teeth": the narrator's action told of them by
+    name; "their" when the narrator's gender is unknown."""
+    table = _FIRST_TO_THIRD.get(gender or "", {"my": "their", "me": "them", "myself": "themself"})
+    return _FIRST_PERSON_RE.sub(lambda m: table.get(m.group().lower(), m.group()), text)
+
+
+_FIRST_PERSON_RE = re.compile(r"\b(?:my|me|myself|mine)\b", re.IGNORECASE)
