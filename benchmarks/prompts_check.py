@@ -27,6 +27,8 @@ a change to the analyzer's lexicon cannot move the yardstick. Per book it prints
 The gold (tests/data/gold/prompts/*.json) names, for about ten scenes per book chosen by
 reading the quote, the subject and the action of the moment; a scene matches when its prompt's
 first segment holds one of the gold subject words and one of the gold action words.
+"analyse s" is the time to analyse every chapter once the book-wide catalogue is built (the
+era included), to compare revisions run one after the other on a noisy machine.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ ENGLISH = (
 # Run in the child: every scene of each book as the pipeline makes them, and the figures of
 # the book-wide catalogue, as JSON.
 _CHILD = """
-import json, sys
+import json, sys, time
 import imaginize
 from benchmarks import source
 from imaginize.reading.epub import read_book
@@ -64,6 +66,8 @@ out = {}
 for path in sys.argv[1:]:
     book = read_book(path)
     analyzer = OfflineAnalyzer(book)
+    analyzer.warm_up()
+    started = time.perf_counter()
     scenes = []
     for chapter in book.chapters:
         for s in analyze_chapter(chapter, analyzer).scenes:
@@ -74,7 +78,8 @@ for path in sys.argv[1:]:
         for e in analyzer.catalogue.entries
         if e.kind.value in ("character", "creature") and not e.common
     ]
-    out[path] = {"scenes": scenes, "figures": figures}
+    seconds = time.perf_counter() - started
+    out[path] = {"scenes": scenes, "figures": figures, "seconds": seconds}
 print(json.dumps(out))
 """
 
@@ -376,14 +381,15 @@ def main() -> None:
         results = json.loads(run.stdout)
     print(
         f"{'book':31} {'scenes':>6} {'empty':>5} {'no subj+action':>14} {'named missing':>13} "
-        f"{'no look':>9} {'setting misread':>15} {'simile':>6} {'gold':>10}"
+        f"{'no look':>9} {'setting misread':>15} {'simile':>6} {'gold':>10} {'analyse s':>9}"
     )
     for label, path, gold in todo:
         s = check(label, results[str(path)], gold)
         print(
             f"{label:31} {s.scenes:>6} {len(s.empty):>5} {_pct(len(s.no_subject), s.scenes):>14} "
             f"{f'{len(s.missing)}/{s.named}':>13} {f'{len(s.no_look)}/{s.with_look}':>9} "
-            f"{len(s.misread):>15} {len(s.simile):>6} {f'{s.gold_match}/{s.gold}':>10}"
+            f"{len(s.misread):>15} {len(s.simile):>6} {f'{s.gold_match}/{s.gold}':>10} "
+            f"{results[str(path)]['seconds']:>9.2f}"
         )
         for what, items in (
             ("empty", s.empty),

@@ -306,7 +306,7 @@ class SceneBuilder:
         self.narrator = catalogue.narrator
         self.narrated = narrated_tokens(sentences)
         # Tokens inside a comparison ("like a wild beast") describe nothing in the picture.
-        self.figurative = [figurative_tokens(x) for x in sentences]
+        self.figurative = _Figurative(sentences)
         self.per_sentence: list[list[Hit]] = [[] for _ in sentences]
         for h in hits:
             self.per_sentence[h.sentence].append(h)
@@ -795,6 +795,21 @@ class SceneBuilder:
             where = f" of {setting.removeprefix('by ')}" if setting else ""
             return f"wide establishing shot{where}" + (f", {named[0]} in frame" if named else "")
         return f"medium shot of {named[0]}" if named else "medium shot"
+
+
+class _Figurative:
+    """Per sentence, the tokens inside a comparison (`figurative_tokens`), worked out the
+    first time a sentence is looked at: most sentences of a chunk never are."""
+
+    def __init__(self, sentences: Sequence[Sentence]) -> None:
+        self._sentences = sentences
+        self._found: dict[int, frozenset[int]] = {}
+
+    def __getitem__(self, i: int) -> frozenset[int]:
+        found = self._found.get(i)
+        if found is None:
+            found = self._found[i] = figurative_tokens(self._sentences[i])
+        return found
 
 
 def _subject_start(s: Sentence, first: int) -> int:
