@@ -226,7 +226,7 @@ def subject_action_first(
 # A comparison: "like (a) ...", "as if ...", "as though ...", "as pale as a ..." up to the
 # next clause mark or "and". "like" after a subject or an auxiliary is the verb ("I like").
 _SIMILE_RE = re.compile(
-    r"(?<!\bI )(?<!\bwe )(?<!\byou )(?<!\bthey )(?<!\bwould )(?<!\bshould )(?<!\bdid )"
+    r"(?<!\bI )(?<!\bwe )(?<!\byou )(?<!\bthey )(?<!\bwould )(?<!\bshould )(?<!\bdid )(?<!\bnot )"
     r"\b(?:like(?! to\b)|as if|as though|as \w+ as (?=(?:a|an|the)\b))\s+"
     r"([^,;:.!?\u2014\u2013()]*?)(?=\s+and\b|[,;:.!?\u2014\u2013()]|$)",
     re.IGNORECASE,

@@ -244,3 +244,32 @@ def test_the_narrators_action_is_told_of_them_by_name() -> None:
     first = segments(scene)[0]
     assert first.startswith("the narrator seized the heavy brass lantern in their trembling")
     assert " my " not in f" {first} "
+
+
+def test_no_moment_from_a_relative_clause_or_a_participle() -> None:
+    # "which she had wept" tells of another time.
+    scene = scene_of(
+        "Alice was tired. Poor Alice looked sadly at the great pool of salt tears which she "
+        "had wept when she was nine feet high."
+    )
+    assert segments(scene)[0] == "Poor Alice looked sadly at the great pool of salt tears"
+    # "with draggled feathers" is no doing: nothing acts here, so the quote leads.
+    text = "Down on the muddy bank, the birds with draggled feathers and the animals with fur."
+    assert segments(scene_of(text))[0] == text
+
+
+def test_a_hyphenated_subject_with_its_article_and_no_thought_verbs() -> None:
+    scene = scene_of(
+        "A large rose-tree stood near the entrance of the walled garden, and the gardener "
+        "guessed that the roses were white."
+    )
+    assert segments(scene)[0].startswith("A large rose-tree stood near the entrance")
+
+
+def test_the_fallback_quote_keeps_the_prompts_parts_apart() -> None:
+    scene = scene_of(
+        "It was a most beautiful season; never did the fields seem more green; but my "
+        "eyes were insensible to the charms of nature, and the grey days went on."
+    )
+    first = segments(scene)[0]
+    assert first.startswith("It was a most beautiful season, never did the fields")

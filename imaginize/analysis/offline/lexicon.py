@@ -493,6 +493,8 @@ UNSEEN_VERBS = words(
     noticed hoped added answered asked replied continued repeated remarked explained
     returned learned learnt liked loved hated needed used happened interrupted observed
     suggested insisted declared agreed promised pretended called listened waited tried
+    guessed fancied imagined feared doubted recollected perceived resolved determined
+    reflected desired resolved intended believed hesitated
     """
 )
 

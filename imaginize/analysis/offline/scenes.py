@@ -108,6 +108,10 @@ _SUBJECT_DETERMINERS = words(
     "the a an this that these those his her its their my our your one two three some each"
 )
 _OWNERS = {"his": "m", "her": "f", "its": "n", "my": "i"}
+_RELATIVES = words("which that whom whose")
+_BE = words("was were is are be been being")
+# An action ends before a clause of its own: "the pool of tears which she had wept".
+_CLAUSE_OPENERS = words("which who whom whose that when while because though although until")
 # Subjects a picture can be built on: beasts, vessels and people first, then things to draw.
 _STRONG_SUBJECTS = CREATURES | VEHICLES
 _PEOPLE = PERSON_NOUNS | OCCUPATIONS
@@ -404,12 +408,16 @@ class SceneBuilder:
             return None  # "the amputated wheel" is a verb form; "pointed" may be either
         if not _finite(verb) or (k > 0 and toks[k - 1].lower in _SUBJECT_DETERMINERS):
             return None  # "a certain point", "the wicked man": nouns and adjectives
+        if k > 0 and toks[k - 1].lower in _ANY_PREPOSITION:
+            return None  # "the birds with draggled feathers"
         weight = 1.0 if any(v in ACTION_VERBS for v in stem_variants(verb)) else 0.5
         if verb in ("was", "were", "is", "are"):
             weight = 1.0 if any(v in ACTION_VERBS for v in stem_variants(after)) else 0.5
         start = k
         while start > 0 and _plain(s, start - 1) and _auxiliary(toks[start - 1].lower):
             start -= 1
+        if weight < 1.0 and any(t.lower in _BE for t in toks[start:k]):
+            return None  # "Alice was tired": a state, not a doing
         end = _action_end(s, k, _MOMENT_REACH)
         figurative = [x for x in self.figurative[i] if k < x <= end]
         if figurative:
@@ -477,6 +485,8 @@ class SceneBuilder:
         toks = s.tokens
         if j < 0 or j in self.figurative[i] or not self.narrated[i][j]:
             return None
+        if j > 0 and toks[j - 1].lower in _RELATIVES:
+            return None  # "the pool of tears which she had wept": not the scene's doing
         for h in self.per_sentence[i]:
             if h.last == j and _is_figure(self.entries[h.entry]):
                 e = self.entries[h.entry]
@@ -490,7 +500,7 @@ class SceneBuilder:
             if ref is None:
                 return j, j, None, 0.5, None
             return j, j, ref, 2.8, self.entries[ref].name
-        if word in NOT_NAMES or word in _AUXILIARIES or not toks[j].text.isalpha():
+        if word in NOT_NAMES or word in _AUXILIARIES or not toks[j].text.replace("-", "").isalpha():
             return None
         if toks[j].text[:1].isupper():
             if toks[j].initial and not in_lexicon(word, _ANY_SUBJECT):
@@ -816,7 +826,7 @@ def _subject_start(s: Sentence, first: int) -> int:
     """Where the subject ending at token `first` begins: "the Hatter" -> at "the", and
     "the March Hare and the Hatter" -> at the first "the" (when both are names)."""
     toks = s.tokens
-    start = first - 1 if first > 0 and toks[first - 1].lower == "the" else first
+    start = first - 1 if first > 0 and toks[first - 1].lower in ("the", "a", "an") else first
     if start > 1 and toks[start - 1].lower == "and" and toks[start - 2].text[:1].isupper():
         start -= 2
         while start > 0 and (toks[start - 1].text[:1].isupper() or toks[start - 1].lower == "the"):
@@ -961,10 +971,11 @@ def _is_proper(t: Token) -> bool:
 
 
 def _trimmed(text: str, limit: int) -> str:
-    """The text cut to `limit` words on a word boundary, without a dangling comma."""
-    parts = text.split()
+    """The text cut to `limit` words on a word boundary, without a dangling comma; its
+    semicolons become commas, as "; " separates the parts of a prompt."""
+    parts = text.replace(";", ",").split()
     if len(parts) <= limit:
-        return text.rstrip()
+        return " ".join(parts)
     return " ".join(parts[:limit]).rstrip(",;:\u2014\u2013-") + "\u2026"
 
 
@@ -1038,7 +1049,12 @@ def _action_end(s: Sentence, k: int, limit: int) -> int:
     it")."""
     toks = s.tokens
     end = k
-    while end + 1 < len(toks) and end + 1 - k < limit and _plain(s, end):
+    while (
+        end + 1 < len(toks)
+        and end + 1 - k < limit
+        and _plain(s, end)
+        and toks[end + 1].lower not in _CLAUSE_OPENERS
+    ):
         end += 1
     # Not cut inside a noun phrase: "lit the great" goes on to "lit the great brass lamp".
     reach = end + _PHRASE_REACH
