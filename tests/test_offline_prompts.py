@@ -273,3 +273,28 @@ def test_the_fallback_quote_keeps_the_prompts_parts_apart() -> None:
     )
     first = segments(scene)[0]
     assert first.startswith("It was a most beautiful season, never did the fields")
+
+
+def test_an_action_is_cut_at_a_clause_not_inside_a_phrase() -> None:
+    scene = scene_of("Ned Harlow pointed at a gorgeous, scarcely human orchid of a woman.")
+    assert (
+        segments(scene)[0] == "Ned Harlow pointed at a gorgeous, scarcely human orchid of a woman"
+    )
+    scene = scene_of(
+        "Ned Harlow went next door and found Mr. Gatz walking up and down the long hall."
+    )
+    assert segments(scene)[0].startswith("Ned Harlow went next door and found Mr. Gatz walking")
+    scene = scene_of(
+        "Ned Harlow was walking ahead of me along the wide grey avenue past the tall white "
+        "houses in his alert and aggressive way."
+    )
+    assert segments(scene)[0] == ("Ned Harlow was walking ahead of me along the wide grey avenue")
+
+
+def test_another_clause_after_a_comma_is_no_aside() -> None:
+    scene = scene_of(
+        "The sun had gone down behind the tall grey towers in the West Fifties, and the "
+        "clear voices of children, already gathered like crickets on the grass, rose "
+        "through the hot twilight."
+    )
+    assert segments(scene)[0] == "the clear voices of children rose through the hot twilight"

@@ -22,6 +22,7 @@ from imaginize.analysis.offline.describe import (
     visual_noun_spans,
 )
 from imaginize.analysis.offline.lexicon import (
+    ABBREVIATIONS,
     ACTION_VERBS,
     BODY,
     CLOTHING,
@@ -134,8 +135,12 @@ _LATER = 0.3  # a clause in a later sentence of the window needs this much more 
 _THIN = 0.7  # "Alice fell": a verb with next to nothing after it shows little
 # Words an action should not end on ("stirring a large cauldron which" -> "... cauldron").
 _DANGLING_ACTION = words(
-    "a an the and or but nor of to with in on at by for from as that which who whom than "
-    "like his its their my our your into onto upon over under about through"
+    """
+    a an the and or but nor of to with in on at by for from as that which who whom than
+    like his its their my our your into onto upon over under about through among between
+    across along around behind beside toward towards near past beyond within without
+    against after before during he she they we i
+    """
 )
 # "was trying to", "was going to": an -ing that shows nothing.
 _UNSEEN_ING = words(
@@ -459,7 +464,7 @@ class SceneBuilder:
                 return None
             aside = True
         found = self._subject_at(i, j)
-        if found is None and not aside:
+        if found is None:
             # "Tom Buchanan in riding clothes was standing": past a short modifier.
             for p in range(j, max(0, j - 8), -1):
                 if not _plain(s, p - 1) or (p > 0 and not self.narrated[i][p - 1]):
@@ -475,7 +480,9 @@ class SceneBuilder:
             return None
         first, last, entry, score, text = found
         if aside and text is None:
-            text = s.source[toks[first].start : toks[last].end]
+            # The subject with its modifier, the aside left out: "the clear voices of
+            # children, already gathered like crickets on the grass, rose".
+            text = s.source[toks[first].start : toks[max(last, j)].end]
         return first, last, entry, score, text
 
     def _subject_at(self, i: int, j: int) -> tuple[int, int, int | None, float, str | None] | None:
@@ -955,10 +962,25 @@ def _aside_start(s: Sentence, j: int) -> int | None:
     for m in range(j, max(0, j - _ASIDE_REACH), -1):
         before = s.source[toks[m - 1].end : toks[m].start].strip()
         if before == gap or (gap != "," and before in _ASIDE_MARKS):
-            return m - 1
+            # ", who had been ...", ", a tall man,", ", unable to ...": an aside; not
+            # ", and the clear voices of children," (another clause).
+            return m - 1 if _opens_aside(toks[m].lower) else None
         if before:
             return None
     return None
+
+
+_ASIDE_OPENERS = words(
+    "who which whose whom where a an with in still now already perhaps unable unrestrained"
+)
+
+
+def _opens_aside(word: str) -> bool:
+    return (
+        word in _ASIDE_OPENERS
+        or word in VISUAL_ADJECTIVES
+        or (len(word) > 4 and word.endswith(("ed", "ing", "ly")))
+    )
 
 
 def _subject_name(s: Sentence, first: int, last: int) -> str:
@@ -1052,10 +1074,27 @@ def _action_end(s: Sentence, k: int, limit: int) -> int:
     while (
         end + 1 < len(toks)
         and end + 1 - k < limit
-        and _plain(s, end)
+        and (_plain(s, end) or _abbreviated(s, end))
         and toks[end + 1].lower not in _CLAUSE_OPENERS
     ):
         end += 1
+    if (
+        end > k + 1
+        and end + 1 < len(toks)
+        and toks[end - 1].lower in _SUBJECT_DETERMINERS
+        and s.source[toks[end].end : toks[end + 1].start].strip() == ","
+    ):
+        # "indicated a gorgeous, scarcely human orchid": the comma is inside the phrase.
+        end += 1
+        stop = min(len(toks) - 1, end + _PHRASE_REACH)
+        while end < stop and _plain(s, end):
+            end += 1
+    if end + 1 - k >= limit and end + 1 < len(toks) and _plain(s, end):
+        # Cut by the limit mid-phrase ("along Fifth Avenue in his alert"): end before the
+        # last short prepositional phrase instead.
+        for p in range(end, max(k + 2, end - 3), -1):
+            if toks[p].lower in _ANY_PREPOSITION:
+                return _trim_dangling(toks, k, p - 1)
     # Not cut inside a noun phrase: "lit the great" goes on to "lit the great brass lamp".
     reach = end + _PHRASE_REACH
     while (
@@ -1064,9 +1103,23 @@ def _action_end(s: Sentence, k: int, limit: int) -> int:
         and (toks[end].lower in _DANGLING_ACTION or toks[end].lower in VISUAL_ADJECTIVES)
     ):
         end += 1
+    return _trim_dangling(toks, k, end)
+
+
+def _trim_dangling(toks: Sequence[Token], k: int, end: int) -> int:
     while end > k and toks[end].lower in _DANGLING_ACTION:
         end -= 1
     return end
+
+
+def _abbreviated(s: Sentence, j: int) -> bool:
+    """ "Mr. Gatz": a full stop after an abbreviation or an initial does not end a clause."""
+    toks = s.tokens
+    return (
+        j + 1 < len(toks)
+        and s.source[toks[j].end : toks[j + 1].start].strip() == "."
+        and (toks[j].text in ABBREVIATIONS or (len(toks[j].text) == 1 and toks[j].text.isupper()))
+    )
 
 
 def _is_name_word(t: Token) -> bool:
