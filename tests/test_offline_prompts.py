@@ -298,3 +298,10 @@ def test_another_clause_after_a_comma_is_no_aside() -> None:
         "through the hot twilight."
     )
     assert segments(scene)[0] == "the clear voices of children rose through the hot twilight"
+
+
+def test_a_comma_after_a_whole_phrase_still_ends_the_action() -> None:
+    scene = scene_of(
+        "Ned Harlow rose and quitted the room with his nurse, and in a moment he came."
+    )
+    assert segments(scene)[0] == "Ned Harlow rose and quitted the room with his nurse"

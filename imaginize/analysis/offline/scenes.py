@@ -1083,6 +1083,9 @@ def _action_end(s: Sentence, k: int, limit: int) -> int:
         and end + 1 < len(toks)
         and toks[end - 1].lower in _SUBJECT_DETERMINERS
         and s.source[toks[end].end : toks[end + 1].start].strip() == ","
+        and toks[end + 1].text[:1].islower()
+        and toks[end + 1].lower not in NOT_NAMES
+        and toks[end + 1].lower not in _ANY_PREPOSITION
     ):
         # "indicated a gorgeous, scarcely human orchid": the comma is inside the phrase.
         end += 1
