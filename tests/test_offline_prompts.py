@@ -258,6 +258,14 @@ def test_no_moment_from_a_relative_clause_or_a_participle() -> None:
     assert segments(scene_of(text))[0] == text
 
 
+def test_a_naming_participle_is_no_action() -> None:
+    scene = scene_of(
+        "They were a party of three on tall horses, a man named Sloane and a pretty woman "
+        "in a brown riding-habit, and the bay mare stamped on the gravel."
+    )
+    assert segments(scene)[0].startswith("the bay mare stamped on the gravel")
+
+
 def test_a_hyphenated_subject_with_its_article_and_no_thought_verbs() -> None:
     scene = scene_of(
         "A large rose-tree stood near the entrance of the walled garden, and the gardener "

@@ -494,7 +494,7 @@ UNSEEN_VERBS = words(
     returned learned learnt liked loved hated needed used happened interrupted observed
     suggested insisted declared agreed promised pretended called listened waited tried
     guessed fancied imagined feared doubted recollected perceived resolved determined
-    reflected desired resolved intended believed hesitated
+    reflected desired resolved intended believed hesitated named christened dubbed
     """
 )
 
