@@ -259,11 +259,8 @@ def test_no_moment_from_a_relative_clause_or_a_participle() -> None:
 
 
 def test_a_naming_participle_is_no_action() -> None:
-    scene = scene_of(
-        "They were a party of three on tall horses, a man named Sloane and a pretty woman "
-        "in a brown riding-habit, and the bay mare stamped on the gravel."
-    )
-    assert segments(scene)[0].startswith("the bay mare stamped on the gravel")
+    text = "They were a party of three on horseback, a man named Sloane and a pretty woman."
+    assert segments(scene_of(text))[0] == text
 
 
 def test_a_hyphenated_subject_with_its_article_and_no_thought_verbs() -> None:
