@@ -304,3 +304,11 @@ def test_names_after_a_locative_preposition_are_places() -> None:
     )
     names = {n.name: n.kind for n in paragraphs_module.Names(split_text(text)).names}
     assert names == {"Tomás": ElementKind.CHARACTER, "Sevilla": ElementKind.PLACE}
+
+
+def test_a_japanese_quotation_taken_up_by_to_is_one_sentence() -> None:
+    text = "「どこへ行くの？」と母が聞いた。「川まで」花子は答えた。"
+    assert [s for s, _ in _speech(text)] == [
+        "「どこへ行くの？」と母が聞いた。",
+        "「川まで」花子は答えた。",
+    ]

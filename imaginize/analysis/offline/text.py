@@ -87,9 +87,11 @@ def sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 def _is_boundary(text: str, m: re.Match[str], end: int) -> bool:
     mark = m.group()
-    if mark[0] in _CJK_TERMINATORS:
-        return True
     after = m.end()
+    if mark[0] in _CJK_TERMINATORS:
+        # A Japanese quotation closed and taken up by "と" ("said that") goes on, as in
+        # 「…？」と母が聞いた。; any other closing mark ends the sentence.  # noqa: RUF003
+        return not (mark[-1] in "」』" and after < end and text[after] == "と")
     if after >= end:
         return True
     if not text[after].isspace():
