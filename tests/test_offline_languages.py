@@ -312,3 +312,17 @@ def test_a_japanese_quotation_taken_up_by_to_is_one_sentence() -> None:
         "「どこへ行くの？」と母が聞いた。",
         "「川まで」花子は答えた。",
     ]
+
+
+def test_after_a_cut_inside_a_sentence_the_next_stanza_starts_a_sentence() -> None:
+    lines = [f"the road wound past farm {n}," for n in range(9)]
+    lines[8] = "and ended at the sea."
+    lines += [
+        "The gulls cried out,",
+        "the boats came in,",
+        "the nets were hung,",
+        "the day was done.",
+    ]
+    units = [s.text.split("\n\n") for s in split_text("\n\n".join(lines))]
+    assert [len(u) for u in units] == [8, 1, 4]
+    assert units[2][0] == "The gulls cried out,"

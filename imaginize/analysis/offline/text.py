@@ -210,16 +210,20 @@ def _stanzas(text: str, run: Sequence[tuple[int, int]]) -> list[list[tuple[int, 
     out: list[list[tuple[int, int]]] = []
     current: list[tuple[int, int]] = []
     words = 0.0
+    # After a cut inside a sentence, the rest of that sentence is a unit of its own, so the
+    # next stanza starts where a sentence does.
+    rest_of_sentence = False
     for a, b in run:
         size = word_length(text[a:b])
         if current and (len(current) >= STANZA_LINES or words + size > STANZA_WORDS):
             out.append(current)
-            current, words = [], 0.0
+            current, words, rest_of_sentence = [], 0.0, True
         current.append((a, b))
         words += size
-        if len(current) >= _STANZA_MIN and _LINE_END_RE.search(text, a, b):
+        least = 1 if rest_of_sentence else _STANZA_MIN
+        if len(current) >= least and _LINE_END_RE.search(text, a, b):
             out.append(current)
-            current, words = [], 0.0
+            current, words, rest_of_sentence = [], 0.0, False
     if current:
         out.append(current)
     return out
