@@ -262,10 +262,15 @@ class Catalogue:
     def find(self, sentences: Sequence[Sentence]) -> list[Hit]:
         """Every mention of a catalogued element, in text order; longest name wins."""
         hits: list[Hit] = []
+        names, common = self._names, self._common
         for si, s in enumerate(sentences):
             toks = s.tokens
             i = 0
             while i < len(toks):
+                t = toks[i]
+                if t.base not in names and t.lower not in common and not t.possessive:
+                    i += 1  # most words start no name: no call for them
+                    continue
                 hit = self._match_name(si, s, i) or self._match_common(si, s, i)
                 if hit is None:
                     i += 1

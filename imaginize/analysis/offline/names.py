@@ -102,10 +102,12 @@ class _Stats:
         self.lower: Counter[str] = Counter()
         for s in sentences:
             for t in s.tokens:
-                if is_capitalised(t):
+                b = t.base
+                # `is_capitalised`, inline: this sees every token of the book.
+                if b[:1].isupper() and not (len(b) > 1 and b.isupper()):
                     if not t.initial:
-                        self.mid_caps[t.base] += 1
-                elif t.base[:1].islower():
+                        self.mid_caps[b] += 1
+                elif b[:1].islower():
                     self.lower[t.lower] += 1
 
     def can_start(self, tok: Token) -> bool:
@@ -131,7 +133,10 @@ def find_mentions(sentences: Sequence[Sentence], stats: _Stats) -> list[Mention]
         toks = s.tokens
         i = 0
         while i < len(toks):
-            if not stats.can_start(toks[i]) and not _titled_start(s, i):
+            # Every name starts with a capital (titles too): most tokens go no further.
+            if not toks[i].base[:1].isupper() or (
+                not stats.can_start(toks[i]) and not _titled_start(s, i)
+            ):
                 i += 1
                 continue
             j = _run_end(s, i)
