@@ -64,6 +64,7 @@ class OfflineAnalyzer:
         chapter's time limit (minutes on a huge book) while the chapter is held."""
         if self.language is None or languages.is_english(self.language):
             _ = self.catalogue
+            _ = self.era  # a scan of the whole text too: not inside a held chapter
         else:
             _ = self.names
 
