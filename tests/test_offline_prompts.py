@@ -310,3 +310,10 @@ def test_a_comma_after_a_whole_phrase_still_ends_the_action() -> None:
         "Ned Harlow rose and quitted the room with his nurse, and in a moment he came."
     )
     assert segments(scene)[0] == "Ned Harlow rose and quitted the room with his nurse"
+
+
+def test_warm_up_finds_the_era_before_any_chapter() -> None:
+    book = book_of(["In the summer of 1922 he came east. In 1919 the farm was sold."])
+    analyzer = OfflineAnalyzer(book)
+    analyzer.warm_up()
+    assert analyzer._era == "1920s period setting"
