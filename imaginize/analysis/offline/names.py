@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from imaginize.analysis.offline.lexicon import (
@@ -270,7 +270,7 @@ def group_names(sentences: Sequence[Sentence], min_count: int | None = None) -> 
     genders = {k: _decide_gender(v, 2) for k, v in votes.items()}
     leaning = {k: _decide_gender(v, 1) for k, v in votes.items()}
     links = [*_nicknames(sentences, mentions), *_species_appositions(sentences, mentions)]
-    clusters = _cluster(by_key, genders, links, leaning)
+    clusters = _cluster(by_key, genders, links, leaning, _relatives(sentences, by_key))
     groups: list[NameGroup] = []
     for keys in clusters:
         ms = sorted((m for k in keys for m in by_key[k]), key=lambda m: (m.sentence, m.first))
@@ -405,14 +405,51 @@ def _nicknames(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> li
     return out
 
 
+_KIN = words("mother father son daughter")
+_KIN_OWNERS = words("his her their")
+
+
+def _relatives(sentences: Sequence[Sentence], by_key: dict[Key, list[Mention]]) -> set[Key]:
+    """Titled surnames the text calls someone's parent or child, beside the given name of
+    another of that surname: "Madame Moritz, her mother, was a widow ..., of whom Justine was
+    the third". She is Justine Moritz's mother, not Justine by her title. Spouses are left
+    out: "Mrs. Wilson, her husband's wife" is Myrtle Wilson."""
+    givens: dict[str, set[str]] = defaultdict(set)
+    for k in by_key:
+        c = core(k)
+        if len(c) == 2 and c[0] not in HONORIFICS:
+            givens[c[1]].add(c[0])
+    out: set[Key] = set()
+    for k, ms in by_key.items():
+        if len(k) != 2 or k[0] not in HONORIFICS or not givens.get(k[1]):
+            continue
+        for m in ms:
+            toks = sentences[m.sentence].tokens
+            after = toks[m.last + 1 : m.last + 3]
+            if not (
+                toks[m.last].comma_after
+                and len(after) == 2
+                and after[0].lower in _KIN_OWNERS
+                and after[1].lower in _KIN
+            ):
+                continue
+            near = sentences[max(0, m.sentence - 1) : m.sentence + 2]
+            if any(t.base in givens[k[1]] for s in near for t in s.tokens):
+                out.add(k)
+                break
+    return out
+
+
 def _cluster(
     by_key: dict[Key, list[Mention]],
     genders: dict[Key, str | None],
     links: Sequence[tuple[Key, Key]] = (),
     leaning: dict[Key, str | None] | None = None,
+    apart: Collection[Key] = (),
 ) -> list[list[Key]]:
     """Merge keys naming the same thing: same core, or a single word that is the first (or
-    the only possible last) word of longer names, or names `links` says are one."""
+    the only possible last) word of longer names, or names `links` says are one. Titled
+    surnames in `apart` (a parent or child of that surname: `_relatives`) stay on their own."""
     by_core: dict[Key, list[Key]] = defaultdict(list)
     for k in sorted(by_key):
         by_core[core(k)].append(k)
@@ -445,7 +482,7 @@ def _cluster(
             root = find(_titled_owner(k, c, lasts, genders))
             g = HONORIFICS.get(k[0]) if len(k) > 1 else None
             clash = g is not None and root_gender.get(root) not in (None, g)
-            clusters[k if clash else root].append(k)
+            clusters[k if clash or k in apart else root].append(k)
     out: list[list[Key]] = []
     for _, ks in sorted(clusters.items()):
         out.extend(_by_title_class(ks, by_key, lean))
@@ -741,9 +778,29 @@ def _make_group(
     best = _best_key(keys, counts)
     aliases = [displays[k] for k in sorted(keys, key=lambda k: (-counts[k], k)) if k != best]
     kind, person = _classify(sentences, keys, mentions, gender)
-    if kind == ElementKind.CHARACTER and not _is_person(person, gender, len(mentions)):
+    if kind == ElementKind.CHARACTER and (
+        not _is_person(person, gender, len(mentions)) or _in_titles(sentences, mentions)
+    ):
         return None
     return NameGroup(displays[best], kind, keys, aliases[:8], gender, mentions)
+
+
+def _in_titles(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> bool:
+    """Whether a name is mostly met as the end of a title, "the <Capitalised> of ...": "the
+    Sorrows of Werter" (a book the characters read), not someone who comes on stage. Titles
+    of people ("the Duke of York") are part of the name itself and never get here."""
+    titled = 0
+    for m in mentions:
+        toks = sentences[m.sentence].tokens
+        if (
+            m.first >= 3
+            and toks[m.first - 1].lower == "of"
+            and is_capitalised(toks[m.first - 2])
+            and toks[m.first - 2].base not in HONORIFICS
+            and toks[m.first - 3].lower == "the"
+        ):
+            titled += 1
+    return titled >= 2 and 2 * titled >= len(mentions)
 
 
 def _best_key(keys: list[Key], counts: dict[Key, int]) -> Key:
