@@ -1,7 +1,7 @@
 """The offline analyzer on a 2,000-chapter book: what a user waits for, and what it costs.
 
     python -m benchmarks.offline_scale [--snapshot REV ...] [--chapters 2000] [--words 1000]
-                                       [--jobs default,1,2] [--no-split]
+                                       [--jobs default,1,2] [--again] [--no-split]
 
 Issue 11's target: a 2,000-chapter book offline in under 60 s here, the worker under 300 MB.
 
@@ -17,6 +17,8 @@ measured side by side, one run after the other for each `-j`) and each `-j`:
   XDG_CACHE_HOME and XDG_CONFIG_HOME: wall clock from start to exit (which must be 0), and
   the peak RSS of every process of the run (VmHWM from /proc, read every 0.1 s while each
   lives): the CLI, the forkserver, each worker;
+- with `--again`, the first `-j` once more with `--force` into the same folder: what a second
+  run, or another terminal, on the same book waits for;
 - unless `--no-split`, the same work in one process, step by step: reading the EPUB, the
   book-wide catalogue (`OfflineAnalyzer.warm_up`), `analyze_chapter` of every chapter, and
   writing the results and guides; with the peak RSS after each step (ru_maxrss).
@@ -223,7 +225,10 @@ def sample(root: int, run: Run) -> None:
         todo += [(k, proc.role) for k in kids.get(pid, [])]
 
 
-def run_cli(book: Path, root: Path, src: Path | None, jobs: str, label: str) -> Run:
+def run_cli(
+    book: Path, root: Path, src: Path | None, jobs: str, label: str, again: bool = False
+) -> Run:
+    """`imaginize BOOK` offline; `again`: with --force, into the folder of the run before."""
     out = root / f"out-{label}-{jobs}"
     env = source.environ(
         src, XDG_CACHE_HOME=str(root / f"cache-{label}-{jobs}"), XDG_CONFIG_HOME=str(root)
@@ -233,8 +238,10 @@ def run_cli(book: Path, root: Path, src: Path | None, jobs: str, label: str) -> 
     cmd = [*source.python(), "-m", "imaginize", str(book), "-o", str(out)]
     if jobs != "default":
         cmd += ["-j", jobs]
+    if again:
+        cmd += ["--force"]
     run = Run(f"{label} -j {jobs}")
-    with open(root / f"log-{label}-{jobs}.txt", "w") as log:
+    with open(root / f"log-{label}-{jobs}{'-again' if again else ''}.txt", "w") as log:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
@@ -279,6 +286,11 @@ def main() -> None:
         "--jobs", default="default,1,2", help="-j values, comma-separated ('default': none)"
     )
     parser.add_argument("--no-split", action="store_true", help="skip the in-process split")
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="then the first -j once more with --force into the same folder (a second run)",
+    )
     args = parser.parse_args()
     # Each REV fixed to its commit now: HEAD moves while others commit.
     revs = [None if r == "-" else _commit(r) for r in (args.snapshot or ["-"])]
@@ -302,6 +314,13 @@ def main() -> None:
                     run = run_cli(book, root, src, j, f"r{i}")
                     run.label = f"{names[rev]} -j {j}"
                     runs[rev].append(run)
+                    _print_run(run)
+            if args.again:
+                j = jobs[0]
+                for i, rev in enumerate(revs):
+                    root, src = spaces[rev]
+                    run = run_cli(book, root, src, j, f"r{i}", again=True)
+                    run.label = f"{names[rev]} -j {j} --force, again"
                     _print_run(run)
             if not args.no_split:
                 for i, rev in enumerate(revs):
