@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from imaginize.analysis.offline import analyzer as offline
+from imaginize.analysis.offline import cache as catalogue_cache
 from imaginize.analysis.providers import ProviderConfig, ProviderKind
 from imaginize.coordination import manifest as mf
 from imaginize.coordination.atomic import write_json_atomic
@@ -400,13 +400,14 @@ def test_the_offline_index_is_built_before_the_first_claim(
     spec, book = make_book(tmp_path, "one", 2)
     built: list[float] = []
 
-    class SlowCatalogue(offline.Catalogue):
+    class SlowCatalogue(catalogue_cache.Catalogue):
         def __init__(self, texts: list[str]) -> None:
             time.sleep(1.0)
             super().__init__(texts)
             built.append(time.time())
 
-    monkeypatch.setattr(offline, "Catalogue", SlowCatalogue)
+    # The catalogue is built through its cache (one build per book, not per worker).
+    monkeypatch.setattr(catalogue_cache, "Catalogue", SlowCatalogue)
     events: list[object] = []
     quick = replace(spec, settings=replace(spec.settings, chapter_timeout=0.5))
     assert run_worker(quick, "w1", book=book, sink=events.append) == 2
