@@ -200,3 +200,39 @@ def test_concurrent_processes_build_it_once(tmp_path: Path, texts: list[str]) ->
     assert sum(r["built"] for r in results) == 1
     assert all(r["catalogue"] == Catalogue(texts).to_json() for r in results)
     assert cache.load(folder, cache.catalogue_key(texts)) is not None
+
+
+# Run in the child: build, then hang where the file would be renamed into place.
+_KILLED = """
+import os, sys, time
+from pathlib import Path
+from imaginize.analysis.offline import cache
+from imaginize.reading.epub import read_book
+texts = [c.text for c in read_book(sys.argv[1]).chapters]
+def hang(src, dst):
+    print("written", flush=True)
+    time.sleep(120)
+os.replace = hang
+cache.book_catalogue(texts, Path(sys.argv[2]))
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_file(tmp_path: Path, texts: list[str]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED, str(SAMPLE), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "written"
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+        if child.stdout is not None:
+            child.stdout.close()
+    assert not (tmp_path / cache.CACHE_NAME).exists()  # only its temp file, never a half one
+    catalogue = cache.book_catalogue(texts, tmp_path)  # the lock died with its holder
+    assert cache.load(tmp_path, cache.catalogue_key(texts)) is not None
+    assert same(catalogue, Catalogue(texts))
