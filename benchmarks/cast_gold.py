@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,15 +192,7 @@ def main() -> None:
         src,
         _,
     ):
-        run = subprocess.run(
-            [*source.python(), "-c", _CHILD, *(str(p) for _, p in books)],
-            cwd=root,
-            env=source.environ(src),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        results = json.loads(run.stdout)
+        results = source.child_json(root, src, _CHILD, [p for _, p in books])
     print(
         f"{'book':34} {'real in top 30':>15} {'mains merged':>13} {'non-people as people':>21} "
         f"{'as their kind':>14} {'looks carried':>14}"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,15 +121,7 @@ def main() -> None:
     print(source.describe(args.snapshot), flush=True)
     with source.workspace(args.snapshot, "imaginize-chapters-", "the reader") as (root, src, _):
         books = cases(root)
-        run = subprocess.run(
-            [*source.python(), "-c", _CHILD, *(str(p) for _, p, _ in books)],
-            cwd=root,
-            env=source.environ(src),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        results = json.loads(run.stdout)
+        results = source.child_json(root, src, _CHILD, [p for _, p, _ in books])
     print(f"{'book':66} {'expect':>6} {'found':>5} {'titles':>6} {'extra':>5} {'miss':>4}  exact")
     exact = 0
     for name, path, gold in books:

@@ -23,10 +23,7 @@ says, so `--snapshot` measures a fixed revision). Per book it prints:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -156,16 +153,7 @@ def main() -> None:
             env = source.environ(src)
             for key in ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "OPENAI_BASE_URL"):
                 env.pop(key, None)
-            done = subprocess.run(
-                [*source.python(), "-c", _CHILD, *(str(p) for _, p, _ in books)],
-                cwd=root,
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode:
-                sys.exit(f"the child failed:\n{done.stderr}")
-            found = json.loads(done.stdout)
+            found = source.child_json(root, src, _CHILD, [p for _, p, _ in books], env)
         for name, path, dialogue in books:
             report(name, found[str(path)], dialogue, args.show)
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,15 +369,7 @@ def main() -> None:
         src,
         _,
     ):
-        run = subprocess.run(
-            [*source.python(), "-c", _CHILD, *(str(p) for _, p, _ in todo)],
-            cwd=root,
-            env=source.environ(src),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        results = json.loads(run.stdout)
+        results = source.child_json(root, src, _CHILD, [p for _, p, _ in todo])
     print(
         f"{'book':31} {'scenes':>6} {'empty':>5} {'no subj+action':>14} {'named missing':>13} "
         f"{'no look':>9} {'setting misread':>15} {'simile':>6} {'gold':>10} {'analyse s':>9}"

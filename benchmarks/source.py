@@ -19,15 +19,17 @@ from __future__ import annotations
 import compileall
 import importlib
 import io
+import json
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The imaginize/ folder the measured processes must import, for a process that checks itself.
@@ -149,6 +151,27 @@ def environ(source: Path | None, **extra: str) -> dict[str, str]:
         EXPECT_ENV: str(package_dir(source)),
         **extra,
     }
+
+
+def child_json(
+    root: Path,
+    source: Path | None,
+    code: str,
+    args: Sequence[object],
+    env: Mapping[str, str] | None = None,
+) -> Any:
+    """What `code`, run with `args` in a process importing the measured imaginize from `root`,
+    prints as JSON; SystemExit with its stderr when it fails."""
+    done = subprocess.run(
+        [*python(), "-c", code, *(str(a) for a in args)],
+        cwd=root,
+        env=dict(env) if env is not None else environ(source),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        sys.exit(f"the measuring process failed:\n{done.stderr}")
+    return json.loads(done.stdout)
 
 
 def package_dir(source: Path | None) -> Path:
