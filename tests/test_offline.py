@@ -17,7 +17,7 @@ import pytest
 
 from imaginize.analysis.offline.analyzer import OfflineAnalyzer
 from imaginize.analysis.offline.catalogue import NO_LOOK, Catalogue, Entry
-from imaginize.analysis.offline.text import normalize_ws
+from imaginize.analysis.offline.text import normalize_ws, split_text
 from imaginize.model import Analysis, Book, Chapter, ElementKind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -589,6 +589,20 @@ def test_cjk_text_without_spaces_yields_sentence_quotes() -> None:
         # A sentence or two, never a whole paragraph.
         assert len(scene.quote) < 60
         assert scene.quote.endswith(("。", "！", "？"))
+
+
+def test_a_word_is_one_token_wherever_it_stands() -> None:
+    """The catalogue holds every token of a book at once: a word that recurs is one shared
+    Token (its offsets live in the sentence), not a copy per place (2.1 M words: a building
+    worker 380 -> 189 MiB)."""
+    text = "The lamp was lit. The lamp went out, and the lamp was lit again."
+    first, second = split_text(text)
+    lamps = [(s, k) for s in (first, second) for k, t in enumerate(s.tokens) if t.lower == "lamp"]
+    assert len(lamps) == 3
+    assert len({id(s.tokens[k]) for s, k in lamps}) == 1
+    assert [text[s.starts[k] : s.ends[k]] for s, k in lamps] == ["lamp"] * 3
+    assert [s.starts[k] for s, k in lamps] == [m.start() for m in re.finditer("lamp", text)]
+    assert first.words(0, 1) == "The lamp" and second.between(3, 4) == ", "
 
 
 @pytest.mark.slow

@@ -356,8 +356,7 @@ def _inside_longer_name(s: Sentence, i: int, name_words: Collection[str]) -> boo
         if not 0 <= j < len(toks):
             continue
         t = toks[j]
-        a, b = (t, toks[i]) if j < i else (toks[i], t)
-        if s.source[a.end : b.start].strip() or (j < i and t.possessive):
+        if s.between(min(i, j), max(i, j)).strip() or (j < i and t.possessive):
             continue
         if (
             is_capitalised(t)

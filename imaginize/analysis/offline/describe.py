@@ -115,25 +115,23 @@ def _wearable(word: str) -> bool:
     )
 
 
-def _gap(s: Sentence, a: Token, b: Token) -> str:
-    return s.source[a.end : b.start]
+def _gap(s: Sentence, a: int, b: int) -> str:
+    return s.between(a, b)
 
 
-def _plain_gap(s: Sentence, a: Token, b: Token) -> bool:
+def _plain_gap(s: Sentence, a: int, b: int) -> bool:
     return not any(ch in _PHRASE_STOPS for ch in _gap(s, a, b))
 
 
 def _slice(s: Sentence, first: int, last: int) -> str:
-    return " ".join(s.source[s.tokens[first].start : s.tokens[last].end].split())
+    return " ".join(s.words(first, last).split())
 
 
 def clause_end(s: Sentence, start: int, limit: int) -> int:
     """Index of the last token of the clause starting at `start` (at most `limit` tokens)."""
     toks = s.tokens
     end = start
-    while (
-        end + 1 < len(toks) and end + 1 - start < limit and _plain_gap(s, toks[end], toks[end + 1])
-    ):
+    while end + 1 < len(toks) and end + 1 - start < limit and _plain_gap(s, end, end + 1):
         end += 1
     # A clause cut short should not end on "against" or "the".
     while end > start and toks[end].lower in _DANGLING:
@@ -164,7 +162,7 @@ def _adjectives_before(s: Sentence, first: int) -> str:
 
 
 def _plain_gap_or_comma(s: Sentence, a: int, b: int) -> bool:
-    gap = _gap(s, s.tokens[a], s.tokens[b]).strip()
+    gap = _gap(s, a, b).strip()
     return gap in ("", ",")
 
 
@@ -189,7 +187,7 @@ def _after(s: Sentence, last: int, first: int | None = None) -> list[str]:
     word = toks[k].lower
     if toks[last].comma_after and word in ("a", "an"):
         return _appositive(s, k)
-    if not _plain_gap(s, toks[last], toks[k]):
+    if not _plain_gap(s, last, k):
         return []
     if toks[last].possessive:
         return _owned_feature(s, k)
@@ -215,10 +213,10 @@ def _aside_end(s: Sentence, last: int) -> int | None:
     """The token after a dash or bracket aside that follows token `last`, when the aside
     closes within a few words."""
     toks = s.tokens
-    if last + 1 >= len(toks) or _gap(s, toks[last], toks[last + 1]).strip() not in _ASIDE_OPEN:
+    if last + 1 >= len(toks) or _gap(s, last, last + 1).strip() not in _ASIDE_OPEN:
         return None
     for j in range(last + 1, min(len(toks) - 1, last + _ASIDE_REACH)):
-        gap = _gap(s, toks[j], toks[j + 1]).strip()
+        gap = _gap(s, j, j + 1).strip()
         if gap in _ASIDE_CLOSE:
             return j + 1
         if gap:
@@ -312,7 +310,7 @@ def _figure_phrase(s: Sentence, k: int) -> list[str]:
         end + 2 < len(toks)
         and toks[end + 1].lower == "of"
         and (toks[end + 2].lower in _NUMBER_WORDS or toks[end + 2].text.isdigit())
-        and _plain_gap(s, toks[end], toks[end + 2])
+        and _plain_gap(s, end, end + 2)
     ):
         end += 2  # "a sturdy straw-haired man of thirty"
     out = [_slice(s, k, end)]
@@ -337,7 +335,7 @@ def _skip_age(s: Sentence, k: int) -> int:
         j += 2
     if j < len(toks) and toks[j].lower == "and":
         j += 1
-    elif j >= len(toks) or _gap(s, toks[j - 1], toks[j]).strip() != ",":
+    elif j >= len(toks) or _gap(s, j - 1, j).strip() != ",":
         return k
     return j
 
@@ -349,7 +347,7 @@ def _simile_end(s: Sentence, end: int) -> int:
         end + 3 < len(toks)
         and toks[end + 1].lower == "as"
         and toks[end + 2].lower in _ARTICLES
-        and _plain_gap(s, toks[end], toks[end + 3])
+        and _plain_gap(s, end, end + 3)
     ):
         return clause_end(s, end + 3, 3)
     return end
@@ -358,7 +356,7 @@ def _simile_end(s: Sentence, end: int) -> int:
 def _coating(s: Sentence, k: int) -> str:
     """ ", and always dusted with flour" -> "dusted with flour"."""
     toks = s.tokens
-    if k > 0 and k < len(toks) and _gap(s, toks[k - 1], toks[k]).strip() not in ("", ","):
+    if k > 0 and k < len(toks) and _gap(s, k - 1, k).strip() not in ("", ","):
         return ""
     k = _skip(toks, _skip(toks, k, ("and",)), _INTENSIFIERS)
     if (
@@ -367,7 +365,7 @@ def _coating(s: Sentence, k: int) -> str:
         or toks[k + 1].lower not in ("with", "in")
     ):
         return ""
-    if not _plain_gap(s, toks[k], toks[k + 2]):
+    if not _plain_gap(s, k, k + 2):
         return ""
     return _slice(s, k, clause_end(s, k + 2, 4))
 
@@ -420,7 +418,7 @@ def _body_predicate(s: Sentence, k: int) -> list[str]:
     toks = s.tokens
     if k + 1 >= len(toks) or toks[k + 1].lower not in ("was", "were", "is", "are"):
         return []
-    if not _plain_gap(s, toks[k], toks[k + 1]):
+    if not _plain_gap(s, k, k + 1):
         return []
     looks = _predicate(s, k + 2)
     if not looks or _wearable(looks[0].split()[-1].lower()):
@@ -488,11 +486,7 @@ def visual_noun_spans(s: Sentence, narrated: Sequence[bool] | None = None) -> li
         if noun is None:
             i = j + 1
             continue
-        if (
-            noun + 1 < len(toks)
-            and _concrete(toks[noun + 1])
-            and _plain_gap(s, toks[noun], toks[noun + 1])
-        ):
+        if noun + 1 < len(toks) and _concrete(toks[noun + 1]) and _plain_gap(s, noun, noun + 1):
             noun += 1  # a compound: "swimming pool", "kid gloves"
         vivid = any(_vivid(t.lower) for t in toks[i : j + 1])
         if vivid or _concrete(toks[noun]):
@@ -514,7 +508,7 @@ def _concrete(t: Token) -> bool:
 def _noun_after(s: Sentence, j: int) -> int | None:
     toks = s.tokens
     k = j + 1
-    if k >= len(toks) or not _plain_gap(s, toks[j], toks[k]) or not _noun_like(toks[k]):
+    if k >= len(toks) or not _plain_gap(s, j, k) or not _noun_like(toks[k]):
         return None
     return k
 
@@ -677,7 +671,7 @@ def _clause_opening(s: Sentence, subject: str) -> int | None:
     """The token of a clause after a semicolon that opens with `subject` ("; he is")."""
     toks = s.tokens
     for k in range(1, len(toks)):
-        if toks[k].lower == subject and ";" in _gap(s, toks[k - 1], toks[k]):
+        if toks[k].lower == subject and ";" in _gap(s, k - 1, k):
             return k
     return None
 
@@ -751,11 +745,11 @@ def place_phrases_at(s: Sentence, first: int, last: int) -> list[str]:
         if det >= 0 and toks[det].lower in _DETERMINERS:
             out.append(pre)
     k = last + 1
-    if k < len(toks) and toks[k].lower in _COPULAS and _plain_gap(s, toks[last], toks[k]):
+    if k < len(toks) and toks[k].lower in _COPULAS and _plain_gap(s, last, k):
         out.extend(_predicate(s, k + 1))
     if (
         k < len(toks)
-        and _gap(s, toks[last], toks[k]).strip() in (",", ":", "\u2014")
+        and _gap(s, last, k).strip() in (",", ":", "\u2014")
         and toks[k].lower in _ARTICLES
     ):
         end = clause_end(s, k, 12)
@@ -767,7 +761,7 @@ def place_phrases_at(s: Sentence, first: int, last: int) -> list[str]:
             continue  # "the tragic eyes and short upper lips of southeastern Europe"
         if b + 2 <= first and toks[b + 1].lower == "of" and first - (b + 2) <= 2:
             between = toks[b + 2 : first]
-            if all(t.text[:1].islower() for t in between) and _plain_gap(s, toks[b], toks[first]):
+            if all(t.text[:1].islower() for t in between) and _plain_gap(s, b, first):
                 out.append(_slice(s, a, b))
     return out
 
@@ -791,7 +785,7 @@ def figurative_tokens(s: Sentence) -> frozenset[int]:
         while (
             end < len(toks)
             and toks[end].lower != "and"
-            and (end == start or _plain_gap(s, toks[end - 1], toks[end]))
+            and (end == start or _plain_gap(s, end - 1, end))
         ):
             out.add(end)
             end += 1
@@ -817,7 +811,7 @@ def _comparison_start(s: Sentence, k: int) -> int | None:
         and k >= 2
         and toks[k - 2].lower == "as"
         and nxt in _ARTICLES
-        and _plain_gap(s, toks[k - 2], toks[k])
+        and _plain_gap(s, k - 2, k)
     ):
         return k + 1
     return None

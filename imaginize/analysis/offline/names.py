@@ -153,7 +153,7 @@ def _titled_start(s: Sentence, i: int) -> bool:
         toks[i].base in HONORIFICS
         and i + 1 < len(toks)
         and is_capitalised(toks[i + 1])
-        and _joined(s, toks[i], toks[i + 1])
+        and _joined(s, i, i + 1)
     )
 
 
@@ -162,7 +162,7 @@ def _run_end(s: Sentence, i: int) -> int:
     toks = s.tokens
     j = i
     while j + 1 < len(toks) and (not toks[j].possessive or _owned_place(toks[j + 1])):
-        if not _joined(s, toks[j], toks[j + 1]):
+        if not _joined(s, j, j + 1):
             break
         nxt = toks[j + 1]
         if is_capitalised(nxt) and nxt.lower not in NOT_NAMES:
@@ -185,13 +185,14 @@ def _owned_place(tok: Token) -> bool:
     return tok.base in PLACE_TYPES and is_capitalised(tok) and not tok.possessive
 
 
-def _joined(s: Sentence, a: Token, b: Token) -> bool:
-    gap = s.source[a.end : b.start].replace("\ufeff", "")
+def _joined(s: Sentence, a: int, b: int) -> bool:
+    """Whether tokens a and b are one name's words: nothing between them but spaces (or the
+    dot of an initial)."""
+    gap = s.between(a, b).replace("\ufeff", "")
     if not gap.strip():
         return True
-    return gap.strip() == "." and (
-        a.text in ABBREVIATIONS or (len(a.text) == 1 and a.text.isupper())
-    )
+    word = s.tokens[a].text
+    return gap.strip() == "." and (word in ABBREVIATIONS or (len(word) == 1 and word.isupper()))
 
 
 def _connects(s: Sentence, j: int) -> bool:
@@ -202,7 +203,7 @@ def _connects(s: Sentence, j: int) -> bool:
     conn, after = toks[j + 1], toks[j + 2]
     if conn.text not in NAME_CONNECTORS or not is_capitalised(after):
         return False
-    if after.lower in NOT_NAMES or not _joined(s, conn, after):
+    if after.lower in NOT_NAMES or not _joined(s, j + 1, j + 2):
         return False
     return conn.text != "of" or toks[j].base in _OF_AFTER
 
@@ -397,7 +398,7 @@ def _nicknames(sentences: Sequence[Sentence], mentions: Sequence[Mention]) -> li
             continue
         s = sentences[a.sentence]
         toks = s.tokens
-        gap = s.source[toks[a.last].end : toks[b.first].start].strip()
+        gap = s.between(a.last, b.first).strip()
         if gap not in ("\u2014", "\u2013", "(", ",", "--") or b.last + 2 >= len(toks):
             continue
         if toks[b.last + 1].lower == "to" and toks[b.last + 2].lower in _NICKNAME_AUDIENCE:
@@ -821,8 +822,8 @@ def _display(sentences: Sequence[Sentence], mentions: list[Mention]) -> str:
     forms: Counter[str] = Counter()
     for m in mentions:
         s = sentences[m.sentence]
-        first, last = s.tokens[m.first], s.tokens[m.last]
-        forms[" ".join(s.source[first.start : last.start + len(last.base)].split())] += 1
+        end = s.starts[m.last] + len(s.tokens[m.last].base)
+        forms[" ".join(s.source[s.starts[m.first] : end].split())] += 1
     return min(forms.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
@@ -1065,8 +1066,7 @@ def with_teller_names(
 
 def _glued(s: Sentence, a: int, b: int) -> bool:
     """Whether tokens a..b follow each other with nothing but spaces between."""
-    toks = s.tokens
-    return all(not s.source[toks[i].end : toks[i + 1].start].strip() for i in range(a, b))
+    return all(not s.between(i, i + 1).strip() for i in range(a, b))
 
 
 def _vocative(s: Sentence, m: Mention) -> bool:
@@ -1075,7 +1075,7 @@ def _vocative(s: Sentence, m: Mention) -> bool:
     toks = s.tokens
     if m.first == 0 or not toks[m.first - 1].comma_after:
         return False
-    tail = s.source[toks[m.last].end : toks[m.last + 1].start if m.last + 1 < len(toks) else s.end]
+    tail = s.source[s.ends[m.last] : s.starts[m.last + 1] if m.last + 1 < len(toks) else s.end]
     # "Good night, Nick," said Daisy: a comma that closes the quotation ends it too.
     return tail.strip() in (',"', ",\u201d") or (
         any(ch in tail for ch in '?!.\u201d"') and "," not in tail
@@ -1087,7 +1087,7 @@ def _quote_between(s: Sentence, last: int) -> bool:
     then the name was spoken, and the speech verb belongs to someone else."""
     if last + 1 >= len(s.tokens):
         return False
-    gap = s.source[s.tokens[last].end : s.tokens[last + 1].start]
+    gap = s.between(last, last + 1)
     return any(ch in gap for ch in '"\u201d\u2019')
 
 

@@ -92,7 +92,7 @@ class Names:
         first = 0
         for k, t in enumerate(s.tokens):
             word = self._word(t.base)
-            joined = run and not s.source[s.tokens[k - 1].end : t.start].strip()
+            joined = run and not s.between(k - 1, k).strip()
             if word is not None and (joined or not run):
                 if not run:
                     first = k

@@ -429,13 +429,13 @@ class SceneBuilder:
             # Up to the "like": no simile taken literally.
             end = _action_end(s, k, max(1, min(figurative) - 1 - k))
         bonus = weight - _LATER * later - (_THIN if end - k < 2 else 0.0) - _deeper(s, k)
-        rest = s.source[toks[start].start : toks[end].end]
+        rest = s.words(start, end)
         found = self._subject_before(i, start)
         if found is not None:
             subj_start, subj_end, entry, score, text = found
             if text is None:
                 # The book's words from the subject to the end of the action.
-                text = s.source[toks[subj_start].start : toks[end].end]
+                text = s.words(subj_start, end)
             else:
                 if entry is not None and entry == self.narrator and toks[subj_start].text == "I":
                     rest = _third_person(rest, self.entries[entry].gender)
@@ -482,7 +482,7 @@ class SceneBuilder:
         if aside and text is None:
             # The subject with its modifier, the aside left out: "the clear voices of
             # children, already gathered like crickets on the grass, rose".
-            text = s.source[toks[first].start : toks[max(last, j)].end]
+            text = s.words(first, max(last, j))
         return first, last, entry, score, text
 
     def _subject_at(self, i: int, j: int) -> tuple[int, int, int | None, float, str | None] | None:
@@ -547,7 +547,7 @@ class SceneBuilder:
             ref = self.narrator if owner == "i" else self._who(i, first, owner)
             if ref is not None:
                 name = self.entries[ref].name
-                noun = s.source[toks[first + 1].start : toks[j].end]
+                noun = s.words(first + 1, j)
                 return first, j, ref, score, f"{name}\u2019s {noun}"
         return first, j, None, score, None
 
@@ -599,11 +599,11 @@ class SceneBuilder:
             lead -= 1
         if lead == start:
             return None
-        subject = s.source[toks[a].start : toks[b].end]
-        before = s.source[toks[lead].start : toks[start - 1].end]
+        subject = s.words(a, b)
+        before = s.words(lead, start - 1)
         if toks[lead].initial and not _is_proper(toks[lead]):
             before = before[:1].lower() + before[1:]
-        text = f"{subject} {s.source[toks[start].start : toks[k].end]} {before}"
+        text = f"{subject} {s.words(start, k)} {before}"
         score = 3.0 if entry is not None or toks[a].text[:1].isupper() else 2.0
         return Moment(normalize_ws(text), entry, _subject_name(s, a, b), score + bonus - 0.5)
 
@@ -702,9 +702,7 @@ class SceneBuilder:
                 head = s.tokens[end].lower
                 det = s.tokens[start - 1].lower if start > 0 else ""
                 article = det if det in ("the", "a", "an") else "the"
-                text = (
-                    f"{article} {normalize_ws(s.source[s.tokens[start].start : s.tokens[end].end])}"
-                )
+                text = f"{article} {normalize_ws(s.words(start, end))}"
                 if any(v in PLACE_NOUNS for v in stem_variants(head, False)):
                     return text
                 if not fixture and any(v in FIXTURES for v in stem_variants(head, False)):
@@ -766,7 +764,7 @@ class SceneBuilder:
             for a, b in spans:
                 if b in self.figurative[i]:
                     continue  # "like the blue honey of the Mediterranean"
-                p = normalize_ws(s.source[s.tokens[a].start : s.tokens[b].end])
+                p = normalize_ws(s.words(a, b))
                 low = p.lower()
                 if low in setting.lower() or any(low in o.lower() for o in out):
                     continue
@@ -886,7 +884,7 @@ def _figurative(s: Sentence, k: int) -> bool:
         and toks[k - 1].lower in ("a", "an")
         and k + 1 < len(toks)
         and toks[k + 1].lower == "of"
-        and not s.source[toks[k].end : toks[k + 1].start].strip()
+        and not s.between(k, k + 1).strip()
     )
 
 
@@ -940,7 +938,7 @@ def _join(names: Sequence[str]) -> str:
 def _plain(s: Sentence, j: int) -> bool:
     """Whether nothing but space stands between tokens j and j + 1."""
     toks = s.tokens
-    return 0 <= j < len(toks) - 1 and not s.source[toks[j].end : toks[j + 1].start].strip()
+    return 0 <= j < len(toks) - 1 and not s.between(j, j + 1).strip()
 
 
 def _auxiliary(word: str) -> bool:
@@ -956,11 +954,11 @@ def _aside_start(s: Sentence, j: int) -> int | None:
     """When an aside ends at token j (", who had been hovering about the room,"), the last
     token before it opens; None when the text before the verb is no such aside."""
     toks = s.tokens
-    gap = s.source[toks[j].end : toks[j + 1].start].strip()
+    gap = s.between(j, j + 1).strip()
     if gap not in _ASIDE_MARKS:
         return None
     for m in range(j, max(0, j - _ASIDE_REACH), -1):
-        before = s.source[toks[m - 1].end : toks[m].start].strip()
+        before = s.between(m - 1, m).strip()
         if before == gap or (gap != "," and before in _ASIDE_MARKS):
             # ", who had been ...", ", a tall man,", ", unable to ...": an aside; not
             # ", and the clear voices of children," (another clause).
@@ -984,7 +982,7 @@ def _opens_aside(word: str) -> bool:
 
 
 def _subject_name(s: Sentence, first: int, last: int) -> str:
-    return normalize_ws(s.source[s.tokens[first].start : s.tokens[last].end])
+    return normalize_ws(s.words(first, last))
 
 
 def _is_proper(t: Token) -> bool:
@@ -1025,7 +1023,7 @@ def _determiner_before(s: Sentence, first: int) -> int | None:
     toks = s.tokens
     for back in range(1, _MODIFIER_REACH + 2):
         d = first - back
-        if d < 0 or s.source[toks[d].end : toks[d + 1].start].strip() not in ("", ","):
+        if d < 0 or s.between(d, d + 1).strip() not in ("", ","):
             return None
         if toks[d].lower in _SUBJECT_DETERMINERS:
             return d
@@ -1082,7 +1080,7 @@ def _action_end(s: Sentence, k: int, limit: int) -> int:
         end > k + 1
         and end + 1 < len(toks)
         and toks[end - 1].lower in _SUBJECT_DETERMINERS
-        and s.source[toks[end].end : toks[end + 1].start].strip() == ","
+        and s.between(end, end + 1).strip() == ","
         and toks[end + 1].text[:1].islower()
         and toks[end + 1].lower not in NOT_NAMES
         and toks[end + 1].lower not in _ANY_PREPOSITION
@@ -1120,7 +1118,7 @@ def _abbreviated(s: Sentence, j: int) -> bool:
     toks = s.tokens
     return (
         j + 1 < len(toks)
-        and s.source[toks[j].end : toks[j + 1].start].strip() == "."
+        and s.between(j, j + 1).strip() == "."
         and (toks[j].text in ABBREVIATIONS or (len(toks[j].text) == 1 and toks[j].text.isupper()))
     )
 
@@ -1149,8 +1147,7 @@ _MAX_DEPTH = 1.0
 def _deeper(s: Sentence, k: int) -> float:
     """How far into its sentence token k is, in clause marks: the opening clause usually
     carries the moment ("The ice cracked behind us ...; a breeze sprang from the west")."""
-    toks = s.tokens
-    gaps = s.source[toks[0].start : toks[k].start] if k else ""
+    gaps = s.source[s.starts[0] : s.starts[k]] if k else ""
     return min(_MAX_DEPTH, sum(gaps.count(mark) * c for mark, c in _CLAUSE_COST.items()))
 
 

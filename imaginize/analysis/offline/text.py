@@ -7,7 +7,7 @@ it; nothing here rewrites text except `normalize_ws`, which gives the form quote
 from __future__ import annotations
 
 import re
-import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -230,53 +230,53 @@ def _stanzas(text: str, run: Sequence[tuple[int, int]]) -> list[list[tuple[int, 
 
 
 class Token(NamedTuple):
-    """A word of a sentence. `base` drops a possessive "'s"; `initial` says whether the word
-    starts a sentence or a quotation, where capitals say nothing about names."""
+    """A word of a sentence, wherever it stands: its offsets are the sentence's (`starts`,
+    `ends`), so equal words share one Token. `base` drops a possessive "'s"; `initial` says
+    whether the word starts a sentence or a quotation, where capitals say nothing about
+    names."""
 
     text: str
     base: str
     lower: str
-    start: int
-    end: int
     initial: bool
     possessive: bool
     comma_after: bool
 
 
-# The offline catalogue holds every token of a book at once (2 million in a long novel):
-# words and offsets shared, not copied per token, halve its memory (740 -> 360 MiB).
-_OFFSETS = tuple(range(1 << 16))
+# The offline catalogue holds every token of a book at once (2 million in a 2,000-chapter
+# book): one shared Token per distinct word and flags, and offsets in arrays, take ~45 bytes a
+# token where a Token of its own with offsets took ~125 (a building worker 380 -> 189 MiB).
+_TOKENS: dict[Token, Token] = {}
+_MAX_TOKENS = 1 << 20  # distinct tokens kept for sharing (a vocabulary, not a book)
 
 
-def tokenize(text: str, start: int, end: int) -> list[Token]:
-    """Tokens of text[start:end] (one sentence) with absolute offsets."""
+def tokenize(text: str, start: int, end: int) -> tuple[list[Token], array[int], array[int]]:
+    """Tokens of text[start:end] (one sentence), with their absolute start and end offsets."""
     spans = [m.span() for m in TOKEN_RE.finditer(text, start, end)]
     # gaps[i] is the text before token i; gaps[-1] the text after the last one.
     bounds = [start, *(x for span in spans for x in span), end]
     gaps = [text[bounds[k] : bounds[k + 1]] for k in range(0, len(bounds), 2)]
     tokens: list[Token] = []
     prev_word = ""
+    shared = _TOKENS
+    if len(shared) > _MAX_TOKENS:
+        shared.clear()
     for i, (a, b) in enumerate(spans):
-        word = sys.intern(text[a:b])
+        word = text[a:b]
         base, possessive = _base(word)
-        base = sys.intern(base)
-        gap = gaps[i]
-        after = gaps[i + 1]
-        tokens.append(
-            Token(
-                word,
-                base,
-                sys.intern(base.lower()),
-                _OFFSETS[a] if a < len(_OFFSETS) else a,
-                _OFFSETS[b] if b < len(_OFFSETS) else b,
-                # A line break (verse) says no more about a capital than a sentence start.
-                i == 0 or (gap != " " and ("\n" in gap or _starts_clause(gap, prev_word))),
-                possessive,
-                "," in after or "\uff0c" in after,  # ASCII or fullwidth comma
-            )
+        gap, after = gaps[i], gaps[i + 1]
+        token = Token(
+            word,
+            base,
+            base.lower(),
+            # A line break (verse) says no more about a capital than a sentence start.
+            i == 0 or (gap != " " and ("\n" in gap or _starts_clause(gap, prev_word))),
+            possessive,
+            "," in after or "\uff0c" in after,  # ASCII or fullwidth comma
         )
+        tokens.append(shared.setdefault(token, token))
         prev_word = word
-    return tokens
+    return tokens, array("I", [a for a, _ in spans]), array("I", [b for _, b in spans])
 
 
 def _base(word: str) -> tuple[str, bool]:
@@ -336,11 +336,21 @@ class Sentence:
     start: int
     end: int
     tokens: list[Token]
+    starts: array[int]  # where each token starts in `source`
+    ends: array[int]
     piece: bool = False  # cut out of an overlong sentence at a clause mark
 
     @property
     def text(self) -> str:
         return self.source[self.start : self.end]
+
+    def between(self, i: int, j: int) -> str:
+        """The text from the end of token i to the start of token j."""
+        return self.source[self.ends[i] : self.starts[j]]
+
+    def words(self, i: int, j: int) -> str:
+        """The text from the start of token i to the end of token j."""
+        return self.source[self.starts[i] : self.ends[j]]
 
 
 def split_text(text: str, para_offset: int = 0) -> list[Sentence]:
@@ -350,13 +360,14 @@ def split_text(text: str, para_offset: int = 0) -> list[Sentence]:
     for p, group in enumerate(stanzas(text, paragraph_spans(text))):
         if len(group) > 1:
             a, b = group[0][0], group[-1][1]
-            out.append(Sentence(text, para_offset + p, a, b, tokenize(text, a, b)))
+            out.append(Sentence(text, para_offset + p, a, b, *tokenize(text, a, b)))
             continue
         ps, pe = group[0]
         for ss, se in sentence_spans(text, ps, pe):
             for us, ue in split_long(text, ss, se):
                 piece = (us, ue) != (ss, se)
-                out.append(Sentence(text, para_offset + p, us, ue, tokenize(text, us, ue), piece))
+                tokens = tokenize(text, us, ue)
+                out.append(Sentence(text, para_offset + p, us, ue, *tokens, piece=piece))
     return out
 
 
@@ -395,8 +406,8 @@ def narrated_tokens(sentences: Sequence[Sentence]) -> list[list[bool]]:
         marks = [(m.start() + s.start, m.group()) for m in _QUOTE_RE.finditer(s.text)]
         flags: list[bool] = []
         k = 0
-        for t in s.tokens:
-            while k < len(marks) and marks[k][0] < t.start:
+        for start in s.starts:
+            while k < len(marks) and marks[k][0] < start:
                 state = _step(state, marks[k][1])
                 k += 1
             flags.append(not state[0])
