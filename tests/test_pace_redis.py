@@ -340,6 +340,27 @@ def two_hosts(tmp_path: Path, server: FakeOpenAI, *args: str) -> list[dict[str, 
     )
 
 
+def first_refusal(tmp_path: Path, server: FakeOpenAI, *args: str) -> list[dict[str, Any]]:
+    """The two hosts until the server refuses a request with 429 (then both are stopped: the
+    controls need one refusal, not the minutes of waiting it out), or until both finish."""
+    procs = [host(tmp_path, name, server.url, *args) for name in ("one", "two")]
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            if any(r["status"] == 429 for r in server.requests if r["endpoint"] == "chat"):
+                break
+            if all(p.poll() is not None for p in procs):
+                for p in procs:
+                    assert p.returncode == 0, p.communicate()[1]
+                break
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+    return [r for r in server.requests if r["endpoint"] == "chat"]
+
+
 def aggregate_rpm(log: list[dict[str, Any]]) -> float:
     sends = [r["t_mono"] for r in log if r["status"] == 200]
     return (len(sends) - 1) / (sends[-1] - sends[0]) * 60.0
@@ -368,7 +389,7 @@ def test_without_redis_two_hosts_each_send_the_full_rate(
 ) -> None:
     """The control: the same two hosts with their own file paces overrun the server."""
     fake_openai.script(responder=answer, **SERVER_LIMIT)
-    log = two_hosts(tmp_path, fake_openai, "--rpm", "120")
+    log = first_refusal(tmp_path, fake_openai, "--rpm", "120")
     limited = [r["status"] for r in log].count(429)
     print(f"without redis: {limited} requests refused with 429")
     assert limited > 0
@@ -463,7 +484,7 @@ def test_without_redis_two_hosts_each_spend_the_full_token_budget(
 ) -> None:
     """The control: the same two hosts with their own file paces overrun the token limit."""
     fake_openai.script(responder=reporting_200_tokens, **TOKEN_LIMIT)
-    log = two_hosts(tmp_path, fake_openai, "--tpm", "12000")
+    log = first_refusal(tmp_path, fake_openai, "--tpm", "12000")
     limited = [r["status"] for r in log].count(429)
     print(f"without redis: {limited} requests refused with 429")
     assert limited > 0
