@@ -591,6 +591,25 @@ def test_cjk_text_without_spaces_yields_sentence_quotes() -> None:
         assert scene.quote.endswith(("。", "！", "？"))
 
 
+@pytest.mark.parametrize(
+    ("words", "description"),
+    [
+        ("with a blue hull and white sails", "A boat: a blue hull and white sails."),
+        ("with three old men aboard", f"A boat. {NO_LOOK}"),
+    ],
+)
+def test_a_named_ships_looks_after_its_appositive(words: str, description: str) -> None:
+    """The sample's Kittiwake was "a boat" with no description though the text gives one:
+    a "with ..." after a thing's name and appositive is its looks (who is aboard is not)."""
+    text = (
+        f"Sela Brook skippered the Marigold, the oldest boat in the harbour, {words}. The "
+        "Marigold sailed at dawn.\n\nEveryone in the town knew the Marigold. The Marigold "
+        "came home at dusk, and Sela Brook tied her up."
+    )
+    entry = next(e for e in Catalogue([text]).entries if e.name == "Marigold")
+    assert (entry.kind, entry.description) == (ElementKind.ITEM, description)
+
+
 def test_a_word_is_one_token_wherever_it_stands() -> None:
     """The catalogue holds every token of a book at once: a word that recurs is one shared
     Token (its offsets live in the sentence), not a copy per place (2.1 M words: a building

@@ -22,6 +22,7 @@ from imaginize.analysis.offline.describe import (
     phrases_at,
     place_phrases_at,
     rank_phrases,
+    with_phrase_at,
 )
 from imaginize.analysis.offline.lexicon import (
     ADULT_TITLES,
@@ -386,6 +387,13 @@ def _name_entry(
         phrases = _place_phrases(sentences, g.mentions, dialogue)
     else:
         phrases = mention_phrases(sentences, g.mentions, _pronouns(g), dialogue, figures)
+    if g.kind == ElementKind.ITEM:
+        phrases += [
+            p
+            for m in g.mentions
+            if not dialogue[m.sentence]
+            for p in with_phrase_at(sentences[m.sentence], m.last)
+        ]
     if seen:
         # The animal before (and after) it got its name: "It was a fox ... Its eyes were
         # large and amber." ... "I'm going to call him Flint."

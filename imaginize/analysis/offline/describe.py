@@ -731,6 +731,27 @@ def _worn(s: Sentence, after: int = -1) -> list[str]:
     ]
 
 
+def with_phrase_at(s: Sentence, last: int) -> list[str]:
+    """A named thing's (a ship's, a sword's) "with ..." after its name or its appositive:
+    "the Kittiwake, the fastest boat in the fleet, with a sea-green hull and sails dyed the
+    deep red of rosehips"; only when it carries a looks word."""
+    out: list[str] = []
+    toks = s.tokens
+    k = last + 1
+    if k < len(toks) and _gap(s, last, k).strip() == "," and toks[k].lower in _ARTICLES:
+        # Past the appositive, to the comma that closes it.
+        end = clause_end(s, k, 12)
+        k = end + 1 if toks[end].comma_after else len(toks)
+    if k + 1 < len(toks) and toks[k].lower == "with":
+        end = clause_end(s, k + 1, 14)
+        span = toks[k + 1 : end + 1]
+        # Its looks, not who is aboard: "with three old men aboard" is no hull.
+        aboard = any(t.lower in PERSON_NOUNS or t.lower in CREATURES for t in span)
+        if any(_visual(t.lower) for t in span) and not aboard and not any(map(_is_name, span)):
+            out.append(_slice(s, k + 1, end))
+    return out
+
+
 def place_phrases_at(s: Sentence, first: int, last: int) -> list[str]:
     """How the text shows a place named at tokens first..last: an appositive ("Gannet Rock:
     a black tooth of stone with white birds wheeling around it"), "the white palaces of
