@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from imaginize.analysis.offline.lexicon import ARTICLES, words
-from imaginize.analysis.offline.scenes import Window, pick_windows
+from imaginize.analysis.offline.scenes import STYLE, Window, pick_windows
 from imaginize.analysis.offline.text import Sentence, normalize_ws, quoted_shares, word_length
 from imaginize.model import Analysis, Element, ElementKind, Scene
 
 MAX_WORDS = 80
-STYLE = "detailed storybook illustration"
 _MIN_NAME_COUNT = 3
 # Languages that capitalise every noun (German): a capital mid-sentence says little there,
 # so a name must also seldom follow an article and sometimes open a sentence. Such a text

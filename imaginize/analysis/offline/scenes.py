@@ -89,7 +89,7 @@ _VARIETY_WEIGHT = 0.7
 _MAX_WINDOW = 3
 _MAX_WINDOW_WORDS = 60
 _LOOKBACK = 4  # sentences searched for who "she" is, or where we are
-_STYLE = "detailed storybook illustration"
+STYLE = "detailed storybook illustration"  # the last part of every prompt
 _NUMBERS = words(
     """
     two three four five six seven eight nine ten twenty thirty forty fifty hundred
@@ -349,7 +349,7 @@ class SceneBuilder:
             lighting,
             composition,
             f"{mood} mood",
-            _STYLE,
+            STYLE,
         ]
         return Scene(
             quote=quote,
