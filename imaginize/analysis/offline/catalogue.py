@@ -357,7 +357,7 @@ def _inside_longer_name(s: Sentence, i: int, name_words: Collection[str]) -> boo
         if not 0 <= j < len(toks):
             continue
         t = toks[j]
-        if s.between(min(i, j), max(i, j)).strip() or (j < i and t.possessive):
+        if not s.spaced(min(i, j)) or (j < i and t.possessive):
             continue
         if (
             is_capitalised(t)

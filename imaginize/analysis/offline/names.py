@@ -1066,7 +1066,7 @@ def with_teller_names(
 
 def _glued(s: Sentence, a: int, b: int) -> bool:
     """Whether tokens a..b follow each other with nothing but spaces between."""
-    return all(not s.between(i, i + 1).strip() for i in range(a, b))
+    return all(s.spaced(i) for i in range(a, b))
 
 
 def _vocative(s: Sentence, m: Mention) -> bool:

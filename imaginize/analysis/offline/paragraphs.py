@@ -91,7 +91,7 @@ class Names:
         first = 0
         for k, t in enumerate(s.tokens):
             word = self._word(t.base)
-            joined = run and not s.between(k - 1, k).strip()
+            joined = run and s.spaced(k - 1)
             if word is not None and (joined or not run):
                 if not run:
                     first = k

@@ -884,7 +884,7 @@ def _figurative(s: Sentence, k: int) -> bool:
         and toks[k - 1].lower in ("a", "an")
         and k + 1 < len(toks)
         and toks[k + 1].lower == "of"
-        and not s.between(k, k + 1).strip()
+        and s.spaced(k)
     )
 
 
@@ -937,8 +937,7 @@ def _join(names: Sequence[str]) -> str:
 
 def _plain(s: Sentence, j: int) -> bool:
     """Whether nothing but space stands between tokens j and j + 1."""
-    toks = s.tokens
-    return 0 <= j < len(toks) - 1 and not s.between(j, j + 1).strip()
+    return 0 <= j < len(s.tokens) - 1 and s.spaced(j)
 
 
 def _auxiliary(word: str) -> bool:

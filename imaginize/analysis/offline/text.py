@@ -348,6 +348,10 @@ class Sentence:
         """The text from the end of token i to the start of token j."""
         return self.source[self.ends[i] : self.starts[j]]
 
+    def spaced(self, i: int) -> bool:
+        """Whether nothing but space stands between token i and the next."""
+        return not self.source[self.ends[i] : self.starts[i + 1]].strip()
+
     def words(self, i: int, j: int) -> str:
         """The text from the start of token i to the end of token j."""
         return self.source[self.starts[i] : self.ends[j]]
