@@ -24,7 +24,7 @@ from imaginize.analysis.offline.scenes import (
     pick_windows,
     sentence_features,
 )
-from imaginize.analysis.offline.text import split_text
+from imaginize.analysis.offline.text import split_text, split_texts
 from imaginize.model import Analysis, Book, Chapter, Usage
 
 MAX_ELEMENTS = 30
@@ -86,10 +86,8 @@ class OfflineAnalyzer:
             return None
         with self._lock:
             if self._names is None:
-                sentences = []
-                for c in self._book.chapters:
-                    sentences += split_text(c.text, sentences[-1].para + 1 if sentences else 0)
-                self._names = paragraphs.Names(sentences)
+                chapters = split_texts(c.text for c in self._book.chapters)
+                self._names = paragraphs.Names([s for own in chapters for s in own])
             return self._names
 
     @property

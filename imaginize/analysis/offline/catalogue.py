@@ -61,6 +61,7 @@ from imaginize.analysis.offline.text import (
     normalize_ws,
     quoted_shares,
     split_text,
+    split_texts,
     word_length,
 )
 from imaginize.model import Element, ElementKind
@@ -179,9 +180,7 @@ class Catalogue:
 
     def _build(self, texts: Sequence[str]) -> tuple[list[Entry], dict[str, str | None], set[str]]:
         sentences: list[Sentence] = []
-        for text in texts:
-            offset = sentences[-1].para + 1 if sentences else 0
-            own = split_text(text, offset)
+        for text, own in zip(texts, split_texts(texts), strict=True):
             self._split.setdefault(text, own)
             sentences.extend(own)
         # Words never written in lower case: names, even when they open a sentence.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -373,6 +373,17 @@ def split_text(text: str, para_offset: int = 0) -> list[Sentence]:
                 tokens = tokenize(text, us, ue)
                 out.append(Sentence(text, para_offset + p, us, ue, *tokens, piece=piece))
     return out
+
+
+def split_texts(texts: Iterable[str]) -> Iterator[list[Sentence]]:
+    """Each text's sentences (`split_text`), paragraph numbers running on across them, so
+    no window of a book-wide pass joins the end of one chapter to the next."""
+    para = 0
+    for text in texts:
+        own = split_text(text, para)
+        if own:
+            para = own[-1].para + 1
+        yield own
 
 
 # Marks that open or close speech: quotation marks of many languages (English “…”, German
