@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from imaginize.analysis.offline.lexicon import ARTICLES, words
-from imaginize.analysis.offline.scenes import STYLE, Window, pick_windows
+from imaginize.analysis.offline.scenes import STYLE, Window, pick_windows, window_quote
 from imaginize.analysis.offline.text import Sentence, normalize_ws, quoted_shares, word_length
 from imaginize.model import Analysis, Element, ElementKind, Scene
 
@@ -255,19 +255,16 @@ def analyze(
 
 
 def _scene(sentences: Sequence[Sentence], w: Window, mentions: Sequence[list[Name]]) -> Scene:
-    first, last = sentences[w.first], sentences[w.last]
-    quote = normalize_ws(first.source[first.start : last.end])
-    cast: list[str] = []
-    for i in range(w.first, w.last + 1):
-        cast += [n.name for n in mentions[i] if n.kind is ElementKind.CHARACTER]
-    characters = tuple(dict.fromkeys(cast))
+    quote = window_quote(sentences, w)
     span = range(w.first, w.last + 1)
+    cast = [n.name for i in span for n in mentions[i] if n.kind is ElementKind.CHARACTER]
+    characters = tuple(dict.fromkeys(cast))
     places = [n.name for i in span for n in mentions[i] if n.kind is ElementKind.PLACE]
     setting = places[0] if places else ""
     prompt = [quote, ", ".join(characters), setting, STYLE]
     return Scene(
         quote=quote,
-        description=normalize_ws(first.text),
+        description=normalize_ws(sentences[w.first].text),
         characters=characters,
         setting=setting,
         image_prompt="; ".join(p for p in prompt if p),

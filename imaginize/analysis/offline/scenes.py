@@ -205,6 +205,12 @@ class Window:
     score: float
 
 
+def window_quote(sentences: Sequence[Sentence], w: Window) -> str:
+    """The window's text as a scene quotes it: verbatim but for runs of white space."""
+    first, last = sentences[w.first], sentences[w.last]
+    return normalize_ws(first.source[first.start : last.end])
+
+
 def sentence_features(sentences: Sequence[Sentence]) -> list[Features]:
     out: list[Features] = []
     for s, q in zip(sentences, quoted_shares(sentences), strict=True):
@@ -322,8 +328,7 @@ class SceneBuilder:
 
     def build(self, w: Window) -> Scene:
         span = range(w.first, w.last + 1)
-        first, last = self.sentences[w.first], self.sentences[w.last]
-        quote = normalize_ws(first.source[first.start : last.end])
+        quote = window_quote(self.sentences, w)
         ids = self._characters(w)
         moment = self._moment(w)
         if moment is not None and moment.entry is not None and moment.entry not in ids:
